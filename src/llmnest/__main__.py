@@ -1,0 +1,5 @@
+"""`python -m llmnest` runs the CLI."""
+
+from .cli.main import run
+
+run()

@@ -1,0 +1,47 @@
+"""`llmnest`: the typer app. Each command group lives in its own module with a register(app)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+from .. import __version__
+
+app = typer.Typer(
+    name="llmnest",
+    help="Deploy an open LLM behind a secured, benchmarked, OpenAI-compatible endpoint.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+COMMAND_MODULES = ("models_cmd",)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmnest {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug detail on stderr."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Deploy, operate and measure LLM endpoints on this machine or on Alibaba Cloud."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_module}").register(app)
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,55 @@
+"""Printing for the CLI: rich consoles, JSON output, and turning errors into one clear line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import ExitCode, LlmnestError
+
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+log = logging.getLogger("llmnest")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (plain, so pipes and jq get it unchanged)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, so stdout stays clean for --json."""
+    err.print(f"[dim]•[/dim] {message}")
+
+
+def fail(exc: LlmnestError) -> typer.Exit:
+    err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, highlight=False)
+    if exc.detail:
+        err.print(exc.detail, markup=False)
+    return typer.Exit(exc.exit_code)
+
+
+def handle_errors(fn: F) -> F:
+    """Run a command; an LlmnestError becomes one line and its exit code, Ctrl-C exits 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LlmnestError as exc:
+            log.debug("command failed", exc_info=True)
+            raise fail(exc) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]

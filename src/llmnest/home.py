@@ -1,0 +1,38 @@
+"""Where llmnest keeps its state: $LLMNEST_HOME, default ~/.llmnest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    path = Path(os.environ.get("LLMNEST_HOME") or Path.home() / ".llmnest").expanduser()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def deployment_dir(name: str) -> Path:
+    path = home() / "deployments" / name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def log_path(name: str) -> Path:
+    """The engine's log (stdout and stderr, appended across restarts)."""
+    return deployment_dir(name) / "engine.log"
+
+
+def models_dir() -> Path:
+    path = home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write a secret file readable by its owner only, atomically."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    os.replace(tmp, path)

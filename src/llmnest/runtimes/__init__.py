@@ -1,0 +1,1 @@
+"""Runtimes: where an engine runs. `process` (a supervised local process) or `docker` (a container)."""

@@ -1,0 +1,153 @@
+"""The deployment spec: one typed description that every renderer and runtime works from."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import BadInput
+
+Engine = Literal["vllm", "sglang"]
+Runtime = Literal["process", "docker"]
+Target = Literal["local", "aliyun"]
+Device = Literal["cuda", "cpu"]
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+DEFAULT_PORT = 8080
+
+
+class AliyunPlacement(BaseModel):
+    """Where an Alibaba Cloud deployment lives (the seed's deploy form, minus secrets)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str
+    zone: str | None = None
+    instance_type: str | None = None
+    nodes: Literal[1, 2] = 1
+    public: bool = False
+    bandwidth_mbps: int = Field(default=5, ge=0, le=200)
+    allow_cidr: str | None = None
+    vpc_id: str | None = None
+    vswitch_id: str | None = None
+    pay: Literal["postpaid", "prepaid"] = "postpaid"
+    period_months: int | None = Field(default=None, ge=1, le=9)
+    key_pair: str | None = None
+
+
+class DeploymentSpec(BaseModel):
+    """Everything that decides what runs. The API key itself is a secret kept beside it, not in it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    model: str = Field(description="catalog key, or a local model directory")
+    served_model_name: str
+    model_path: str | None = Field(default=None, description="local weights directory, once resolved")
+    engine: Engine = "vllm"
+    runtime: Runtime = "process"
+    target: Target = "local"
+    device: Device = "cpu"
+    gpu_count: int = Field(default=0, ge=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    api_key_enabled: bool = True
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float = Field(default=0.95, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    enable_chunked_prefill: bool = True
+    trust_remote_code: bool = True
+    enforce_eager: bool = False
+    cpu_kv_cache_gib: int = Field(default=2, ge=1, description="vLLM CPU build: KV cache size in GiB")
+    reasoning_parser: str | None = None
+    image: str | None = Field(default=None, description="container image for the docker runtime")
+    engine_args: dict[str, str] = Field(default_factory=dict, description="pass-through engine flags")
+    env: dict[str, str] = Field(default_factory=dict)
+    aliyun: AliyunPlacement | None = Field(default=None, description="set when target is aliyun")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("use 1-63 lowercase letters, digits and dashes, starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_host(self) -> DeploymentSpec:
+        if (self.target == "aliyun") != (self.aliyun is not None):
+            raise ValueError("an aliyun target needs its placement (region, ...) and only it has one")
+        if self.device == "cpu" and self.engine == "sglang":
+            raise ValueError("SGLang needs an NVIDIA GPU; on this machine use --engine vllm")
+        if self.device == "cuda" and self.tensor_parallel_size * self.pipeline_parallel_size > max(self.gpu_count, 1):
+            raise ValueError(
+                f"tensor_parallel_size x pipeline_parallel_size = "
+                f"{self.tensor_parallel_size * self.pipeline_parallel_size} exceeds the {self.gpu_count} GPUs"
+            )
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> DeploymentSpec:
+        return cls.model_validate_json(text)
+
+
+SPEC_FIELDS = frozenset(DeploymentSpec.model_fields) - {"engine_args", "env", "aliyun"}
+LOCKED_FIELDS = frozenset({"name", "target"})  # a redeploy keeps its identity
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs as a dict; a pair without '=' is bad input."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise BadInput(f"--set expects KEY=VALUE, got {pair!r} (for example --set max_model_len=8192)")
+        out[key] = value.strip()
+    return out
+
+
+def apply_sets(spec: DeploymentSpec, sets: dict[str, str]) -> DeploymentSpec:
+    """A new spec with `--set` values applied.
+
+    Keys naming a spec field (dashes or underscores) set that field, typed and validated; `env.NAME`
+    sets an environment variable; any other key becomes an engine flag (`enable-prefix-caching=true`
+    gives `--enable-prefix-caching`).
+    """
+    data: dict[str, Any] = spec.model_dump()
+    for raw_key, value in sets.items():
+        key = raw_key.replace("-", "_")
+        if raw_key.startswith("env."):
+            data["env"] = {**data["env"], raw_key[4:]: value}
+        elif key in LOCKED_FIELDS:
+            raise BadInput(f"--set cannot change {key!r}; create a new deployment instead")
+        elif key in SPEC_FIELDS:
+            data[key] = None if value.lower() in {"", "none", "null"} else _scalar(value)
+        else:
+            data["engine_args"] = {**data["engine_args"], raw_key.replace("_", "-"): value}
+    return validated(data)
+
+
+def validated(data: dict[str, Any]) -> DeploymentSpec:
+    """Build a spec, turning validation errors into one line of bad input."""
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        message = first["msg"].removeprefix("Value error, ")
+        raise BadInput(f"invalid {where}: {message}") from exc
+
+
+def _scalar(value: str) -> Any:
+    """'8192' -> 8192, 'true' -> True, '0.9' -> 0.9, anything else stays a string."""
+    try:
+        return json.loads(value.lower() if value.lower() in {"true", "false"} else value)
+    except json.JSONDecodeError:
+        return value

@@ -1,0 +1,167 @@
+"""The deployment store: a small SQLite database under $LLMNEST_HOME (mode 0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Conflict, NotFound
+from .home import deployment_dir, home, write_secret
+from .spec import DeploymentSpec
+from .suggest import did_you_mean
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    pid INTEGER,
+    supervisor_pid INTEGER,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ready_at REAL,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    info TEXT NOT NULL DEFAULT '{}'
+)
+"""
+
+# Statuses: starting -> loading -> ready; restarting after a crash; failed; stopped.
+ACTIVE = {"starting", "loading", "ready", "restarting"}
+
+
+@dataclass
+class Deployment:
+    """A stored deployment: its spec and what the runtime last reported."""
+
+    spec: DeploymentSpec
+    status: str
+    created_at: float
+    pid: int | None = None
+    supervisor_pid: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@contextmanager
+def _db() -> Iterator[sqlite3.Connection]:
+    path = home() / "state.db"
+    fresh = not path.exists()
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        if fresh:
+            os.chmod(path, 0o600)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(SCHEMA)
+        conn.row_factory = sqlite3.Row
+        yield conn
+    finally:
+        conn.close()
+
+
+def _row(row: sqlite3.Row) -> Deployment:
+    return Deployment(
+        spec=DeploymentSpec.from_json(row["spec"]),
+        status=row["status"],
+        created_at=row["created_at"],
+        pid=row["pid"],
+        supervisor_pid=row["supervisor_pid"],
+        started_at=row["started_at"],
+        ready_at=row["ready_at"],
+        restarts=row["restarts"],
+        last_error=row["last_error"],
+        info=json.loads(row["info"]),
+    )
+
+
+def create(spec: DeploymentSpec, api_key: str | None) -> Deployment:
+    """Record a new deployment (status 'starting'); a taken name is a Conflict."""
+    with _db() as conn:
+        try:
+            conn.execute(
+                "INSERT INTO deployments (name, spec, status, created_at) VALUES (?, ?, 'starting', ?)",
+                (spec.name, spec.to_json(), time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                f"a deployment named {spec.name!r} exists; pick another --name, "
+                f"or `llmnest down {spec.name}` first"
+            ) from None
+    if api_key:
+        write_secret(deployment_dir(spec.name) / "api_key", api_key)
+    return get(spec.name)
+
+
+def get(name: str) -> Deployment:
+    with _db() as conn:
+        row = conn.execute("SELECT * FROM deployments WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no deployment named {name!r}.{did_you_mean(name, names())} Run `llmnest ls` to list them.")
+    return _row(row)
+
+
+def all_deployments() -> list[Deployment]:
+    with _db() as conn:
+        return [_row(r) for r in conn.execute("SELECT * FROM deployments ORDER BY created_at")]
+
+
+def names() -> list[str]:
+    with _db() as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM deployments ORDER BY created_at")]
+
+
+def resolve_name(name: str | None) -> str:
+    """NAME, or the only deployment when NAME is left out."""
+    if name:
+        return name
+    existing = names()
+    if len(existing) == 1:
+        return existing[0]
+    if not existing:
+        raise NotFound("there are no deployments; start one with `llmnest up`")
+    raise NotFound(f"several deployments exist ({', '.join(existing)}); name one")
+
+
+def update(name: str, **fields: Any) -> None:
+    """Set columns of a deployment; `spec` takes a DeploymentSpec, `info` a dict merged into the old one."""
+    if "spec" in fields:
+        fields["spec"] = fields["spec"].to_json()
+    with _db() as conn:
+        if "info" in fields:
+            row = conn.execute("SELECT info FROM deployments WHERE name = ?", (name,)).fetchone()
+            fields["info"] = json.dumps({**(json.loads(row[0]) if row else {}), **fields["info"]})
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        conn.execute(f"UPDATE deployments SET {cols} WHERE name = ?", (*fields.values(), name))
+
+
+def bump_restarts(name: str, last_error: str) -> None:
+    with _db() as conn:
+        conn.execute(
+            "UPDATE deployments SET restarts = restarts + 1, last_error = ?, status = 'restarting' WHERE name = ?",
+            (last_error, name),
+        )
+
+
+def delete(name: str) -> None:
+    with _db() as conn:
+        conn.execute("DELETE FROM deployments WHERE name = ?", (name,))
+    secret = deployment_dir(name) / "api_key"
+    secret.unlink(missing_ok=True)
+
+
+def api_key(name: str) -> str | None:
+    path = deployment_dir(name) / "api_key"
+    return path.read_text() if path.exists() else None
