@@ -24,7 +24,9 @@ def log_path(name: str) -> Path:
 
 
 def models_dir() -> Path:
-    path = home() / "models"
+    """Downloaded and converted weights: $LLMNEST_MODELS_DIR, default $LLMNEST_HOME/models."""
+    override = os.environ.get("LLMNEST_MODELS_DIR")
+    path = Path(override).expanduser() if override else home() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

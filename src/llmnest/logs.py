@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ERROR_RE = re.compile(r"(error|exception|traceback|killed|out of memory|unrecognized)", re.IGNORECASE)
+NOT_ERROR_RE = re.compile(r"\b(INFO|WARNING|DEBUG)\b|^\s*File ")
 KV_TOKENS_RE = re.compile(r"KV cache size:\s*([\d,]+)\s*tokens")
 ATTEMPT_MARK = "=== llmnest:"
 
@@ -30,7 +31,7 @@ def last_attempt(path: Path, max_lines: int = 5000) -> list[str]:
 def error_line(lines: list[str]) -> str | None:
     """The last line that reads like an error (argparse, Python exception), stripped of log prefixes."""
     for line in reversed(lines):
-        if ERROR_RE.search(line) and not line.lstrip().startswith("File "):
+        if ERROR_RE.search(line) and not NOT_ERROR_RE.search(line):
             return re.sub(r"^\(\w+ pid=\d+\)\s*", "", line).strip()
     return None
 

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ..errors import ExitCode, LlmnestError
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("llmnest")
 

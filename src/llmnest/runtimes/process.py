@@ -1,0 +1,97 @@
+"""The process runtime: the engine as a local process, watched by a detached llmnest supervisor.
+
+`engine_command` and `render_command` are pure; start/stop are the thin edge over processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import state
+from ..engines import render_launch
+from ..home import deployment_dir
+from ..shell import render
+from ..spec import DeploymentSpec
+
+
+def engine_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.executable) -> tuple[list[str], dict[str, str]]:
+    """argv and extra environment of the engine process for `spec`."""
+    if not spec.model_path:
+        raise ValueError("the spec has no resolved model_path")
+    launch = render_launch(spec, spec.model_path, api_key)
+    return launch.argv(python), launch.env
+
+
+def key_file(name: str) -> Path:
+    return deployment_dir(name) / "api_key"
+
+
+def render_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.executable) -> str:
+    """The exact command the deployment runs, as bash; the key is read from its 0600 file."""
+    argv, env = engine_command(spec, api_key, python)
+    secrets = {api_key: f'"$(cat {key_file(spec.name)})"'} if api_key else {}
+    return render(argv, env, secrets)
+
+
+def start_supervisor(name: str) -> int:
+    """Start `python -m llmnest.supervisor NAME` detached from this terminal; returns its pid."""
+    out = (deployment_dir(name) / "supervisor.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmnest.supervisor", name],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True, close_fds=True,
+    )
+    out.close()
+    return proc.pid
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True while `pid` runs (a zombie counts as gone)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_gone(pid: int | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def stop(dep: state.Deployment, timeout: float = 30) -> None:
+    """Stop the supervisor (which stops the engine), then make sure no engine process is left."""
+    if pid_alive(dep.supervisor_pid):
+        os.kill(dep.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
+        if not wait_gone(dep.supervisor_pid, timeout):
+            os.kill(dep.supervisor_pid, signal.SIGKILL)  # type: ignore[arg-type]
+    engine = state.get(dep.name).pid if dep.name in state.names() else dep.pid
+    for pid in {p for p in (engine, dep.pid) if p}:
+        if pid_alive(pid):
+            kill_group(pid, signal.SIGTERM)
+            if not wait_gone(pid, 10):
+                kill_group(pid, signal.SIGKILL)
+                wait_gone(pid, 5)
