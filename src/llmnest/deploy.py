@@ -97,7 +97,6 @@ def up(req: UpRequest, say: Say, on_phase: OnPhase, timeout: float = DEFAULT_TIM
     log stays, its path in the error), so a retry with the same name works.
     """
     t0 = time.monotonic()
-    on_phase("resolving", "")
     spec, key, model = plan_request(req)
     check_can_start(spec)
     spec = with_weights(spec, model, say)

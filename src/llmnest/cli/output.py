@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ExitCode, LlmnestError
 
@@ -32,7 +33,7 @@ def say(message: str) -> None:
 
 
 def fail(exc: LlmnestError) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
     if exc.detail:
         err.print(exc.detail, markup=False)
     return typer.Exit(exc.exit_code)

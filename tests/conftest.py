@@ -1,0 +1,44 @@
+"""Shared test helpers: run the real CLI in a subprocess against an isolated LLMNEST_HOME."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Converted demo weights are cached across test sessions (the conversion takes ~45 s).
+MODELS_CACHE = REPO / ".llmnest-test" / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "LLMNEST_HOME": str(home), "LLMNEST_MODELS_DIR": str(MODELS_CACHE), "NO_COLOR": "1"}
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 900, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmnest", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, input=stdin,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def cli(home: Path):
+    """Run `llmnest ARGS` against a fresh, empty LLMNEST_HOME."""
+    env = cli_env(home)
+    return lambda *args, **kw: run_cli(env, *args, **kw)

@@ -1,0 +1,125 @@
+"""End to end against real vLLM (CPU build) serving the demo model, deployed by `llmnest up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_up_answers_a_chat_request_sensibly(demo):
+    reply = demo.chat("What is the capital of France? Answer in one sentence.")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert "paris" in body["choices"][0]["message"]["content"].lower()
+    assert body["usage"]["completion_tokens"] > 0
+
+
+def test_wrong_or_missing_key_gets_401(demo):
+    assert demo.chat("Hi", key="sk-wrong-key").status_code == 401
+    no_key = httpx.post(f"{demo.base_url}/chat/completions", json={"model": demo.model, "messages": []}, timeout=30)
+    assert no_key.status_code == 401
+
+
+def test_status_ls_and_show_describe_the_deployment(demo):
+    info = demo.status()
+    assert info["status"] == "ready" and info["base_url"] == demo.base_url
+    assert info["kv_cache_tokens_actual"] > 0  # read from vLLM's own start-up log
+    listed = json.loads(demo.cli("ls", "--json").stdout)
+    assert [d["name"] for d in listed] == ["demo"]
+    spec = json.loads(demo.cli("show", "demo", "--json").stdout)
+    assert spec["port"] == demo.port and spec["engine"] == "vllm" and spec["api_key"].startswith("set")
+    assert demo.api_key not in demo.cli("show", "demo", "--as", "command").stdout  # key read from its file
+    key_file = demo.home / "deployments" / "demo" / "api_key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_shown_command_run_by_hand_starts_the_same_server(demo):
+    command = demo.cli("show", "demo", "--as", "command").stdout
+    port = free_port()
+    command = re.sub(r"--port \d+", f"--port {port}", command)
+    proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"model": demo.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the shown command exited"
+            try:
+                ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {demo.api_key}"}, timeout=10)
+                if ok.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("the shown command did not start a server that answers")
+        assert httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_port_and_name_in_use_are_refused(demo):
+    taken = demo.cli("up", "--name", "demo", "--port", str(free_port()))
+    assert taken.returncode == 3 and "exists" in taken.stderr and "Traceback" not in taken.stderr
+    busy = demo.cli("up", "--name", "other", "--port", str(demo.port))
+    assert busy.returncode == 3 and "already in use" in busy.stderr
+    assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
+
+
+def test_rejected_engine_flag_shows_the_engine_error_and_leaves_nothing(demo):
+    done = demo.cli("up", "--name", "badflag", "--port", str(free_port()), "--set", "no-such-flag=1", timeout=600)
+    assert done.returncode == 1
+    error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "unrecognized arguments: --no-such-flag" in error[0], done.stderr
+    assert "engine.log" in error[0] and "Traceback" not in done.stderr
+    assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
+
+
+def test_startup_timeout_stops_the_engine(demo):
+    port = free_port()
+    done = demo.cli("up", "--name", "slow", "--port", str(port), "--timeout", "3", timeout=300)
+    assert done.returncode == 1 and "did not answer within 3 s" in done.stderr
+    time.sleep(1)
+    assert subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True).stdout == b""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # the port is free again
+
+
+def test_redeploy_keeps_the_key_and_changes_the_context(demo):
+    done = demo.cli("redeploy", "demo", "--set", "max_model_len=2048", "--json", timeout=1200)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["api_key"] == demo.api_key
+    models = httpx.get(f"{demo.base_url}/models", headers={"Authorization": f"Bearer {demo.api_key}"}, timeout=30)
+    assert models.json()["data"][0]["max_model_len"] == 2048
+    assert demo.chat("Name three primary colors.").status_code == 200
+    bad = demo.cli("redeploy", "demo", "--set", "port=0")
+    assert bad.returncode == 2 and "port" in bad.stderr
+    assert demo.status()["status"] == "ready"  # an invalid new spec leaves the old one running
+
+
+def test_killed_engine_is_restarted_by_the_supervisor(demo):
+    before = demo.status()
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while demo.status()["restarts"] == before["restarts"]:
+        assert time.monotonic() < deadline, "no restart recorded"
+        time.sleep(0.5)
+    info = demo.wait_ready()
+    assert info["restarts"] == before["restarts"] + 1
+    assert "SIGKILL" in info["last_error"] and info["pid"] != before["pid"]
+    assert demo.chat("Hi", max_tokens=4).status_code == 200
+    assert "starting engine (attempt 2)" in demo.cli("logs", "demo", "--tail", "100000").stdout

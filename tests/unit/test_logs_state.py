@@ -1,0 +1,89 @@
+"""Log reading (failure lines, KV cache size) and the SQLite deployment store."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from llmnest import state
+from llmnest.build import UpRequest, build_spec
+from llmnest.catalog import get_model
+from llmnest.errors import Conflict, NotFound
+from llmnest.host import HostFacts
+from llmnest.logs import error_line, kv_cache_tokens, last_attempt
+from llmnest.supervisor import exit_description
+
+VLLM_ARGPARSE = [
+    "INFO 11-25 00:43:21 [utils.py:1] vLLM API server version 0.32.0",
+    "WARNING 11-25 00:43:21 [utils.py:597] Failed to create oneDNN linear. Exception: no primitive",
+    "usage: api_server.py [-h] [--host HOST]",
+    "api_server.py: error: unrecognized arguments: --no-such-flag 1",
+]
+
+
+def test_error_line_is_the_engines_own_error_not_a_warning():
+    assert error_line(VLLM_ARGPARSE) == "api_server.py: error: unrecognized arguments: --no-such-flag 1"
+    assert error_line(["(APIServer pid=1) ValueError: max_model_len too large", "INFO fine"]) == \
+        "ValueError: max_model_len too large"
+    assert error_line(VLLM_ARGPARSE[:2]) is None
+
+
+def test_kv_cache_tokens_from_the_vllm_log():
+    line = "(EngineCore pid=2353) INFO [kv_cache_utils.py:2327] CPU KV cache size: 93,184 tokens, Maximum concurrency"
+    assert kv_cache_tokens(["x", line, "y"]) == 93184
+    assert kv_cache_tokens(["GPU KV cache size: 1,234,560 tokens"]) == 1234560
+    assert kv_cache_tokens(["nothing"]) is None
+
+
+def test_last_attempt_reads_since_the_last_start_mark(tmp_path):
+    log = tmp_path / "engine.log"
+    log.write_text("=== llmnest: starting engine (attempt 1)\nold error\n=== llmnest: starting engine (attempt 2)\nnew\n")
+    assert last_attempt(log) == ["new"]
+
+
+def test_exit_description_names_signals():
+    assert exit_description(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert exit_description(2) == "exited with code 2"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    spec, key = build_spec(UpRequest(model="smollm2-135m"), get_model("smollm2-135m"),
+                           HostFacts(gpus=(), has_docker_engine=False))
+    return spec, key, tmp_path / "home"
+
+
+def test_store_round_trip_secrets_and_conflicts(store):
+    spec, key, home = store
+    dep = state.create(spec, key)
+    assert dep.status == "starting" and dep.spec == spec
+    assert state.api_key(spec.name) == key
+    assert oct(os.stat(home / "deployments" / spec.name / "api_key").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(home / "state.db").st_mode & 0o777) == "0o600"
+    with pytest.raises(Conflict):
+        state.create(spec, key)
+    state.update(spec.name, status="ready", info={"a": 1})
+    state.update(spec.name, info={"b": 2})
+    state.bump_restarts(spec.name, "boom")
+    dep = state.get(spec.name)
+    assert (dep.status, dep.restarts, dep.last_error, dep.info) == ("restarting", 1, "boom", {"a": 1, "b": 2})
+    assert state.resolve_name(None) == spec.name
+    state.delete(spec.name)
+    assert state.api_key(spec.name) is None
+    with pytest.raises(NotFound, match="no deployment named"):
+        state.get(spec.name)
+    with pytest.raises(NotFound, match="no deployments"):
+        state.resolve_name(None)
+
+
+def test_resolve_name_needs_a_name_when_several_exist(store):
+    spec, key, _ = store
+    state.create(spec, key)
+    state.create(spec.model_copy(update={"name": "second"}), None)
+    with pytest.raises(NotFound, match="several deployments"):
+        state.resolve_name(None)
+    with pytest.raises(NotFound, match="Did you mean: second"):
+        state.get("secnd")
