@@ -7,9 +7,11 @@ It reports progress through callbacks and raises LlmnestError subclasses; it nev
 from __future__ import annotations
 
 import importlib.util
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import state
 from .build import UpRequest, build_spec
@@ -22,6 +24,7 @@ from .runtimes import docker, process
 from .sources import fetch, local_dir
 from .spec import DeploymentSpec
 
+log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 OnPhase = Callable[[str, str], None]  # (phase, latest log line)
 
@@ -73,6 +76,27 @@ def check_can_start(spec: DeploymentSpec, *, replacing: DeploymentSpec | None = 
         raise LlmnestError("the docker runtime needs a running Docker engine; use --runtime process")
 
 
+def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool) -> dict[str, object]:
+    """Plan the spec on this host before anything is downloaded; refuse one that cannot fit unless forced.
+
+    Returns what `status` shows later: the planned KV cache capacity in tokens.
+    """
+    from .plan import plan_for_spec
+    from .plan.local import model_from_dir
+
+    if model is None:
+        try:
+            model = model_from_dir(Path(spec.model_path or spec.model))
+        except LlmnestError:
+            log.debug("no architecture figures for %s: not planned", spec.model)
+            return {}
+    plan = plan_for_spec(spec, model, host_facts().gpus)
+    if not plan.fits and not force:
+        hint = f" Try: {plan.suggestion}." if plan.suggestion else ""
+        raise Conflict(f"{spec.model} {plan.reason}.{hint} (--force starts it anyway)")
+    return {"kv_cache_tokens_planned": plan.kv_cache_tokens, "plan_fits": plan.fits}
+
+
 def with_weights(spec: DeploymentSpec, model: CatalogModel | None, say: Say) -> DeploymentSpec:
     """The spec with model_path set, fetching or converting the weights when needed."""
     if spec.model_path:
@@ -99,8 +123,10 @@ def up(req: UpRequest, say: Say, on_phase: OnPhase, timeout: float = DEFAULT_TIM
     t0 = time.monotonic()
     spec, key, model = plan_request(req)
     check_can_start(spec)
+    planned = check_plan(spec, model, force)
     spec = with_weights(spec, model, say)
     state.create(spec, key)
+    state.update(spec.name, info=planned)
     try:
         on_phase("starting engine", "")
         _start(spec, key)
@@ -172,7 +198,7 @@ def restart(name: str, on_phase: OnPhase, timeout: float = DEFAULT_TIMEOUT) -> s
 
 
 def redeploy(name: str, sets: dict[str, str], say: Say, on_phase: OnPhase,
-             timeout: float = DEFAULT_TIMEOUT) -> Started:
+             timeout: float = DEFAULT_TIMEOUT, force: bool = False) -> Started:
     """The same deployment with new parameters: same name, same key.
 
     The new spec is validated (and its weights fetched) before the old engine is stopped.
@@ -182,12 +208,14 @@ def redeploy(name: str, sets: dict[str, str], say: Say, on_phase: OnPhase,
     t0 = time.monotonic()
     dep = state.get(name)
     new = apply_sets(dep.spec, sets)
-    if new.model != dep.spec.model:
-        _, model = resolve_model(new.model)
-        new = with_weights(new.model_copy(update={"model_path": None}), model, say)
+    _, model = resolve_model(new.model)
     check_can_start(new, replacing=dep.spec)
+    planned = check_plan(new, model, force)
+    if new.model != dep.spec.model:
+        new = with_weights(new.model_copy(update={"model_path": None}), model, say)
     stop_runtime(dep)
-    state.update(name, spec=new, status="starting", pid=None, ready_at=None, last_error=None)
+    state.update(name, spec=new, status="starting", pid=None, ready_at=None, last_error=None,
+                 info={**planned, "kv_cache_tokens_actual": None})
     key = state.api_key(name)
     _start(new, key)
     wait_ready(name, on_phase, timeout)

@@ -78,3 +78,14 @@ def lan_address() -> str | None:
         return None
     addrs = [info[4][0] for info in infos if not info[4][0].startswith("127.")]
     return addrs[0] if addrs else None
+
+
+def host_memory_bytes() -> int | None:
+    """Total RAM from /proc/meminfo, or None where it cannot be read."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -67,3 +67,10 @@ def test_hub_model_offline_fails_fast_with_what_to_do(home):
     assert time.monotonic() - t0 < 30
     assert_one_line_error(done, 1, "cannot reach ModelScope or Hugging Face", "llmnest up /path/to/")
     assert json.loads(run_cli(env, "ls", "--json").stdout) == []
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvidia-smi") is not None, reason="plans differently on a GPU host")
+def test_up_refuses_a_model_that_cannot_fit_before_downloading(cli):
+    done = cli("up", "Qwen/QwQ-32B")
+    assert_one_line_error(done, 3, "does not fit", "memory", "--force")
+    assert json.loads(cli("ls", "--json").stdout) == []

@@ -226,6 +226,7 @@ def redeploy(
     name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
     timeout: float = typer.Option(deploy.DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
+    force: bool = typer.Option(False, "--force", help="Redeploy even when the memory plan says it does not fit."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Change parameters and redeploy: same name, same API key; the old engine stops only once the new spec is valid."""
@@ -240,7 +241,7 @@ def redeploy(
         service.redeploy(dep, apply_sets(dep.spec, parse_sets(sets)), say)
         return
     with PhaseView(quiet=False) as view:
-        started = deploy.redeploy(target, parse_sets(sets), say, view, timeout)
+        started = deploy.redeploy(target, parse_sets(sets), say, view, timeout, force)
     _print_ready(state.get(target), started.api_key, started.seconds, json_out)
 
 

@@ -106,10 +106,15 @@ def status_detail(dep: state.Deployment) -> dict[str, Any]:
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(dep.created_at)),
         "last_error": dep.last_error,
         "max_model_len": dep.spec.max_model_len,
-        "kv_cache_tokens_planned": dep.info.get("kv_cache_tokens_planned"),
-        "kv_cache_tokens_actual": dep.info.get("kv_cache_tokens_actual"),
+        **kv_cache_comparison(dep.info.get("kv_cache_tokens_planned"), dep.info.get("kv_cache_tokens_actual")),
         "log": str(log_path(dep.name)),
     }
+
+
+def kv_cache_comparison(planned: int | None, actual: int | None) -> dict[str, Any]:
+    """Planned against the KV cache size the engine logged, with the planner's error in percent."""
+    error = round(100 * (planned - actual) / actual, 2) if planned and actual else None
+    return {"kv_cache_tokens_planned": planned, "kv_cache_tokens_actual": actual, "kv_cache_plan_error_pct": error}
 
 
 def show(dep: state.Deployment, fmt: str) -> str:

@@ -1,0 +1,103 @@
+"""`llmnest plan` as a user meets it: JSON, the ranking, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+def assert_one_line_error(done, *needles: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr and not done.stdout
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_json_has_the_promised_fields(cli):
+    done = cli("plan", "qwq-32b", "--instance", "ecs.gn7i-4x.8xlarge", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    for field in ["fits", "reason", "weights_bytes", "kv_bytes_per_token", "kv_cache_tokens", "max_model_len",
+                  "max_concurrent_requests", "tensor_parallel_size", "valid_tensor_parallel_sizes"]:
+        assert field in plan
+    assert plan["fits"] is True and plan["tensor_parallel_size"] == 4
+    assert plan["price"]["estimate"] is True and plan["price"]["region"] and plan["price"]["date"]
+
+
+def test_cpu_target_shows_the_arithmetic(cli):
+    done = cli("plan", "smollm2-135m", "--cpu-kv-gib", "2", "--max-model-len", "4096")
+    assert done.returncode == 0, done.stderr
+    assert "93,184 tokens" in done.stdout and "floor(2,147,483,648 B / (128 tokens x 23,040 B)) = 728" in done.stdout
+
+
+def test_gpu_target_that_does_not_fit_suggests(cli):
+    done = cli("plan", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "--gpu", "A10", "--gpus", "4", "--json")
+    plan = json.loads(done.stdout)
+    assert done.returncode == 0 and plan["fits"] is False
+    assert plan["reason"].startswith("does not fit: weights need")
+    assert plan["suggestion"] == "needs 8 x A10 (tensor parallel 8) at max-model-len 32,768"
+
+
+def test_no_target_ranks_instance_types_cheapest_first(cli):
+    done = cli("plan", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "--json")
+    assert done.returncode == 0, done.stderr
+    ranking = json.loads(done.stdout)
+    prices = [i["price"]["cny_per_hour"] for i in ranking["instances"]]
+    assert prices and prices == sorted(prices) and all(i["plan"]["fits"] for i in ranking["instances"])
+    assert "ecs.gn7i-8x.16xlarge" in {i["instance_type"] for i in ranking["instances"]}
+    table = cli("plan", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B").stdout
+    for column in ["instance type", "price", "region", "taken", "source", "KV tokens", "estimates"]:
+        assert column in table
+
+
+def test_a_local_model_directory_is_planned_from_its_config(cli, tmp_path: Path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
+        "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192,
+        "torch_dtype": "bfloat16", "tie_word_embeddings": True, "model_type": "llama",
+    }))
+    done = cli("plan", str(tmp_path), "--cpu-kv-gib", "2", "--max-model-len", "4096", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["kv_cache_tokens"] == 93_184 and plan["weights_bytes"] == 134_515_008 * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["qwq-32b", "--gpu", "A1O"], ["unknown GPU 'A1O'", "Did you mean: A10"]),
+        (["qwq-32b", "--instance", "ecs.gn7i-4x.8xlarg"], ["unknown instance type", "ecs.gn7i-4x.8xlarge"]),
+        (["qwq-33b"], ["unknown model 'qwq-33b'", "qwq-32b"]),
+        (["qwq-32b", "--gpu", "T4", "--dtype", "bf16"], ["no bf16", "use --dtype fp16"]),
+        (["qwq-32b", "--gpu", "A10", "--dtype", "int4"], ["pre-quantized checkpoint"]),
+        (["qwq-32b", "--cpu-kv-gib", "2", "--dtype", "fp8"], ["CPU build serves"]),
+        (["qwq-32b", "--gpu", "A10", "--kv-dtype", "int3"], ["unknown --kv-dtype 'int3'"]),
+        (["qwq-32b", "--cpu-kv-gib", "0"], ["--cpu-kv-gib must be positive"]),
+        (["qwq-32b", "--gpu", "A10", "--gpus", "-2"], ["--gpus must be positive"]),
+        (["qwq-32b", "--gpu", "A10", "--max-model-len", "0"], ["--max-model-len must be positive"]),
+        (["qwq-32b", "--gpu", "A10", "--gpu-memory-utilization", "1.5"], ["(0, 1]"]),
+        (["qwq-32b", "--gpus", "2"], ["--gpus needs --gpu"]),
+        (["qwq-32b", "--gpu", "A10", "--instance", "ecs.gn7i-4x.8xlarge"], ["give one target"]),
+        (["/", "--cpu-kv-gib", "1"], ["no config.json"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(cli, args, needles):
+    assert_one_line_error(cli("plan", *args), *needles)
+
+
+def test_a_model_without_architecture_figures(cli, tmp_path: Path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mystery", "hidden_size": 64}))
+    assert_one_line_error(cli("plan", str(tmp_path), "--cpu-kv-gib", "1"), "lacks architecture figures",
+                          "num_hidden_layers")
+
+
+def test_help_lists_every_option(cli):
+    out = cli("plan", "--help").stdout
+    for option in ["--gpu", "--gpus", "--instance", "--cpu-kv-gib", "--max-model-len", "--gpu-memory-utilization",
+                   "--tensor-parallel-size", "--dtype", "--kv-dtype", "--all", "--json"]:
+        assert option in out
+    assert " plan " in cli("--help").stdout

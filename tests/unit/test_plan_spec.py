@@ -1,0 +1,73 @@
+"""plan_for_spec: what `llmnest up` checks before it downloads anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnest.catalog import get_model
+from llmnest.errors import BadInput
+from llmnest.host import Gpu
+from llmnest.plan import engine_kv_tokens, plan_cpu, plan_for_spec, predicted_vs_actual
+from llmnest.spec import DeploymentSpec
+
+
+def spec(**kw) -> DeploymentSpec:
+    return DeploymentSpec(**{"name": "t", "model": "m", "served_model_name": "m", **kw})
+
+
+def test_cpu_spec_plans_its_kv_space():
+    demo = get_model("smollm2-135m")
+    plan = plan_for_spec(spec(device="cpu", cpu_kv_cache_gib=2, max_model_len=4096), demo, [])
+    assert plan == plan_cpu(demo, kv_cache_gib=2, max_model_len=4096)
+    assert plan.fits and plan.kv_cache_tokens == 93_184
+    unset = plan_for_spec(spec(device="cpu", cpu_kv_cache_gib=1), demo, [])
+    assert unset.requested_max_model_len == demo.context_length  # vLLM's default without --max-model-len
+
+
+def test_engine_flags_are_honoured():
+    demo = get_model("smollm2-135m")
+    plan = plan_for_spec(
+        spec(device="cpu", cpu_kv_cache_gib=2, max_model_len=4096,
+             engine_args={"block-size": "64", "kv-cache-dtype": "fp8"}), demo, [])
+    assert (plan.block_size, plan.kv_dtype, plan.kv_bytes_per_token) == (64, "fp8", 11_520)
+
+
+def test_gpu_spec_uses_the_hosts_gpus_and_its_tensor_parallel():
+    qwq = get_model("qwq-32b")
+    a10s = [Gpu("NVIDIA A10", 23028)] * 4
+    good = plan_for_spec(spec(device="cuda", gpu_count=4, tensor_parallel_size=4, max_model_len=32768), qwq, a10s)
+    assert good.fits and good.tensor_parallel_size == 4 and good.gpu == "A10"
+    assert good.target == "this host: 4 x NVIDIA A10"
+    bad = plan_for_spec(spec(device="cuda", gpu_count=4, tensor_parallel_size=3, max_model_len=32768), qwq, a10s)
+    assert not bad.fits and "does not divide" in bad.reason
+    assert bad.suggestion.startswith("use --tensor-parallel-size 4")
+
+
+def test_a_spec_that_cannot_fit_names_an_instance_type():
+    llama70 = get_model("deepseek-ai/DeepSeek-R1-Distill-Llama-70B")
+    plan = plan_for_spec(spec(device="cuda", gpu_count=1, max_model_len=32768), llama70, [Gpu("NVIDIA A10", 23028)])
+    assert not plan.fits and plan.kv_cache_tokens == 0
+    assert "needs 8 x A10" in plan.suggestion and "on Alibaba Cloud ecs." in plan.suggestion
+
+
+def test_unknown_host_gpu_is_planned_from_its_reported_memory():
+    qwen7 = get_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    ada = [Gpu("NVIDIA RTX 6000 Ada", 49140)]
+    plan = plan_for_spec(spec(device="cuda", gpu_count=1, max_model_len=16384), qwen7, ada)
+    assert plan.fits and plan.gpu_memory_bytes == 49140 * 2**20
+
+
+def test_cuda_spec_without_gpus_is_bad_input():
+    with pytest.raises(BadInput, match="no NVIDIA GPU"):
+        plan_for_spec(spec(device="cuda", gpu_count=1), get_model("qwq-32b"), [])
+
+
+def test_predicted_against_what_vllm_logged():
+    plan = plan_cpu(get_model("smollm2-135m"), kv_cache_gib=1, max_model_len=4000)
+    log = ("(EngineCore pid=7838) INFO 11-25 00:55:59 [kv_cache_utils.py:2327] CPU KV cache size: 45,500 tokens, "
+           "Maximum concurrency for 4,000 tokens per request: 11.38x\n")
+    assert engine_kv_tokens(log) == (45_500, 4000)
+    assert predicted_vs_actual(plan, log) == {"predicted": 45_500, "actual": 45_500, "error_pct": 0.0}
+    gpu_line = "GPU KV cache size: 1,000 tokens, Maximum concurrency for 100 tokens per request: 10.00x"
+    assert predicted_vs_actual(plan, gpu_line)["error_pct"] == 4450.0
+    assert predicted_vs_actual(plan, "still loading")["actual"] is None
