@@ -36,6 +36,7 @@ class AliyunPlacement(BaseModel):
     pay: Literal["postpaid", "prepaid"] = "postpaid"
     period_months: int | None = Field(default=None, ge=1, le=9)
     key_pair: str | None = None
+    image_id: str | None = Field(default=None, description="GPU image with the NVIDIA driver, docker and toolkit")
 
 
 class DeploymentSpec(BaseModel):

@@ -91,6 +91,8 @@ def up(
     pay: str = typer.Option("postpaid", "--pay", help="[aliyun] postpaid (pay-as-you-go) or prepaid."),
     period: Optional[int] = typer.Option(None, "--period", min=1, max=9, help="[aliyun] Months, for --pay prepaid."),
     key_pair: Optional[str] = typer.Option(None, "--key-pair", help="[aliyun] SSH key pair name."),
+    image_id: Optional[str] = typer.Option(None, "--image-id",
+                                           help="[aliyun] GPU image with the NVIDIA driver, docker and container toolkit."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
     yes: bool = typer.Option(False, "--yes", "-y", help="[aliyun] Do not ask before creating paid resources."),
     dry_run: bool = typer.Option(False, "--dry-run", help="[aliyun] Print template, parameters and preflight only."),
@@ -106,7 +108,7 @@ def up(
         placement = AliyunPlacement(
             region=region, zone=zone, instance_type=instance_type, nodes=nodes, public=public,
             bandwidth_mbps=bandwidth, allow_cidr=allow_cidr, vpc_id=vpc_id, vswitch_id=vswitch_id,
-            pay=pay, period_months=period, key_pair=key_pair,
+            pay=pay, period_months=period, key_pair=key_pair, image_id=image_id,
         )
     req = UpRequest(
         model=model or "", name=name, engine=engine, runtime=runtime, host=host, port=port, api_key=api_key,

@@ -31,13 +31,30 @@ WANTED = {
     "ALIYUN::ROS::WaitCondition",
     "ALIYUN::ROS::WaitConditionHandle",
 }
+# ALIYUN::RandomString is a ROS built-in the CDK does not model: written down from the ROS resource
+# reference (help.aliyun.com, "ALIYUN::RandomString"), limited to what llmnest uses.
+_CLASSES = ["lettersdigits", "letters", "lowercase", "uppercase", "digits", "hexdigits", "octdigits"]
+HAND_WRITTEN = {
+    "ALIYUN::RandomString": {
+        "source": "ROS resource reference: ALIYUN::RandomString (hand-written)",
+        "properties": {
+            "Length": {"type": "number", "range": [1.0, 512.0]},
+            "Sequence": {"type": "string", "allowed_values": _CLASSES},
+            "CharacterClasses": {"type": "list", "items": {"type": "struct", "properties": {
+                "Class": {"type": "string", "required": True, "allowed_values": _CLASSES},
+                "Min": {"type": "number", "range": [1.0, None]},
+            }}},
+        },
+        "attributes": ["Value"],
+    },
+}
 CONVERTERS = {
     "ros.stringToRosTemplate": "string",
     "ros.numberToRosTemplate": "number",
     "ros.booleanToRosTemplate": "boolean",
     "ros.objectToRosTemplate": "any",
 }
-ENTRY = re.compile(r"^\s*'(\w+)': (.+)\(properties\.(\w+)\),$", re.M)
+ENTRY = re.compile(r"^\s*'(\w+)': (.+)\(properties\.(\w+)\),$", re.MULTILINE)
 
 
 def _function(js: str, name: str) -> str:
@@ -62,7 +79,7 @@ def _constraints(validator: str, camel: str) -> dict:
     q = re.escape(camel)
     if re.search(rf"propertyValidator\('{q}', ros\.requiredValidator\)", validator):
         out["required"] = True
-    if m := re.search(rf"propertyValidator\('{q}', ros\.validateAllowedValues\)\(\{{\s*data: [^,]+,\s*allowedValues: (\[.*?\]),", validator, re.S):
+    if m := re.search(rf"propertyValidator\('{q}', ros\.validateAllowedValues\)\(\{{\s*data: [^,]+,\s*allowedValues: (\[.*?\]),", validator, re.DOTALL):
         out["allowed_values"] = json.loads(m.group(1))
     for kind in ("Range", "Length"):
         pat = rf"propertyValidator\('{q}', ros\.validate{kind}\)\(\{{\s*data: [^\n]+\n\s*min: (\S+),\s*max: (\S+),"
@@ -85,7 +102,7 @@ def _properties(js: str, cls: str, renderer: str, validator_name: str) -> dict:
 
 def extract(js: str) -> dict:
     types = {}
-    for cls, type_name in re.findall(r'^(Ros\w+)\.ROS_RESOURCE_TYPE_NAME = "([^"]+)";', js, re.M):
+    for cls, type_name in re.findall(r'^(Ros\w+)\.ROS_RESOURCE_TYPE_NAME = "([^"]+)";', js, re.MULTILINE):
         if type_name not in WANTED:
             continue
         renderer = cls[0].lower() + cls[1:] + "PropsToRosTemplate"
@@ -112,6 +129,7 @@ def main(wheels: list[str]) -> None:
     missing = WANTED - set(types)
     if missing:
         raise SystemExit(f"not found in the given wheels: {sorted(missing)}")
+    types.update(HAND_WRITTEN)
     out = Path(__file__).with_name("resource_types.json")
     doc = {"source": {"pypi_wheels": sorted(sources), "files": "lib/*.generated.js in each wheel's .jsii.tgz"}, "types": types}
     out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,398 @@
+"""The bootstrap script the stack runs on each instance (through Cloud Assistant). Pure.
+
+One readable bash script per deployment; the stack runs it once per role (a single node does
+everything; the two-node edition prepares both nodes, starts the Ray head, joins the worker, then
+serves). The engine container is started with exactly the `docker run` a local docker deployment
+uses (`runtimes.docker.run_argv`), so cloud and local run the same engine command.
+
+Inputs come from a preamble the stack prepends (`preamble`): the role, the API key, the head's
+private IP and `llmnest_signal_curl`, which POSTs to the stack's wait condition. The key never
+appears in the script, in any command line or in a signal.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ...engines import default_image
+from ...engines.vllm import API_KEY_ENV
+from ...runtimes.docker import CONTAINER_MODEL_ROOT, run_argv
+from ...shell import render
+from ...spec import DeploymentSpec
+from .sizing import catalog_model, resolve, weights_gib
+
+KEY_PLACEHOLDER = "@LLMNEST_API_KEY@"
+HEAD_ADDR_PLACEHOLDER = "@LLMNEST_HEAD_ADDR@"
+RAY_ADDR_PLACEHOLDER = "@LLMNEST_RAY_ADDR@"
+RANK_PLACEHOLDER = "@LLMNEST_NODE_RANK@"
+RAY_PORT = 6379
+SGLANG_DIST_PORT = 20000
+ENGINE_LOG = "/tmp/llmnest-engine.log"  # inside the head container, two-node vLLM only
+ROLES_SINGLE = ("single",)
+ROLES_RAY = ("prepare", "ray-head", "ray-worker", "serve")
+ROLES_SGLANG = ("prepare", "sglang-worker", "sglang-head")
+
+# Placeholder values in argv -> the shell expressions the script uses instead (shell.render secrets=)
+PLACEHOLDERS = {
+    KEY_PLACEHOLDER: '"${LLMNEST_API_KEY}"',
+    HEAD_ADDR_PLACEHOLDER: f'"${{LLMNEST_HEAD_IP}}:{SGLANG_DIST_PORT}"',
+    RAY_ADDR_PLACEHOLDER: f'"${{LLMNEST_HEAD_IP}}:{RAY_PORT}"',
+    RANK_PLACEHOLDER: '"${NODE_RANK}"',
+}
+
+
+def host_model_dir(spec: DeploymentSpec) -> str:
+    """/root/llm-model/<ModelScope id>, where the seed's instances keep weights."""
+    return str(CONTAINER_MODEL_ROOT / catalog_model(spec).modelscope_id)
+
+
+def ready_timeout_s(spec: DeploymentSpec) -> int:
+    """Download at >= 100 MB/s, plus half an hour to pull the image and load; 1 to 12 hours."""
+    seconds = int(weights_gib(catalog_model(spec)) * 1.074 * 10) + 1800
+    return max(3600, min(43200, seconds))
+
+
+def roles(spec: DeploymentSpec) -> tuple[str, ...]:
+    spec = resolve(spec)
+    assert spec.aliyun is not None
+    if spec.aliyun.nodes == 1:
+        return ROLES_SINGLE
+    return ROLES_SGLANG if spec.engine == "sglang" else ROLES_RAY
+
+
+def _key(spec: DeploymentSpec) -> str | None:
+    return KEY_PLACEHOLDER if spec.api_key_enabled else None
+
+
+def _engine_argv(spec: DeploymentSpec) -> list[str]:
+    argv, _ = run_argv(spec, host_model_dir(spec), _key(spec))
+    return argv
+
+
+def _container_prefix(argv: list[str]) -> list[str]:
+    """`docker run ... options` up to (not including) the entrypoint and image."""
+    return argv[: argv.index("--entrypoint")]
+
+
+def _image(spec: DeploymentSpec) -> str:
+    return spec.image or default_image(spec.engine)
+
+
+def _env_flags(argv: list[str]) -> list[str]:
+    flags: list[str] = []
+    for i, word in enumerate(argv):
+        if word == "--env":
+            flags += ["--env", argv[i + 1]]
+    return flags
+
+
+def _ray_argv(spec: DeploymentSpec, head: bool) -> list[str]:
+    join = ["--head", f"--port={RAY_PORT}"] if head else ["--address", RAY_ADDR_PLACEHOLDER]
+    return [*_container_prefix(_engine_argv(spec)), "--entrypoint", "ray", _image(spec), "start", *join, "--block"]
+
+
+def _serve_exec_argv(spec: DeploymentSpec) -> list[str]:
+    """The engine command of `run_argv`, started inside the running Ray head container."""
+    on_ray = spec.model_copy(update={"engine_args": {"distributed-executor-backend": "ray", **spec.engine_args}})
+    argv = _engine_argv(on_ray)
+    engine = argv[argv.index(_image(spec)) + 1 :]  # ["-m", module, *args]
+    redirect = f'exec "$0" "$@" >>{ENGINE_LOG} 2>&1'
+    return ["docker", "exec", "--detach", *_env_flags(argv), spec.name, "bash", "-c", redirect, "python3", *engine]
+
+
+def _sglang_node_spec(spec: DeploymentSpec) -> DeploymentSpec:
+    args = {"nnodes": "2", "node-rank": RANK_PLACEHOLDER, "dist-init-addr": HEAD_ADDR_PLACEHOLDER}
+    return spec.model_copy(update={"engine_args": {**spec.engine_args, **args}})
+
+
+def _q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _function(name: str, body: str) -> str:
+    indented = "\n".join(f"  {line}" if line else "" for line in body.splitlines())
+    return f"{name}() {{\n{indented}\n}}\n"
+
+
+def _key_export(spec: DeploymentSpec) -> str:
+    if spec.api_key_enabled and spec.engine == "vllm":
+        return f'export {API_KEY_ENV}="${{LLMNEST_API_KEY}}"\n'
+    return ""
+
+
+def _start_functions(spec: DeploymentSpec) -> str:
+    """Shell functions that start the engine for this edition."""
+    fresh = 'docker rm --force "$CONTAINER" >/dev/null 2>&1 || true\n'
+    if spec.aliyun is not None and spec.aliyun.nodes == 2 and spec.engine == "vllm":
+        head = render(_ray_argv(spec, head=True), secrets=PLACEHOLDERS)
+        worker = render(_ray_argv(spec, head=False), secrets=PLACEHOLDERS)
+        serve = render(_serve_exec_argv(spec), secrets=PLACEHOLDERS)
+        return "\n".join([
+            _function("start_ray_head", f'STEP="start the Ray head"\n{fresh}{_key_export(spec)}{head}\n'
+                      "wait_ray_nodes 1"),
+            _function("start_ray_worker", f'STEP="join the Ray cluster at ${{LLMNEST_HEAD_IP}}"\n{fresh}'
+                      f"{_key_export(spec)}{worker}\nwait_ray_nodes 2"),
+            _function("start_engine", 'STEP="start the engine on the Ray cluster"\nwait_ray_nodes 2\n'
+                      f"{_key_export(spec)}# shellcheck disable=SC2016  # $0 and $@ expand in the container\n{serve}"),
+        ])
+    node_spec = _sglang_node_spec(spec) if spec.aliyun is not None and spec.aliyun.nodes == 2 else spec
+    argv, _ = run_argv(node_spec, host_model_dir(spec), _key(spec))
+    return _function("start_engine", f'STEP="start the engine container"\n{fresh}{_key_export(spec)}'
+                     f"{render(argv, secrets=PLACEHOLDERS)}")
+
+
+def _settings(spec: DeploymentSpec) -> str:
+    model = catalog_model(spec)
+    assert spec.aliyun is not None
+    per_node = spec.gpu_count // spec.aliyun.nodes
+    lines = {
+        "MODEL_ID": model.modelscope_id,
+        "MODEL_DIR": host_model_dir(spec),
+        "CONTAINER": spec.name,
+        "IMAGE": _image(spec),
+        "PORT": spec.port,
+        "SERVED_MODEL": spec.served_model_name,
+        "GPUS_PER_NODE": per_node,
+        "READY_TIMEOUT": ready_timeout_s(spec),
+        "ENGINE_LOG": ENGINE_LOG,
+    }
+    out = "".join(f"readonly {k}={_q(v)}\n" for k, v in lines.items())
+    return out + 'readonly POLL_SECONDS="${LLMNEST_POLL_SECONDS:-10}"\nreadonly LOG_FILE="${LLMNEST_LOG_FILE:-/var/log/llmnest-bootstrap.log}"\n'
+
+
+HELPERS = r"""
+STEP="start"
+SIGNALED=""
+
+log() {
+  printf '%s %s\n' "$(date '+%F %T')" "$*" | tee -a "$LOG_FILE" >&2
+}
+
+json_escape() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/}
+  s=${s//$'\t'/ }
+  printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037'
+}
+
+redact() {
+  local s=$1
+  if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
+    s=${s//"$LLMNEST_API_KEY"/[api key]}
+  fi
+  printf '%s' "$s"
+}
+
+signal() {  # STATUS REASON DATA: tell the stack's wait condition
+  local body
+  body=$(printf '{"status": "%s", "reason": "%s", "data": "%s", "id": "%s"}' \
+    "$1" "$(json_escape "$(redact "$2")")" "$(json_escape "$(redact "$3")")" "$(hostname)-${LLMNEST_ROLE}")
+  SIGNALED=1
+  llmnest_signal_curl --data-binary "$body" >/dev/null || log "could not reach the stack's wait condition"
+}
+
+engine_logs() {  # N: the engine's last N log lines
+  if [[ "$LLMNEST_ROLE" == serve ]]; then
+    docker exec "$CONTAINER" tail -n "$1" "$ENGINE_LOG" 2>&1 || true
+  elif docker inspect "$CONTAINER" >/dev/null 2>&1; then
+    docker logs --tail "$1" "$CONTAINER" 2>&1 || true
+  else
+    tail -n "$1" "$LOG_FILE" 2>/dev/null || true
+  fi
+}
+
+fail() {  # REASON: signal FAILURE with the log tail, then stop
+  log "FAILED: $1"
+  signal FAILURE "$1" "$(engine_logs 30)"
+  exit 1
+}
+
+on_exit() {
+  local code=$?
+  if [[ $code -ne 0 && -z "$SIGNALED" ]]; then
+    fail "step '${STEP}' failed (exit ${code})"
+  fi
+}
+trap on_exit EXIT
+
+check_gpu() {
+  STEP="check the NVIDIA driver"
+  command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: the image has no NVIDIA driver; use a GPU image"
+  local count
+  count=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+  if (( count < GPUS_PER_NODE )); then
+    fail "found ${count} GPU(s), this deployment needs ${GPUS_PER_NODE} per node"
+  fi
+  log "driver ok: ${count} GPU(s)"
+}
+
+check_docker() {
+  STEP="check docker"
+  command -v docker >/dev/null || fail "docker is not installed on the image"
+  docker info >/dev/null 2>&1 || fail "the docker daemon is not running"
+  if ! docker info --format '{{json .Runtimes}}' | grep -q nvidia && ! command -v nvidia-container-cli >/dev/null; then
+    fail "the NVIDIA container toolkit is missing: docker cannot reach the GPUs"
+  fi
+  log "docker ok"
+}
+
+fetch_weights() {
+  STEP="download ${MODEL_ID} from ModelScope"
+  if [[ -f "${MODEL_DIR}/.llmnest-complete" ]]; then
+    log "weights already in ${MODEL_DIR}"
+    return 0
+  fi
+  mkdir -p "$MODEL_DIR"
+  command -v modelscope >/dev/null || python3 -m pip install --quiet modelscope
+  local attempt
+  for attempt in 1 2 3; do
+    log "downloading ${MODEL_ID} into ${MODEL_DIR} (attempt ${attempt}, resumes partial files)"
+    if modelscope download --model "$MODEL_ID" --local_dir "$MODEL_DIR"; then
+      touch "${MODEL_DIR}/.llmnest-complete"
+      return 0
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "could not download ${MODEL_ID} from ModelScope after 3 attempts; does the instance reach the internet?"
+}
+
+pull_image() {
+  STEP="pull ${IMAGE}"
+  local attempt
+  for attempt in 1 2 3; do
+    if docker pull --quiet "$IMAGE" >/dev/null; then
+      log "image ${IMAGE} ready"
+      return 0
+    fi
+    log "pull attempt ${attempt} failed"
+    sleep "$POLL_SECONDS"
+  done
+  fail "could not pull ${IMAGE}"
+}
+
+wait_ray_nodes() {  # N: until the Ray cluster has N nodes
+  local deadline=$((SECONDS + 900)) nodes
+  while (( SECONDS < deadline )); do
+    nodes=$(docker exec "$CONTAINER" ray status 2>/dev/null | grep -c ' node_' || true)
+    if (( nodes >= $1 )); then
+      log "Ray cluster has ${nodes} node(s)"
+      return 0
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "the Ray cluster did not reach $1 node(s) in 900 s"
+}
+
+engine_alive() {
+  if [[ "$LLMNEST_ROLE" == serve ]]; then
+    docker exec "$CONTAINER" pgrep -f "$SERVED_MODEL" >/dev/null 2>&1
+    return
+  fi
+  local state
+  state=$(docker inspect --format '{{.State.Running}} {{.RestartCount}}' "$CONTAINER" 2>/dev/null || echo "false 0")
+  [[ "$state" == "true 0" ]]
+}
+
+chat_once() {  # prints the HTTP status of one real chat completion
+  local auth=()
+  if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
+    printf 'Authorization: Bearer %s\n' "$LLMNEST_API_KEY" > "$AUTH_HEADER"
+    auth=(-H "@${AUTH_HEADER}")
+  fi
+  local body
+  body=$(printf '{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}' \
+    "$(json_escape "$SERVED_MODEL")")
+  curl -s -o "$REPLY" -w '%{http_code}' --max-time 60 "${auth[@]}" -H 'Content-Type: application/json' \
+    -d "$body" "http://127.0.0.1:${PORT}/v1/chat/completions" || true
+}
+
+wait_ready() {
+  STEP="wait for ${SERVED_MODEL} to answer"
+  local deadline=$((SECONDS + READY_TIMEOUT)) code
+  while (( SECONDS < deadline )); do
+    engine_alive || fail "the engine stopped before it answered"
+    code=$(chat_once)
+    if [[ "$code" == 200 ]] && grep -q '"choices"' "$REPLY"; then
+      log "${SERVED_MODEL} answered a chat request"
+      return 0
+    fi
+    if [[ "$code" == 401 ]]; then
+      fail "the engine refused the API key (HTTP 401)"
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "${SERVED_MODEL} did not answer within ${READY_TIMEOUT} s"
+}
+
+succeed() {
+  signal SUCCESS "ready" "${SERVED_MODEL} answers on port ${PORT}"
+  log "ready: ${SERVED_MODEL} answers on port ${PORT}"
+}
+"""
+
+MAIN = r"""
+WORK=$(mktemp -d)
+readonly AUTH_HEADER="${WORK}/auth" REPLY="${WORK}/reply"
+log "llmnest bootstrap, role ${LLMNEST_ROLE}${LLMNEST_HEAD_IP:+, head node ${LLMNEST_HEAD_IP}}"
+case "$LLMNEST_ROLE" in
+  single) check_gpu; check_docker; fetch_weights; pull_image; start_engine; wait_ready; succeed ;;
+  prepare) check_gpu; check_docker; fetch_weights; pull_image ;;
+  ray-head) start_ray_head ;;
+  ray-worker) start_ray_worker ;;
+  serve) start_engine; wait_ready; succeed ;;
+  sglang-worker) NODE_RANK=1 start_engine ;;
+  sglang-head) NODE_RANK=0 start_engine; wait_ready; succeed ;;
+  *) fail "unknown role ${LLMNEST_ROLE}" ;;
+esac
+rm -rf "$WORK"
+"""
+
+
+def bootstrap_body(spec: DeploymentSpec) -> str:
+    """The script without its shebang and inputs: what the stack appends to its preamble."""
+    spec = resolve(spec)
+    assert spec.aliyun is not None
+    head = (
+        f"# llmnest bootstrap for {spec.name}: {spec.served_model_name} with {spec.engine} on "
+        f"{spec.aliyun.nodes} x {spec.aliyun.instance_type}\n"
+        "set -euo pipefail\numask 077\n\n"
+    )
+    return head + _settings(spec) + HELPERS + "\n" + _start_functions(spec) + MAIN
+
+
+def preamble(role: str, api_key_expr: str, head_ip_expr: str, signal_curl: str) -> str:
+    """The inputs block: shell text with the given expressions spliced in (the template passes
+    ROS references through Fn::Join; a test passes plain values)."""
+    return (
+        f"LLMNEST_ROLE={role}\n"
+        f"LLMNEST_API_KEY='{api_key_expr}'\n"
+        f"LLMNEST_HEAD_IP='{head_ip_expr}'\n"
+        f"llmnest_signal_curl() {{\n  {signal_curl} \"$@\"\n}}\n"
+    )
+
+
+def render_bootstrap(spec: DeploymentSpec) -> str:
+    """The script as `llmnest show NAME --as script` prints it: runnable once the inputs are set."""
+    spec = resolve(spec)
+    inputs = (
+        "#!/bin/bash\n"
+        "# Inputs, set by the ROS stack before this script (see the RunCommand resources):\n"
+        f"#   LLMNEST_ROLE     one of: {' '.join(roles(spec))}\n"
+        "#   LLMNEST_API_KEY  the API key, '' for none (never printed or passed on a command line)\n"
+        "#   LLMNEST_HEAD_IP  private IP of node 0 (two-node edition)\n"
+        "#   llmnest_signal_curl  POSTs its arguments to the stack's wait condition (the handle's CurlCli)\n"
+        ': "${LLMNEST_ROLE:?set by the stack}" "${LLMNEST_HEAD_IP:=}" "${LLMNEST_API_KEY:=}"\n'
+    )
+    return inputs + bootstrap_body(spec)
+
+
+def logs_command(spec: DeploymentSpec, tail: int) -> str:
+    """The command Cloud Assistant runs on node 0 to read the engine's log."""
+    spec = resolve(spec)
+    assert spec.aliyun is not None
+    if spec.aliyun.nodes == 2 and spec.engine == "vllm":
+        return f"docker exec {_q(spec.name)} tail -n {int(tail)} {ENGINE_LOG}"
+    return f"docker logs --tail {int(tail)} {_q(spec.name)} 2>&1"

@@ -1,0 +1,133 @@
+"""Which GPU instance serves a model, and the cloud spec that follows from it. Pure.
+
+Instance shapes, prices and the fit verdict come from the planner (`llmnest.plan`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...catalog import DTYPE_BYTES, CatalogModel, find_model
+from ...errors import BadInput
+from ...plan import InstanceType, Plan, instance, instance_types, plan_gpus
+from ...spec import DeploymentSpec, validated
+from ...suggest import did_you_mean
+
+GIB = 2**30
+MAX_SYSTEM_DISK_GIB = 2048
+CLOUD_ENV = {"GLOO_SOCKET_IFNAME": "eth0", "NCCL_SOCKET_IFNAME": "eth0"}  # VPC networking, as the seed sets
+
+# Public regions of Alibaba Cloud (ECS), for a clear error before any API call.
+REGIONS = (
+    "cn-qingdao", "cn-beijing", "cn-zhangjiakou", "cn-huhehaote", "cn-wulanchabu", "cn-hangzhou", "cn-shanghai",
+    "cn-nanjing", "cn-fuzhou", "cn-shenzhen", "cn-heyuan", "cn-guangzhou", "cn-chengdu", "cn-wuhan-lr",
+    "cn-hongkong", "ap-northeast-1", "ap-northeast-2", "ap-southeast-1", "ap-southeast-3", "ap-southeast-5",
+    "ap-southeast-6", "ap-southeast-7", "us-east-1", "us-west-1", "eu-west-1", "eu-central-1", "me-east-1",
+    "me-central-1", "na-south-1",
+)
+
+
+def gpu_type(name: str) -> InstanceType:
+    """The shape and price of instance type `name` (the planner's catalog); unknown is bad input."""
+    return instance(name)
+
+
+def weights_gib(model: CatalogModel) -> float:
+    return model.params * DTYPE_BYTES[model.dtype] / GIB
+
+
+def plan_on(model: CatalogModel, t: InstanceType, nodes: int, spec: DeploymentSpec) -> Plan:
+    """The planner's verdict for `model` on `nodes` instances of `t` (pipeline parallel across nodes)."""
+    return plan_gpus(
+        model, t.gpu, t.gpus * nodes, max_model_len=spec.max_model_len,
+        gpu_memory_utilization=spec.gpu_memory_utilization, pipeline_parallel_size=nodes, target=t.name,
+    )
+
+
+def fitting_types(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> list[tuple[InstanceType, Plan]]:
+    """Every catalog type that serves the model on `nodes` instances, cheapest first."""
+    out = []
+    for t in instance_types():
+        try:
+            plan = plan_on(model, t, nodes, spec)
+        except BadInput:  # the GPU cannot run the model's precision
+            continue
+        if plan.fits:
+            out.append((t, plan))
+    return out
+
+
+def cheapest_fit(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> tuple[InstanceType, Plan]:
+    fits = fitting_types(model, nodes, spec)
+    if not fits:
+        more = "" if nodes == 2 else "; try --nodes 2"
+        raise BadInput(f"no instance type in the catalog serves {model.key} on {nodes} node(s){more} "
+                       "(`llmnest plan MODEL` shows why)")
+    return fits[0]
+
+
+def check_fits(model: CatalogModel, t: InstanceType, nodes: int, spec: DeploymentSpec) -> Plan:
+    plan = plan_on(model, t, nodes, spec)
+    if plan.fits:
+        return plan
+    others = [o.name for o, _ in fitting_types(model, nodes, spec)][:3]
+    hint = f"use --instance-type {' or '.join(others)}" if others else "use --nodes 2"
+    raise BadInput(
+        f"{model.key} does not fit {nodes} x {t.name} ({t.gpus}x {t.gpu.display_name}): {plan.reason.rstrip('.')}; "
+        f"{hint}"
+    )
+
+
+def system_disk_gib(model: CatalogModel) -> int:
+    """Room for the OS, the engine image and the weights, rounded up to 10 GiB (80 GiB for a 7B)."""
+    return min(MAX_SYSTEM_DISK_GIB, int(math.ceil((weights_gib(model) * 1.2 + 60) / 10) * 10))
+
+
+def check_region(region: str) -> None:
+    if region not in REGIONS:
+        raise BadInput(f"unknown Alibaba Cloud region {region!r}.{did_you_mean(region, REGIONS)} "
+                       "Regions with the most GPU stock: cn-beijing, cn-shanghai, cn-hangzhou")
+
+
+def catalog_model(spec: DeploymentSpec) -> CatalogModel:
+    model = find_model(spec.model)
+    if model is None:
+        raise BadInput(
+            f"{spec.model!r} is not a catalog model: a cloud deployment downloads its weights from ModelScope "
+            "on the instance, so pick a model from `llmnest models`"
+        )
+    return model
+
+
+def resolve(spec: DeploymentSpec) -> DeploymentSpec:
+    """The cloud spec: instance type chosen (cheapest that fits) or checked, GPUs and parallelism set.
+
+    Idempotent: a resolved spec resolves to itself.
+    """
+    place = spec.aliyun
+    if place is None:
+        raise BadInput("this deployment is not on Alibaba Cloud (no aliyun placement in its spec)")
+    check_region(place.region)
+    model = catalog_model(spec)
+    if place.instance_type:
+        t = gpu_type(place.instance_type)
+        plan = check_fits(model, t, place.nodes, spec)
+    else:
+        t, plan = cheapest_fit(model, place.nodes, spec)
+    if place.pay == "prepaid" and not place.period_months:
+        raise BadInput("--pay prepaid needs --period MONTHS (1-9)")
+    if (place.vpc_id is None) != (place.vswitch_id is None):
+        raise BadInput("an existing network needs both --vpc-id and --vswitch-id")
+    tp = spec.tensor_parallel_size if spec.tensor_parallel_size > 1 else plan.tensor_parallel_size
+    data = spec.model_dump()
+    data.update(
+        runtime="docker",
+        device="cuda",
+        host="0.0.0.0",
+        gpu_count=t.gpus * place.nodes,
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=place.nodes,
+        env={**CLOUD_ENV, **spec.env},
+        aliyun={**place.model_dump(), "instance_type": t.name},
+    )
+    return validated(data)

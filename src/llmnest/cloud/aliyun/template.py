@@ -1,0 +1,349 @@
+"""The ROS template of a deployment, as a plain dict (dumped to YAML/JSON by callers). Pure.
+
+Network (new VPC + vSwitch, or the user's), a security group that opens the service port to the
+VPC and to --allow-cidr only, the GPU instance group, an API key (given as a NoEcho parameter, or
+generated in the stack by ALIYUN::RandomString), the bootstrap RunCommand(s), and a wait condition
+that the bootstrap signals once the model answers a real request, or with FAILURE and the log tail.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...spec import DeploymentSpec
+from . import bootstrap
+from .sizing import catalog_model, fitting_types, resolve, system_disk_gib
+
+FORMAT_VERSION = "2015-09-01"
+NEW_VPC_CIDR = "192.168.0.0/16"
+NEW_VSWITCH_CIDR = "192.168.1.0/24"
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # an existing VPC's CIDR is one of these
+# An Ubuntu 22.04 public image. It has no NVIDIA driver: a real deployment passes a GPU image (driver,
+# docker, NVIDIA container toolkit) as the ImageId parameter; the bootstrap stops with that reason otherwise.
+DEFAULT_IMAGE = "ubuntu_22_04_x64_20G_alibase_20250722.vhd"
+API_KEY_PATTERN = r"^$|^[A-Za-z0-9._~+/=-]{8,128}$"
+PASSWORD_PATTERN = r"^$|^[A-Za-z0-9()`~!@#$%^&*_+=|{}\[\]:;<>,.?/-]{8,30}$"
+CIDR_PATTERN = r"^$|^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$"
+GENERATED_KEY_PREFIX = "sk-"
+SSH_PORT = 22
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"Ref": name}
+
+
+def getatt(resource: str, attribute: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [resource, attribute]}
+
+
+def join(*parts: Any) -> dict[str, Any]:
+    return {"Fn::Join": ["", list(parts)]}
+
+
+def first(value: Any) -> dict[str, Any]:
+    return {"Fn::Select": ["0", value]}
+
+
+def node(index: int) -> dict[str, Any]:
+    return {"Fn::Select": [str(index), getatt("Nodes", "InstanceIds")]}
+
+
+def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
+    place = spec.aliyun
+    assert place is not None
+    model = catalog_model(spec)
+    allowed = [t.name for t, _ in fitting_types(model, place.nodes, spec)]
+    disk = system_disk_gib(model)
+    params: dict[str, Any] = {
+        "ZoneId": {
+            "Type": "String",
+            "Description": "Zone of the instances (preflight picks one that has the instance type in stock)",
+            "AssociationProperty": "ALIYUN::ECS::Instance::ZoneId",
+            **({"Default": place.zone} if place.zone else {}),
+        },
+        "InstanceType": {
+            "Type": "String",
+            "Description": f"GPU instance type; these fit {model.key} on {place.nodes} node(s)",
+            "AllowedValues": allowed,
+            "Default": place.instance_type,
+        },
+        "ImageId": {"Type": "String", "Description": "GPU image with the NVIDIA driver and docker",
+                    "Default": place.image_id or DEFAULT_IMAGE},
+        "SystemDiskSize": {
+            "Type": "Number",
+            "Description": "System disk in GiB: OS, engine image and the model's weights",
+            "Default": disk,
+            "MinValue": disk,
+            "MaxValue": 2048,
+        },
+        "PayType": {"Type": "String", "AllowedValues": ["PostPaid", "PrePaid"],
+                    "Default": "PrePaid" if place.pay == "prepaid" else "PostPaid"},
+        "PeriodMonths": {"Type": "Number", "AllowedValues": list(range(1, 10)), "Default": place.period_months or 1,
+                         "Description": "Subscription length (PrePaid only)"},
+        "BandwidthMbps": {"Type": "Number", "MinValue": 0, "MaxValue": 200, "Default": place.bandwidth_mbps,
+                          "Description": "Public outbound bandwidth (pay by traffic); 0 for no public IP"},
+        "AllowCidr": {
+            "Type": "String",
+            "Description": "Who may reach the service port (and SSH, when set): a CIDR; empty for the VPC only",
+            "AllowedPattern": CIDR_PATTERN,
+            "Default": place.allow_cidr or ("0.0.0.0/0" if place.public else ""),
+        },
+        "InstancePassword": {
+            "Type": "String",
+            "NoEcho": True,
+            "Default": "",
+            "Description": "Login password of the instances, 8-30 characters; empty for none",
+            "AllowedPattern": PASSWORD_PATTERN,
+            "ConstraintDescription": "8-30 letters, digits and special characters",
+        },
+        "KeyPairName": {"Type": "String", "Default": place.key_pair or "",
+                        "Description": "SSH key pair for the instances; empty for none"},
+    }
+    if spec.api_key_enabled:
+        params["ApiKey"] = {
+            "Type": "String",
+            "NoEcho": True,
+            "Default": "",
+            "Description": "API key of the endpoint; empty to generate one in the stack",
+            "AllowedPattern": API_KEY_PATTERN,
+        }
+    if place.vpc_id:
+        params["VpcId"] = {"Type": "String", "Default": place.vpc_id, "AssociationProperty": "ALIYUN::ECS::VPC::VPCId"}
+        params["VSwitchId"] = {"Type": "String", "Default": place.vswitch_id,
+                               "AssociationProperty": "ALIYUN::VPC::VSwitch::VSwitchId"}
+    return params
+
+
+def _conditions(spec: DeploymentSpec) -> dict[str, Any]:
+    def not_empty(param: str) -> dict[str, Any]:
+        return {"Fn::Not": {"Fn::Equals": ["", ref(param)]}}
+
+    conds: dict[str, Any] = {
+        "HasPassword": not_empty("InstancePassword"),
+        "HasKeyPair": not_empty("KeyPairName"),
+        "IsPrepaid": {"Fn::Equals": ["PrePaid", ref("PayType")]},
+        "HasPublicIp": {"Fn::Not": {"Fn::Equals": [0, ref("BandwidthMbps")]}},
+    }
+    if spec.api_key_enabled:
+        conds["GenerateApiKey"] = {"Fn::Equals": ["", ref("ApiKey")]}
+    return conds
+
+
+def api_key_value(spec: DeploymentSpec) -> Any:
+    """The key the endpoint uses: the parameter, or the stack's generated one."""
+    if not spec.api_key_enabled:
+        return ""
+    generated = join(GENERATED_KEY_PREFIX, getatt("GeneratedApiKey", "Value"))
+    return {"Fn::If": ["GenerateApiKey", generated, ref("ApiKey")]}
+
+
+def _ingress(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    place = spec.aliyun
+    assert place is not None
+    port = f"{spec.port}/{spec.port}"
+    inside = (NEW_VPC_CIDR,) if place.vpc_id is None else PRIVATE_RANGES
+    rules = [
+        {"IpProtocol": "tcp", "PortRange": port, "SourceCidrIp": cidr, "Priority": 1,
+         "Description": "model endpoint, from inside the VPC"}
+        for cidr in inside
+    ]
+    if place.public or place.allow_cidr:
+        rules.append({"IpProtocol": "tcp", "PortRange": port, "SourceCidrIp": ref("AllowCidr"), "Priority": 1,
+                      "Description": "model endpoint, from --allow-cidr"})
+    if place.allow_cidr:
+        rules.append({"IpProtocol": "tcp", "PortRange": f"{SSH_PORT}/{SSH_PORT}", "SourceCidrIp": ref("AllowCidr"),
+                      "Priority": 1, "Description": "SSH, from --allow-cidr"})
+    return rules
+
+
+def _network(spec: DeploymentSpec) -> tuple[dict[str, Any], Any, Any]:
+    """Network resources, and the VPC and vSwitch ids to use."""
+    place = spec.aliyun
+    assert place is not None
+    if place.vpc_id:
+        return {}, ref("VpcId"), ref("VSwitchId")
+    resources = {
+        "Vpc": {"Type": "ALIYUN::ECS::VPC",
+                "Properties": {"CidrBlock": NEW_VPC_CIDR, "VpcName": f"llmnest-{spec.name}"}},
+        "VSwitch": {"Type": "ALIYUN::ECS::VSwitch",
+                    "Properties": {"VpcId": getatt("Vpc", "VpcId"), "ZoneId": ref("ZoneId"),
+                                   "CidrBlock": NEW_VSWITCH_CIDR, "VSwitchName": f"llmnest-{spec.name}"}},
+    }
+    return resources, getatt("Vpc", "VpcId"), getatt("VSwitch", "VSwitchId")
+
+
+def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any) -> dict[str, Any]:
+    place = spec.aliyun
+    assert place is not None
+    no_value = ref("ALIYUN::NoValue")
+    return {
+        "Type": "ALIYUN::ECS::InstanceGroup",
+        "Properties": {
+            "InstanceName": f"llmnest-{spec.name}",
+            "MaxAmount": place.nodes,
+            "InstanceType": ref("InstanceType"),
+            "ImageId": ref("ImageId"),
+            "ZoneId": ref("ZoneId"),
+            "VpcId": vpc,
+            "VSwitchId": vswitch,
+            "SecurityGroupId": getatt("SecurityGroup", "SecurityGroupId"),
+            "SystemDiskCategory": "cloud_essd",
+            "SystemDiskSize": ref("SystemDiskSize"),
+            "AllocatePublicIP": {"Fn::If": ["HasPublicIp", True, False]},
+            "InternetChargeType": "PayByTraffic",
+            "InternetMaxBandwidthOut": ref("BandwidthMbps"),
+            "InstanceChargeType": ref("PayType"),
+            "Period": {"Fn::If": ["IsPrepaid", ref("PeriodMonths"), no_value]},
+            "PeriodUnit": {"Fn::If": ["IsPrepaid", "Month", no_value]},
+            "Password": {"Fn::If": ["HasPassword", ref("InstancePassword"), no_value]},
+            "KeyPairName": {"Fn::If": ["HasKeyPair", ref("KeyPairName"), no_value]},
+            "Tags": [{"Key": "llmnest", "Value": spec.name}],
+        },
+    }
+
+
+_KEY, _HEAD, _CURL = "\x00key\x00", "\x00head\x00", "\x00curl\x00"
+
+
+def command_content(spec: DeploymentSpec, role: str) -> dict[str, Any]:
+    """The RunCommand script for `role`: the preamble with stack values spliced in, then the body."""
+    text = "#!/bin/bash\n" + bootstrap.preamble(role, _KEY, _HEAD, _CURL) + bootstrap.bootstrap_body(spec)
+    values = {
+        "key": api_key_value(spec),
+        "head": first(getatt("Nodes", "PrivateIps")),
+        "curl": getatt("ReadyHandle", "CurlCli"),
+    }
+    parts: list[Any] = []
+    for i, piece in enumerate(text.split("\x00")):
+        if i % 2:
+            parts.append(values[piece])
+        elif piece:
+            parts.append(piece)
+    return join(*parts)
+
+
+def _run(spec: DeploymentSpec, role: str, targets: Any, *, sync: bool, timeout: int, after: str | None) -> dict:
+    resource: dict[str, Any] = {
+        "Type": "ALIYUN::ECS::RunCommand",
+        "Properties": {
+            "Name": f"llmnest-{spec.name}-{role}",
+            "Type": "RunShellScript",
+            "InstanceIds": targets,
+            "CommandContent": command_content(spec, role),
+            "Sync": sync,
+            "Timeout": timeout,
+        },
+    }
+    if after:
+        resource["DependsOn"] = [after]
+    return resource
+
+
+def _bootstrap_resources(spec: DeploymentSpec) -> tuple[dict[str, Any], str]:
+    """RunCommand resources in start-up order; returns them and the one the wait condition follows."""
+    long = bootstrap.ready_timeout_s(spec)
+    roles = bootstrap.roles(spec)
+    everyone = getatt("Nodes", "InstanceIds")
+    if roles == bootstrap.ROLES_SINGLE:
+        return {"Bootstrap": _run(spec, "single", everyone, sync=False, timeout=long, after=None)}, "Bootstrap"
+    steps: dict[str, Any] = {"Prepare": _run(spec, "prepare", everyone, sync=True, timeout=long, after=None)}
+    if spec.engine == "sglang":
+        steps["WorkerStart"] = _run(spec, "sglang-worker", [node(1)], sync=True, timeout=900, after="Prepare")
+        steps["Serve"] = _run(spec, "sglang-head", [node(0)], sync=False, timeout=long, after="WorkerStart")
+    else:
+        steps["RayHead"] = _run(spec, "ray-head", [node(0)], sync=True, timeout=900, after="Prepare")
+        steps["RayWorker"] = _run(spec, "ray-worker", [node(1)], sync=True, timeout=1200, after="RayHead")
+        steps["Serve"] = _run(spec, "serve", [node(0)], sync=False, timeout=long, after="RayWorker")
+    return steps, "Serve"
+
+
+def curl_example(spec: DeploymentSpec, base_url: Any) -> Any:
+    """A curl command as an output; the key stays a shell variable ($API_KEY), never the value."""
+    body = json.dumps({"model": spec.served_model_name, "messages": [{"role": "user", "content": "Who are you?"}]})
+    auth = ' -H "Authorization: Bearer $API_KEY"' if spec.api_key_enabled else ""
+    return join("curl ", base_url, f'/chat/completions -H "Content-Type: application/json"{auth} -d \'{body}\'')
+
+
+def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
+    place = spec.aliyun
+    assert place is not None
+    port = f":{spec.port}/v1"
+    private = join("http://", first(getatt("Nodes", "PrivateIps")), port)
+    outputs: dict[str, Any] = {
+        "InstanceIds": {"Description": "ECS instances (node 0 first)", "Value": getatt("Nodes", "InstanceIds")},
+        "PrivateEndpoint": {"Description": "OpenAI base URL inside the VPC", "Value": private},
+        "PrivateCurl": {"Description": "Example request from inside the VPC (export API_KEY first)",
+                        "Value": curl_example(spec, private)},
+    }
+    if place.public:
+        public = join("http://", first(getatt("Nodes", "PublicIps")), port)
+        outputs["PublicEndpoint"] = {"Description": "OpenAI base URL from --allow-cidr", "Value": public}
+        outputs["PublicCurl"] = {"Description": "Example request from the internet (export API_KEY first)",
+                                 "Value": curl_example(spec, public)}
+    if spec.api_key_enabled:
+        outputs["ApiKey"] = {"Description": "API key of the endpoint", "NoEcho": True, "Value": api_key_value(spec)}
+    return outputs
+
+
+def render_template(spec: DeploymentSpec) -> dict[str, Any]:
+    """The whole ROS template for `spec` (resolved first, so an unplanned spec works too)."""
+    spec = resolve(spec)
+    place = spec.aliyun
+    assert place is not None
+    network, vpc, vswitch = _network(spec)
+    resources: dict[str, Any] = {
+        **network,
+        "SecurityGroup": {
+            "Type": "ALIYUN::ECS::SecurityGroup",
+            "Properties": {"VpcId": vpc, "SecurityGroupName": f"llmnest-{spec.name}",
+                           "SecurityGroupIngress": _ingress(spec)},
+        },
+        "Nodes": _instances(spec, vpc, vswitch),
+        "ReadyHandle": {"Type": "ALIYUN::ROS::WaitConditionHandle"},
+    }
+    if spec.api_key_enabled:
+        resources["GeneratedApiKey"] = {
+            "Type": "ALIYUN::RandomString",
+            "Condition": "GenerateApiKey",
+            "Properties": {"Length": 29, "CharacterClasses": [{"Class": "lowercase", "Min": 1},
+                                                              {"Class": "digits", "Min": 1}]},
+        }
+    steps, last = _bootstrap_resources(spec)
+    resources.update(steps)
+    resources["Ready"] = {
+        "Type": "ALIYUN::ROS::WaitCondition",
+        "DependsOn": [last],
+        "Properties": {"Handle": ref("ReadyHandle"), "Count": 1, "Timeout": bootstrap.ready_timeout_s(spec)},
+    }
+    template = {
+        "ROSTemplateFormatVersion": FORMAT_VERSION,
+        "Description": (
+            f"llmnest {spec.name}: {spec.served_model_name} with {spec.engine} on {place.nodes} x "
+            f"{place.instance_type}, {'public' if place.public else 'private'} endpoint"
+        ),
+        "Parameters": _parameters(spec),
+        "Conditions": _conditions(spec),
+        "Resources": resources,
+        "Outputs": _outputs(spec),
+    }
+    return json.loads(json.dumps(template))  # no shared sub-objects (they would become YAML anchors)
+
+
+def stack_parameters(spec: DeploymentSpec, api_key: str | None, password: str | None) -> dict[str, str]:
+    """Parameter values for CreateStack besides ZoneId (secrets included: `masked` before showing)."""
+    values: dict[str, str] = {}
+    if spec.api_key_enabled and api_key:
+        values["ApiKey"] = api_key
+    if password:
+        values["InstancePassword"] = password
+    return values
+
+
+def secret_parameters(template: dict[str, Any]) -> set[str]:
+    return {name for name, p in template["Parameters"].items() if p.get("NoEcho")}
+
+
+def masked(template: dict[str, Any], values: dict[str, str]) -> dict[str, str]:
+    secrets = secret_parameters(template)
+    return {k: ("******" if k in secrets and v else v) for k, v in values.items()}

@@ -1,0 +1,226 @@
+"""The bootstrap script: shellcheck-clean, the same engine command as a local docker deployment,
+and executed here with `docker`, `nvidia-smi` and `modelscope` replaced by recording shims (no GPU
+host or hub exists on the test machine), against a local HTTP server standing in for the ROS
+wait condition URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from llmnest.cloud.aliyun import bootstrap
+from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.cloud.aliyun.template import command_content
+from llmnest.runtimes.docker import run_argv
+from llmnest.shell import render
+from tests.conftest import free_port
+from tests.fakes import shims
+from tests.fakes.cloud_specs import cloud_spec
+
+SHELLCHECK = shutil.which("shellcheck") or str(Path(os.sys.executable).with_name("shellcheck"))
+KEY = "sk-bootstrap-test-key-0123"
+EDITIONS = {
+    "single-vllm": {"model": "Qwen/QwQ-32B"},
+    "single-sglang": {"model": "Qwen/QwQ-32B", "engine": "sglang"},
+    "ray-vllm": {"model": "deepseek-ai/DeepSeek-R1", "nodes": 2},
+    "two-node-sglang": {"model": "deepseek-ai/DeepSeek-V3", "nodes": 2, "engine": "sglang"},
+}
+
+
+def _spec(edition: str):
+    return resolve(cloud_spec(**EDITIONS[edition]))
+
+
+def shellcheck(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "script.sh"
+    path.write_text(text)
+    return subprocess.run([SHELLCHECK, "--shell=bash", "--severity=style", str(path)], capture_output=True, text=True,
+                          check=False)
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_script_is_shellcheck_clean(edition: str, tmp_path: Path) -> None:
+    done = shellcheck(bootstrap.render_bootstrap(_spec(edition)), tmp_path)
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_every_role_as_the_stack_runs_it_is_shellcheck_clean(edition: str, tmp_path: Path) -> None:
+    """The RunCommand text: preamble (with stack values) + body, for each role of the edition."""
+    spec = _spec(edition)
+    for role in bootstrap.roles(spec):
+        parts = command_content(spec, role)["Fn::Join"][1]
+        text = "".join(p if isinstance(p, str) else "stackvalue" for p in parts)
+        done = shellcheck(text, tmp_path)
+        assert done.returncode == 0, (role, done.stdout)
+
+
+def test_shellcheck_can_fail(tmp_path: Path) -> None:
+    assert shellcheck("#!/bin/bash\necho $1 | grep x\ncd /tmp\n", tmp_path).returncode != 0
+
+
+def test_runs_exactly_the_local_docker_command() -> None:
+    spec = _spec("single-vllm")
+    argv, env = run_argv(spec, bootstrap.host_model_dir(spec), bootstrap.KEY_PLACEHOLDER)
+    script = bootstrap.render_bootstrap(spec)
+    assert textwrap.indent(render(argv, secrets=bootstrap.PLACEHOLDERS), "  ") in script  # inside start_engine()
+    assert list(env) == ["VLLM_API_KEY"] and 'export VLLM_API_KEY="${LLMNEST_API_KEY}"' in script
+    assert "--volume /root/llm-model/Qwen/QwQ-32B:/root/llm-model/Qwen/QwQ-32B:ro" in script
+
+
+def test_sglang_key_is_a_shell_variable_never_a_value() -> None:
+    script = bootstrap.render_bootstrap(_spec("single-sglang"))
+    assert '--api-key "${LLMNEST_API_KEY}"' in script
+    assert bootstrap.KEY_PLACEHOLDER not in script
+
+
+def test_ray_edition_starts_head_worker_then_serves_with_pipeline_parallel() -> None:
+    spec = _spec("ray-vllm")
+    script = bootstrap.render_bootstrap(spec)
+    assert bootstrap.roles(spec) == ("prepare", "ray-head", "ray-worker", "serve")
+    assert "--head \\\n    --port=6379" in script
+    assert '--address "${LLMNEST_HEAD_IP}:6379"' in script
+    assert f"--tensor-parallel-size {spec.gpu_count // 2}" in script and "--pipeline-parallel-size 2" in script
+    assert "--distributed-executor-backend ray" in script
+
+
+def test_sglang_two_node_edition_uses_node_rank_and_dist_init_addr() -> None:
+    spec = _spec("two-node-sglang")
+    script = bootstrap.render_bootstrap(spec)
+    assert bootstrap.roles(spec) == ("prepare", "sglang-worker", "sglang-head")
+    assert '--nnodes 2' in script and '--node-rank "${NODE_RANK}"' in script
+    assert '--dist-init-addr "${LLMNEST_HEAD_IP}:20000"' in script
+
+
+# ---- executed with shims
+
+
+class SignalServer:
+    """Stands in for the WaitConditionHandle URL: records every JSON signal POSTed to it."""
+
+    def __init__(self) -> None:
+        self.signals: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.signals.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def curl(self) -> str:
+        return f"curl -sS -X POST -H 'Content-Type: application/json' http://127.0.0.1:{self.server.server_port}/signal"
+
+
+@pytest.fixture
+def signals():
+    server = SignalServer()
+    yield server
+    server.server.shutdown()
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake GPU host: shims first on PATH, weights under tmp instead of /root/llm-model."""
+    monkeypatch.setattr(bootstrap, "CONTAINER_MODEL_ROOT", tmp_path / "llm-model")
+    shims.install(tmp_path / "bin", tmp_path / "state")
+    yield tmp_path
+    shims.stop_engine(tmp_path / "state")
+
+
+def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", gpus: int = 1,
+                  key: str = KEY) -> subprocess.CompletedProcess[str]:
+    script = host / "bootstrap.sh"
+    script.write_text("#!/bin/bash\n" + bootstrap.preamble("single", key, "", signals.curl) + bootstrap.bootstrap_body(spec))
+    env = {
+        "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
+        "SHIM_STATE": str(host / "state"),
+        "SHIM_GPUS": str(gpus),
+        "FAKE_ENGINE_MODE": mode,
+        "LLMNEST_POLL_SECONDS": "0.2",
+        "LLMNEST_LOG_FILE": str(host / "bootstrap.log"),
+        "HOME": str(host),
+    }
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _local_spec(**kw):
+    kw.setdefault("instance_type", "ecs.gn7e-c16g1.4xlarge")  # one A100 80 GB: the shim reports 1 GPU
+    return resolve(cloud_spec("Qwen/QwQ-32B", port=free_port(), **kw))
+
+
+def test_success_signals_once_the_engine_answers_a_chat(host: Path, signals: SignalServer) -> None:
+    spec = _local_spec()
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 0, done.stderr
+    assert [s["status"] for s in signals.signals] == ["SUCCESS"]
+    assert spec.served_model_name in signals.signals[0]["data"]
+    state = host / "state"
+    assert [c["argv"][0] for c in shims.calls(state, "nvidia-smi")] == ["--query-gpu=index"]
+    download = shims.calls(state, "modelscope")[0]["argv"]
+    assert download[:3] == ["download", "--model", "Qwen/QwQ-32B"]
+    assert download[-1] == str(host / "llm-model" / "Qwen/QwQ-32B")
+    run = next(c for c in shims.calls(state, "docker") if c["argv"][0] == "run")
+    argv, _ = run_argv(spec, bootstrap.host_model_dir(spec), KEY)
+    assert run["argv"] == argv[1:]  # exactly the local docker runtime's command
+    assert run["key_in_env"] and KEY not in json.dumps(shims.calls(state))
+    assert (host / "llm-model" / "Qwen/QwQ-32B" / ".llmnest-complete").exists()
+
+
+def test_failing_engine_signals_failure_with_its_log_tail_redacted(host: Path, signals: SignalServer) -> None:
+    done = run_bootstrap(host, signals, _local_spec(), mode="crash")
+    assert done.returncode == 1
+    assert [s["status"] for s in signals.signals] == ["FAILURE"]
+    failure = signals.signals[0]
+    assert failure["reason"] == "the engine stopped before it answered"
+    assert "CUDA out of memory" in failure["data"]
+    assert KEY not in json.dumps(signals.signals) and "[api key]" in failure["data"]
+
+
+def test_missing_gpus_fail_fast_with_the_reason(host: Path, signals: SignalServer) -> None:
+    spec = _local_spec(instance_type="ecs.gn7i-4x.8xlarge")
+    done = run_bootstrap(host, signals, spec, gpus=2)
+    assert done.returncode == 1
+    assert signals.signals[-1]["status"] == "FAILURE"
+    assert signals.signals[-1]["reason"] == "found 2 GPU(s), this deployment needs 4 per node"
+    assert not shims.calls(host / "state", "modelscope")
+
+
+def test_download_resumes_after_a_failure_and_is_skipped_when_complete(host: Path, signals: SignalServer) -> None:
+    (host / "state" / "modelscope-failures").write_text("1")
+    spec = _local_spec()
+    assert run_bootstrap(host, signals, spec).returncode == 0
+    assert len(shims.calls(host / "state", "modelscope")) == 2
+    shims.stop_engine(host / "state")
+    assert run_bootstrap(host, signals, spec).returncode == 0
+    assert len(shims.calls(host / "state", "modelscope")) == 2  # weights complete: no new download
+    assert [s["status"] for s in signals.signals] == ["SUCCESS", "SUCCESS"]
+
+
+def test_wrong_key_is_reported_as_refused(host: Path, signals: SignalServer) -> None:
+    """The engine gets the key through docker's env; a probe with another key gets 401."""
+    spec = _local_spec()
+    script_key = "sk-probe-uses-another-key"
+    env_key = KEY
+    (host / "bin" / "docker").write_text((host / "bin" / "docker").read_text().replace(
+        'proc = subprocess.Popen(', f'os.environ["VLLM_API_KEY"] = {env_key!r}\n    proc = subprocess.Popen('))
+    done = run_bootstrap(host, signals, spec, key=script_key)
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"] == "the engine refused the API key (HTTP 401)"

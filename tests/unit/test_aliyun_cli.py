@@ -1,0 +1,70 @@
+"""The real CLI (`python -m llmnest`) on the aliyun target, against tests/aliyun_emulator.py: an
+EMULATION of the ROS and ECS APIs on 127.0.0.1 (no cloud is reachable from the test machine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
+from tests.conftest import cli_env, free_port, run_cli
+
+UP = ("up", "Qwen/QwQ-32B", "--target", "aliyun", "--region", "cn-hangzhou")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    base = cli_env(tmp_path / "home")
+    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_PROFILE"):
+        base.pop(name, None)
+    return {**base, "HOME": str(tmp_path), "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true",
+            "LLMNEST_ALIYUN_POLL_SECONDS": "0"}
+
+
+def test_dry_run_json_without_credentials(env: dict[str, str]) -> None:
+    done = run_cli(env, *UP, "--dry-run", "--json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["template"]["ROSTemplateFormatVersion"] == "2015-09-01"
+    checks = {c["check"]: c["ok"] for c in out["preflight"]}
+    assert checks == {"plan": True, "template": True, "credentials": False, "stock": None, "price": None}
+    assert out["parameters"]["ApiKey"] == "******"
+
+
+def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> None:
+    emu = Emulator().start()
+    try:
+        env = {**env, "LLMNEST_ALIYUN_ENDPOINT": emu.url, "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
+               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+        # the "public" IP is 127.0.0.1: a free port, so the status probe reaches nothing of anyone's
+        up = run_cli(env, *UP, "--public", "--port", str(free_port()), "--yes", "--json", timeout=120)
+        assert up.returncode == 0, up.stderr
+        result = json.loads(up.stdout)
+        assert result["status"] == "ready" and result["api_key"].startswith("sk-")
+        assert "Price preview" in up.stderr and "[7/7] Ready (ALIYUN::ROS::WaitCondition) created" in up.stderr
+        assert result["api_key"] not in up.stderr
+        status = run_cli(env, "status", "qwq-32b", "--json", timeout=120)
+        assert json.loads(status.stdout)["cloud"]["stack_status"] == "CREATE_COMPLETE"
+        emu.instance_logs = ["INFO: Application startup complete."]
+        logs = run_cli(env, "logs", "qwq-32b", "--tail", "5", timeout=120)
+        assert logs.stdout.strip() == "INFO: Application startup complete."
+        down = run_cli(env, "down", "qwq-32b", "--yes", timeout=120)
+        assert down.returncode == 0 and "deleted Nodes (ALIYUN::ECS::InstanceGroup)" in down.stderr
+        assert all(s.status == "DELETE_COMPLETE" for s in emu.stacks.values())
+    finally:
+        emu.stop()
+
+
+def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:
+    emu = Emulator().start()
+    emu.denied.add("DescribeAvailableResource")
+    try:
+        env = {**env, "LLMNEST_ALIYUN_ENDPOINT": emu.url, "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
+               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+        done = run_cli(env, *UP, "--yes", timeout=120)
+    finally:
+        emu.stop()
+    assert done.returncode == 1
+    assert "attach the AliyunECSFullAccess policy" in done.stderr and "Traceback" not in done.stderr

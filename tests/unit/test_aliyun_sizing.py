@@ -1,0 +1,59 @@
+"""Planning a cloud deployment: the instance type (cheapest that fits, or the one asked for), GPUs
+and parallelism, and the one-line errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnest.catalog import get_model
+from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.errors import BadInput
+from llmnest.plan import rank_instances
+from tests.fakes.cloud_specs import cloud_spec
+
+
+def test_picks_the_planners_cheapest_fitting_type() -> None:
+    spec = resolve(cloud_spec("Qwen/Qwen2.5-7B-Instruct"))
+    model = get_model("Qwen/Qwen2.5-7B-Instruct")
+    cheapest = rank_instances(model, spec.max_model_len, gpu_memory_utilization=spec.gpu_memory_utilization)[0]
+    assert spec.aliyun.instance_type == cheapest.instance.name
+    assert (spec.runtime, spec.device, spec.host) == ("docker", "cuda", "0.0.0.0")
+    assert spec.gpu_count == cheapest.instance.gpus and spec.tensor_parallel_size == cheapest.plan.tensor_parallel_size
+
+
+def test_a_given_type_sets_gpus_and_tensor_parallel() -> None:
+    spec = resolve(cloud_spec("Qwen/QwQ-32B", instance_type="ecs.gn7i-4x.8xlarge"))
+    assert (spec.gpu_count, spec.tensor_parallel_size, spec.pipeline_parallel_size) == (4, 4, 1)
+    assert spec.env["NCCL_SOCKET_IFNAME"] == "eth0"
+    assert resolve(spec) == spec  # idempotent
+
+
+def test_two_nodes_pipeline_over_both() -> None:
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, instance_type="ecs.ebmgn8v.48xlarge"))
+    assert (spec.gpu_count, spec.tensor_parallel_size, spec.pipeline_parallel_size) == (16, 8, 2)
+
+
+@pytest.mark.parametrize(("placement", "model", "message"), [
+    ({"region": "cn-hangzou"}, "Qwen/QwQ-32B", "unknown Alibaba Cloud region 'cn-hangzou'. Did you mean: cn-hangzhou"),
+    ({"instance_type": "ecs.gn7i-c8g1.2xlarge"}, "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+     "deepseek-ai/DeepSeek-R1-Distill-Llama-70B does not fit 1 x ecs.gn7i-c8g1.2xlarge"),
+    ({"instance_type": "ecs.gn99-huge"}, "Qwen/QwQ-32B", "unknown instance type 'ecs.gn99-huge'"),
+    ({"pay": "prepaid"}, "Qwen/QwQ-32B", "--pay prepaid needs --period MONTHS (1-9)"),
+    ({"vpc_id": "vpc-1"}, "Qwen/QwQ-32B", "an existing network needs both --vpc-id and --vswitch-id"),
+])
+def test_bad_input_is_one_clear_line(placement: dict, model: str, message: str) -> None:
+    with pytest.raises(BadInput) as err:
+        resolve(cloud_spec(model, **placement))
+    assert message in err.value.message and "\n" not in err.value.message
+
+
+def test_too_large_names_types_that_fit() -> None:
+    with pytest.raises(BadInput) as err:
+        resolve(cloud_spec("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", instance_type="ecs.gn7i-c8g1.2xlarge"))
+    assert "use --instance-type ecs." in err.value.message
+
+
+def test_a_local_model_directory_cannot_go_to_the_cloud(tmp_path) -> None:
+    spec = cloud_spec().model_copy(update={"model": str(tmp_path)})
+    with pytest.raises(BadInput, match="is not a catalog model"):
+        resolve(spec)

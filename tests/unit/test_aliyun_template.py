@@ -1,0 +1,200 @@
+"""The ROS template: for every seed model, both editions, public and private, it is valid YAML,
+every reference resolves, parameters and their constraints hold, resource properties match the
+published property definitions (data/ros, extracted from the ROS CDK packages), and every secret
+is NoEcho. The checker itself is shown to catch each kind of mistake."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from importlib import resources
+
+import pytest
+import yaml
+
+from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.cloud.aliyun.template import command_content, masked, render_template, stack_parameters
+from llmnest.cloud.aliyun.validate import (
+    check_parameters,
+    check_properties,
+    check_references,
+    check_secrets,
+    check_template,
+    definitions,
+)
+from tests.fakes.cloud_specs import two_node_models, cloud_spec, seed_models
+
+KEY, PASSWORD = "sk-template-test-0123", "Llm#nest-2026"
+VALUES = {"ZoneId": "cn-hangzhou-i", "ApiKey": KEY, "InstancePassword": PASSWORD}
+
+
+def _cases() -> list[tuple[str, int, bool, str]]:
+    two_node = two_node_models()
+    cases = [(m, nodes, public, "vllm") for m in seed_models() for nodes in (1, 2) for public in (False, True)]
+    cases += [(m, 2, public, engine) for m in two_node for public in (False, True) for engine in ("vllm", "sglang")]
+    return cases
+
+
+@pytest.mark.parametrize(("model", "nodes", "public", "engine"), _cases())
+def test_template_is_sound(model: str, nodes: int, public: bool, engine: str) -> None:
+    template = render_template(cloud_spec(model, nodes=nodes, public=public, engine=engine))
+    text = yaml.safe_dump(template, sort_keys=False)
+    assert "&id" not in text and yaml.safe_load(text) == template  # plain YAML, no anchors, round-trips
+    assert check_references(template) == []
+    assert check_properties(template) == []
+    assert check_parameters(template, VALUES) == []
+    assert check_secrets(template) == []
+    params = template["Parameters"]
+    assert params["ApiKey"]["NoEcho"] and params["InstancePassword"]["NoEcho"]
+    assert template["Outputs"]["ApiKey"]["NoEcho"] is True
+    assert ("PublicEndpoint" in template["Outputs"]) == public
+    assert KEY not in text and PASSWORD not in text
+    for name, res in template["Resources"].items():
+        if res["Type"] == "ALIYUN::ECS::RunCommand":
+            size = len(base64.b64encode(_as_run(res["Properties"]["CommandContent"]).encode()))
+            assert size <= CLOUD_ASSISTANT_LIMIT, f"{name}: {size} bytes of base64"
+
+
+CLOUD_ASSISTANT_LIMIT = 16 * 1024  # Cloud Assistant: command content <= 16 KB after Base64 (CreateCommand)
+LONG_CURL = "curl -i -X POST -H 'Content-Type: application/json' 'https://ros.aliyuncs.com/waitcondition?" + "x" * 600
+
+
+def _as_run(content: dict) -> str:
+    """The script text with long stand-ins for the stack's values (key, IP, the handle's CurlCli)."""
+    return "".join(p if isinstance(p, str) else LONG_CURL if "CurlCli" in json.dumps(p) else "v" * 64
+                   for p in content["Fn::Join"][1])
+
+
+def test_two_node_edition_orders_start_up_through_the_stack() -> None:
+    res = render_template(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))["Resources"]
+    assert res["Nodes"]["Properties"]["MaxAmount"] == 2
+    assert res["RayHead"]["DependsOn"] == ["Prepare"] and res["RayWorker"]["DependsOn"] == ["RayHead"]
+    assert res["Serve"]["DependsOn"] == ["RayWorker"] and res["Ready"]["DependsOn"] == ["Serve"]
+    assert res["Prepare"]["Properties"]["InstanceIds"] == {"Fn::GetAtt": ["Nodes", "InstanceIds"]}
+    assert res["RayWorker"]["Properties"]["InstanceIds"] == [{"Fn::Select": ["1", {"Fn::GetAtt": ["Nodes", "InstanceIds"]}]}]
+    sglang = render_template(cloud_spec("deepseek-ai/DeepSeek-V3", nodes=2, engine="sglang"))["Resources"]
+    assert sglang["WorkerStart"]["DependsOn"] == ["Prepare"] and sglang["Serve"]["DependsOn"] == ["WorkerStart"]
+
+
+def test_single_node_runs_the_bootstrap_async_and_waits_for_the_signal() -> None:
+    res = render_template(cloud_spec())["Resources"]
+    assert res["Bootstrap"]["Properties"]["Sync"] is False
+    assert res["Ready"]["Properties"]["Handle"] == {"Ref": "ReadyHandle"}
+    assert res["Ready"]["Properties"]["Timeout"] == res["Bootstrap"]["Properties"]["Timeout"] >= 3600
+    parts = command_content(resolve(cloud_spec()), "single")["Fn::Join"][1]
+    assert {"Fn::GetAtt": ["ReadyHandle", "CurlCli"]} in parts
+    assert {"Fn::If": ["GenerateApiKey", {"Fn::Join": ["", ["sk-", {"Fn::GetAtt": ["GeneratedApiKey", "Value"]}]]},
+                       {"Ref": "ApiKey"}]} in parts
+
+
+def _ingress(**placement) -> list[dict]:
+    return render_template(cloud_spec(**placement))["Resources"]["SecurityGroup"]["Properties"]["SecurityGroupIngress"]
+
+
+def test_private_deployment_opens_the_port_to_the_vpc_only_and_no_ssh() -> None:
+    rules = _ingress()
+    assert [(r["PortRange"], r["SourceCidrIp"]) for r in rules] == [("8080/8080", "192.168.0.0/16")]
+
+
+def test_public_deployment_opens_the_port_to_allow_cidr_and_ssh_only_when_asked() -> None:
+    rules = _ingress(public=True)
+    assert ("8080/8080", {"Ref": "AllowCidr"}) in [(r["PortRange"], r["SourceCidrIp"]) for r in rules]
+    assert not any(r["PortRange"] == "22/22" for r in rules)
+    template = render_template(cloud_spec(public=True))
+    assert template["Parameters"]["AllowCidr"]["Default"] == "0.0.0.0/0"
+    narrowed = render_template(cloud_spec(public=True, allow_cidr="203.0.113.0/24"))
+    assert narrowed["Parameters"]["AllowCidr"]["Default"] == "203.0.113.0/24"
+    ssh = [r for r in narrowed["Resources"]["SecurityGroup"]["Properties"]["SecurityGroupIngress"] if r["PortRange"] == "22/22"]
+    assert ssh and ssh[0]["SourceCidrIp"] == {"Ref": "AllowCidr"}
+
+
+def test_existing_network_creates_no_vpc() -> None:
+    template = render_template(cloud_spec(vpc_id="vpc-abc", vswitch_id="vsw-abc", zone="cn-hangzhou-i"))
+    assert "Vpc" not in template["Resources"] and "VSwitch" not in template["Resources"]
+    assert template["Parameters"]["VpcId"]["Default"] == "vpc-abc"
+    assert template["Resources"]["Nodes"]["Properties"]["VSwitchId"] == {"Ref": "VSwitchId"}
+    assert check_template(template, VALUES) == []
+
+
+def test_system_disk_is_sized_from_the_weights() -> None:
+    small = render_template(cloud_spec("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"))["Parameters"]["SystemDiskSize"]
+    large = render_template(cloud_spec("deepseek-ai/DeepSeek-R1-Distill-Llama-70B"))["Parameters"]["SystemDiskSize"]
+    assert small["Default"] == 80  # the seed's 80 GB for a 7B
+    assert large["Default"] >= 131 * 1.2 + 60  # 70B bf16 is 131 GiB of weights, +20 % and the OS/image
+    assert small["MinValue"] == small["Default"]
+
+
+def test_prepaid_sets_period_through_conditions() -> None:
+    template = render_template(cloud_spec(pay="prepaid", period_months=3))
+    assert template["Parameters"]["PayType"]["Default"] == "PrePaid"
+    assert template["Parameters"]["PeriodMonths"]["Default"] == 3
+    props = template["Resources"]["Nodes"]["Properties"]
+    assert props["Period"] == {"Fn::If": ["IsPrepaid", {"Ref": "PeriodMonths"}, {"Ref": "ALIYUN::NoValue"}]}
+
+
+def test_no_api_key_means_no_key_parameter_resource_or_output() -> None:
+    template = render_template(cloud_spec(public=True).model_copy(update={"api_key_enabled": False}))
+    assert "ApiKey" not in template["Parameters"] and "ApiKey" not in template["Outputs"]
+    assert "GeneratedApiKey" not in template["Resources"]
+    assert "Authorization" not in json.dumps(template["Outputs"])
+    assert check_template(template, {"ZoneId": "z"}) == []
+
+
+def test_parameters_are_masked_for_display() -> None:
+    template = render_template(cloud_spec())
+    values = stack_parameters(resolve(cloud_spec()), KEY, PASSWORD)
+    shown = masked(template, {"ZoneId": "cn-hangzhou-i", **values})
+    assert shown == {"ZoneId": "cn-hangzhou-i", "ApiKey": "******", "InstancePassword": "******"}
+
+
+def test_definitions_come_from_the_published_packages() -> None:
+    source = json.loads((resources.files("llmnest.data") / "ros/resource_types.json").read_text())["source"]
+    assert any(w.startswith("ros_cdk_ecs-") for w in source["pypi_wheels"])
+    defs = definitions()
+    assert defs["ALIYUN::ECS::InstanceGroup"]["properties"]["MaxAmount"]["required"] is True
+    assert "CurlCli" in defs["ALIYUN::ROS::WaitConditionHandle"]["attributes"]
+
+
+# ---- the checker catches mistakes (so the passing checks above mean something)
+
+
+@pytest.fixture
+def template() -> dict:
+    return copy.deepcopy(render_template(cloud_spec(public=True)))
+
+
+def test_checker_catches_a_dangling_ref_and_getatt(template: dict) -> None:
+    template["Resources"]["Nodes"]["Properties"]["ImageId"] = {"Ref": "NoSuchParameter"}
+    template["Outputs"]["PrivateEndpoint"]["Value"] = {"Fn::GetAtt": ["Nodes", "NoSuchAttribute"]}
+    problems = check_references(template)
+    assert any("NoSuchParameter" in p for p in problems) and any("NoSuchAttribute" in p for p in problems)
+
+
+def test_checker_catches_unknown_missing_and_mistyped_properties(template: dict) -> None:
+    props = template["Resources"]["Nodes"]["Properties"]
+    props["InstanceTypo"] = "x"
+    del props["InstanceType"]
+    props["MaxAmount"] = "two"
+    template["Resources"]["SecurityGroup"]["Properties"]["SecurityGroupIngress"][0]["IpProtocol"] = "sctp"
+    problems = "\n".join(check_properties(template))
+    for expected in ("unknown property 'InstanceTypo'", "missing required property 'InstanceType'",
+                     "MaxAmount: expected number", "'sctp' is not one of"):
+        assert expected in problems
+
+
+def test_checker_catches_parameter_violations(template: dict) -> None:
+    problems = "\n".join(check_parameters(template, {"ZoneId": "z", "ApiKey": "bad key with spaces",
+                                                     "BandwidthMbps": "500", "Nope": "1"}))
+    assert "parameter ApiKey: value does not match" in problems
+    assert "parameter BandwidthMbps: 500 is above 200" in problems
+    assert "unknown parameter 'Nope'" in problems
+    assert "parameter ZoneId has no default" in "\n".join(check_parameters(template, {}))
+
+
+def test_checker_catches_a_secret_in_plain_sight(template: dict) -> None:
+    template["Outputs"]["ApiKey"]["NoEcho"] = False
+    template["Parameters"]["InstancePassword"]["NoEcho"] = False
+    problems = check_secrets(template)
+    assert "output ApiKey carries a secret but is not NoEcho" in problems
+    assert "parameter InstancePassword looks secret but is not NoEcho" in problems
