@@ -1,7 +1,8 @@
 """The thin SDK edge: Alibaba Cloud's official ROS and ECS clients, and their errors as one line.
 
 Credentials come from the SDK's standard chain (environment variables, the `aliyun` CLI's
-~/.aliyun/config.json profile, ~/.alibabacloud/credentials.ini, an ECS instance RAM role).
+~/.aliyun/config.json profile, ~/.alibabacloud/credentials.ini, and the ECS instance RAM role
+when ALIBABA_CLOUD_ECS_METADATA names it).
 `LLMNEST_ALIYUN_ENDPOINT` (for example http://127.0.0.1:9000) sends every call to one gateway
 instead of the public endpoints: a proxy, or the emulator the tests use.
 """
@@ -22,7 +23,7 @@ from ...errors import BadInput, LlmnestError, NotFound
 ENDPOINT_ENV = "LLMNEST_ALIYUN_ENDPOINT"
 HOW_TO_LOG_IN = (
     "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or run `aliyun configure` "
-    "(profile in ~/.aliyun/config.json), or run on an ECS instance with a RAM role"
+    "(profile in ~/.aliyun/config.json), or on an ECS instance set ALIBABA_CLOUD_ECS_METADATA=<RAM role name>"
 )
 POLICIES = {"ros": "AliyunROSFullAccess", "ecs": "AliyunECSFullAccess"}
 RESOURCE_POLICIES = {"ALIYUN::ECS::VPC": "AliyunVPCFullAccess", "ALIYUN::ECS::VSwitch": "AliyunVPCFullAccess",
@@ -47,22 +48,39 @@ class PermissionDenied(LlmnestError):
     """The account lacks a RAM permission."""
 
 
+def _credential_client() -> Any:
+    """The SDK's credential chain, asked for the ECS instance role only where the user names one.
+
+    The chain would otherwise query the ECS metadata address on every machine that has no other
+    credentials (`ALIBABA_CLOUD_ECS_METADATA=ROLE` turns that provider on, as the SDK documents).
+    The SDK reads these variables when it is first imported, so they are set before that. Its own
+    logger prints tracebacks for each failed provider: quiet unless llmnest runs with -v.
+    """
+    import logging
+
+    if not os.environ.get("ALIBABA_CLOUD_ECS_METADATA"):
+        os.environ.setdefault("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+    if not logging.getLogger("llmnest").isEnabledFor(logging.DEBUG):
+        logging.getLogger("credentials").setLevel(logging.CRITICAL)
+    from alibabacloud_credentials.client import Client as CredentialClient
+
+    return CredentialClient()
+
+
 def credential_source() -> str:
     """Which provider of the chain has credentials (e.g. 'default/env'); NoCredentials when none does."""
-    from alibabacloud_credentials.client import Client as CredentialClient
     from alibabacloud_credentials.exceptions import CredentialException
 
     try:
-        return CredentialClient().get_credential().provider_name or "default"
+        return _credential_client().get_credential().provider_name or "default"
     except CredentialException:
         raise NoCredentials(f"no Alibaba Cloud credentials found: {HOW_TO_LOG_IN}") from None
 
 
 def _config(region: str) -> Any:
-    from alibabacloud_credentials.client import Client as CredentialClient
     from alibabacloud_tea_openapi.utils_models import Config
 
-    config = Config(credential=CredentialClient(), region_id=region, connect_timeout=10000, read_timeout=60000)
+    config = Config(credential=_credential_client(), region_id=region, connect_timeout=10000, read_timeout=60000)
     if gateway := os.environ.get(ENDPOINT_ENV):
         url = urlsplit(gateway)
         config.endpoint, config.protocol = url.netloc, url.scheme
