@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,7 +78,3 @@ def _download(hub: str, model: CatalogModel, target: Path) -> None:
         from huggingface_hub import snapshot_download as hf_download
 
         hf_download(model.hf_id, local_dir=str(target))
-
-
-def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

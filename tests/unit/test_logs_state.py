@@ -10,9 +10,11 @@ import pytest
 from llmnest import state
 from llmnest.build import UpRequest, build_spec
 from llmnest.catalog import get_model
+from llmnest.cli.render import kv_cache_comparison
 from llmnest.errors import Conflict, NotFound
 from llmnest.host import HostFacts
 from llmnest.logs import error_line, kv_cache_tokens, last_attempt
+from llmnest.plan import plan_cpu
 from llmnest.supervisor import exit_description
 
 VLLM_ARGPARSE = [
@@ -87,3 +89,11 @@ def test_resolve_name_needs_a_name_when_several_exist(store):
         state.resolve_name(None)
     with pytest.raises(NotFound, match="Did you mean: second"):
         state.get("secnd")
+
+
+def test_planned_against_logged_kv_cache():
+    line = "(EngineCore pid=7838) INFO [kv_cache_utils.py:2327] CPU KV cache size: 45,500 tokens, Maximum concurrency"
+    planned = plan_cpu(get_model("smollm2-135m"), kv_cache_gib=1, max_model_len=4000).kv_cache_tokens
+    assert kv_cache_comparison(planned, kv_cache_tokens([line])) == {
+        "kv_cache_tokens_planned": 45_500, "kv_cache_tokens_actual": 45_500, "kv_cache_plan_error_pct": 0.0}
+    assert kv_cache_comparison(planned, None)["kv_cache_plan_error_pct"] is None

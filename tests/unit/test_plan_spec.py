@@ -7,7 +7,7 @@ import pytest
 from llmnest.catalog import get_model
 from llmnest.errors import BadInput
 from llmnest.host import Gpu
-from llmnest.plan import engine_kv_tokens, plan_cpu, plan_for_spec, predicted_vs_actual
+from llmnest.plan import plan_cpu, plan_for_spec
 from llmnest.spec import DeploymentSpec
 
 
@@ -60,14 +60,3 @@ def test_unknown_host_gpu_is_planned_from_its_reported_memory():
 def test_cuda_spec_without_gpus_is_bad_input():
     with pytest.raises(BadInput, match="no NVIDIA GPU"):
         plan_for_spec(spec(device="cuda", gpu_count=1), get_model("qwq-32b"), [])
-
-
-def test_predicted_against_what_vllm_logged():
-    plan = plan_cpu(get_model("smollm2-135m"), kv_cache_gib=1, max_model_len=4000)
-    log = ("(EngineCore pid=7838) INFO 11-25 00:55:59 [kv_cache_utils.py:2327] CPU KV cache size: 45,500 tokens, "
-           "Maximum concurrency for 4,000 tokens per request: 11.38x\n")
-    assert engine_kv_tokens(log) == (45_500, 4000)
-    assert predicted_vs_actual(plan, log) == {"predicted": 45_500, "actual": 45_500, "error_pct": 0.0}
-    gpu_line = "GPU KV cache size: 1,000 tokens, Maximum concurrency for 100 tokens per request: 10.00x"
-    assert predicted_vs_actual(plan, gpu_line)["error_pct"] == 4450.0
-    assert predicted_vs_actual(plan, "still loading")["actual"] is None

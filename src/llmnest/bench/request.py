@@ -2,7 +2,8 @@
 
 Timing follows `vllm bench serve`: the clock starts just before the POST; a content chunk is an SSE
 event whose first choice carries non-empty generated text (chat `delta.content`, reasoning content, or
-completions `text`); role-only and usage-only events are not. Output tokens come from the final
+completions `text`); role-only and usage-only events are not. A response that finishes without any
+text (EOS first, or one token that decodes to nothing) counts its finish event instead, as vLLM does. Output tokens come from the final
 `usage` event (requested with stream_options.include_usage). Every request is bounded by `timeout`.
 """
 
@@ -217,6 +218,8 @@ class Client:
             if text:
                 record.chunks.append(arrived)
                 texts.append(text)
+            elif choice.get("finish_reason") and not record.chunks:
+                record.chunks.append(arrived)  # finished without visible text (EOS first, a partial byte)
         usage = obj.get("usage")
         if usage:
             record.output_tokens = usage.get("completion_tokens")

@@ -161,6 +161,10 @@ def status(
         from ..cloud.aliyun import service
 
         info["cloud"] = service.status(dep)
+    elif dep.spec.runtime == "docker":
+        from ..runtimes import docker
+
+        info["container_state"] = docker.inspect(dep.name)  # docker restarts it: its count is the truth
     if json_out:
         print_json(info)
         return

@@ -6,10 +6,8 @@ Public API:
 - instance_types(), instance(name), gpu_models(), gpu_model(name): the hardware catalogs
 - rank_instances(model, max_model_len, ...) -> list[InstanceFit]: fitting types, cheapest first
 - resolve_model(name): a catalog model or a local model directory
-- engine_kv_tokens(log_text), predicted_vs_actual(plan, log_text): the plan against vLLM's log
 """
 
-from .compare import engine_kv_tokens, predicted_vs_actual
 from .hardware import GpuModel, InstanceType, Price, gpu_model, gpu_models, instance, instance_types
 from .local import resolve_model
 from .picker import InstanceFit, cheapest_fit, evaluate_instances, plan_instance, rank_instances
@@ -22,7 +20,6 @@ __all__ = [
     "Plan",
     "Price",
     "cheapest_fit",
-    "engine_kv_tokens",
     "evaluate_instances",
     "gpu_model",
     "gpu_models",
@@ -32,7 +29,6 @@ __all__ = [
     "plan_for_spec",
     "plan_gpus",
     "plan_instance",
-    "predicted_vs_actual",
     "rank_instances",
     "resolve_model",
 ]

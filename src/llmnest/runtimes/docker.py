@@ -6,6 +6,7 @@ docker CLI. No Docker engine runs on a CPU-only development machine: the renderi
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import PurePosixPath
 
@@ -53,8 +54,6 @@ def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) ->
 
 
 def _docker(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
-    import os
-
     try:
         done = subprocess.run(
             ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
@@ -74,10 +73,6 @@ def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> st
 
 def stop(name: str) -> None:
     _docker("rm", "--force", name)
-
-
-def restart(name: str) -> None:
-    _docker("restart", name)
 
 
 def inspect(name: str) -> dict[str, str]:
