@@ -43,6 +43,20 @@ def _xaxis(ax: Any, groups: Sequence[Sequence[dict[str, Any]]]) -> Any:
     return lambda rs: [labels.index(qps_label(r["request_rate"])) for r in rs]
 
 
+
+def _median_and_p99(ax: Any, xs: Sequence[float], rs: Sequence[dict[str, Any]], key: str, label: str) -> None:
+    """Two lines on `ax`: the median and the P99 of metric `key` (ttft, tpot, e2el ...)."""
+    prefix = f"{label} " if label else ""
+    ax.plot(xs, [r[f"median_{key}_ms"] for r in rs], marker="o", label=f"{prefix}median")
+    ax.plot(xs, [r[f"p99_{key}_ms"] for r in rs], marker="^", linestyle="--", label=f"{prefix}P99")
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def latency_vs_qps(results: Sequence[dict[str, Any]], path: Path, labels: Sequence[str] | None = None,
                    groups: Sequence[Sequence[dict[str, Any]]] | None = None) -> Path:
     """TTFT / TPOT / E2EL, median and P99, against offered QPS (one line pair per run when comparing)."""
@@ -54,17 +68,12 @@ def latency_vs_qps(results: Sequence[dict[str, Any]], path: Path, labels: Sequen
         pos = _xaxis(ax, groups)
         for label, rs in zip(labels, groups):
             xs = pos(rs)
-            prefix = f"{label} " if label else ""
-            ax.plot(xs, [r[f"median_{key}_ms"] for r in rs], marker="o", label=f"{prefix}median")
-            ax.plot(xs, [r[f"p99_{key}_ms"] for r in rs], marker="^", linestyle="--", label=f"{prefix}P99")
+            _median_and_p99(ax, xs, rs, key, label)
         ax.set_title(title)
         ax.set_ylabel("ms")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def throughput_vs_qps(results: Sequence[dict[str, Any]], path: Path, labels: Sequence[str] | None = None,
@@ -89,10 +98,7 @@ def throughput_vs_qps(results: Sequence[dict[str, Any]], path: Path, labels: Seq
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def latency_vs_throughput(results: Sequence[dict[str, Any]], path: Path, labels: Sequence[str] | None = None,
@@ -105,9 +111,7 @@ def latency_vs_throughput(results: Sequence[dict[str, Any]], path: Path, labels:
     for ax, (key, title) in zip(axes, LATENCY_PANELS[:2]):
         for label, rs in zip(labels, groups):
             xs = [r["output_throughput"] for r in rs]
-            prefix = f"{label} " if label else ""
-            ax.plot(xs, [r[f"median_{key}_ms"] for r in rs], marker="o", label=f"{prefix}median")
-            ax.plot(xs, [r[f"p99_{key}_ms"] for r in rs], marker="^", linestyle="--", label=f"{prefix}P99")
+            _median_and_p99(ax, xs, rs, key, label)
             for x, r in zip(xs, rs):
                 ax.annotate(f"QPS {qps_label(r['request_rate'])}", (x, r[f"median_{key}_ms"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
@@ -116,10 +120,7 @@ def latency_vs_throughput(results: Sequence[dict[str, Any]], path: Path, labels:
         ax.set_ylabel("ms")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def distributions(result: dict[str, Any], records: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -144,7 +145,4 @@ def distributions(result: dict[str, Any], records: Sequence[dict[str, Any]], pat
     axes[2].set_title("Requests in flight")
     axes[2].set_xlabel("s since stage start")
     axes[2].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
