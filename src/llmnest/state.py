@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import Conflict, NotFound
@@ -101,7 +102,7 @@ def create(spec: DeploymentSpec, api_key: str | None) -> Deployment:
                 f"or `llmnest down {spec.name}` first"
             ) from None
     if api_key:
-        write_secret(deployment_dir(spec.name) / "api_key", api_key)
+        write_secret(key_path(spec.name), api_key)
     return get(spec.name)
 
 
@@ -158,10 +159,14 @@ def bump_restarts(name: str, last_error: str) -> None:
 def delete(name: str) -> None:
     with _db() as conn:
         conn.execute("DELETE FROM deployments WHERE name = ?", (name,))
-    secret = deployment_dir(name) / "api_key"
-    secret.unlink(missing_ok=True)
+    key_path(name).unlink(missing_ok=True)
+
+
+def key_path(name: str) -> Path:
+    """The deployment's API key file (mode 0600)."""
+    return deployment_dir(name) / "api_key"
 
 
 def api_key(name: str) -> str | None:
-    path = deployment_dir(name) / "api_key"
+    path = key_path(name)
     return path.read_text() if path.exists() else None

@@ -124,7 +124,7 @@ def show(dep: state.Deployment, fmt: str) -> str:
     key = state.api_key(dep.name)
     if fmt == "spec":
         data = dep.spec.model_dump(mode="json")
-        data["api_key"] = f"set (in {process.key_file(dep.name)})" if key else None
+        data["api_key"] = f"set (in {state.key_path(dep.name)})" if key else None
         return yaml.safe_dump(data, sort_keys=False).rstrip()
     if dep.spec.target == "aliyun":
         from ..cloud.aliyun import service
@@ -149,5 +149,4 @@ def _command(dep: state.Deployment, key: str | None) -> str:
     if dep.spec.runtime == "process":
         return process.render_command(dep.spec, key)
     argv, env = docker.run_argv(dep.spec, dep.spec.model_path or "", key)
-    secrets = {key: f'"$(cat {process.key_file(dep.name)})"'} if key else {}
-    return render_shell(argv, env, secrets)
+    return render_shell(argv, env, process.key_secrets(dep.name, key))

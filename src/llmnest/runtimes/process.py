@@ -27,15 +27,15 @@ def engine_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.
     return launch.argv(python), launch.env
 
 
-def key_file(name: str) -> Path:
-    return deployment_dir(name) / "api_key"
+def key_secrets(name: str, api_key: str | None) -> dict[str, str]:
+    """For printed commands: the key stands as a read of its 0600 file, never as itself."""
+    return {api_key: f'"$(cat {state.key_path(name)})"'} if api_key else {}
 
 
 def render_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.executable) -> str:
     """The exact command the deployment runs, as bash; the key is read from its 0600 file."""
     argv, env = engine_command(spec, api_key, python)
-    secrets = {api_key: f'"$(cat {key_file(spec.name)})"'} if api_key else {}
-    return render(argv, env, secrets)
+    return render(argv, env, key_secrets(spec.name, api_key))
 
 
 def start_supervisor(name: str) -> int:
