@@ -29,7 +29,8 @@ class AliyunPlacement(BaseModel):
     instance_type: str | None = None
     nodes: Literal[1, 2] = 1
     public: bool = False
-    bandwidth_mbps: int = Field(default=5, ge=0, le=200)
+    bandwidth_mbps: int | None = Field(default=None, ge=0, le=200,
+                                       description="public bandwidth cap; None picks one the weights download in")
     allow_cidr: str | None = None
     vpc_id: str | None = None
     vswitch_id: str | None = None

@@ -1,9 +1,11 @@
-"""Recording shims for `docker`, `nvidia-smi` and `modelscope`, so the bootstrap runs for real here.
+"""Recording shims for a GPU host's tools, so the bootstrap runs for real here.
 
-`install(bin_dir, state_dir)` writes executables into bin_dir (put it first on PATH). Each records
-its argv as one JSON line in state_dir/calls.jsonl. `docker run` starts fake_engine.py with the
-engine flags of the docker command line (and the VLLM_API_KEY the docker CLI was given);
-`docker inspect/logs/rm` report on and stop that process. No GPU, docker or hub is touched.
+`install(bin_dir, state_dir)` writes executables into bin_dir (put it first on PATH): a GPU image
+(`docker`, `nvidia-smi`, `nvidia-ctk`, `modelscope`) or, with `bare=True`, a plain Ubuntu image whose
+`apt-get install` puts the driver, docker and toolkit shims in place. Each records its argv as one
+JSON line in state_dir/calls.jsonl. `docker run` starts fake_engine.py with the engine flags of the
+docker command line (and the VLLM_API_KEY the docker CLI was given); `docker inspect/logs/rm` report
+on and stop that process. No GPU, docker, package archive or hub is touched.
 """
 
 from __future__ import annotations
@@ -92,18 +94,46 @@ target.mkdir(parents=True, exist_ok=True)
 '''
 
 
+RECORDER = r'''
+import json, os, shutil, sys
+from pathlib import Path
+state = Path(os.environ["SHIM_STATE"])
+tool, args = Path(sys.argv[0]).name, sys.argv[1:]
+with open(state / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"tool": tool, "argv": args}) + "\n")
+if (state / f"fail-{tool}").exists():
+    sys.exit(f"{tool} shim: failing as asked")
+if tool == "gpg" and "-o" in args:
+    Path(args[args.index("-o") + 1]).write_bytes(sys.stdin.buffer.read())
+if tool == "apt-get" and "install" in args:
+    for package in args[args.index("install") + 1:]:
+        provides = PACKAGES.get(package)
+        if provides:
+            shutil.copy(state / "packages" / provides, Path(sys.argv[0]).parent / provides)
+'''
+# apt package -> the GPU-image tool it installs (on a bare image)
+PACKAGES = {"nvidia-utils-570-server": "nvidia-smi", "docker.io": "docker", "nvidia-container-toolkit": "nvidia-ctk"}
+BARE_TOOLS = ("apt-get", "ubuntu-drivers", "modprobe", "systemctl", "gpg")
+
+
 def _write(path: Path, body: str, env: dict[str, str]) -> None:
     prelude = "".join(f"{k} = {v!r}\n" for k, v in env.items())
     path.write_text(f"#!{sys.executable}\n{prelude}{body}")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def install(bin_dir: Path, state_dir: Path) -> None:
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    _write(bin_dir / "docker", DOCKER, {"ENGINE": str(ENGINE)})
-    _write(bin_dir / "nvidia-smi", NVIDIA_SMI, {})
+def install(bin_dir: Path, state_dir: Path, *, bare: bool = False) -> None:
+    """A GPU image's tools in bin_dir; with `bare`, only what apt would install them with."""
+    gpu_tools = state_dir / "packages" if bare else bin_dir
+    for folder in (bin_dir, state_dir, gpu_tools):
+        folder.mkdir(parents=True, exist_ok=True)
+    _write(gpu_tools / "docker", DOCKER, {"ENGINE": str(ENGINE)})
+    _write(gpu_tools / "nvidia-smi", NVIDIA_SMI, {})
+    _write(gpu_tools / "nvidia-ctk", RECORDER, {"PACKAGES": PACKAGES})
     _write(bin_dir / "modelscope", MODELSCOPE, {})
+    if bare:
+        for tool in BARE_TOOLS:
+            _write(bin_dir / tool, RECORDER, {"PACKAGES": PACKAGES})
 
 
 def calls(state_dir: Path, tool: str | None = None) -> list[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -114,6 +115,13 @@ class SignalServer:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:  # the container toolkit's apt repository key
+                body = b"-----BEGIN PGP PUBLIC KEY BLOCK-----\nstand-in\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.signals.append(json.loads(body))
@@ -123,6 +131,10 @@ class SignalServer:
 
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
 
     @property
     def curl(self) -> str:
@@ -138,9 +150,18 @@ def signals():
 
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A fake GPU host: shims first on PATH, weights under tmp instead of /root/llm-model."""
+    """A fake instance from a GPU image: shims first on PATH, weights under tmp instead of /root/llm-model."""
     monkeypatch.setattr(bootstrap, "CONTAINER_MODEL_ROOT", tmp_path / "llm-model")
     shims.install(tmp_path / "bin", tmp_path / "state")
+    yield tmp_path
+    shims.stop_engine(tmp_path / "state")
+
+
+@pytest.fixture
+def bare_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake instance from the default plain Ubuntu image: no driver, docker or toolkit until apt installs them."""
+    monkeypatch.setattr(bootstrap, "CONTAINER_MODEL_ROOT", tmp_path / "llm-model")
+    shims.install(tmp_path / "bin", tmp_path / "state", bare=True)
     yield tmp_path
     shims.stop_engine(tmp_path / "state")
 
@@ -148,15 +169,17 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", gpus: int = 1,
                   key: str = KEY) -> subprocess.CompletedProcess[str]:
     script = host / "bootstrap.sh"
-    script.write_text("#!/bin/bash\n" + bootstrap.preamble("single", key, "", signals.curl) + bootstrap.bootstrap_body(spec))
+    script.write_text("#!/bin/bash\n" + bootstrap.preamble("single", key, "", signals.curl) + bootstrap.bootstrap_body(spec, "single"))
     env = {
-        "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
+        "PATH": f"{host / 'bin'}:/usr/bin:/bin",  # the system's basics, not a docker CLI in /usr/local/bin
         "SHIM_STATE": str(host / "state"),
         "SHIM_GPUS": str(gpus),
         "FAKE_ENGINE_MODE": mode,
         "LLMNEST_POLL_SECONDS": "0.2",
         "LLMNEST_LOG_FILE": str(host / "bootstrap.log"),
         "HOME": str(host),
+        "LLMNEST_TOOLKIT_REPO": signals.url,
+        "LLMNEST_ROOT": str(host / "root"),
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -224,3 +247,58 @@ def test_wrong_key_is_reported_as_refused(host: Path, signals: SignalServer) -> 
     done = run_bootstrap(host, signals, spec, key=script_key)
     assert done.returncode == 1
     assert signals.signals[-1]["reason"] == "the engine refused the API key (HTTP 401)"
+
+
+def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host: Path, signals: SignalServer) -> None:
+    spec = _local_spec()
+    done = run_bootstrap(bare_host, signals, spec)
+    assert done.returncode == 0, done.stderr
+    assert [s["status"] for s in signals.signals] == ["SUCCESS"]
+    steps = [(c["tool"], *c["argv"]) for c in shims.calls(bare_host / "state")
+             if c["tool"] in shims.BARE_TOOLS + ("nvidia-ctk",)]
+
+    def what(step: tuple[str, ...]) -> str:
+        if step[0] != "apt-get":
+            return step[0]
+        return "apt-get " + " ".join(w for w in step[step.index("install") + 1:] if not w.startswith("-")) \
+            if "install" in step else "apt-get update"
+
+    order = [what(s) for s in steps]
+    assert order == ["ubuntu-drivers", "apt-get update", "apt-get nvidia-utils-570-server", "modprobe",
+                     "apt-get docker.io", "systemctl", "gpg", "apt-get update", "apt-get nvidia-container-toolkit",
+                     "nvidia-ctk", "systemctl"]
+    assert ("ubuntu-drivers", "install", "--gpgpu", "nvidia:570-server") in steps
+    assert ("nvidia-ctk", "runtime", "configure", "--runtime=docker") in steps
+    sources = bare_host / "root/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+    assert f"{signals.url}/stable/deb/$(ARCH) /" in sources.read_text()
+    assert oct(sources.stat().st_mode & 0o777) == "0o644"
+    assert any(c["argv"][0] == "run" for c in shims.calls(bare_host / "state", "docker"))
+
+
+def test_a_gpu_image_installs_nothing(host: Path, signals: SignalServer) -> None:
+    assert run_bootstrap(host, signals, _local_spec()).returncode == 0
+    assert not [c for c in shims.calls(host / "state") if c["tool"] in shims.BARE_TOOLS]
+
+
+def test_driver_that_does_not_load_fails_with_what_to_do(bare_host: Path, signals: SignalServer) -> None:
+    (bare_host / "state" / "fail-modprobe").touch()
+    spec = _local_spec()
+    done = run_bootstrap(bare_host, signals, spec)
+    assert done.returncode == 1
+    assert [s["status"] for s in signals.signals] == ["FAILURE"]
+    reason = signals.signals[0]["reason"]
+    assert reason == f"the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest redeploy {spec.name}"
+    assert not shims.calls(bare_host / "state", "modelscope")
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_each_roles_script_defines_every_function_it_calls(edition: str) -> None:
+    """A RunCommand carries only its role's parts (the content is size-limited): none may be missing."""
+    spec = _spec(edition)
+    defined_anywhere = set(re.findall(r"^(\w+)\(\) \{", bootstrap.render_bootstrap(spec), re.M))
+    for role in bootstrap.roles(spec):
+        text = bootstrap.bootstrap_body(spec, role)
+        defined = set(re.findall(r"^(\w+)\(\) \{", text, re.M))
+        called = {f for f in defined_anywhere if re.search(rf"(^|[\s;(]){f}\b(?!\(\))", text, re.M)}
+        assert called <= defined, (role, called - defined)
+        assert set(bootstrap.ROLE_STEPS[role][-1].split()[-1:]) <= defined

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from llmnest.catalog import get_model
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.cloud.aliyun.sizing import ready_timeout_s, resolve
+from llmnest.engines import default_image
 from llmnest.errors import BadInput
 from llmnest.plan import rank_instances
 from tests.fakes.cloud_specs import cloud_spec
@@ -57,3 +58,45 @@ def test_a_local_model_directory_cannot_go_to_the_cloud(tmp_path) -> None:
     spec = cloud_spec().model_copy(update={"model": str(tmp_path)})
     with pytest.raises(BadInput, match="is not a catalog model"):
         resolve(spec)
+
+
+def test_engine_image_is_one_the_region_can_pull() -> None:
+    mainland = resolve(cloud_spec("Qwen/QwQ-32B", region="cn-beijing"))
+    assert mainland.image.startswith("egs-registry.cn-hangzhou.cr.aliyuncs.com/egs/vllm:")
+    abroad = resolve(cloud_spec("Qwen/QwQ-32B", region="ap-southeast-1"))
+    assert abroad.image == default_image("vllm")
+    assert resolve(cloud_spec("Qwen/QwQ-32B", region="cn-hongkong")).image == default_image("vllm")
+    assert resolve(cloud_spec("Qwen/QwQ-32B", engine="sglang")).image.startswith(
+        "egs-registry.cn-hangzhou.cr.aliyuncs.com/egs/sglang:")
+    own = resolve(cloud_spec("Qwen/QwQ-32B", sets={"image": "registry.example/vllm:1"}))
+    assert own.image == "registry.example/vllm:1" and resolve(own) == own
+
+
+def test_sglang_spans_two_nodes_with_tensor_parallel() -> None:
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-V3", nodes=2, engine="sglang"))
+    assert (spec.tensor_parallel_size, spec.pipeline_parallel_size) == (spec.gpu_count, 1)
+    assert resolve(spec) == spec
+    vllm = resolve(cloud_spec("deepseek-ai/DeepSeek-V3", nodes=2))
+    assert (vllm.tensor_parallel_size, vllm.pipeline_parallel_size) == (vllm.gpu_count // 2, 2)
+
+
+def test_bandwidth_defaults_to_one_the_weights_download_in() -> None:
+    assert resolve(cloud_spec("Qwen/QwQ-32B")).aliyun.bandwidth_mbps == 100
+    big = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
+    assert big.aliyun.bandwidth_mbps == 200
+    assert 3600 < ready_timeout_s(big) <= 43200
+    assert ready_timeout_s(resolve(cloud_spec("Qwen/QwQ-32B", bandwidth_mbps=200))) < \
+        ready_timeout_s(resolve(cloud_spec("Qwen/QwQ-32B"))) < ready_timeout_s(big)
+    assert resolve(cloud_spec("Qwen/QwQ-32B", bandwidth_mbps=0, vpc_id="vpc-1", vswitch_id="vsw-1")).aliyun.bandwidth_mbps == 0
+
+
+@pytest.mark.parametrize(("placement", "message"), [
+    ({"bandwidth_mbps": 0}, "--bandwidth 0 leaves the instance no way to download the weights"),
+    ({"bandwidth_mbps": 0, "public": True, "vpc_id": "vpc-1", "vswitch_id": "vsw-1"},
+     "a public endpoint needs a public IP"),
+    ({"bandwidth_mbps": 5, "nodes": 2}, "raise --bandwidth (up to 200)"),
+])
+def test_a_bandwidth_that_cannot_work_is_refused(placement: dict, message: str) -> None:
+    with pytest.raises(BadInput) as err:
+        resolve(cloud_spec("deepseek-ai/DeepSeek-R1", **placement))
+    assert message in err.value.message and "\n" not in err.value.message

@@ -198,3 +198,15 @@ def test_checker_catches_a_secret_in_plain_sight(template: dict) -> None:
     problems = check_secrets(template)
     assert "output ApiKey carries a secret but is not NoEcho" in problems
     assert "parameter InstancePassword looks secret but is not NoEcho" in problems
+
+
+def test_default_image_is_the_newest_ubuntu_of_its_family_and_image_id_overrides() -> None:
+    default = render_template(cloud_spec())
+    assert default["Parameters"]["ImageFamily"]["Default"] == "acs:ubuntu_22_04_x64"
+    assert default["Resources"]["Nodes"]["Properties"]["ImageFamily"] == {"Ref": "ImageFamily"}
+    assert "ImageId" not in default["Resources"]["Nodes"]["Properties"]
+    own = render_template(cloud_spec(image_id="m-gpu-image"))
+    assert own["Parameters"]["ImageId"]["Default"] == "m-gpu-image"
+    assert own["Resources"]["Nodes"]["Properties"]["ImageId"] == {"Ref": "ImageId"}
+    assert "ImageFamily" not in own["Resources"]["Nodes"]["Properties"]
+    assert check_template(own, {"ZoneId": "cn-hangzhou-k"}) == []

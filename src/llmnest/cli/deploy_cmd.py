@@ -84,7 +84,10 @@ def up(
     instance_type: Optional[str] = typer.Option(None, "--instance-type", help="[aliyun] ECS type (default: cheapest that fits)."),
     nodes: int = typer.Option(1, "--nodes", min=1, max=2, help="[aliyun] 1, or 2 for the two-instance Ray edition."),
     public: bool = typer.Option(False, "--public/--private", help="[aliyun] Public IP and access, or VPC only."),
-    bandwidth: int = typer.Option(5, "--bandwidth", min=0, help="[aliyun] Public outbound bandwidth in Mbps."),
+    bandwidth: Optional[int] = typer.Option(
+        None, "--bandwidth", min=0, max=200,
+        help="[aliyun] Public bandwidth cap in Mbps, pay by traffic (default: 100, or 200 when the weights need it; "
+             "0: no public IP, needs --vpc-id with a NAT gateway)."),
     allow_cidr: Optional[str] = typer.Option(None, "--allow-cidr", help="[aliyun] CIDR allowed to reach the port and SSH."),
     vpc_id: Optional[str] = typer.Option(None, "--vpc-id", help="[aliyun] Existing VPC (with --vswitch-id)."),
     vswitch_id: Optional[str] = typer.Option(None, "--vswitch-id", help="[aliyun] Existing vSwitch."),
@@ -92,7 +95,8 @@ def up(
     period: Optional[int] = typer.Option(None, "--period", min=1, max=9, help="[aliyun] Months, for --pay prepaid."),
     key_pair: Optional[str] = typer.Option(None, "--key-pair", help="[aliyun] SSH key pair name."),
     image_id: Optional[str] = typer.Option(None, "--image-id",
-                                           help="[aliyun] GPU image with the NVIDIA driver, docker and container toolkit."),
+                                           help="[aliyun] GPU image with the NVIDIA driver, docker and container "
+                                                "toolkit (default: newest public Ubuntu 22.04, completed by the bootstrap)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
     yes: bool = typer.Option(False, "--yes", "-y", help="[aliyun] Do not ask before creating paid resources."),
     dry_run: bool = typer.Option(False, "--dry-run", help="[aliyun] Print template, parameters and preflight only."),

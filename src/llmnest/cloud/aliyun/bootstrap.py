@@ -19,7 +19,7 @@ from ...engines.vllm import API_KEY_ENV
 from ...runtimes.docker import CONTAINER_MODEL_ROOT, run_argv
 from ...shell import render
 from ...spec import DeploymentSpec
-from .sizing import catalog_model, resolve, weights_gib
+from .sizing import catalog_model, ready_timeout_s, resolve
 
 KEY_PLACEHOLDER = "@LLMNEST_API_KEY@"
 HEAD_ADDR_PLACEHOLDER = "@LLMNEST_HEAD_ADDR@"
@@ -28,6 +28,10 @@ RANK_PLACEHOLDER = "@LLMNEST_NODE_RANK@"
 RAY_PORT = 6379
 SGLANG_DIST_PORT = 20000
 ENGINE_LOG = "/tmp/llmnest-engine.log"  # inside the head container, two-node vLLM only
+# A plain Ubuntu image gets this NVIDIA server driver branch (CUDA 12.8+ engine images need >= 570)
+# and the container toolkit from NVIDIA's apt repository.
+NVIDIA_DRIVER_BRANCH = "570"
+TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
 ROLES_SINGLE = ("single",)
 ROLES_RAY = ("prepare", "ray-head", "ray-worker", "serve")
 ROLES_SGLANG = ("prepare", "sglang-worker", "sglang-head")
@@ -44,12 +48,6 @@ PLACEHOLDERS = {
 def host_model_dir(spec: DeploymentSpec) -> str:
     """/root/llm-model/<ModelScope id>, where the seed's instances keep weights."""
     return str(CONTAINER_MODEL_ROOT / catalog_model(spec).modelscope_id)
-
-
-def ready_timeout_s(spec: DeploymentSpec) -> int:
-    """Download at >= 100 MB/s, plus half an hour to pull the image and load; 1 to 12 hours."""
-    seconds = int(weights_gib(catalog_model(spec)) * 1.074 * 10) + 1800
-    return max(3600, min(43200, seconds))
 
 
 def roles(spec: DeploymentSpec) -> tuple[str, ...]:
@@ -155,12 +153,20 @@ def _settings(spec: DeploymentSpec) -> str:
         "GPUS_PER_NODE": per_node,
         "READY_TIMEOUT": ready_timeout_s(spec),
         "ENGINE_LOG": ENGINE_LOG,
+        "DRIVER_BRANCH": NVIDIA_DRIVER_BRANCH,
     }
-    out = "".join(f"readonly {k}={_q(v)}\n" for k, v in lines.items())
-    return out + 'readonly POLL_SECONDS="${LLMNEST_POLL_SECONDS:-10}"\nreadonly LOG_FILE="${LLMNEST_LOG_FILE:-/var/log/llmnest-bootstrap.log}"\n'
+    words = [f"{k}={_q(v)}" for k, v in lines.items()]
+    overridable = {  # a test points these at local stand-ins
+        "POLL_SECONDS": ("LLMNEST_POLL_SECONDS", "10"),
+        "LOG_FILE": ("LLMNEST_LOG_FILE", "/var/log/llmnest-bootstrap.log"),
+        "TOOLKIT_REPO": ("LLMNEST_TOOLKIT_REPO", TOOLKIT_REPO),
+    }
+    words += [f'{k}="${{{env}:-{default}}}"' for k, (env, default) in overridable.items()]
+    return "# shellcheck disable=SC2034  # every role's script has the same settings\nreadonly \\\n" + \
+        " \\\n".join(f"  {w}" for w in words) + "\n"
 
 
-HELPERS = r"""
+COMMON = r"""
 STEP="start"
 SIGNALED=""
 
@@ -217,6 +223,68 @@ on_exit() {
   fi
 }
 trap on_exit EXIT
+"""
+
+HOST = r"""
+APT_UPDATED=""
+
+can_apt() {
+  command -v apt-get >/dev/null
+}
+
+apt_install() {  # PACKAGE...: from the image's apt sources (Alibaba Cloud's internal mirror on its images)
+  local wait=(-o DPkg::Lock::Timeout=900)  # a fresh instance's unattended upgrades hold the lock a while
+  if [[ -z "$APT_UPDATED" ]]; then
+    apt-get "${wait[@]}" update -q >>"$LOG_FILE" 2>&1
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q --no-install-recommends "$@" >>"$LOG_FILE" 2>&1
+}
+
+install_driver() {  # a plain Ubuntu image has no NVIDIA driver: install the server branch, load it
+  STEP="install the NVIDIA ${DRIVER_BRANCH}-server driver"
+  command -v nvidia-smi >/dev/null && return 0
+  can_apt || fail "nvidia-smi not found and the image has no apt to install a driver: pass --image-id with a GPU image"
+  log "no NVIDIA driver on the image: installing the ${DRIVER_BRANCH}-server branch (Ubuntu's signed modules)"
+  command -v ubuntu-drivers >/dev/null || apt_install ubuntu-drivers-common
+  ubuntu-drivers install --gpgpu "nvidia:${DRIVER_BRANCH}-server" >>"$LOG_FILE" 2>&1
+  apt_install "nvidia-utils-${DRIVER_BRANCH}-server"
+  modprobe nvidia || fail "the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest redeploy ${CONTAINER}"
+}
+
+install_docker() {
+  STEP="install docker"
+  command -v docker >/dev/null && return 0
+  can_apt || fail "docker is not installed and the image has no apt: pass --image-id with a GPU image that has docker"
+  log "installing docker"
+  apt_install docker.io
+  systemctl enable --now docker >>"$LOG_FILE" 2>&1
+}
+
+install_container_toolkit() {  # lets docker reach the GPUs (--gpus all)
+  STEP="install the NVIDIA container toolkit"
+  command -v nvidia-ctk >/dev/null && return 0
+  command -v nvidia-container-cli >/dev/null && return 0
+  can_apt || fail "the NVIDIA container toolkit is missing and the image has no apt: pass --image-id with a GPU image"
+  log "installing the NVIDIA container toolkit from ${TOOLKIT_REPO}"
+  local keyring="${LLMNEST_ROOT:-}/usr/share/keyrings/nvidia-container-toolkit.gpg"
+  local sources="${LLMNEST_ROOT:-}/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+  mkdir -p "$(dirname "$keyring")" "$(dirname "$sources")"
+  curl -fsSL --retry 3 "${TOOLKIT_REPO}/gpgkey" | gpg --batch --yes --dearmor -o "$keyring"
+  # shellcheck disable=SC2016  # $(ARCH) is apt's variable, written literally
+  printf 'deb [signed-by=%s] %s/stable/deb/$(ARCH) /\n' "$keyring" "$TOOLKIT_REPO" > "$sources"
+  chmod 0644 "$keyring" "$sources"  # apt reads them as an unprivileged user
+  APT_UPDATED=""
+  apt_install nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker >>"$LOG_FILE" 2>&1
+  systemctl restart docker >>"$LOG_FILE" 2>&1
+}
+
+prepare_host() {  # what a plain image lacks; a GPU image (--image-id) with all three skips this
+  install_driver
+  install_docker
+  install_container_toolkit
+}
 
 check_gpu() {
   STEP="check the NVIDIA driver"
@@ -246,7 +314,10 @@ fetch_weights() {
     return 0
   fi
   mkdir -p "$MODEL_DIR"
-  command -v modelscope >/dev/null || python3 -m pip install --quiet modelscope
+  if ! command -v modelscope >/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install --quiet modelscope
+  fi
   local attempt
   for attempt in 1 2 3; do
     log "downloading ${MODEL_ID} into ${MODEL_DIR} (attempt ${attempt}, resumes partial files)"
@@ -272,7 +343,9 @@ pull_image() {
   done
   fail "could not pull ${IMAGE}"
 }
+"""
 
+RAY = r"""
 wait_ray_nodes() {  # N: until the Ray cluster has N nodes
   local deadline=$((SECONDS + 900)) nodes
   while (( SECONDS < deadline )); do
@@ -285,7 +358,9 @@ wait_ray_nodes() {  # N: until the Ray cluster has N nodes
   done
   fail "the Ray cluster did not reach $1 node(s) in 900 s"
 }
+"""
 
+SERVE = r"""
 engine_alive() {
   if [[ "$LLMNEST_ROLE" == serve ]]; then
     docker exec "$CONTAINER" pgrep -f "$SERVED_MODEL" >/dev/null 2>&1
@@ -333,34 +408,57 @@ succeed() {
 }
 """
 
-MAIN = r"""
-WORK=$(mktemp -d)
-readonly AUTH_HEADER="${WORK}/auth" REPLY="${WORK}/reply"
-log "llmnest bootstrap, role ${LLMNEST_ROLE}${LLMNEST_HEAD_IP:+, head node ${LLMNEST_HEAD_IP}}"
-case "$LLMNEST_ROLE" in
-  single) check_gpu; check_docker; fetch_weights; pull_image; start_engine; wait_ready; succeed ;;
-  prepare) check_gpu; check_docker; fetch_weights; pull_image ;;
-  ray-head) start_ray_head ;;
-  ray-worker) start_ray_worker ;;
-  serve) start_engine; wait_ready; succeed ;;
-  sglang-worker) NODE_RANK=1 start_engine ;;
-  sglang-head) NODE_RANK=0 start_engine; wait_ready; succeed ;;
-  *) fail "unknown role ${LLMNEST_ROLE}" ;;
-esac
-rm -rf "$WORK"
-"""
+# What each role runs, and the parts of the script it needs (the start functions are "start").
+ROLE_STEPS = {
+    "single": ("prepare_host", "check_gpu", "check_docker", "fetch_weights", "pull_image", "start_engine",
+               "wait_ready", "succeed"),
+    "prepare": ("prepare_host", "check_gpu", "check_docker", "fetch_weights", "pull_image"),
+    "ray-head": ("start_ray_head",),
+    "ray-worker": ("start_ray_worker",),
+    "serve": ("start_engine", "wait_ready", "succeed"),
+    "sglang-worker": ("NODE_RANK=1 start_engine",),
+    "sglang-head": ("NODE_RANK=0 start_engine", "wait_ready", "succeed"),
+}
+ROLE_PARTS = {
+    "single": ("host", "start", "serve"),
+    "prepare": ("host",),
+    "ray-head": ("ray", "start"),
+    "ray-worker": ("ray", "start"),
+    "serve": ("ray", "start", "serve"),
+    "sglang-worker": ("start",),
+    "sglang-head": ("start", "serve"),
+}
 
 
-def bootstrap_body(spec: DeploymentSpec) -> str:
-    """The script without its shebang and inputs: what the stack appends to its preamble."""
+def _main(roles_here: tuple[str, ...], serving: bool) -> str:
+    cases = "".join(f"  {role}) {'; '.join(ROLE_STEPS[role])} ;;\n" for role in roles_here)
+    scratch = 'WORK=$(mktemp -d)\nreadonly AUTH_HEADER="${WORK}/auth" REPLY="${WORK}/reply"\n' if serving else ""
+    return (
+        f"\n{scratch}"
+        'log "llmnest bootstrap, role ${LLMNEST_ROLE}${LLMNEST_HEAD_IP:+, head node ${LLMNEST_HEAD_IP}}"\n'
+        f'case "$LLMNEST_ROLE" in\n{cases}  *) fail "unknown role ${{LLMNEST_ROLE}}" ;;\nesac\n'
+        + ('rm -rf "$WORK"\n' if serving else "")
+    )
+
+
+def bootstrap_body(spec: DeploymentSpec, role: str | None = None) -> str:
+    """The script without its shebang and inputs: what the stack appends to its preamble.
+
+    With `role`, only what that role runs (a RunCommand's content is limited in size); without,
+    every role of the edition (what `llmnest show --as script` prints).
+    """
     spec = resolve(spec)
     assert spec.aliyun is not None
+    roles_here = roles(spec) if role is None else (role,)
+    needed = {part for r in roles_here for part in ROLE_PARTS[r]}
+    parts = {"host": HOST, "ray": RAY, "start": _start_functions(spec), "serve": SERVE}
     head = (
         f"# llmnest bootstrap for {spec.name}: {spec.served_model_name} with {spec.engine} on "
         f"{spec.aliyun.nodes} x {spec.aliyun.instance_type}\n"
         "set -euo pipefail\numask 077\n\n"
     )
-    return head + _settings(spec) + HELPERS + "\n" + _start_functions(spec) + MAIN
+    chosen = "\n".join(parts[name] for name in ("host", "ray", "start", "serve") if name in needed)
+    return head + _settings(spec) + COMMON + "\n" + chosen + _main(roles_here, "serve" in needed)
 
 
 def preamble(role: str, api_key_expr: str, head_ip_expr: str, signal_curl: str) -> str:

@@ -20,7 +20,7 @@ from ...probe import chat_once
 from ...spec import DeploymentSpec
 from . import bootstrap, preflight
 from .client import DENIED, Cloud, policy_for_resource
-from .sizing import resolve
+from .sizing import ready_timeout_s, resolve
 from .template import API_KEY_PATTERN, PASSWORD_PATTERN, masked, render_template, stack_parameters
 
 __all__ = ["deploy", "down", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
@@ -131,7 +131,7 @@ def _create_recorded(cloud: Cloud, spec: DeploymentSpec, template: dict[str, Any
     first call made, or makes it), records the id and says how to follow or delete it.
     """
     def create() -> str:
-        stack_id = cloud.create_stack(stack_name(spec), template, values, bootstrap.ready_timeout_s(spec) // 60 + 30,
+        stack_id = cloud.create_stack(stack_name(spec), template, values, ready_timeout_s(spec) // 60 + 30,
                                       token)
         state.update(spec.name, info={"stack_id": stack_id})
         return stack_id
@@ -330,8 +330,8 @@ def redeploy(dep: state.Deployment, new_spec: DeploymentSpec, say: Say) -> None:
     head_ip = ips[0] if ips else ""
     for role, targets in _role_targets(new, ids):
         say(f"running the bootstrap ({role}) on {', '.join(targets)}")
-        script = "#!/bin/bash\n" + bootstrap.preamble(role, key, head_ip, "true") + bootstrap.bootstrap_body(new)
-        for result in _run_script(cloud, targets, script, f"llmnest-{dep.name}-{role}", bootstrap.ready_timeout_s(new)):
+        script = "#!/bin/bash\n" + bootstrap.preamble(role, key, head_ip, "true") + bootstrap.bootstrap_body(new, role)
+        for result in _run_script(cloud, targets, script, f"llmnest-{dep.name}-{role}", ready_timeout_s(new)):
             if result["exit_code"] != 0:
                 tail = "\n".join(result["output"].strip().splitlines()[-20:])
                 state.update(dep.name, status="failed", last_error=f"redeploy failed at {role}")

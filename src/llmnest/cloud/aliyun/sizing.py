@@ -10,11 +10,15 @@ import math
 from ...catalog import DTYPE_BYTES, CatalogModel, find_model
 from ...errors import BadInput
 from ...plan import InstanceType, Plan, instance, instance_types, plan_gpus
-from ...spec import DeploymentSpec, validated
+from ...spec import AliyunPlacement, DeploymentSpec, validated
 from ...suggest import did_you_mean
+from .images import engine_image
 
 GIB = 2**30
 MAX_SYSTEM_DISK_GIB = 2048
+DEFAULT_BANDWIDTH_MBPS = 100  # pay by traffic: the cap costs nothing, outbound gigabytes do; inbound is free
+MAX_BANDWIDTH_MBPS = 200
+MAX_WAIT_S = 43200  # the longest a ROS WaitCondition waits
 CLOUD_ENV = {"GLOO_SOCKET_IFNAME": "eth0", "NCCL_SOCKET_IFNAME": "eth0"}  # VPC networking, as the seed sets
 
 # Public regions of Alibaba Cloud (ECS), for a clear error before any API call.
@@ -83,6 +87,41 @@ def system_disk_gib(model: CatalogModel) -> int:
     return min(MAX_SYSTEM_DISK_GIB, int(math.ceil((weights_gib(model) * 1.2 + 60) / 10) * 10))
 
 
+def download_s(model: CatalogModel, mbps: int) -> float:
+    """Seconds to fetch the weights through a public bandwidth cap of `mbps` (at least the 10 Mbps
+    inbound ECS allows any public IP), with a fifth more for protocol overhead and retries."""
+    return weights_gib(model) * GIB * 8 / (max(mbps, 10) * 1e6) * 1.2
+
+
+def ready_timeout_s(spec: DeploymentSpec) -> int:
+    """How long the stack waits for the model to answer: the download, plus the host preparation,
+    the image pull and the load (45 minutes); at least 1 hour."""
+    place = spec.aliyun
+    assert place is not None
+    mbps = place.bandwidth_mbps or DEFAULT_BANDWIDTH_MBPS  # 0: a NAT gateway's, assumed like the default
+    return max(3600, int(download_s(catalog_model(spec), mbps)) + 2700)
+
+
+def pick_bandwidth(place: AliyunPlacement, model: CatalogModel) -> int:
+    """The given bandwidth, checked; or the default, raised to the maximum when the weights need it."""
+    if place.bandwidth_mbps == 0:
+        if place.public:
+            raise BadInput("a public endpoint needs a public IP: give --bandwidth above 0, or drop --public")
+        if place.vpc_id is None:
+            raise BadInput("--bandwidth 0 leaves the instance no way to download the weights and the engine; "
+                           "keep a bandwidth, or use --vpc-id/--vswitch-id of a VPC with a NAT gateway")
+        return 0
+    mbps = place.bandwidth_mbps
+    if mbps is None:
+        fast_enough = download_s(model, DEFAULT_BANDWIDTH_MBPS) + 2700 <= MAX_WAIT_S
+        mbps = DEFAULT_BANDWIDTH_MBPS if fast_enough else MAX_BANDWIDTH_MBPS
+    hours = (download_s(model, mbps) + 2700) / 3600
+    if hours * 3600 > MAX_WAIT_S:
+        raise BadInput(f"at {mbps} Mbps the {weights_gib(model):,.0f} GiB of weights need ~{hours:.0f} h, longer than "
+                       f"the stack waits ({MAX_WAIT_S // 3600} h); raise --bandwidth (up to {MAX_BANDWIDTH_MBPS})")
+    return mbps
+
+
 def check_region(region: str) -> None:
     if region not in REGIONS:
         raise BadInput(f"unknown Alibaba Cloud region {region!r}.{did_you_mean(region, REGIONS)} "
@@ -119,15 +158,20 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
     if (place.vpc_id is None) != (place.vswitch_id is None):
         raise BadInput("an existing network needs both --vpc-id and --vswitch-id")
     tp = spec.tensor_parallel_size if spec.tensor_parallel_size > 1 else plan.tensor_parallel_size
+    pp = place.nodes
+    if spec.engine == "sglang" and place.nodes > 1:  # SGLang spans nodes with tensor parallel, as the seed does
+        pp = 1
+        tp = tp if spec.tensor_parallel_size > 1 else tp * place.nodes
     data = spec.model_dump()
     data.update(
         runtime="docker",
         device="cuda",
+        image=spec.image or engine_image(spec.engine, place.region),
         host="0.0.0.0",
         gpu_count=t.gpus * place.nodes,
         tensor_parallel_size=tp,
-        pipeline_parallel_size=place.nodes,
+        pipeline_parallel_size=pp,
         env={**CLOUD_ENV, **spec.env},
-        aliyun={**place.model_dump(), "instance_type": t.name},
+        aliyun={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model)},
     )
     return validated(data)

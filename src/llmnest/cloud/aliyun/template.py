@@ -13,15 +13,13 @@ from typing import Any
 
 from ...spec import DeploymentSpec
 from . import bootstrap
-from .sizing import catalog_model, fitting_types, resolve, system_disk_gib
+from .images import OS_IMAGE_FAMILY
+from .sizing import catalog_model, fitting_types, ready_timeout_s, resolve, system_disk_gib
 
 FORMAT_VERSION = "2015-09-01"
 NEW_VPC_CIDR = "192.168.0.0/16"
 NEW_VSWITCH_CIDR = "192.168.1.0/24"
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # an existing VPC's CIDR is one of these
-# An Ubuntu 22.04 public image. It has no NVIDIA driver: a real deployment passes a GPU image (driver,
-# docker, NVIDIA container toolkit) as the ImageId parameter; the bootstrap stops with that reason otherwise.
-DEFAULT_IMAGE = "ubuntu_22_04_x64_20G_alibase_20250722.vhd"
 API_KEY_PATTERN = r"^$|^[A-Za-z0-9._~+/=-]{8,128}$"
 PASSWORD_PATTERN = r"^$|^[A-Za-z0-9()`~!@#$%^&*_+=|{}\[\]:;<>,.?/-]{8,30}$"
 CIDR_PATTERN = r"^$|^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$"
@@ -49,6 +47,16 @@ def node(index: int) -> dict[str, Any]:
     return {"Fn::Select": [str(index), getatt("Nodes", "InstanceIds")]}
 
 
+def _image_parameter(image_id: str | None) -> dict[str, Any]:
+    """The user's GPU image, or the newest public Ubuntu 22.04 (the bootstrap adds driver, docker, toolkit)."""
+    if image_id:
+        return {"ImageId": {"Type": "String", "Default": image_id,
+                            "Description": "GPU image with the NVIDIA driver, docker and the NVIDIA container toolkit"}}
+    return {"ImageFamily": {"Type": "String", "Default": OS_IMAGE_FAMILY,
+                            "Description": "ECS public image family; the bootstrap installs the NVIDIA driver, "
+                                           "docker and the NVIDIA container toolkit"}}
+
+
 def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
     place = spec.aliyun
     assert place is not None
@@ -68,8 +76,7 @@ def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
             "AllowedValues": allowed,
             "Default": place.instance_type,
         },
-        "ImageId": {"Type": "String", "Description": "GPU image with the NVIDIA driver and docker",
-                    "Default": place.image_id or DEFAULT_IMAGE},
+        **_image_parameter(place.image_id),
         "SystemDiskSize": {
             "Type": "Number",
             "Description": "System disk in GiB: OS, engine image and the model's weights",
@@ -183,7 +190,7 @@ def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any) -> dict[str, Any]:
             "InstanceName": f"llmnest-{spec.name}",
             "MaxAmount": place.nodes,
             "InstanceType": ref("InstanceType"),
-            "ImageId": ref("ImageId"),
+            **({"ImageId": ref("ImageId")} if place.image_id else {"ImageFamily": ref("ImageFamily")}),
             "ZoneId": ref("ZoneId"),
             "VpcId": vpc,
             "VSwitchId": vswitch,
@@ -208,7 +215,7 @@ _KEY, _HEAD, _CURL = "\x00key\x00", "\x00head\x00", "\x00curl\x00"
 
 def command_content(spec: DeploymentSpec, role: str) -> dict[str, Any]:
     """The RunCommand script for `role`: the preamble with stack values spliced in, then the body."""
-    text = "#!/bin/bash\n" + bootstrap.preamble(role, _KEY, _HEAD, _CURL) + bootstrap.bootstrap_body(spec)
+    text = "#!/bin/bash\n" + bootstrap.preamble(role, _KEY, _HEAD, _CURL) + bootstrap.bootstrap_body(spec, role)
     values = {
         "key": api_key_value(spec),
         "head": first(getatt("Nodes", "PrivateIps")),
@@ -242,7 +249,7 @@ def _run(spec: DeploymentSpec, role: str, targets: Any, *, sync: bool, timeout: 
 
 def _bootstrap_resources(spec: DeploymentSpec) -> tuple[dict[str, Any], str]:
     """RunCommand resources in start-up order; returns them and the one the wait condition follows."""
-    long = bootstrap.ready_timeout_s(spec)
+    long = ready_timeout_s(spec)
     roles = bootstrap.roles(spec)
     everyone = getatt("Nodes", "InstanceIds")
     if roles == bootstrap.ROLES_SINGLE:
@@ -314,7 +321,7 @@ def render_template(spec: DeploymentSpec) -> dict[str, Any]:
     resources["Ready"] = {
         "Type": "ALIYUN::ROS::WaitCondition",
         "DependsOn": [last],
-        "Properties": {"Handle": ref("ReadyHandle"), "Count": 1, "Timeout": bootstrap.ready_timeout_s(spec)},
+        "Properties": {"Handle": ref("ReadyHandle"), "Count": 1, "Timeout": ready_timeout_s(spec)},
     }
     template = {
         "ROSTemplateFormatVersion": FORMAT_VERSION,
