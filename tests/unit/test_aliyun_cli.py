@@ -33,6 +33,17 @@ def test_dry_run_json_without_credentials(env: dict[str, str]) -> None:
     assert out["parameters"]["ApiKey"] == "******"
 
 
+def test_dry_run_for_a_person_shows_template_parameters_and_checks(env: dict[str, str]) -> None:
+    done = run_cli(env, *UP, "--api-key", "sk-dry-run-secret-1234", "--dry-run", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.index("# ROS template") < out.index("# Parameters") < out.index("# Preflight")
+    assert "ROSTemplateFormatVersion: '2015-09-01'" in out and "Default: acs:ubuntu_22_04_x64" in out
+    assert "ApiKey = ******" in out and "sk-dry-run-secret-1234" not in out + done.stderr
+    assert "[FAIL] credentials  no Alibaba Cloud credentials found" in out and "[skip] price" in out
+    assert "Add --json" in out
+
+
 def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> None:
     emu = Emulator().start()
     try:

@@ -126,8 +126,10 @@ def up(
         password = sys.stdin.readline().rstrip("\n") if password_stdin else None
         result = service.deploy(spec, key, password, yes=yes, dry_run=dry_run, say=say,
                                 confirm=lambda q: typer.confirm(q, err=True))
-        if json_out or dry_run:
+        if json_out:
             print_json(result)
+        elif dry_run:
+            console.print(render.dry_run_text(result), markup=False, highlight=False)
         else:
             console.print(render.endpoint_text(result), markup=False)
         return

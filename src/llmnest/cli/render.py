@@ -145,6 +145,20 @@ def show(dep: state.Deployment, fmt: str) -> str:
     ])
 
 
+def dry_run_text(result: dict[str, Any]) -> str:
+    """`up --target aliyun --dry-run` for a person: the template (YAML, as the ROS console shows it),
+    the parameters (secrets masked) and each preflight check."""
+    marks = {True: "ok  ", False: "FAIL", None: "skip"}
+    checks = [f"  [{marks[c['ok']]}] {c['check']:<12} {c['detail']}" for c in result["preflight"]]
+    params = [f"  {k} = {v}" for k, v in result["parameters"].items()]
+    return "\n".join([
+        "# ROS template", yaml.safe_dump(result["template"], sort_keys=False).rstrip(), "",
+        "# Parameters", *params, "",
+        "# Preflight", *checks, "",
+        "Nothing was created. Add --json for all of this and the bootstrap script as one JSON object.",
+    ])
+
+
 def _command(dep: state.Deployment, key: str | None) -> str:
     if dep.spec.runtime == "process":
         return process.render_command(dep.spec, key)
