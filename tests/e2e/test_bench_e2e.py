@@ -27,6 +27,18 @@ def bench_json(done: subprocess.CompletedProcess[str]) -> dict:
     return json.loads(done.stdout)
 
 
+def test_random_prompts_have_the_asked_token_length_with_the_real_tokenizer(demo) -> None:
+    from llmnest.bench import datasets
+
+    tok = datasets.load_tokenizer(MODELS_CACHE / "smollm2-135m")  # converted by the demo deployment
+    prompts = datasets.sample_random(tok, 6, input_len=64, output_len=20, seed=3)
+    assert [p.output_len for p in prompts] == [20] * 6
+    assert all(p.prompt_len == len(tok.encode(p.text)) for p in prompts)
+    assert all(abs(p.prompt_len - 64) <= 2 for p in prompts)
+    assert prompts == datasets.sample_random(tok, 6, input_len=64, output_len=20, seed=3)
+    assert len({p.text for p in prompts}) == 6
+
+
 def test_demo_run_json_keys_consistent_and_charts(demo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     doc = bench_json(demo.cli(

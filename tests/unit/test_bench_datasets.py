@@ -14,7 +14,6 @@ from llmnest.errors import BadInput
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TINY = DATA / "sharegpt_tiny.json"
-MODEL_DIR = Path("/tmp/lh/models/smollm2-135m")
 
 
 class WordTokenizer:
@@ -132,17 +131,6 @@ def test_bad_jsonl_is_bad_input(tmp_path: Path, content: str, message: str) -> N
 def test_jsonl_without_output_tokens_needs_output_len(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="output_tokens"):
         datasets.sample_jsonl([{"prompt": "a b c d"}], 1, 0, None, None)
-
-
-@pytest.mark.skipif(not (MODEL_DIR / "tokenizer.json").exists(), reason="demo model not converted here")
-def test_random_prompts_have_the_asked_token_length_with_the_real_tokenizer() -> None:
-    tok = datasets.load_tokenizer(MODEL_DIR)
-    prompts = datasets.sample_random(tok, 6, input_len=64, output_len=20, seed=3)
-    assert [p.output_len for p in prompts] == [20] * 6
-    assert all(p.prompt_len == len(tok.encode(p.text)) for p in prompts)
-    assert all(abs(p.prompt_len - 64) <= 2 for p in prompts)
-    assert prompts == datasets.sample_random(tok, 6, input_len=64, output_len=20, seed=3)
-    assert len({p.text for p in prompts}) == 6
 
 
 def test_random_range_ratio_spreads_lengths() -> None:
