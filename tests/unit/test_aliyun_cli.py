@@ -44,6 +44,13 @@ def test_dry_run_for_a_person_shows_template_parameters_and_checks(env: dict[str
     assert "Add --json" in out
 
 
+def test_show_of_a_model_not_yet_deployed_points_to_the_dry_run(env: dict[str, str]) -> None:
+    done = run_cli(env, "show", "Qwen/QwQ-32B", "--as", "ros", timeout=120)
+    assert done.returncode == 4 and done.stdout == ""
+    assert "`llmnest up Qwen/QwQ-32B --target aliyun --region REGION --dry-run`" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> None:
     emu = Emulator().start()
     try:
@@ -56,6 +63,8 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
         assert result["status"] == "ready" and result["api_key"].startswith("sk-")
         assert "Price preview" in up.stderr and "[7/7] Ready (ALIYUN::ROS::WaitCondition) created" in up.stderr
         assert result["api_key"] not in up.stderr
+        shown = run_cli(env, "show", "qwq-32b", "--as", "ros", timeout=120)
+        assert shown.returncode == 0 and "ALIYUN::ROS::WaitCondition" in shown.stdout
         status = run_cli(env, "status", "qwq-32b", "--json", timeout=120)
         assert json.loads(status.stdout)["cloud"]["stack_status"] == "CREATE_COMPLETE"
         emu.instance_logs = ["INFO: Application startup complete."]

@@ -29,16 +29,24 @@ KEY, PASSWORD = "sk-template-test-0123", "Llm#nest-2026"
 VALUES = {"ZoneId": "cn-hangzhou-i", "ApiKey": KEY, "InstancePassword": PASSWORD}
 
 
-def _cases() -> list[tuple[str, int, bool, str]]:
+NETWORKS = {  # --private, --public, and no public IP at all (downloads through an existing VPC's NAT gateway)
+    "private": {},
+    "public": {"public": True},
+    "nat": {"bandwidth_mbps": 0, "vpc_id": "vpc-1", "vswitch_id": "vsw-1"},
+}
+
+
+def _cases() -> list[tuple[str, int, str, str]]:
     two_node = two_node_models()
-    cases = [(m, nodes, public, "vllm") for m in seed_models() for nodes in (1, 2) for public in (False, True)]
-    cases += [(m, 2, public, engine) for m in two_node for public in (False, True) for engine in ("vllm", "sglang")]
+    cases = [(m, nodes, net, "vllm") for m in seed_models() for nodes in (1, 2) for net in ("private", "public")]
+    cases += [(m, 2, net, engine) for m in two_node for net in ("private", "public") for engine in ("vllm", "sglang")]
+    cases += [(m, 2, "nat", "vllm") for m in two_node]
     return cases
 
 
-@pytest.mark.parametrize(("model", "nodes", "public", "engine"), _cases())
-def test_template_is_sound(model: str, nodes: int, public: bool, engine: str) -> None:
-    template = render_template(cloud_spec(model, nodes=nodes, public=public, engine=engine))
+@pytest.mark.parametrize(("model", "nodes", "network", "engine"), _cases())
+def test_template_is_sound(model: str, nodes: int, network: str, engine: str) -> None:
+    template = render_template(cloud_spec(model, nodes=nodes, engine=engine, **NETWORKS[network]))
     text = yaml.safe_dump(template, sort_keys=False)
     assert "&id" not in text and yaml.safe_load(text) == template  # plain YAML, no anchors, round-trips
     assert check_references(template) == []
@@ -48,7 +56,7 @@ def test_template_is_sound(model: str, nodes: int, public: bool, engine: str) ->
     params = template["Parameters"]
     assert params["ApiKey"]["NoEcho"] and params["InstancePassword"]["NoEcho"]
     assert template["Outputs"]["ApiKey"]["NoEcho"] is True
-    assert ("PublicEndpoint" in template["Outputs"]) == public
+    assert ("PublicEndpoint" in template["Outputs"]) == (network == "public")
     assert KEY not in text and PASSWORD not in text
     for name, res in template["Resources"].items():
         if res["Type"] == "ALIYUN::ECS::RunCommand":

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from .. import deploy, state
 from ..build import UpRequest
-from ..errors import BadInput
+from ..catalog import find_model
+from ..errors import BadInput, NotFound
 from ..home import log_path
 from ..logs import follow, tail
 from ..spec import AliyunPlacement, parse_sets
@@ -212,6 +213,9 @@ def show(
     json_out: bool = typer.Option(False, "--json", help="With --as spec: print JSON instead of YAML."),
 ) -> None:
     """The exact parameters and the exact command or script the deployment runs."""
+    if as_ in {"ros", "script"} and name and name not in state.names() and find_model(name):
+        raise NotFound(f"no deployment named {name!r} yet: `llmnest up {name} --target aliyun --region REGION "
+                       "--dry-run` prints the template and script it would run, creating nothing")
     dep = state.get(state.resolve_name(name))
     text = render.show(dep, as_)
     if as_ == "spec" and json_out:

@@ -97,11 +97,14 @@ def ready_wait_s(model: CatalogModel, mbps: int) -> float:
 
 
 def ready_timeout_s(spec: DeploymentSpec) -> int:
-    """How long the stack waits for the model to answer; at least 1 hour."""
+    """How long the stack waits for the model to answer: 1 to 12 hours. With `--bandwidth 0` the
+    download goes through the VPC's NAT gateway, whose bandwidth is unknown: as much as it may."""
     place = spec.aliyun
     assert place is not None
-    mbps = place.bandwidth_mbps or DEFAULT_BANDWIDTH_MBPS  # 0: a NAT gateway's, assumed like the default
-    return max(3600, int(ready_wait_s(catalog_model(spec), mbps)))
+    if place.bandwidth_mbps == 0:
+        return MAX_WAIT_S
+    mbps = place.bandwidth_mbps or DEFAULT_BANDWIDTH_MBPS
+    return min(MAX_WAIT_S, max(3600, int(ready_wait_s(catalog_model(spec), mbps))))
 
 
 def pick_bandwidth(place: AliyunPlacement, model: CatalogModel) -> int:
