@@ -55,9 +55,11 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts) -> 
     if req.no_api_key and req.api_key:
         raise BadInput("--api-key and --no-api-key contradict each other; pass one")
     if req.no_api_key and host not in LOOPBACK and not req.insecure:
+        where = "an Alibaba Cloud instance" if cloud else host
+        fix = "" if cloud else ", bind --host 127.0.0.1"
         raise BadInput(
-            f"refusing to serve on {host} without an API key: anyone who reaches this port could use it. "
-            "Drop --no-api-key, bind --host 127.0.0.1, or pass --insecure"
+            f"refusing to serve on {where} without an API key: anyone who reaches this port could use it. "
+            f"Drop --no-api-key{fix}, or pass --insecure"
         )
     if req.api_key is not None and len(req.api_key) < 8:
         raise BadInput("--api-key is too short: use at least 8 characters (or leave it out to get a generated one)")

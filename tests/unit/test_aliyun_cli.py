@@ -70,11 +70,26 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
         emu.instance_logs = ["INFO: Application startup complete."]
         logs = run_cli(env, "logs", "qwq-32b", "--tail", "5", timeout=120)
         assert logs.stdout.strip() == "INFO: Application startup complete."
+        restart = run_cli(env, "restart", "qwq-32b", timeout=120)  # the bootstrap again on the instance
+        assert restart.returncode == 0 and "running the bootstrap (single) on i-emul" in restart.stderr
+        assert len(emu.invocations) == 2  # logs, then restart: nothing ran on this machine
+        redeploy = run_cli(env, "redeploy", "qwq-32b", "--set", "max_model_len=8192", "--json", timeout=120)
+        assert redeploy.returncode == 0, redeploy.stderr
+        again = json.loads(redeploy.stdout)
+        assert again["api_key"] == result["api_key"] and again["base_url"] == result["endpoints"][0]["base_url"]
+        assert "--max-model-len 8192" in list(emu.invocations.values())[-1]["script"]
         down = run_cli(env, "down", "qwq-32b", "--yes", timeout=120)
         assert down.returncode == 0 and "deleted Nodes (ALIYUN::ECS::InstanceGroup)" in down.stderr
         assert all(s.status == "DELETE_COMPLETE" for s in emu.stacks.values())
     finally:
         emu.stop()
+
+
+def test_cloud_flags_without_the_cloud_target_are_refused(env: dict[str, str]) -> None:
+    done = run_cli(env, "up", "smollm2-135m", "--region", "cn-hangzhou", "--dry-run", timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == ("error: --region, --dry-run are for --target aliyun: add --target aliyun, "
+                                   "or drop them to deploy on this machine")
 
 
 def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:

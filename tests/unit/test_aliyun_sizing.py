@@ -41,11 +41,19 @@ def test_two_nodes_pipeline_over_both() -> None:
     ({"instance_type": "ecs.gn99-huge"}, "Qwen/QwQ-32B", "unknown instance type 'ecs.gn99-huge'"),
     ({"pay": "prepaid"}, "Qwen/QwQ-32B", "--pay prepaid needs --period MONTHS (1-9)"),
     ({"vpc_id": "vpc-1"}, "Qwen/QwQ-32B", "an existing network needs both --vpc-id and --vswitch-id"),
+    ({"allow_cidr": "999.1.1.1/40"}, "Qwen/QwQ-32B", "--allow-cidr '999.1.1.1/40' is not an IPv4 address or CIDR"),
+    ({"allow_cidr": "2001:db8::/32"}, "Qwen/QwQ-32B", "is not an IPv4 address or CIDR block"),
+    ({"period_months": 3}, "Qwen/QwQ-32B", "--period is for --pay prepaid"),
 ])
 def test_bad_input_is_one_clear_line(placement: dict, model: str, message: str) -> None:
     with pytest.raises(BadInput) as err:
         resolve(cloud_spec(model, **placement))
     assert message in err.value.message and "\n" not in err.value.message
+
+
+def test_an_allowed_address_becomes_the_block_the_security_group_takes() -> None:
+    assert resolve(cloud_spec(allow_cidr="203.0.113.7", public=True)).aliyun.allow_cidr == "203.0.113.7/32"
+    assert resolve(cloud_spec(allow_cidr="10.1.2.3/8")).aliyun.allow_cidr == "10.0.0.0/8"
 
 
 def test_too_large_names_types_that_fit() -> None:

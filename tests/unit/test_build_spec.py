@@ -8,7 +8,7 @@ from llmnest.build import UpRequest, build_spec
 from llmnest.catalog import get_model
 from llmnest.errors import BadInput
 from llmnest.host import Gpu, HostFacts
-from llmnest.spec import DeploymentSpec, apply_sets, parse_sets
+from llmnest.spec import AliyunPlacement, DeploymentSpec, apply_sets, parse_sets
 
 CPU = HostFacts(gpus=(), has_docker_engine=False)
 A10x8 = HostFacts(gpus=tuple(Gpu("NVIDIA A10", 23028) for _ in range(8)), has_docker_engine=True)
@@ -67,6 +67,8 @@ def test_open_endpoint_on_the_network_needs_insecure():
     assert key is None and not spec.api_key_enabled
     _, key = spec_for("smollm2-135m", no_api_key=True)  # loopback without a key is fine
     assert key is None
+    with pytest.raises(BadInput, match=r"on an Alibaba Cloud instance without an API key.*Drop --no-api-key, or pass"):
+        spec_for("Qwen/QwQ-32B", no_api_key=True, aliyun=AliyunPlacement(region="cn-hangzhou"))
 
 
 def test_user_key_is_kept_and_checked():

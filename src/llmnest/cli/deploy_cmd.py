@@ -106,6 +106,14 @@ def up(
     """Deploy MODEL and wait until it answers a real chat request; print endpoint, key and examples."""
     if target not in {"local", "aliyun"}:
         raise BadInput(f"unknown --target {target!r}: use local or aliyun")
+    cloud_only = {"--region": region, "--zone": zone, "--instance-type": instance_type, "--nodes": nodes != 1,
+                  "--public": public, "--bandwidth": bandwidth, "--allow-cidr": allow_cidr, "--vpc-id": vpc_id,
+                  "--vswitch-id": vswitch_id, "--pay": pay != "postpaid", "--period": period, "--key-pair": key_pair,
+                  "--image-id": image_id, "--password-stdin": password_stdin, "--dry-run": dry_run}
+    given = [flag for flag, value in cloud_only.items() if value is not None and value is not False]
+    if target == "local" and given:
+        raise BadInput(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --target aliyun: "
+                       "add --target aliyun, or drop them to deploy on this machine")
     placement = None
     if target == "aliyun":
         if not region:
@@ -229,11 +237,17 @@ def restart(
     name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
     timeout: float = typer.Option(deploy.DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
 ) -> None:
-    """Stop and start the deployment with the same spec; waits until it answers."""
+    """Stop and start the deployment with the same spec; waits until it answers (aliyun: the bootstrap again)."""
     target = state.resolve_name(name)
     t0 = time.monotonic()
-    with PhaseView(quiet=False) as view:
-        deploy.restart(target, view, timeout)
+    dep = state.get(target)
+    if dep.spec.target == "aliyun":
+        from ..cloud.aliyun import service
+
+        service.redeploy(dep, dep.spec, say)  # the bootstrap again, same spec: a fresh engine container
+    else:
+        with PhaseView(quiet=False) as view:
+            deploy.restart(target, view, timeout)
     console.print(f"[bold green]✓[/bold green] {target} answers again ({time.monotonic() - t0:.0f} s)")
 
 
@@ -254,7 +268,9 @@ def redeploy(
         from ..cloud.aliyun import service
         from ..spec import apply_sets
 
+        t0 = time.monotonic()
         service.redeploy(dep, apply_sets(dep.spec, parse_sets(sets)), say)
+        _print_ready(state.get(target), state.api_key(target), time.monotonic() - t0, json_out)
         return
     with PhaseView(quiet=False) as view:
         started = deploy.redeploy(target, parse_sets(sets), say, view, timeout, force)

@@ -5,6 +5,7 @@ Instance shapes, prices and the fit verdict come from the planner (`llmnest.plan
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
 from ...catalog import DTYPE_BYTES, CatalogModel, find_model
@@ -127,10 +128,28 @@ def pick_bandwidth(place: AliyunPlacement, model: CatalogModel) -> int:
     return mbps
 
 
-def check_region(region: str) -> None:
-    if region not in REGIONS:
-        raise BadInput(f"unknown Alibaba Cloud region {region!r}.{did_you_mean(region, REGIONS)} "
+def check_placement(place: AliyunPlacement) -> None:
+    """Refuse a placement the cloud would reject, before any call: region, network, billing."""
+    if place.region not in REGIONS:
+        raise BadInput(f"unknown Alibaba Cloud region {place.region!r}.{did_you_mean(place.region, REGIONS)} "
                        "Regions with the most GPU stock: cn-beijing, cn-shanghai, cn-hangzhou")
+    if (place.vpc_id is None) != (place.vswitch_id is None):
+        raise BadInput("an existing network needs both --vpc-id and --vswitch-id")
+    if place.pay == "prepaid" and not place.period_months:
+        raise BadInput("--pay prepaid needs --period MONTHS (1-9)")
+    if place.pay == "postpaid" and place.period_months:
+        raise BadInput("--period is for --pay prepaid; pay-as-you-go (the default) has no period")
+
+
+def allowed_cidr(text: str | None) -> str | None:
+    """--allow-cidr as the security group takes it: an address becomes its /32."""
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Network(text, strict=False))
+    except ValueError:
+        raise BadInput(f"--allow-cidr {text!r} is not an IPv4 address or CIDR block "
+                       "(for example 203.0.113.7/32, or 0.0.0.0/0 for anyone)") from None
 
 
 def catalog_model(spec: DeploymentSpec) -> CatalogModel:
@@ -151,17 +170,13 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
     place = spec.aliyun
     if place is None:
         raise BadInput("this deployment is not on Alibaba Cloud (no aliyun placement in its spec)")
-    check_region(place.region)
+    check_placement(place)
     model = catalog_model(spec)
     if place.instance_type:
         t = gpu_type(place.instance_type)
         plan = check_fits(model, t, place.nodes, spec)
     else:
         t, plan = cheapest_fit(model, place.nodes, spec)
-    if place.pay == "prepaid" and not place.period_months:
-        raise BadInput("--pay prepaid needs --period MONTHS (1-9)")
-    if (place.vpc_id is None) != (place.vswitch_id is None):
-        raise BadInput("an existing network needs both --vpc-id and --vswitch-id")
     tp = spec.tensor_parallel_size if spec.tensor_parallel_size > 1 else plan.tensor_parallel_size
     pp = place.nodes
     if spec.engine == "sglang" and place.nodes > 1:  # SGLang spans nodes with tensor parallel, as the seed does
@@ -177,6 +192,7 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
         env={**CLOUD_ENV, **spec.env},
-        aliyun={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model)},
+        aliyun={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model),
+                "allow_cidr": allowed_cidr(place.allow_cidr)},
     )
     return validated(data)
