@@ -190,7 +190,7 @@ def test_deploy_shows_price_confirms_follows_events_and_records(emu: Emulator, e
     created = [line for line in rec.lines if re.match(r"\[\d+/\d+\] ", line)]
     assert created[-1] == "[7/7] Ready (ALIYUN::ROS::WaitCondition) created"
     assert [(e["label"], e["base_url"]) for e in out["endpoints"]] == [
-        ("private", f"http://192.168.1.10:{engine}/v1"), ("public", f"http://127.0.0.1:{engine}/v1")]
+        ("public", f"http://127.0.0.1:{engine}/v1"), ("private", f"http://192.168.1.10:{engine}/v1")]
     assert all(e["api_key"] == KEY and e["model"] == "Qwen/QwQ-32B" for e in out["endpoints"])
     assert (out["api_key"], out["status"], out["served_model_name"]) == (KEY, "ready", "Qwen/QwQ-32B")
     dep = state.get("qwq-32b")
@@ -300,6 +300,14 @@ def test_status_reports_the_stack_and_probes_the_public_endpoint(deployed, engin
     out = service.status(deployed)
     assert out["stack_status"] == "CREATE_COMPLETE"
     assert out["probe"] == {"ok": True, "stage": "ready", "detail": ""} and out["status"] == "ready"
+
+
+def test_bench_targets_the_public_endpoint_with_the_key_and_the_stack_price(deployed, engine: int) -> None:
+    from llmnest.cli.bench_cmd import resolve_target
+
+    target = resolve_target("qwq-32b", None, None, None, None, None)
+    assert target.base_url == f"http://127.0.0.1:{engine}/v1" and target.api_key == KEY
+    assert target.price_per_hour == deployed.info["price_per_hour"] and target.model == "Qwen/QwQ-32B"
 
 
 def test_status_notices_an_endpoint_that_does_not_answer(deployed, engine: int, monkeypatch) -> None:

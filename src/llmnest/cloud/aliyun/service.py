@@ -61,7 +61,8 @@ def _cloud(dep: state.Deployment) -> Cloud:
 
 
 def _endpoints(outputs: dict[str, str]) -> list[dict[str, str]]:
-    found = [("private", outputs.get("PrivateEndpoint")), ("public", outputs.get("PublicEndpoint"))]
+    """Public first: it is the one reachable from here, so examples and `bench NAME` use it."""
+    found = [("public", outputs.get("PublicEndpoint")), ("private", outputs.get("PrivateEndpoint"))]
     return [{"label": label, "base_url": url} for label, url in found if url]
 
 
