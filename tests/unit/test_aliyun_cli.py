@@ -66,7 +66,14 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
         shown = run_cli(env, "show", "qwq-32b", "--as", "ros", timeout=120)
         assert shown.returncode == 0 and "ALIYUN::ROS::WaitCondition" in shown.stdout
         status = run_cli(env, "status", "qwq-32b", "--json", timeout=120)
-        assert json.loads(status.stdout)["cloud"]["stack_status"] == "CREATE_COMPLETE"
+        info = json.loads(status.stdout)
+        assert info["cloud"]["stack_status"] == "CREATE_COMPLETE"
+        assert info["status"] == info["cloud"]["status"] == "unreachable" and info["log"] is None  # nothing listens
+        shown = run_cli(env, "status", "qwq-32b", timeout=120).stdout.splitlines()
+        assert "                status  unreachable" in shown and "            stack_status  CREATE_COMPLETE" in shown
+        assert "                   probe  ok=False stage=down detail=ConnectError" in shown
+        follow = run_cli(env, "logs", "qwq-32b", "-f", timeout=120)
+        assert follow.returncode == 2 and "run `llmnest logs qwq-32b --tail N` again" in follow.stderr
         emu.instance_logs = ["INFO: Application startup complete."]
         logs = run_cli(env, "logs", "qwq-32b", "--tail", "5", timeout=120)
         assert logs.stdout.strip() == "INFO: Application startup complete."

@@ -74,3 +74,20 @@ def test_up_refuses_a_model_that_cannot_fit_before_downloading(cli):
     done = cli("up", "Qwen/QwQ-32B")
     assert_one_line_error(done, 3, "does not fit", "memory", "--force")
     assert json.loads(cli("ls", "--json").stdout) == []
+
+
+def test_status_for_a_person_skips_unset_fields_and_indents_the_clouds_view():
+    from llmnest.cli.render import status_text
+
+    text = status_text({"name": "demo", "pid": None, "status": "ready", "container_state": {},
+                        "cloud": {"name": "demo", "stack_status": "CREATE_COMPLETE", "stack_reason": "",
+                                  "endpoints": [{"label": "public", "base_url": "http://203.0.113.7:8080/v1"}],
+                                  "probe": {"ok": True, "stage": "ready", "detail": ""}}})
+    assert text.splitlines() == [
+        "                  name  demo",
+        "                status  ready",
+        "                 cloud",
+        "            stack_status  CREATE_COMPLETE",
+        "               endpoints  public http://203.0.113.7:8080/v1",
+        "                   probe  ok=True stage=ready",
+    ]

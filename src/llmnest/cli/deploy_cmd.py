@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -140,6 +139,8 @@ def up(
         elif dry_run:
             console.print(render.dry_run_text(result), markup=False, highlight=False)
         else:
+            console.print(f"[bold green]✓[/bold green] {result['name']} answers ({result['engine']} on "
+                          f"{result['nodes']} x {result['instance_type']}, {result['region']}/{result['zone']})\n")
             console.print(render.endpoint_text(result), markup=False)
         return
     with PhaseView(quiet=False) as view:
@@ -171,21 +172,21 @@ def status(
 ) -> None:
     """State, process or container, endpoint, uptime, restarts, last error, planned vs actual KV cache."""
     dep = state.get(state.resolve_name(name))
-    info = render.status_detail(dep)
+    extra: dict[str, object] = {}
     if dep.spec.target == "aliyun":
         from ..cloud.aliyun import service
 
-        info["cloud"] = service.status(dep)
+        extra["cloud"] = service.status(dep)  # also records the stack's status
+        dep = state.get(dep.name)
     elif dep.spec.runtime == "docker":
         from ..runtimes import docker
 
-        info["container_state"] = docker.inspect(dep.name)  # docker restarts it: its count is the truth
+        extra["container_state"] = docker.inspect(dep.name)  # docker restarts it: its count is the truth
+    info = {**render.status_detail(dep), **extra}
     if json_out:
         print_json(info)
         return
-    for key, value in info.items():
-        if value not in (None, {}, []):
-            console.print(f"[bold]{key:>22}[/bold]  {value if not isinstance(value, dict) else json.dumps(value)}")
+    console.print(render.status_text(info), markup=False, highlight=False)
 
 
 @handle_errors
@@ -199,6 +200,9 @@ def logs(
     if dep.spec.target == "aliyun":
         from ..cloud.aliyun import service
 
+        if follow_:
+            raise BadInput(f"--follow is for deployments on this machine: {dep.name}'s log is fetched through "
+                           f"Cloud Assistant; run `llmnest logs {dep.name} --tail N` again for newer lines")
         for line in service.logs(dep, lines):
             print(line)
         return

@@ -48,7 +48,7 @@ def deployment_summary(dep: state.Deployment, key: str | None) -> dict[str, Any]
         "target": dep.spec.target,
         "status": dep.status,
         "endpoints": [as_dict(e) for e in eps],
-        "log": str(log_path(dep.name)),
+        "log": str(log_path(dep.name)) if dep.spec.target == "local" else None,  # aliyun: `llmnest logs`
     }
 
 
@@ -64,9 +64,31 @@ def endpoint_text(summary: dict[str, Any]) -> str:
                 "Chatbox (Settings > Model provider > Add custom provider):"]
         out += [f"  {k:<15} {v}" for k, v in chatbox_settings(ep).items()]
     name = summary["name"]
-    out += ["", f"Operate: llmnest status {name} | logs {name} -f | show {name} --as command | "
+    logs, show_as = ("--tail 100", "script") if summary.get("target") == "aliyun" else ("-f", "command")
+    out += ["", f"Operate: llmnest status {name} | logs {name} {logs} | show {name} --as {show_as} | "
                 f"redeploy {name} --set KEY=VALUE | bench {name} | down {name}"]
     return "\n".join(out)
+
+
+def status_text(info: dict[str, Any]) -> str:
+    """`status` for a person: one line per set field; a nested object (the cloud's view) indented below."""
+    def flat(value: Any) -> str:
+        if isinstance(value, list):  # endpoints: "public http://..., private http://..."
+            return ", ".join(" ".join(map(str, v.values())) if isinstance(v, dict) else str(v) for v in value)
+        if isinstance(value, dict):  # the probe: "ok=False stage=down detail=ConnectError"
+            return " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, ""))
+        return str(value)
+
+    lines = []
+    for key, value in info.items():
+        if value in (None, "", {}, []):
+            continue
+        if isinstance(value, dict):
+            lines.append(f"{key:>22}")
+            lines += [f"{k:>24}  {flat(v)}" for k, v in value.items() if v not in (None, "", {}, []) and k != "name"]
+        else:
+            lines.append(f"{key:>22}  {flat(value)}")
+    return "\n".join(lines)
 
 
 def _uptime(dep: state.Deployment) -> float | None:
@@ -107,7 +129,7 @@ def status_detail(dep: state.Deployment) -> dict[str, Any]:
         "last_error": dep.last_error,
         "max_model_len": dep.spec.max_model_len,
         **kv_cache_comparison(dep.info.get("kv_cache_tokens_planned"), dep.info.get("kv_cache_tokens_actual")),
-        "log": str(log_path(dep.name)),
+        "log": str(log_path(dep.name)) if dep.spec.target == "local" else None,  # aliyun: `llmnest logs`
     }
 
 

@@ -215,6 +215,7 @@ def deploy(
         "model": spec.model,
         "served_model_name": spec.served_model_name,
         "engine": spec.engine,
+        "target": "aliyun",
         "status": "ready",
         "stack_id": stack_id,
         "region": place.region,
