@@ -62,10 +62,19 @@ def resolve_target(name: str | None, base_url: str | None, api_key: str | None, 
         endpoints[0].base_url.rstrip("/"),
         key,
         model or spec.served_model_name,
-        tokenizer or spec.model_path,
+        tokenizer or spec.model_path or _catalog_tokenizer(spec.model),
         price if price is not None else dep.info.get("price_per_hour"),
         dep.name,
     )
+
+
+def _catalog_tokenizer(model: str) -> str | None:
+    """The tokenizer folder of a catalog model whose weights are elsewhere (a cloud deployment)."""
+    from ..catalog import find_model
+    from ..sources import fetch_tokenizer
+
+    entry = find_model(model)
+    return str(fetch_tokenizer(entry, say)) if entry else None
 
 
 def stage_sizes(rates: list[float], duration: float | None, num_prompts: int | None) -> list[int]:
