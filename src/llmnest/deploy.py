@@ -197,11 +197,11 @@ def restart(name: str, on_phase: OnPhase, timeout: float = DEFAULT_TIMEOUT) -> s
     return wait_ready(name, on_phase, timeout)
 
 
-def redeploy(name: str, sets: dict[str, str], say: Say, on_phase: OnPhase,
+def redeploy(name: str, sets: dict[str, str], on_phase: OnPhase,
              timeout: float = DEFAULT_TIMEOUT, force: bool = False) -> Started:
-    """The same deployment with new parameters: same name, same key.
+    """The same deployment (model, name, key) with new parameters.
 
-    The new spec is validated (and its weights fetched) before the old engine is stopped.
+    The new spec is validated and planned before the old engine is stopped.
     """
     from .spec import apply_sets
 
@@ -211,8 +211,6 @@ def redeploy(name: str, sets: dict[str, str], say: Say, on_phase: OnPhase,
     _, model = resolve_model(new.model)
     check_can_start(new, replacing=dep.spec)
     planned = check_plan(new, model, force)
-    if new.model != dep.spec.model:
-        new = with_weights(new.model_copy(update={"model_path": None}), model, say)
     stop_runtime(dep)
     state.update(name, spec=new, status="starting", pid=None, ready_at=None, last_error=None,
                  info={**planned, "kv_cache_tokens_actual": None})

@@ -100,7 +100,8 @@ class DeploymentSpec(BaseModel):
 
 
 SPEC_FIELDS = frozenset(DeploymentSpec.model_fields) - {"engine_args", "env", "aliyun"}
-LOCKED_FIELDS = frozenset({"name", "target"})  # a redeploy keeps its identity
+# A redeploy keeps its identity. The model too: its name, parser, context and weights follow from it.
+LOCKED_FIELDS = frozenset({"name", "target", "model"})
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -128,7 +129,7 @@ def apply_sets(spec: DeploymentSpec, sets: dict[str, str]) -> DeploymentSpec:
         if raw_key.startswith("env."):
             data["env"] = {**data["env"], raw_key[4:]: value}
         elif key in LOCKED_FIELDS:
-            raise BadInput(f"--set cannot change {key!r}; create a new deployment instead")
+            raise BadInput(f"--set cannot change {key!r}; create a new deployment instead (`llmnest up MODEL`)")
         elif key in SPEC_FIELDS:
             data[key] = None if value.lower() in {"", "none", "null"} else _scalar(value)
         else:

@@ -45,6 +45,7 @@ def test_set_overrides_fields_and_passes_engine_flags_through():
     (["max_model_len=abc"], "max_model_len"),
     (["port=70000"], "port"),
     (["name=other"], "cannot change 'name'"),
+    (["model=Qwen/Qwen3-8B"], r"cannot change 'model'; create a new deployment instead \(`llmnest up MODEL`\)"),
     (["novalue"], "KEY=VALUE"),
     (["max_model_len=99999"], "exceeds smollm2-135m's context"),
 ])

@@ -277,7 +277,7 @@ def redeploy(
         _print_ready(state.get(target), state.api_key(target), time.monotonic() - t0, json_out)
         return
     with PhaseView(quiet=False) as view:
-        started = deploy.redeploy(target, parse_sets(sets), say, view, timeout, force)
+        started = deploy.redeploy(target, parse_sets(sets), view, timeout, force)
     _print_ready(state.get(target), started.api_key, started.seconds, json_out)
 
 
