@@ -116,6 +116,18 @@ def test_dry_run_with_credentials_checks_stock_and_price_and_creates_nothing(emu
     assert "CreateStack" not in emu.calls and state.names() == []
 
 
+def _dry_run_with_password(password: str) -> dict:
+    return service.deploy(cloud_spec(), KEY, password, yes=True, dry_run=True, say=print, confirm=print)
+
+
+@pytest.mark.parametrize("password", ["", "Sh0rt1!", "alllowercase", "lower123only", "Has Space1!", "x" * 28 + "A1!"])
+def test_an_instance_password_ecs_would_reject_is_refused_first(monkeypatch, tmp_path, password: str) -> None:
+    _base_env(monkeypatch, tmp_path)
+    with pytest.raises(BadInput, match="three of: upper case, lower case, digits, special characters"):
+        _dry_run_with_password(password)
+    assert _dry_run_with_password("Llm#nest-2026")["parameters"]["InstancePassword"] == "******"
+
+
 def test_no_credentials_on_a_real_deploy_says_how_to_provide_them(monkeypatch, tmp_path) -> None:
     _base_env(monkeypatch, tmp_path)
     with pytest.raises(client.NoCredentials) as err:

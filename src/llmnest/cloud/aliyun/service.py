@@ -49,8 +49,12 @@ def render_bootstrap(spec: DeploymentSpec) -> str:
 def _check_secrets(api_key: str | None, password: str | None) -> None:
     if api_key and not re.fullmatch(API_KEY_PATTERN, api_key):
         raise BadInput("a cloud API key may use 8-128 letters, digits and . _ ~ + / = - only")
-    if password and not re.fullmatch(PASSWORD_PATTERN, password):
-        raise BadInput("the instance password must be 8-30 letters, digits and special characters (no spaces or quotes)")
+    if password is None:
+        return
+    kinds = sum(bool(re.search(p, password)) for p in ("[A-Z]", "[a-z]", "[0-9]", "[^A-Za-z0-9]"))
+    if not password or not re.fullmatch(PASSWORD_PATTERN, password) or kinds < 3:
+        raise BadInput("the instance password must be 8-30 characters with three of: upper case, lower case, "
+                       "digits, special characters (no spaces or quotes), as ECS requires")
 
 
 def _cloud(dep: state.Deployment) -> Cloud:
