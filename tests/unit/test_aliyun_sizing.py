@@ -44,6 +44,7 @@ def test_two_nodes_pipeline_over_both() -> None:
     ({"allow_cidr": "999.1.1.1/40"}, "Qwen/QwQ-32B", "--allow-cidr '999.1.1.1/40' is not an IPv4 address or CIDR"),
     ({"allow_cidr": "2001:db8::/32"}, "Qwen/QwQ-32B", "is not an IPv4 address or CIDR block"),
     ({"period_months": 3}, "Qwen/QwQ-32B", "--period is for --pay prepaid"),
+    ({"zone": "cn-beijing-a"}, "Qwen/QwQ-32B", "zone 'cn-beijing-a' is not in region cn-hangzhou"),
 ])
 def test_bad_input_is_one_clear_line(placement: dict, model: str, message: str) -> None:
     with pytest.raises(BadInput) as err:

@@ -133,6 +133,9 @@ def check_placement(place: AliyunPlacement) -> None:
     if place.region not in REGIONS:
         raise BadInput(f"unknown Alibaba Cloud region {place.region!r}.{did_you_mean(place.region, REGIONS)} "
                        "Regions with the most GPU stock: cn-beijing, cn-shanghai, cn-hangzhou")
+    if place.zone and not place.zone.startswith(place.region):
+        raise BadInput(f"zone {place.zone!r} is not in region {place.region} (its zones start with "
+                       f"{place.region}); drop --zone to use one with stock")
     if (place.vpc_id is None) != (place.vswitch_id is None):
         raise BadInput("an existing network needs both --vpc-id and --vswitch-id")
     if place.pay == "prepaid" and not place.period_months:
