@@ -287,7 +287,7 @@ def test_driver_that_does_not_load_fails_with_what_to_do(bare_host: Path, signal
     assert done.returncode == 1
     assert [s["status"] for s in signals.signals] == ["FAILURE"]
     reason = signals.signals[0]["reason"]
-    assert reason == f"the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest redeploy {spec.name}"
+    assert reason == f"the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest restart {spec.name}"
     assert not shims.calls(bare_host / "state", "modelscope")
 
 

@@ -249,7 +249,7 @@ install_driver() {  # a plain Ubuntu image has no NVIDIA driver: install the ser
   command -v ubuntu-drivers >/dev/null || apt_install ubuntu-drivers-common
   ubuntu-drivers install --gpgpu "nvidia:${DRIVER_BRANCH}-server" >>"$LOG_FILE" 2>&1
   apt_install "nvidia-utils-${DRIVER_BRANCH}-server"
-  modprobe nvidia || fail "the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest redeploy ${CONTAINER}"
+  modprobe nvidia || fail "the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest restart ${CONTAINER}"
 }
 
 install_docker() {
