@@ -64,6 +64,24 @@ def test_every_role_as_the_stack_runs_it_is_shellcheck_clean(edition: str, tmp_p
         assert done.returncode == 0, (role, done.stdout)
 
 
+def test_compacting_drops_comments_and_blank_lines_and_nothing_else() -> None:
+    script = ("#!/bin/bash\n# a comment\n\n# shellcheck disable=SC2016  # why\nf() {  # what f does\n"
+              "  echo \"a  # not a comment\"  # but this is\n  echo 'it''s  # quoted'\n"
+              "  echo \"open  # quote\n  still open\"\n}\n")
+    assert bootstrap.compact(script) == (
+        "#!/bin/bash\n# shellcheck disable=SC2016\nf() {\n  echo \"a  # not a comment\"\n"
+        "  echo 'it''s  # quoted'\n  echo \"open  # quote\n  still open\"\n}\n")
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_the_compacted_script_keeps_every_command_line(edition: str) -> None:
+    full = bootstrap.render_bootstrap(_spec(edition))
+    kept = [line for line in full.splitlines()
+            if line.strip() and not re.match(r"\s*#(?!!| shellcheck)", line)]
+    assert bootstrap.compact(full).splitlines() == [re.sub(r"(\S)  # .*$", r"\1", line) for line in kept]
+    assert len(bootstrap.compact(full)) < len(full) * 0.93
+
+
 def test_shellcheck_can_fail(tmp_path: Path) -> None:
     assert shellcheck("#!/bin/bash\necho $1 | grep x\ncd /tmp\n", tmp_path).returncode != 0
 
@@ -167,9 +185,11 @@ def bare_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", gpus: int = 1,
-                  key: str = KEY) -> subprocess.CompletedProcess[str]:
-    script = host / "bootstrap.sh"
-    script.write_text("#!/bin/bash\n" + bootstrap.preamble("single", key, "", signals.curl) + bootstrap.bootstrap_body(spec, "single"))
+                  key: str = KEY, script: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the single-node script as Cloud Assistant would (or `script`, a copy it left behind)."""
+    if script is None:
+        script = host / "bootstrap.sh"
+        script.write_text(bootstrap.run_command_script(spec, "single", key, "", signals.curl))
     env = {
         "PATH": f"{host / 'bin'}:/usr/bin:/bin",  # the system's basics, not a docker CLI in /usr/local/bin
         "SHIM_STATE": str(host / "state"),
@@ -280,14 +300,37 @@ def test_a_gpu_image_installs_nothing(host: Path, signals: SignalServer) -> None
     assert not [c for c in shims.calls(host / "state") if c["tool"] in shims.BARE_TOOLS]
 
 
-def test_driver_that_does_not_load_fails_with_what_to_do(bare_host: Path, signals: SignalServer) -> None:
+def test_a_driver_that_loads_only_after_a_reboot_reboots_and_resumes(bare_host: Path, signals: SignalServer) -> None:
     (bare_host / "state" / "fail-modprobe").touch()
+    spec = _local_spec()
+    done = run_bootstrap(bare_host, signals, spec)
+    assert done.returncode == 194, done.stderr  # Cloud Assistant reboots the instance on exit code 194
+    assert signals.signals == [] and not shims.calls(bare_host / "state", "modelscope")
+    copy = bare_host / "root/root/llmnest-bootstrap.sh"
+    assert copy.read_text() == (bare_host / "bootstrap.sh").read_text() and oct(copy.stat().st_mode & 0o777) == "0o700"
+    unit = (bare_host / "root/etc/systemd/system/llmnest-resume.service").read_text()
+    assert "ExecStart=/bin/bash /root/llmnest-bootstrap.sh" in unit and "Type=oneshot" in unit
+    assert "ExecStartPre=/bin/systemctl disable llmnest-resume.service" in unit  # runs once
+    assert ["enable", "llmnest-resume.service"] in [c["argv"] for c in shims.calls(bare_host / "state", "systemctl")]
+    # the instance is back and the driver loads: systemd runs the copy, which goes on from where it stopped
+    (bare_host / "state" / "fail-modprobe").unlink()
+    again = run_bootstrap(bare_host, signals, spec, script=copy)
+    assert again.returncode == 0, again.stderr
+    assert [s["status"] for s in signals.signals] == ["SUCCESS"]
+    assert len(shims.calls(bare_host / "state", "ubuntu-drivers")) == 1  # the driver is not installed twice
+
+
+def test_a_driver_that_does_not_load_after_the_reboot_fails_with_what_to_do(bare_host: Path, signals: SignalServer) -> None:
+    (bare_host / "state" / "fail-modprobe").touch()
+    (bare_host / "root/root").mkdir(parents=True)
+    (bare_host / "root/root/llmnest-bootstrap.sh").write_text("# the first boot's copy: this is the resumed run\n")
     spec = _local_spec()
     done = run_bootstrap(bare_host, signals, spec)
     assert done.returncode == 1
     assert [s["status"] for s in signals.signals] == ["FAILURE"]
-    reason = signals.signals[0]["reason"]
-    assert reason == f"the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest restart {spec.name}"
+    assert signals.signals[0]["reason"] == (
+        f"the NVIDIA driver is installed but does not load: reboot the instance(s), then run llmnest restart "
+        f"{spec.name}; or pass --image-id with a GPU image")
     assert not shims.calls(bare_host / "state", "modelscope")
 
 

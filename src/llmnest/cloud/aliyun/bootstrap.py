@@ -249,7 +249,25 @@ install_driver() {  # a plain Ubuntu image has no NVIDIA driver: install the ser
   command -v ubuntu-drivers >/dev/null || apt_install ubuntu-drivers-common
   ubuntu-drivers install --gpgpu "nvidia:${DRIVER_BRANCH}-server" >>"$LOG_FILE" 2>&1
   apt_install "nvidia-utils-${DRIVER_BRANCH}-server"
-  modprobe nvidia || fail "the NVIDIA driver is installed but does not load: reboot the instance, then run llmnest restart ${CONTAINER}"
+  modprobe nvidia && return 0
+  resume_after_reboot || fail "the NVIDIA driver is installed but does not load: reboot the instance(s), then run llmnest restart ${CONTAINER}; or pass --image-id with a GPU image"
+}
+
+resume_after_reboot() {  # single node, first time only: reboot, and run this script again once the instance is back
+  local copy="${LLMNEST_ROOT:-}/root/llmnest-bootstrap.sh" unit="${LLMNEST_ROOT:-}/etc/systemd/system/llmnest-resume.service"
+  [[ "$LLMNEST_ROLE" == single && -r "${BASH_SOURCE[0]}" && ! -e "$copy" ]] || return 1
+  install -D -m 0700 "${BASH_SOURCE[0]}" "$copy"
+  mkdir -p "$(dirname "$unit")"
+  printf '%s\n' "[Unit]" "Description=llmnest bootstrap, resumed after the driver's reboot" \
+    "After=network-online.target docker.service" "Wants=network-online.target" "" \
+    "[Service]" "Type=oneshot" "TimeoutStartSec=infinity" \
+    "ExecStartPre=/bin/systemctl disable llmnest-resume.service" "ExecStart=/bin/bash /root/llmnest-bootstrap.sh" "" \
+    "[Install]" "WantedBy=multi-user.target" > "$unit"
+  systemctl daemon-reload >>"$LOG_FILE" 2>&1
+  systemctl enable llmnest-resume.service >>"$LOG_FILE" 2>&1
+  log "the NVIDIA driver loads after a reboot: rebooting now; the bootstrap resumes when the instance is back"
+  SIGNALED="no: rebooting"
+  exit 194  # Cloud Assistant reboots the instance on this exit code
 }
 
 install_docker() {
@@ -470,6 +488,36 @@ def preamble(role: str, api_key_expr: str, head_ip_expr: str, signal_curl: str) 
         f"LLMNEST_HEAD_IP='{head_ip_expr}'\n"
         f"llmnest_signal_curl() {{\n  {signal_curl} \"$@\"\n}}\n"
     )
+
+
+def run_command_script(spec: DeploymentSpec, role: str, api_key_expr: str, head_ip_expr: str,
+                       signal_curl: str) -> str:
+    """What a RunCommand runs for `role`: the inputs, then that role's parts, compacted."""
+    return compact("#!/bin/bash\n" + preamble(role, api_key_expr, head_ip_expr, signal_curl)
+                   + bootstrap_body(spec, role))
+
+
+def compact(script: str) -> str:
+    """The script without comments and blank lines, every command byte for byte: Cloud Assistant
+    caps a command's size, and `show --as script` keeps the commented version. Shellcheck
+    directives stay; a trailing comment goes only where the code before it closes its quotes."""
+    out = []
+    for i, line in enumerate(script.splitlines()):
+        bare = line.strip()
+        if not bare or (bare.startswith("#") and not (i == 0 or bare.startswith("# shellcheck"))):
+            continue
+        out.append(_without_trailing_comment(line))
+    return "\n".join(out) + "\n"
+
+
+def _without_trailing_comment(line: str) -> str:
+    at = line.find("  # ", len(line) - len(line.lstrip()))
+    while at > 0:
+        code = line[:at]
+        if code.count('"') % 2 == 0 and code.count("'") % 2 == 0:
+            return code.rstrip()
+        at = line.find("  # ", at + 1)
+    return line
 
 
 def render_bootstrap(spec: DeploymentSpec) -> str:

@@ -336,7 +336,7 @@ def redeploy(dep: state.Deployment, new_spec: DeploymentSpec, say: Say) -> None:
     head_ip = ips[0] if ips else ""
     for role, targets in _role_targets(new, ids):
         say(f"running the bootstrap ({role}) on {', '.join(targets)}")
-        script = "#!/bin/bash\n" + bootstrap.preamble(role, key, head_ip, "true") + bootstrap.bootstrap_body(new, role)
+        script = bootstrap.run_command_script(new, role, key, head_ip, "true")
         for result in _run_script(cloud, targets, script, f"llmnest-{dep.name}-{role}", ready_timeout_s(new)):
             if result["exit_code"] != 0:
                 tail = "\n".join(result["output"].strip().splitlines()[-20:])

@@ -215,7 +215,7 @@ _KEY, _HEAD, _CURL = "\x00key\x00", "\x00head\x00", "\x00curl\x00"
 
 def command_content(spec: DeploymentSpec, role: str) -> dict[str, Any]:
     """The RunCommand script for `role`: the preamble with stack values spliced in, then the body."""
-    text = "#!/bin/bash\n" + bootstrap.preamble(role, _KEY, _HEAD, _CURL) + bootstrap.bootstrap_body(spec, role)
+    text = bootstrap.run_command_script(spec, role, _KEY, _HEAD, _CURL)
     values = {
         "key": api_key_value(spec),
         "head": first(getatt("Nodes", "PrivateIps")),
