@@ -295,6 +295,27 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
     assert any(c["argv"][0] == "run" for c in shims.calls(bare_host / "state", "docker"))
 
 
+def test_logs_show_the_bootstrap_until_the_engine_runs_then_the_engine(host: Path, signals: SignalServer) -> None:
+    spec = _local_spec()
+    env = {"PATH": f"{host / 'bin'}:/usr/bin:/bin", "SHIM_STATE": str(host / "state"),
+           "LLMNEST_LOG_FILE": str(host / "bootstrap.log")}
+
+    def logs() -> list[str]:
+        done = subprocess.run(["bash", "-c", bootstrap.logs_command(spec, 3)], env=env, capture_output=True,
+                              text=True, check=False, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    (host / "bootstrap.log").write_text("2026-11-25 10:00:00 downloading Qwen/QwQ-32B (attempt 1)\n")
+    weights = Path(bootstrap.host_model_dir(spec))
+    weights.mkdir(parents=True)
+    (weights / "model-00001.safetensors").write_bytes(b"\0" * 300_000)
+    before = logs()
+    assert before[0].endswith("downloading Qwen/QwQ-32B (attempt 1)") and re.fullmatch(r"weights on disk: \d+K", before[1])
+    assert run_bootstrap(host, signals, spec).returncode == 0
+    assert logs()[0].startswith("INFO: starting engine for Qwen/QwQ-32B")  # the (shimmed) engine's own log
+
+
 def test_a_gpu_image_installs_nothing(host: Path, signals: SignalServer) -> None:
     assert run_bootstrap(host, signals, _local_spec()).returncode == 0
     assert not [c for c in shims.calls(host / "state") if c["tool"] in shims.BARE_TOOLS]

@@ -221,6 +221,17 @@ def test_a_long_wait_says_what_is_still_being_created(emu: Emulator, monkeypatch
     assert still and "Ready" in still[0] and "`llmnest logs qwq-32b`" in still[0]
 
 
+def test_a_long_wait_shows_the_instances_progress(emu: Emulator, monkeypatch) -> None:
+    monkeypatch.setattr(service, "STILL_WAITING_S", 0)
+    emu.slow["Ready"] = 3
+    emu.instance_logs = ["2026-11-25 10:00:00 downloading Qwen/QwQ-32B (attempt 1)", "weights on disk: 23G"]
+    _, rec = deploy(yes=True)
+    still = [line for line in rec.lines if line.startswith("still creating")]
+    assert still[-1].endswith(": Ready; on the instance: weights on disk: 23G")
+    peeks = [inv["script"] for inv in emu.invocations.values()]
+    assert peeks and all(script.startswith("if docker inspect qwq-32b") for script in peeks)
+
+
 def test_a_denied_resource_in_the_stack_names_the_policy(emu: Emulator) -> None:
     emu.fail_resource["Vpc"] = "Forbidden.RAM: User not authorized to operate on the specified resource."
     with pytest.raises(LlmnestError) as err:
@@ -338,7 +349,7 @@ def test_logs_come_through_cloud_assistant(deployed, emu: Emulator) -> None:
     emu.instance_logs = [f"INFO line {i}" for i in range(50)]
     assert service.logs(deployed, 3) == ["INFO line 47", "INFO line 48", "INFO line 49"]
     script = next(inv["script"] for inv in emu.invocations.values())
-    assert script == "docker logs --tail 3 qwq-32b 2>&1"
+    assert script.startswith("if docker inspect qwq-32b >/dev/null 2>&1; then docker logs --tail 3 qwq-32b 2>&1; else")
     emu.instance_logs = [f"server_args=ServerArgs(api_key='{KEY}', tp_size=1)"]
     assert service.logs(deployed, 1) == ["server_args=ServerArgs(api_key='[api key]', tp_size=1)"]
 

@@ -536,9 +536,16 @@ def render_bootstrap(spec: DeploymentSpec) -> str:
 
 
 def logs_command(spec: DeploymentSpec, tail: int) -> str:
-    """The command Cloud Assistant runs on node 0 to read the engine's log."""
+    """The command Cloud Assistant runs on node 0 to read the engine's log; before the engine's
+    container exists, the bootstrap's own log and how much of the weights is on disk."""
     spec = resolve(spec)
     assert spec.aliyun is not None
+    name, n = _q(spec.name), int(tail)
     if spec.aliyun.nodes == 2 and spec.engine == "vllm":
-        return f"docker exec {_q(spec.name)} tail -n {int(tail)} {ENGINE_LOG}"
-    return f"docker logs --tail {int(tail)} {_q(spec.name)} 2>&1"
+        engine = f"docker exec {name} tail -n {n} {ENGINE_LOG}"
+    else:
+        engine = f"docker logs --tail {n} {name} 2>&1"
+    weights = _q(host_model_dir(spec))
+    return (f"if docker inspect {name} >/dev/null 2>&1; then {engine}; "
+            f'else tail -n {n} "${{LLMNEST_LOG_FILE:-/var/log/llmnest-bootstrap.log}}" 2>&1; '
+            f"if [ -d {weights} ]; then echo \"weights on disk: $(du -sh {weights} | cut -f1)\"; fi; fi")

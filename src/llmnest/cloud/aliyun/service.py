@@ -6,6 +6,7 @@ client.Cloud, the record from llmnest.state. Progress goes through `say`; nothin
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -28,6 +29,7 @@ __all__ = ["deploy", "down", "logs", "redeploy", "render_bootstrap", "render_tem
 Say = Callable[[str], None]
 Confirm = Callable[[str], bool]
 POLL_ENV = "LLMNEST_ALIYUN_POLL_SECONDS"
+log = logging.getLogger(__name__)
 SKIP = re.compile(r"IN_PROGRESS$")
 STILL_WAITING_S = 300
 LOCKED_PLACEMENT = ("region", "zone", "instance_type", "nodes", "public", "vpc_id", "vswitch_id", "pay")
@@ -74,10 +76,12 @@ def _outputs(stack: dict[str, Any]) -> dict[str, str]:
     return {o["OutputKey"]: o.get("OutputValue") for o in stack.get("Outputs") or []}
 
 
-def watch(cloud: Cloud, stack_id: str, name: str, total: int, say: Say) -> dict[str, Any]:
+def watch(cloud: Cloud, stack_id: str, name: str, total: int, say: Say,
+          peek: Callable[[], str | None] = lambda: None) -> dict[str, Any]:
     """Follow the stack's events until it leaves *_IN_PROGRESS; returns the final GetStack.
 
-    Says each created resource, each failure, and every few minutes what is still being created.
+    Says each created resource, each failure, and every few minutes what is still being created,
+    with the instance's latest progress line from `peek` once it has one.
     """
     seen: set[str] = set()
     busy: dict[str, str] = {}  # resources in progress -> type
@@ -105,8 +109,10 @@ def watch(cloud: Cloud, stack_id: str, name: str, total: int, say: Say) -> dict[
         if busy and time.monotonic() - last_said >= STILL_WAITING_S:
             last_said = time.monotonic()
             minutes = (last_said - started) / 60
-            say(f"still creating after {minutes:.0f} min: {', '.join(busy)} (the bootstrap downloads the weights "
-                f"and starts the engine; `llmnest logs {name}` shows the engine)")
+            progress = peek() if "Nodes" not in busy else None
+            say(f"still creating after {minutes:.0f} min: {', '.join(busy)}; "
+                + (f"on the instance: {progress}" if progress else
+                   f"the bootstrap downloads the weights and starts the engine (`llmnest logs {name}`)"))
         time.sleep(_poll_seconds())
 
 
@@ -199,7 +205,7 @@ def deploy(
     say(f"creating stack {stack_name(spec)} ({stack_id}) in {place.region}; this takes a while (weights download)")
     try:
         unconditional = [r for r in template["Resources"].values() if "Condition" not in r]
-        stack = watch(pre.cloud, stack_id, spec.name, len(unconditional), say)
+        stack = watch(pre.cloud, stack_id, spec.name, len(unconditional), say, lambda: _progress_line(spec.name))
     except KeyboardInterrupt:
         say(f"interrupted: stack {stack_id} keeps being created in {place.region}. "
             f"Follow it with `llmnest status {spec.name}`, or delete it with `llmnest down {spec.name}`")
@@ -314,6 +320,16 @@ def logs(dep: state.Deployment, tail: int) -> list[str]:
     key = state.api_key(dep.name)
     lines = result["output"].splitlines()[-tail:]
     return [line.replace(key, "[api key]") for line in lines] if key else lines  # SGLang logs its server args
+
+
+def _progress_line(name: str) -> str | None:
+    """The last line of node 0's log (the bootstrap's, then the engine's), or None when it cannot be read yet."""
+    try:
+        lines = logs(state.get(name), 2)
+    except LlmnestError as exc:  # instances not up yet, Cloud Assistant not ready: progress is best effort
+        log.debug("no progress line from %s: %s", name, exc.message)
+        return None
+    return lines[-1].strip() if lines else None
 
 
 def _role_targets(spec: DeploymentSpec, ids: list[str]) -> list[tuple[str, list[str]]]:
