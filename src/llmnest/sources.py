@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
 HUBS = {"modelscope": "https://www.modelscope.cn", "huggingface": "https://huggingface.co"}
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"]
 
 
 def is_model_dir(path: Path) -> bool:
@@ -30,9 +31,6 @@ def local_dir(arg: str) -> Path | None:
     if path.exists() or arg.startswith((".", "/", "~")):
         raise BadInput(f"{arg} is not a model directory (no config.json in it)")
     return None
-
-
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"]
 
 
 def fetch(model: CatalogModel, say: Say) -> Path:
