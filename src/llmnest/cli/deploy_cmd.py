@@ -272,6 +272,8 @@ def redeploy(
         from ..cloud.aliyun import service
         from ..spec import apply_sets
 
+        if force:
+            raise BadInput("--force is for deployments on this machine: on the cloud the instance type must fit")
         t0 = time.monotonic()
         service.redeploy(dep, apply_sets(dep.spec, parse_sets(sets)), say)
         _print_ready(state.get(target), state.api_key(target), time.monotonic() - t0, json_out)
