@@ -69,9 +69,9 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
         info = json.loads(status.stdout)
         assert info["cloud"]["stack_status"] == "CREATE_COMPLETE"
         assert info["status"] == info["cloud"]["status"] == "unreachable" and info["log"] is None  # nothing listens
-        shown = run_cli(env, "status", "qwq-32b", timeout=120).stdout.splitlines()
-        assert "                status  unreachable" in shown and "            stack_status  CREATE_COMPLETE" in shown
-        assert "                   probe  ok=False stage=down detail=ConnectError" in shown
+        shown = [line.strip() for line in run_cli(env, "status", "qwq-32b", timeout=120).stdout.splitlines()]
+        assert "status  unreachable" in shown and "stack_status  CREATE_COMPLETE" in shown
+        assert "probe  ok=False stage=down detail=ConnectError" in shown
         follow = run_cli(env, "logs", "qwq-32b", "-f", timeout=120)
         assert follow.returncode == 2 and "run `llmnest logs qwq-32b --tail N` again" in follow.stderr
         emu.instance_logs = ["INFO: Application startup complete."]

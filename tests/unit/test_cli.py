@@ -83,11 +83,11 @@ def test_status_for_a_person_skips_unset_fields_and_indents_the_clouds_view():
                         "cloud": {"name": "demo", "stack_status": "CREATE_COMPLETE", "stack_reason": "",
                                   "endpoints": [{"label": "public", "base_url": "http://203.0.113.7:8080/v1"}],
                                   "probe": {"ok": True, "stage": "ready", "detail": ""}}})
-    assert text.splitlines() == [
-        "                  name  demo",
-        "                status  ready",
-        "                 cloud",
-        "            stack_status  CREATE_COMPLETE",
-        "               endpoints  public http://203.0.113.7:8080/v1",
-        "                   probe  ok=True stage=ready",
+    assert text.splitlines() == [  # right-aligned to the longest name shown, "stack_status"
+        "        name  demo",
+        "      status  ready",
+        "       cloud",
+        "  stack_status  CREATE_COMPLETE",
+        "     endpoints  public http://203.0.113.7:8080/v1",
+        "         probe  ok=True stage=ready",
     ]

@@ -79,15 +79,20 @@ def status_text(info: dict[str, Any]) -> str:
             return " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, ""))
         return str(value)
 
+    def shown(fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in fields.items() if v not in (None, "", {}, [])}
+
+    top = shown(info)
+    nested = {k: shown({f: v for f, v in value.items() if f != "name"}) for k, value in top.items()
+              if isinstance(value, dict)}
+    width = max(len(k) for k in [*top, *(f for fields in nested.values() for f in fields)])
     lines = []
-    for key, value in info.items():
-        if value in (None, "", {}, []):
-            continue
-        if isinstance(value, dict):
-            lines.append(f"{key:>22}")
-            lines += [f"{k:>24}  {flat(v)}" for k, v in value.items() if v not in (None, "", {}, []) and k != "name"]
+    for key, value in top.items():
+        if key in nested:
+            lines.append(f"{key:>{width}}")
+            lines += [f"{k:>{width + 2}}  {flat(v)}" for k, v in nested[key].items()]
         else:
-            lines.append(f"{key:>22}  {flat(value)}")
+            lines.append(f"{key:>{width}}  {flat(value)}")
     return "\n".join(lines)
 
 
