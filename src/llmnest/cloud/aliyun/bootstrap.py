@@ -27,6 +27,7 @@ RAY_ADDR_PLACEHOLDER = "@LLMNEST_RAY_ADDR@"
 RANK_PLACEHOLDER = "@LLMNEST_NODE_RANK@"
 RAY_PORT = 6379
 SGLANG_DIST_PORT = 20000
+BOOTSTRAP_LOG = "/var/log/llmnest-bootstrap.log"  # the bootstrap's own log on each instance
 ENGINE_LOG = "/tmp/llmnest-engine.log"  # inside the head container, two-node vLLM only
 # A plain Ubuntu image gets this NVIDIA server driver branch (CUDA 12.8+ engine images need >= 570)
 # and the container toolkit from NVIDIA's apt repository.
@@ -158,7 +159,7 @@ def _settings(spec: DeploymentSpec) -> str:
     words = [f"{k}={_q(v)}" for k, v in lines.items()]
     overridable = {  # a test points these at local stand-ins
         "POLL_SECONDS": ("LLMNEST_POLL_SECONDS", "10"),
-        "LOG_FILE": ("LLMNEST_LOG_FILE", "/var/log/llmnest-bootstrap.log"),
+        "LOG_FILE": ("LLMNEST_LOG_FILE", BOOTSTRAP_LOG),
         "TOOLKIT_REPO": ("LLMNEST_TOOLKIT_REPO", TOOLKIT_REPO),
     }
     words += [f'{k}="${{{env}:-{default}}}"' for k, (env, default) in overridable.items()]
@@ -547,5 +548,5 @@ def logs_command(spec: DeploymentSpec, tail: int) -> str:
         engine = f"docker logs --tail {n} {name} 2>&1"
     weights = _q(host_model_dir(spec))
     return (f"if docker inspect {name} >/dev/null 2>&1; then {engine}; "
-            f'else tail -n {n} "${{LLMNEST_LOG_FILE:-/var/log/llmnest-bootstrap.log}}" 2>&1; '
+            f'else tail -n {n} "${{LLMNEST_LOG_FILE:-{BOOTSTRAP_LOG}}}" 2>&1; '
             f"if [ -d {weights} ]; then echo \"weights on disk: $(du -sh {weights} | cut -f1)\"; fi; fi")
