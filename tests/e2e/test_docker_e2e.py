@@ -163,7 +163,7 @@ def test_logs_show_the_container_log(docker_demo: Demo) -> None:
     done = docker_demo.cli("logs", NAME, "--tail", "500")
     assert done.returncode == 0, done.stderr
     container_log = _docker("logs", "--tail", "500", NAME)
-    shown = done.stdout.splitlines()
+    shown = (done.stdout + done.stderr).splitlines()  # docker logs keeps the engine's stdout and stderr apart
     assert shown and set(shown) <= set((container_log.stdout + container_log.stderr).splitlines())
     assert any("Uvicorn running" in line or "Application startup complete" in line for line in shown)
 
