@@ -7,12 +7,14 @@ docker CLI. No Docker engine runs on a CPU-only development machine: the renderi
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..engines import default_image, render_launch
 from ..engines.vllm import API_KEY_ENV
-from ..errors import LlmnestError
+from ..errors import BadInput, Conflict, LlmnestError
 from ..spec import DeploymentSpec
 
 CONTAINER_MODEL_ROOT = PurePosixPath("/root/llm-model")
@@ -53,33 +55,77 @@ def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) ->
     return argv, cli_env
 
 
-def _docker(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+@dataclass(frozen=True)
+class ContainerState:
+    status: str  # created, running, restarting, exited, dead, paused
+    restarts: int
+    exit_code: int
+    pid: int
+    started_at: str
+    error: str
+
+
+def call(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True) -> str:
+    """`docker ARGS`; its stdout. A failure (with check) is one line from docker's own stderr."""
     try:
         done = subprocess.run(
             ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
         )
     except FileNotFoundError:
         raise LlmnestError("docker is not installed; use --runtime process") from None
-    if done.returncode != 0:
+    if done.returncode != 0 and check:
         raise LlmnestError(f"docker {args[0]} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
     return done.stdout.strip()
+
+
+def check_can_run(spec: DeploymentSpec) -> None:
+    """Before anything is recorded: the docker CLI, an engine that answers, and the image (pulled if missing)."""
+    if shutil.which("docker") is None:
+        raise BadInput("the docker runtime needs docker (the CLI and a running engine); install it, "
+                       "or use --runtime process")
+    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                          timeout=30)
+    if info.returncode != 0:
+        raise Conflict("no Docker engine answers on this machine: start it (`systemctl start docker`, or `dockerd &`), "
+                       "or use --runtime process")
+    image = spec.image or default_image(spec.engine)
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30).returncode == 0:
+        return
+    pulled = subprocess.run(["docker", "pull", image], capture_output=True, text=True)
+    if pulled.returncode != 0:
+        raise BadInput(f"image {image} is not on this machine and could not be pulled; build it "
+                       "(`make image` builds llmnest/vllm-cpu:local) or pass --set image=IMAGE")
 
 
 def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> str:
     """Start the container; returns its id."""
     argv, env = run_argv(spec, host_model_path, api_key)
-    return _docker(*argv[1:], env=env)
+    return call(*argv[1:], env=env)
 
 
-def stop(name: str) -> None:
-    _docker("rm", "--force", name)
+def remove(name: str) -> None:
+    """Remove the container, running or not; a container that is already gone is fine."""
+    call("rm", "--force", name, check=False)
 
 
-def inspect(name: str) -> dict[str, str]:
-    """Running state, restart count and start time of the container."""
-    fmt = "{{.State.Status}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.State.Error}}"
-    status, restarts, started, error = _docker("inspect", "--format", fmt, name).split("|", 3)
-    return {"status": status, "restarts": restarts, "started_at": started, "error": error}
+def inspect(name: str, missing_ok: bool = False) -> ContainerState | None:
+    """State, restart count, exit code and main pid of the container (None when it does not exist)."""
+    fmt = "{{.State.Status}}|{{.RestartCount}}|{{.State.ExitCode}}|{{.State.Pid}}|{{.State.StartedAt}}|{{.State.Error}}"
+    try:
+        out = call("inspect", "--format", fmt, name)
+    except LlmnestError:
+        if missing_ok:
+            return None
+        raise
+    status, restarts, code, pid, started, error = out.split("|", 5)
+    return ContainerState(status, int(restarts), int(code), int(pid), started, error)
+
+
+def log_lines(name: str, tail: int) -> list[str]:
+    """The container's last `tail` log lines (stdout and stderr)."""
+    done = subprocess.run(["docker", "logs", "--tail", str(tail), name], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace", timeout=60)
+    return done.stdout.splitlines()
 
 
 def logs_argv(name: str, follow: bool, tail: int) -> list[str]:
