@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .catalog import CatalogModel
 from .errors import BadInput
@@ -31,7 +32,9 @@ class UpRequest:
     insecure: bool = False
     max_model_len: int | None = None
     sets: dict[str, str] = field(default_factory=dict)
-    aliyun: AliyunPlacement | None = None
+    weights: str | None = None  # a folder with the catalog model's weights, fetched by hand
+    target: str = "local"
+    options: dict[str, Any] = field(default_factory=dict)  # the target's own options, only those given
 
 
 def new_api_key() -> str:
@@ -43,14 +46,17 @@ def _name_from(text: str) -> str:
     return name or "model"
 
 
-def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts) -> tuple[DeploymentSpec, str | None]:
-    """The spec for `req` on a host with `facts`, and the API key it will use (None when disabled).
+def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | None,
+               aliyun: AliyunPlacement | None = None) -> tuple[DeploymentSpec, str | None]:
+    """The spec for `req` on this host (`facts`) or on Alibaba Cloud (`aliyun`, facts None), and the
+    API key it will use (None when disabled).
 
     `model` is the catalog entry, or None when req.model is a local directory.
     """
-    cloud = req.aliyun is not None
-    device = "cuda" if cloud or facts.gpus else "cpu"
-    gpu_count = 0 if cloud else len(facts.gpus)
+    cloud = aliyun is not None
+    gpus = facts.gpus if facts else ()
+    device = "cuda" if cloud or gpus else "cpu"
+    gpu_count = 0 if cloud else len(gpus)
     host = req.host or ("0.0.0.0" if cloud else "127.0.0.1")
     if req.no_api_key and req.api_key:
         raise BadInput("--api-key and --no-api-key contradict each other; pass one")
@@ -67,17 +73,18 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts) -> 
     if model is not None:
         name = req.name or model.short_name
         served = model.key
-        path = None
+        path = str(Path(req.weights).expanduser().resolve()) if req.weights else None
     else:
         local = Path(req.model).expanduser().resolve()
         name = req.name or _name_from(local.name)
         served = local.name
         path = str(local)
 
-    runtime = req.runtime or ("docker" if cloud or (facts.has_docker_engine and device == "cuda") else "process")
+    docker_here = facts is not None and facts.has_docker_engine and device == "cuda"
+    runtime = req.runtime or ("docker" if cloud or docker_here else "process")
     data: dict[str, object] = {
         "name": name,
-        "model": model.key if model else path,
+        "model": model.key if model else path,  # a catalog key, or the folder of an uncatalogued model
         "served_model_name": served,
         "model_path": path,
         "engine": req.engine or "vllm",
@@ -93,7 +100,8 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts) -> 
         "tensor_parallel_size": default_tp(model, gpu_count) if device == "cuda" else 1,
         "enforce_eager": device == "cpu",  # CPU: 27 s to ready instead of 137 s with torch.compile
         "reasoning_parser": model.reasoning if model else None,
-        "aliyun": req.aliyun,
+        "trust_remote_code": model.trust_remote_code if model else False,
+        "aliyun": aliyun,
     }
     spec = validated(data)
     if req.sets:

@@ -47,6 +47,7 @@ class CatalogModel(BaseModel):
     max_model_len: int = Field(gt=0)
     gpu_memory_utilization: float = Field(default=0.95, gt=0, le=1)
     reasoning: ReasoningFamily | None = None
+    trust_remote_code: bool = Field(default=False, description="its weights ship Python the engine must run")
     tags: tuple[str, ...] = ()
 
     @model_validator(mode="after")

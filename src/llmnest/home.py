@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import BadInput
+
 
 def home() -> Path:
+    """$LLMNEST_HOME (default ~/.llmnest), created on first use; a path that is not a folder is bad input."""
     path = Path(os.environ.get("LLMNEST_HOME") or Path.home() / ".llmnest").expanduser()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except (FileExistsError, NotADirectoryError):
+        raise BadInput(f"LLMNEST_HOME={path} is not a folder; point it at a folder (it is created if missing)") from None
+    except PermissionError:
+        raise BadInput(f"cannot create LLMNEST_HOME={path} (permission denied); point it at a folder you own") from None
     return path
 
 

@@ -30,3 +30,11 @@ def chat_once(base_url: str, model: str, api_key: str | None, timeout: float = 3
     if resp.status_code == 200 and resp.json().get("choices"):
         return ProbeResult(True, "ready")
     return ProbeResult(False, "up", f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+
+def healthy(base_url: str, timeout: float = 5) -> bool:
+    """GET /health (the engine's liveness, no key needed) answers 200 within `timeout`."""
+    try:
+        return httpx.get(f"{base_url.removesuffix('/v1')}/health", timeout=timeout).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -62,7 +62,7 @@ class DeploymentSpec(BaseModel):
     tensor_parallel_size: int = Field(default=1, ge=1)
     pipeline_parallel_size: int = Field(default=1, ge=1)
     enable_chunked_prefill: bool = True
-    trust_remote_code: bool = True
+    trust_remote_code: bool = Field(default=False, description="run Python shipped with the weights")
     enforce_eager: bool = False
     cpu_kv_cache_gib: int = Field(default=2, ge=1, description="vLLM CPU build: KV cache size in GiB")
     reasoning_parser: str | None = None

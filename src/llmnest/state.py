@@ -8,9 +8,11 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .errors import Conflict, NotFound
 from .home import deployment_dir, home, write_secret
@@ -33,8 +35,50 @@ CREATE TABLE IF NOT EXISTS deployments (
 )
 """
 
-# Statuses: starting -> loading -> ready; restarting after a crash; failed; stopped.
+# Statuses: starting -> loading -> ready; restarting after a crash or a hang; failed; stopped.
+Status = Literal["starting", "loading", "ready", "restarting", "failed", "stopped", "dead", "unreachable"]
 ACTIVE = {"starting", "loading", "ready", "restarting"}
+
+
+class LocalState(BaseModel):
+    """What a deployment on this machine records beside its spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["local"] = "local"
+    stage: str | None = Field(default=None, description="the readiness probe's last answer while loading")
+    container_id: str | None = None
+    kv_cache_tokens_planned: int | None = None
+    kv_cache_tokens_actual: int | None = None
+    plan_fits: bool | None = None
+
+
+class CloudEndpoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    base_url: str
+
+
+class AliyunState(BaseModel):
+    """What an Alibaba Cloud deployment records: where its stack is and what it reported."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["aliyun"] = "aliyun"
+    region: str | None = None
+    zone: str | None = None
+    client_token: str | None = None
+    stack_id: str | None = None
+    price: str | None = None
+    price_per_hour: float | None = None
+    endpoints: list[CloudEndpoint] = []
+    instance_ids: list[str] = []
+    private_ips: list[str] = []
+
+
+TargetState = Annotated[Union[LocalState, AliyunState], Field(discriminator="kind")]
+_TARGET_STATE: TypeAdapter[LocalState | AliyunState] = TypeAdapter(TargetState)
 
 
 @dataclass
@@ -50,11 +94,17 @@ class Deployment:
     ready_at: float | None = None
     restarts: int = 0
     last_error: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: LocalState | AliyunState = LocalState()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+def _target_state(spec: DeploymentSpec, raw: str) -> LocalState | AliyunState:
+    data = json.loads(raw)
+    data.setdefault("kind", spec.target)  # records written before the state was typed
+    return _TARGET_STATE.validate_python(data)
 
 
 @contextmanager
@@ -74,8 +124,9 @@ def _db() -> Iterator[sqlite3.Connection]:
 
 
 def _row(row: sqlite3.Row) -> Deployment:
+    spec = DeploymentSpec.from_json(row["spec"])
     return Deployment(
-        spec=DeploymentSpec.from_json(row["spec"]),
+        spec=spec,
         status=row["status"],
         created_at=row["created_at"],
         pid=row["pid"],
@@ -84,7 +135,7 @@ def _row(row: sqlite3.Row) -> Deployment:
         ready_at=row["ready_at"],
         restarts=row["restarts"],
         last_error=row["last_error"],
-        info=json.loads(row["info"]),
+        info=_target_state(spec, row["info"]),
     )
 
 
@@ -93,8 +144,8 @@ def create(spec: DeploymentSpec, api_key: str | None) -> Deployment:
     with _db() as conn:
         try:
             conn.execute(
-                "INSERT INTO deployments (name, spec, status, created_at) VALUES (?, ?, 'starting', ?)",
-                (spec.name, spec.to_json(), time.time()),
+                "INSERT INTO deployments (name, spec, status, created_at, info) VALUES (?, ?, 'starting', ?, ?)",
+                (spec.name, spec.to_json(), time.time(), json.dumps({"kind": spec.target})),
             )
         except sqlite3.IntegrityError:
             raise Conflict(
@@ -137,13 +188,20 @@ def resolve_name(name: str | None) -> str:
 
 
 def update(name: str, **fields: Any) -> None:
-    """Set columns of a deployment; `spec` takes a DeploymentSpec, `info` a dict merged into the old one."""
+    """Set columns of a deployment; `spec` takes a DeploymentSpec, `info` a dict of target-state fields
+    merged into the stored ones and validated against the target's state type."""
     if "spec" in fields:
         fields["spec"] = fields["spec"].to_json()
     with _db() as conn:
         if "info" in fields:
-            row = conn.execute("SELECT info FROM deployments WHERE name = ?", (name,)).fetchone()
-            fields["info"] = json.dumps({**(json.loads(row[0]) if row else {}), **fields["info"]})
+            row = conn.execute("SELECT spec, info FROM deployments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return
+            old = _target_state(DeploymentSpec.from_json(row[0]), row[1])
+            unknown = set(fields["info"]) - set(type(old).model_fields)
+            if unknown:
+                raise ValueError(f"{type(old).__name__} has no field {', '.join(sorted(unknown))}")
+            fields["info"] = old.model_validate({**old.model_dump(), **fields["info"]}).model_dump_json()
         cols = ", ".join(f"{k} = ?" for k in fields)
         conn.execute(f"UPDATE deployments SET {cols} WHERE name = ?", (*fields.values(), name))
 

@@ -1,43 +1,39 @@
-"""The supervisor of a process deployment: starts the engine, probes readiness, restarts on crash.
+"""The supervisor of a deployment on this machine: starts the engine, probes readiness and liveness, restarts.
 
-Run as `python -m llmnest.supervisor NAME`, detached by the process runtime. Before the engine has
-ever answered, an exit is a failed start (no restart: a bad flag would loop). After it has, a crash
-is restarted with exponential backoff; the restart count and last error go to the state store.
-SIGTERM stops the engine's whole process group and exits.
+Run as `python -m llmnest.supervisor NAME`, detached by the lifecycle, for a local process and for a
+docker container alike (runtimes.runners). Before the engine has ever answered, an exit is a failed
+start (no restart: a bad flag would loop). Once it has answered, a crash, or a hang (it stops
+answering /health while still running), is restarted with exponential backoff; the restart count and
+the reason go to the state store. SIGTERM stops the engine and exits.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from types import FrameType
 
 from . import state
 from .endpoints import local_base_url
-from .home import log_path
-from .logs import ATTEMPT_MARK, error_line, kv_cache_tokens, last_attempt
-from .probe import chat_once
-from .runtimes.process import engine_command, kill_group, wait_gone
+from .logs import error_line, kv_cache_tokens
+from .probe import chat_once, healthy
+from .runtimes.runners import Runner, runner_for
 
 BACKOFF_START, BACKOFF_MAX = 2.0, 60.0
 STABLE_AFTER = 600.0  # seconds of uptime after which the backoff starts over
-
-
-def exit_description(code: int | None) -> str:
-    """'exited with code 1' or 'was killed by SIGKILL'."""
-    if code is not None and code < 0:
-        return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
+LIVENESS_ENV = "LLMNEST_LIVENESS_SECONDS"  # between /health probes once ready
+HANG_AFTER_FAILURES = 3  # consecutive failed /health probes that mean a hang
+STOP_GRACE = 20.0
 
 
 class Supervisor:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, runner: Runner) -> None:
         self.name = name
+        self.runner = runner
         self.stopping = False
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.interval = float(os.environ.get(LIVENESS_ENV, "5"))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -47,44 +43,35 @@ class Supervisor:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.2)
 
-    def _spawn(self, attempt: int) -> subprocess.Popen[bytes]:
-        dep = state.get(self.name)
-        argv, env = engine_command(dep.spec, state.api_key(self.name))
-        log = log_path(self.name).open("ab")
-        log.write(f"{ATTEMPT_MARK} starting engine (attempt {attempt}) at {time.ctime()}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **env}, start_new_session=True,
-        )
-        log.close()
-        state.update(self.name, pid=proc.pid, started_at=time.time(), status="loading" if attempt == 1 else "restarting")
-        return proc
-
-    def _watch_until_ready(self, proc: subprocess.Popen[bytes]) -> bool:
+    def _watch_until_ready(self) -> bool:
+        """Probe with a real one-token chat until it answers; False if the engine exits first (or we stop)."""
         dep = state.get(self.name)
         key = state.api_key(self.name)
         url = local_base_url(dep.spec)
-        while proc.poll() is None and not self.stopping:
+        while self.runner.exit_reason() is None and not self.stopping:
             result = chat_once(url, dep.spec.served_model_name, key, timeout=10)
             if result.ok:
-                kv = kv_cache_tokens(last_attempt(log_path(self.name)))
+                kv = kv_cache_tokens(self.runner.recent_log())
                 state.update(self.name, status="ready", ready_at=time.time(), info={"kv_cache_tokens_actual": kv})
                 return True
             state.update(self.name, info={"stage": result.stage})
             self._sleep(1.0)
         return False
 
-    def _stop_engine(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            kill_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc:
-            kill_group(self.proc.pid, signal.SIGKILL)  # leftovers of the group (engine workers)
-            wait_gone(self.proc.pid, 5)
+    def _watch_alive(self) -> str | None:
+        """Until the engine exits or hangs: the reason, or None when we were asked to stop."""
+        url = local_base_url(state.get(self.name).spec)
+        failures = 0
+        while not self.stopping:
+            if reason := self.runner.exit_reason():
+                return reason
+            failures = 0 if healthy(url, timeout=self.interval) else failures + 1
+            if failures >= HANG_AFTER_FAILURES:
+                self.runner.kill()
+                return (f"engine stopped answering /health ({failures} probes, {self.interval:g} s apart) "
+                        "while still running; it was killed and restarted")
+            self._sleep(self.interval)
+        return None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -93,29 +80,29 @@ class Supervisor:
         attempt, ever_ready, backoff = 0, False, BACKOFF_START
         while not self.stopping:
             attempt += 1
-            self.proc = self._spawn(attempt)
-            ever_ready = self._watch_until_ready(self.proc) or ever_ready
+            pid = self.runner.start(attempt)
+            state.update(self.name, pid=pid, started_at=time.time(), status="loading" if attempt == 1 else "restarting")
+            ready = self._watch_until_ready()
+            ever_ready = ever_ready or ready
             ready_since = time.monotonic()
-            while self.proc.poll() is None and not self.stopping:
-                time.sleep(0.5)
+            reason = self._watch_alive() if ready else self.runner.exit_reason()
             if self.stopping:
                 break
-            self._stop_engine()
-            how = exit_description(self.proc.returncode)
-            reason = error_line(last_attempt(log_path(self.name)))
             if not ever_ready:
-                state.update(self.name, status="failed", pid=None,
-                             last_error=f"engine {how} during start-up: {reason or 'no error line in the log'}")
+                self.runner.stop(0)
+                why = error_line(self.runner.recent_log()) or "no error line in the log"
+                state.update(self.name, status="failed", pid=None, last_error=f"{reason} during start-up: {why}")
                 return 1
             if time.monotonic() - ready_since > STABLE_AFTER:
                 backoff = BACKOFF_START
-            state.bump_restarts(self.name, f"engine {how}" + (f": {reason}" if reason else ""))
+            detail = error_line(self.runner.recent_log()) if reason and "killed and restarted" not in reason else None
+            state.bump_restarts(self.name, f"{reason}: {detail}" if detail else str(reason))
             self._sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
-        self._stop_engine()
+        self.runner.stop(STOP_GRACE)
         state.update(self.name, status="stopped", pid=None)
         return 0
 
 
 if __name__ == "__main__":
-    sys.exit(Supervisor(sys.argv[1]).run())
+    sys.exit(Supervisor(sys.argv[1], runner_for(sys.argv[1])).run())

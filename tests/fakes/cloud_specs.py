@@ -1,15 +1,13 @@
-"""Cloud deployment specs built the way `llmnest up --target aliyun` builds them (build_spec)."""
+"""Cloud deployment specs built the way `llmnest up --target aliyun` builds them (the aliyun target's resolve)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from llmnest.build import UpRequest, build_spec
-from llmnest.catalog import get_model, load_catalog
-from llmnest.host import HostFacts
-from llmnest.spec import AliyunPlacement, DeploymentSpec
-
-LAPTOP = HostFacts(gpus=(), has_docker_engine=False)  # where the CLI runs: no GPU, no docker
+from llmnest.build import UpRequest
+from llmnest.catalog import load_catalog
+from llmnest.spec import DeploymentSpec
+from llmnest.targets import get
 
 
 def two_node_models() -> list[str]:
@@ -20,10 +18,9 @@ def two_node_models() -> list[str]:
 def cloud_spec(model: str = "Qwen/QwQ-32B", *, name: str | None = None, engine: str | None = None,
                port: int | None = None, sets: dict[str, str] | None = None, **placement: Any) -> DeploymentSpec:
     placement.setdefault("region", "cn-hangzhou")
-    req = UpRequest(model=model, name=name, engine=engine, port=port, sets=sets or {},
-                    aliyun=AliyunPlacement(**placement))
-    spec, _ = build_spec(req, get_model(model), LAPTOP)
-    return spec
+    req = UpRequest(model=model, name=name, engine=engine, port=port, sets=sets or {}, target="aliyun",
+                    options=placement)
+    return get("aliyun").resolve(req).spec
 
 
 def seed_models() -> list[str]:

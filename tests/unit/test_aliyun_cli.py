@@ -93,10 +93,17 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
 
 
 def test_cloud_flags_without_the_cloud_target_are_refused(env: dict[str, str]) -> None:
-    done = run_cli(env, "up", "smollm2-135m", "--region", "cn-hangzhou", "--dry-run", timeout=120)
+    done = run_cli(env, "up", "smollm2-135m", "--region", "cn-hangzhou", "--zone", "cn-hangzhou-h", timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip() == ("error: --region, --dry-run are for --target aliyun: add --target aliyun, "
+    assert done.stderr.strip() == ("error: --region, --zone are for --target aliyun: add --target aliyun, "
                                    "or drop them to deploy on this machine")
+    done = run_cli(env, "up", "smollm2-135m", "--dry-run", timeout=120)
+    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+    assert "--dry-run) does not apply with --target local: on this machine nothing is rendered ahead" in done.stderr
+    for args in (["--target", "nowhere"], ["--target", "local", "--force", "--target", "aliyun", "--region", "x"]):
+        done = run_cli(env, "up", "smollm2-135m", *args, timeout=120)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "unknown --target 'nowhere': use local or aliyun" in run_cli(env, "up", "--target", "nowhere").stderr
 
 
 def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:

@@ -69,7 +69,8 @@ def test_open_endpoint_on_the_network_needs_insecure():
     _, key = spec_for("smollm2-135m", no_api_key=True)  # loopback without a key is fine
     assert key is None
     with pytest.raises(BadInput, match=r"on an Alibaba Cloud instance without an API key.*Drop --no-api-key, or pass"):
-        spec_for("Qwen/QwQ-32B", no_api_key=True, aliyun=AliyunPlacement(region="cn-hangzhou"))
+        build_spec(UpRequest(model="Qwen/QwQ-32B", no_api_key=True), get_model("Qwen/QwQ-32B"), None,
+                   aliyun=AliyunPlacement(region="cn-hangzhou"))
 
 
 def test_user_key_is_kept_and_checked():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from llmnest.build import UpRequest, build_spec
-from llmnest.catalog import get_model
+from llmnest.catalog import get_model, load_catalog
 from llmnest.engines import render_launch
 from llmnest.host import Gpu, HostFacts
 from llmnest.runtimes.docker import run_argv
@@ -35,10 +35,20 @@ def test_vllm_gpu_covers_everything_the_seed_sets():
     assert flags["--model"] == "/root/llm-model/Qwen/QwQ-32B" and flags["--served-model-name"] == "Qwen/QwQ-32B"
     assert flags["--gpu-memory-utilization"] == "0.95" and flags["--max-model-len"] == "32768"
     assert flags["--tensor-parallel-size"] == "4" and flags["--port"] == "8080"
-    assert "--enable-chunked-prefill" in flags and "--trust-remote-code" in flags
+    assert "--enable-chunked-prefill" in flags
+    assert "--trust-remote-code" not in flags  # the seed's script sets it; no catalog model needs it
     assert flags["--reasoning-parser"] == "deepseek_r1"
     assert key not in launch.args and launch.env["VLLM_API_KEY"] == key  # not visible in `ps`
     assert "VLLM_CPU_KVCACHE_SPACE" not in launch.env
+
+
+def test_remote_code_runs_only_where_the_catalog_or_the_user_says_so():
+    trusting = load_catalog()["Qwen/QwQ-32B"].model_copy(update={"trust_remote_code": True})
+    s, key = build_spec(UpRequest(model="Qwen/QwQ-32B"), trusting, A10x4)
+    assert "--trust-remote-code" in render_launch(s, "/m", key).args
+    s, key = spec("Qwen/QwQ-32B", A10x4, sets={"trust_remote_code": "true"})
+    assert "--trust-remote-code" in render_launch(s, "/m", key).args
+    assert not any(m.trust_remote_code for m in load_catalog().values())
 
 
 def test_vllm_cpu_build_gets_kv_space_and_no_gpu_flags():

@@ -10,12 +10,12 @@ import pytest
 from llmnest import state
 from llmnest.build import UpRequest, build_spec
 from llmnest.catalog import get_model
-from llmnest.cli.render import kv_cache_comparison
+from llmnest.lifecycle import kv_cache_comparison
 from llmnest.errors import Conflict, NotFound
 from llmnest.host import HostFacts
 from llmnest.logs import error_line, kv_cache_tokens, last_attempt
 from llmnest.plan import plan_cpu
-from llmnest.supervisor import exit_description
+from llmnest.runtimes.runners import exit_description
 
 VLLM_ARGPARSE = [
     "INFO 11-25 00:43:21 [utils.py:1] vLLM API server version 0.32.0",
@@ -67,11 +67,14 @@ def test_store_round_trip_secrets_and_conflicts(store):
     assert oct(os.stat(home / "state.db").st_mode & 0o777) == "0o600"
     with pytest.raises(Conflict):
         state.create(spec, key)
-    state.update(spec.name, status="ready", info={"a": 1})
-    state.update(spec.name, info={"b": 2})
+    state.update(spec.name, status="ready", info={"kv_cache_tokens_planned": 1})
+    state.update(spec.name, info={"kv_cache_tokens_actual": 2})
     state.bump_restarts(spec.name, "boom")
     dep = state.get(spec.name)
-    assert (dep.status, dep.restarts, dep.last_error, dep.info) == ("restarting", 1, "boom", {"a": 1, "b": 2})
+    assert (dep.status, dep.restarts, dep.last_error, dep.info) == (
+        "restarting", 1, "boom", state.LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
+    with pytest.raises(ValueError, match="LocalState has no field stack_id"):
+        state.update(spec.name, info={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
     assert state.resolve_name(None) == spec.name
     state.delete(spec.name)
     assert state.api_key(spec.name) is None

@@ -49,13 +49,12 @@ def resolve_target(name: str | None, base_url: str | None, api_key: str | None, 
         if name:
             raise BadInput("give a deployment NAME or --base-url, not both")
         return Target(base_url.rstrip("/"), api_key, model, tokenizer, price, None)
-    from .. import state
-    from .render import endpoints_of
+    from .. import lifecycle, state
 
     dep = state.get(state.resolve_name(name))
     spec = dep.spec
     key = api_key or state.api_key(dep.name)
-    endpoints = endpoints_of(dep, key)
+    endpoints = lifecycle.endpoints(dep, key)
     if not endpoints:
         raise BadInput(f"deployment {dep.name!r} has no endpoint yet (status {dep.status}); see `llmnest status {dep.name}`")
     return Target(
@@ -63,7 +62,7 @@ def resolve_target(name: str | None, base_url: str | None, api_key: str | None, 
         key,
         model or spec.served_model_name,
         tokenizer or spec.model_path or _catalog_tokenizer(spec.model),
-        price if price is not None else dep.info.get("price_per_hour"),
+        price if price is not None else lifecycle.price_per_hour(dep),
         dep.name,
     )
 

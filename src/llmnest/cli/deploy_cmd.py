@@ -1,65 +1,64 @@
-"""`llmnest up / ls / status / logs / show / restart / redeploy / down`."""
+"""`llmnest up / ls / status / logs / show / restart / redeploy / down`: parse, call the lifecycle, print."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 import yaml
 from rich.status import Status
 from rich.table import Table
 
-from .. import deploy, state
+from .. import lifecycle
 from ..build import UpRequest
-from ..catalog import find_model
-from ..errors import BadInput, NotFound
-from ..home import log_path
-from ..logs import follow, tail
-from ..spec import AliyunPlacement, parse_sets
+from ..spec import parse_sets
+from ..targets import Context
+from ..targets.base import DEFAULT_TIMEOUT
 from . import render
 from .output import console, err, handle_errors, print_json, say
 
 MODEL_HELP = "Catalog name (see `llmnest models`) or a local model directory. Default: the embedded demo model."
 SET_HELP = "KEY=VALUE: a spec field (max_model_len, gpu_memory_utilization, enforce_eager, ...), env.NAME, or any engine flag."
+NAME_HELP = "Deployment (default: the only one)."
 
 
 class PhaseView:
     """Startup phases on stderr: a spinner with the phase, elapsed time and the latest log line."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.status: Status | None = None if quiet else Status("resolving", console=err)
+    def __init__(self) -> None:
+        self.status = Status("resolving", console=err)
         self.t0 = time.monotonic()
         self.phase = ""
 
     def __enter__(self) -> PhaseView:
-        if self.status:
-            self.status.start()
+        self.status.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.status:
-            self.status.stop()
+        self.status.stop()
 
     def __call__(self, phase: str, line: str) -> None:
-        if phase != self.phase and self.status:
+        if phase != self.phase:
             err.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/dim] {phase}")
             self.phase = phase
-        if self.status:
-            last = line.strip()[-100:]
-            self.status.update(f"{phase} [dim]({time.monotonic() - self.t0:.0f}s) {last}[/dim]")
+        last = line.strip()[-100:]
+        self.status.update(f"{phase} [dim]({time.monotonic() - self.t0:.0f}s) {last}[/dim]")
 
 
-def _print_ready(dep: state.Deployment, key: str | None, seconds: float, json_out: bool) -> None:
-    info = render.deployment_summary(dep, key)
+def _context(view: PhaseView | None = None, **options: Any) -> Context:
+    return Context(say=say, on_phase=view or (lambda _p, _l: None),
+                   confirm=lambda q: typer.confirm(q, err=True), **options)
+
+
+def _print_ready(created: Any, json_out: bool) -> None:
+    info = lifecycle.summary(created.deployment, created.api_key, created.extra)
     if json_out:
-        print_json({**info, "seconds_to_ready": round(seconds, 1)})
-    else:
-        console.print(f"[bold green]✓[/bold green] {dep.name} answers ({dep.spec.engine}, {dep.spec.runtime}, "
-                      f"{seconds:.0f} s)\n")
-        console.print(render.endpoint_text(info), markup=False)
+        print_json({**info, "seconds_to_ready": round(created.seconds, 1)})
+        return
+    console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]\n")
+    console.print(render.endpoint_text(info), markup=False)
 
 
 @handle_errors
@@ -76,8 +75,11 @@ def up(
     insecure: bool = typer.Option(False, "--insecure", help="Allow --no-api-key on a non-loopback address."),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1, help="Served context length."),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
-    timeout: float = typer.Option(deploy.DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for a first answer."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for a first answer."),
     force: bool = typer.Option(False, "--force", help="Start even when the memory plan says it does not fit."),
+    weights: Optional[str] = typer.Option(None, "--weights",
+                                          help="Folder with MODEL's weights fetched by hand (keeps the catalog's "
+                                               "defaults: served name, context, reasoning parser)."),
     target: str = typer.Option("local", "--target", help="local (this machine) or aliyun (an ECS GPU instance)."),
     region: Optional[str] = typer.Option(None, "--region", help="[aliyun] Region, e.g. cn-hangzhou."),
     zone: Optional[str] = typer.Option(None, "--zone", help="[aliyun] Zone (default: one that offers the type)."),
@@ -98,60 +100,42 @@ def up(
                                            help="[aliyun] GPU image with the NVIDIA driver, docker and container "
                                                 "toolkit (default: newest public Ubuntu 22.04, completed by the bootstrap)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="[aliyun] Do not ask before creating paid resources."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="[aliyun] Print template, parameters and preflight only."),
+    validate: bool = typer.Option(False, "--validate",
+                                  help="[aliyun] With --dry-run: have ROS validate the template (needs credentials, "
+                                       "creates nothing)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before creating paid resources."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be created (aliyun: template, parameters, "
+                                                          "preflight) and create nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Deploy MODEL and wait until it answers a real chat request; print endpoint, key and examples."""
-    if target not in {"local", "aliyun"}:
-        raise BadInput(f"unknown --target {target!r}: use local or aliyun")
-    cloud_only = {"--region": region, "--zone": zone, "--instance-type": instance_type, "--nodes": nodes != 1,
-                  "--public": public, "--bandwidth": bandwidth, "--allow-cidr": allow_cidr, "--vpc-id": vpc_id,
-                  "--vswitch-id": vswitch_id, "--pay": pay != "postpaid", "--period": period, "--key-pair": key_pair,
-                  "--image-id": image_id, "--password-stdin": password_stdin, "--dry-run": dry_run}
-    given = [flag for flag, value in cloud_only.items() if value is not None and value is not False]
-    if target == "local" and given:
-        raise BadInput(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --target aliyun: "
-                       "add --target aliyun, or drop them to deploy on this machine")
-    placement = None
-    if target == "aliyun":
-        if not region:
-            raise BadInput("--target aliyun needs --region (for example --region cn-hangzhou)")
-        placement = AliyunPlacement(
-            region=region, zone=zone, instance_type=instance_type, nodes=nodes, public=public,
-            bandwidth_mbps=bandwidth, allow_cidr=allow_cidr, vpc_id=vpc_id, vswitch_id=vswitch_id,
-            pay=pay, period_months=period, key_pair=key_pair, image_id=image_id,
-        )
+    given = {"region": region, "zone": zone, "instance_type": instance_type, "nodes": nodes if nodes != 1 else None,
+             "public": public or None, "bandwidth_mbps": bandwidth, "allow_cidr": allow_cidr, "vpc_id": vpc_id,
+             "vswitch_id": vswitch_id, "pay": pay if pay != "postpaid" else None, "period_months": period,
+             "key_pair": key_pair, "image_id": image_id, "password": password_stdin or None,
+             "validate": validate or None}
     req = UpRequest(
         model=model or "", name=name, engine=engine, runtime=runtime, host=host, port=port, api_key=api_key,
         no_api_key=no_api_key, insecure=insecure, max_model_len=max_model_len, sets=parse_sets(sets),
-        aliyun=placement,
+        weights=weights, target=target, options={k: v for k, v in given.items() if v is not None},
     )
-    if placement is not None:
-        from ..cloud.aliyun import service
-
-        spec, key, _ = deploy.plan_request(req)
-        password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-        result = service.deploy(spec, key, password, yes=yes, dry_run=dry_run, say=say,
-                                confirm=lambda q: typer.confirm(q, err=True))
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    if dry_run:
+        result = lifecycle.dry_run(req, _context(dry_run=True, validate=validate, password=password))
         if json_out:
             print_json(result)
-        elif dry_run:
-            console.print(render.dry_run_text(result), markup=False, highlight=False)
         else:
-            console.print(f"[bold green]✓[/bold green] {result['name']} answers ({result['engine']} on "
-                          f"{result['nodes']} x {result['instance_type']}, {result['region']}/{result['zone']})\n")
-            console.print(render.endpoint_text(result), markup=False)
+            console.print(render.dry_run_text(result), markup=False, highlight=False)
         return
-    with PhaseView(quiet=False) as view:
-        started = deploy.up(req, say, view, timeout=timeout, force=force)
-    _print_ready(state.get(started.spec.name), started.api_key, started.seconds, json_out)
+    with PhaseView() as view:
+        created = lifecycle.up(req, _context(view, timeout=timeout, force=force, yes=yes, password=password))
+    _print_ready(created, json_out)
 
 
 @handle_errors
 def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List deployments."""
-    rows = [render.status_row(d) for d in state.all_deployments()]
+    rows = lifecycle.rows()
     if json_out:
         print_json(rows)
         return
@@ -167,22 +151,11 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
 
 @handle_errors
 def status(
-    name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
+    name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """State, process or container, endpoint, uptime, restarts, last error, planned vs actual KV cache."""
-    dep = state.get(state.resolve_name(name))
-    extra: dict[str, object] = {}
-    if dep.spec.target == "aliyun":
-        from ..cloud.aliyun import service
-
-        extra["cloud"] = service.status(dep)  # also records the stack's status
-        dep = state.get(dep.name)
-    elif dep.spec.runtime == "docker":
-        from ..runtimes import docker
-
-        extra["container_state"] = docker.inspect(dep.name)  # docker restarts it: its count is the truth
-    info = {**render.status_detail(dep), **extra}
+    """State, process or container (or stack), endpoint, uptime, restarts, last error, planned vs actual KV cache."""
+    info = lifecycle.status(name)
     if json_out:
         print_json(info)
         return
@@ -191,28 +164,13 @@ def status(
 
 @handle_errors
 def logs(
-    name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
+    name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C to stop)."),
     lines: int = typer.Option(100, "--tail", "-n", min=0, help="How many of the last lines to print."),
 ) -> None:
     """Print the engine's log."""
-    dep = state.get(state.resolve_name(name))
-    if dep.spec.target == "aliyun":
-        from ..cloud.aliyun import service
-
-        if follow_:
-            raise BadInput(f"--follow is for deployments on this machine: {dep.name}'s log is fetched through "
-                           f"Cloud Assistant; run `llmnest logs {dep.name} --tail N` again for newer lines")
-        for line in service.logs(dep, lines):
-            print(line)
-        return
-    if dep.spec.runtime == "docker":
-        from ..runtimes import docker
-
-        raise typer.Exit(subprocess.call(docker.logs_argv(dep.name, follow_, lines)))
-    path = log_path(dep.name)
     try:
-        for line in (follow(path, lines) if follow_ else tail(path, lines)):
+        for line in lifecycle.logs(name, lines, follow_):
             print(line, flush=True)
     except KeyboardInterrupt:
         pass
@@ -220,16 +178,12 @@ def logs(
 
 @handle_errors
 def show(
-    name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
+    name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     as_: str = typer.Option("spec", "--as", help="spec (effective parameters), command, script, or ros (aliyun)."),
     json_out: bool = typer.Option(False, "--json", help="With --as spec: print JSON instead of YAML."),
 ) -> None:
     """The exact parameters and the exact command or script the deployment runs."""
-    if as_ in {"ros", "script"} and name and name not in state.names() and find_model(name):
-        raise NotFound(f"no deployment named {name!r} yet: `llmnest up {name} --target aliyun --region REGION "
-                       "--dry-run` prints the template and script it would run, creating nothing")
-    dep = state.get(state.resolve_name(name))
-    text = render.show(dep, as_)
+    text = lifecycle.show(name, as_)
     if as_ == "spec" and json_out:
         print_json(yaml.safe_load(text))
     else:
@@ -238,66 +192,37 @@ def show(
 
 @handle_errors
 def restart(
-    name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
-    timeout: float = typer.Option(deploy.DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
+    name: Optional[str] = typer.Argument(None, help=NAME_HELP),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
 ) -> None:
     """Stop and start the deployment with the same spec; waits until it answers (aliyun: the bootstrap again)."""
-    target = state.resolve_name(name)
     t0 = time.monotonic()
-    dep = state.get(target)
-    if dep.spec.target == "aliyun":
-        from ..cloud.aliyun import service
-
-        service.redeploy(dep, dep.spec, say)  # the bootstrap again, same spec: a fresh engine container
-    else:
-        with PhaseView(quiet=False) as view:
-            deploy.restart(target, view, timeout)
-    console.print(f"[bold green]✓[/bold green] {target} answers again ({time.monotonic() - t0:.0f} s)")
+    with PhaseView() as view:
+        dep = lifecycle.restart(name, _context(view, timeout=timeout))
+    console.print(f"[bold green]✓[/bold green] {dep.name} answers again ({time.monotonic() - t0:.0f} s)")
 
 
 @handle_errors
 def redeploy(
-    name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
+    name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     sets: list[str] = typer.Option([], "--set", help=SET_HELP),
-    timeout: float = typer.Option(deploy.DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
     force: bool = typer.Option(False, "--force", help="Redeploy even when the memory plan says it does not fit."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Change parameters and redeploy: same name, same API key; the old engine stops only once the new spec is valid."""
-    if not sets:
-        raise BadInput("nothing to change: pass --set KEY=VALUE (for example --set max_model_len=2048)")
-    target = state.resolve_name(name)
-    dep = state.get(target)
-    if dep.spec.target == "aliyun":
-        from ..cloud.aliyun import service
-        from ..spec import apply_sets
-
-        if force:
-            raise BadInput("--force is for deployments on this machine: on the cloud the instance type must fit")
-        t0 = time.monotonic()
-        service.redeploy(dep, apply_sets(dep.spec, parse_sets(sets)), say)
-        _print_ready(state.get(target), state.api_key(target), time.monotonic() - t0, json_out)
-        return
-    with PhaseView(quiet=False) as view:
-        started = deploy.redeploy(target, parse_sets(sets), view, timeout, force)
-    _print_ready(state.get(target), started.api_key, started.seconds, json_out)
+    with PhaseView() as view:
+        created = lifecycle.redeploy(name, parse_sets(sets), _context(view, timeout=timeout, force=force))
+    _print_ready(created, json_out)
 
 
 @handle_errors
 def down(
-    name: Optional[str] = typer.Argument(None, help="Deployment (default: the only one)."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="[aliyun] Delete the stack without asking."),
+    name: Optional[str] = typer.Argument(None, help=NAME_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting cloud resources."),
 ) -> None:
-    """Stop the deployment and remove it (the engine log stays for reading)."""
-    target = state.resolve_name(name)
-    dep = state.get(target)
-    if dep.spec.target == "aliyun":
-        from ..cloud.aliyun import service
-
-        service.down(dep, say, lambda q: yes or typer.confirm(q, err=True))
-        return
-    deploy.down(target)
-    console.print(f"stopped and removed {target} (log kept: {log_path(target)})")
+    """Stop the deployment and remove it (the engine log stays for reading; aliyun: delete the stack)."""
+    console.print(lifecycle.down(name, _context(yes=yes)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,14 +1,16 @@
 """The docker runtime: the engine in a container, the way the seed runs it on a GPU host.
 
 `run_argv` is a pure function of the spec; the functions below it are the thin edge that calls the
-docker CLI. `check_can_run` refuses, before anything is created, what would fail at `docker run`.
+docker CLI. `check_can_run` refuses, before anything is recorded, what would fail at `docker run`.
 On a machine without a GPU, `make image` builds a local CPU image (llmnest/vllm-cpu:local) to run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..engines import default_image, render_launch
@@ -18,6 +20,7 @@ from ..spec import DeploymentSpec
 
 CONTAINER_MODEL_ROOT = PurePosixPath("/root/llm-model")
 LOCAL_CPU_IMAGE = "llmnest/vllm-cpu:local"  # built by `make image` (scripts/build-image.sh)
+NO_DOCKER = "docker is not installed; install Docker (Debian: apt-get install docker.io) or use --runtime process"
 
 
 def container_model_path(spec: DeploymentSpec) -> str:
@@ -60,9 +63,20 @@ def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) ->
     return argv, cli_env
 
 
-def _docker(*args: str, env: dict[str, str] | None = None, timeout: float | None = 120) -> str:
+@dataclass(frozen=True)
+class ContainerState:
+    status: str  # created, running, restarting, exited, dead, paused
+    restarts: int
+    exit_code: int
+    pid: int
+    started_at: str
+    error: str
+
+
+def call(*args: str, env: dict[str, str] | None = None, timeout: float | None = 120, check: bool = True) -> str:
+    """`docker ARGS`; its stdout. A failure (with check) is one line from docker's own stderr."""
     done = _run(*args, env=env, timeout=timeout)
-    if done.returncode != 0:
+    if done.returncode != 0 and check:
         raise LlmnestError(f"docker {args[0]} failed: {_last_line(done.stderr)}")
     return done.stdout.strip()
 
@@ -73,8 +87,7 @@ def _run(*args: str, env: dict[str, str] | None = None, timeout: float | None = 
             ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
         )
     except FileNotFoundError:
-        raise Conflict("docker is not installed; install Docker (Debian: apt-get install docker.io) "
-                       "or use --runtime process") from None
+        raise Conflict(NO_DOCKER) from None
     except subprocess.TimeoutExpired:
         raise Conflict(f"docker {args[0]} did not answer within {timeout:.0f} s; is the Docker engine healthy?") from None
 
@@ -84,14 +97,17 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def check_can_run(image: str) -> None:
-    """Refuse, creating nothing, when `docker run IMAGE` could not start: no docker CLI, no engine
-    answering, or an image that is neither on this machine nor pullable."""
+def check_can_run(spec: DeploymentSpec) -> None:
+    """Before anything is recorded: the docker CLI, an engine that answers, and the image (pulled if
+    missing). Each refusal is one line: what is missing and how to get it."""
+    if shutil.which("docker") is None:
+        raise Conflict(NO_DOCKER)
     info = _run("info", "--format", "{{.ServerVersion}}", timeout=30)
     if info.returncode != 0 or not info.stdout.strip():
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise Conflict(f"the Docker engine does not answer at {where}; start it (`systemctl start docker`, "
                        "or `scripts/dockerd-up.sh` in the llmnest repository) or use --runtime process")
+    image = image_of(spec)
     if _run("image", "inspect", "--format", "{{.Id}}", image, timeout=30).returncode == 0:
         return
     pulled = _run("pull", "--quiet", image, timeout=None)
@@ -104,21 +120,32 @@ def check_can_run(image: str) -> None:
 def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> str:
     """Start the container; returns its id."""
     argv, env = run_argv(spec, host_model_path, api_key)
-    return _docker(*argv[1:], env=env)
+    return call(*argv[1:], env=env)
 
 
-def stop(name: str) -> None:
-    """Remove the container (stopping it first); one that does not exist is already gone."""
-    done = _run("rm", "--force", name)
-    if done.returncode != 0 and "no such container" not in done.stderr.lower():
-        raise LlmnestError(f"docker rm failed: {_last_line(done.stderr)}")
+def remove(name: str) -> None:
+    """Remove the container, running or not; a container that is already gone is fine."""
+    call("rm", "--force", name, check=False)
 
 
-def inspect(name: str) -> dict[str, str]:
-    """Running state, restart count, start time and main process id (on this host) of the container."""
-    fmt = "{{.State.Status}}|{{.RestartCount}}|{{.State.StartedAt}}|{{.State.Pid}}|{{.State.Error}}"
-    status, restarts, started, pid, error = _docker("inspect", "--format", fmt, name).split("|", 4)
-    return {"status": status, "restarts": restarts, "started_at": started, "pid": pid, "error": error}
+def inspect(name: str, missing_ok: bool = False) -> ContainerState | None:
+    """State, restart count, exit code and main pid of the container (None when it does not exist)."""
+    fmt = "{{.State.Status}}|{{.RestartCount}}|{{.State.ExitCode}}|{{.State.Pid}}|{{.State.StartedAt}}|{{.State.Error}}"
+    try:
+        out = call("inspect", "--format", fmt, name)
+    except LlmnestError:
+        if missing_ok:
+            return None
+        raise
+    status, restarts, code, pid, started, error = out.split("|", 5)
+    return ContainerState(status, int(restarts), int(code), int(pid), started, error)
+
+
+def log_lines(name: str, tail: int) -> list[str]:
+    """The container's last `tail` log lines (stdout and stderr)."""
+    done = subprocess.run(["docker", "logs", "--tail", str(tail), name], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace", timeout=60)
+    return done.stdout.splitlines()
 
 
 def logs_argv(name: str, follow: bool, tail: int) -> list[str]:

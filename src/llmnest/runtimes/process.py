@@ -82,16 +82,21 @@ def wait_gone(pid: int | None, timeout: float) -> bool:
     return True
 
 
-def stop(dep: state.Deployment, timeout: float = 30) -> None:
-    """Stop the supervisor (which stops the engine), then make sure no engine process is left."""
+def stop(dep: state.Deployment, grace: float = 30) -> None:
+    """Stop the supervisor (which stops the engine), then make sure no engine process is left.
+
+    Each polite SIGTERM gets `grace` seconds before SIGKILL.
+    """
     if pid_alive(dep.supervisor_pid):
         os.kill(dep.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
-        if not wait_gone(dep.supervisor_pid, timeout):
+        if not wait_gone(dep.supervisor_pid, grace):
             os.kill(dep.supervisor_pid, signal.SIGKILL)  # type: ignore[arg-type]
+    if dep.spec.runtime != "process":
+        return
     engine = state.get(dep.name).pid if dep.name in state.names() else dep.pid
     for pid in {p for p in (engine, dep.pid) if p}:
         if pid_alive(pid):
             kill_group(pid, signal.SIGTERM)
-            if not wait_gone(pid, 10):
+            if not wait_gone(pid, min(grace, 10)):
                 kill_group(pid, signal.SIGKILL)
                 wait_gone(pid, 5)

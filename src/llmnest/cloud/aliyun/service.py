@@ -59,8 +59,13 @@ def _check_secrets(api_key: str | None, password: str | None) -> None:
                        "digits, special characters (no spaces or quotes), as ECS requires")
 
 
+def _info(dep: state.Deployment) -> state.AliyunState:
+    assert isinstance(dep.info, state.AliyunState), f"{dep.name} is not an Alibaba Cloud deployment"
+    return dep.info
+
+
 def _cloud(dep: state.Deployment) -> Cloud:
-    region = dep.info.get("region") or (dep.spec.aliyun.region if dep.spec.aliyun else None)
+    region = _info(dep).region or (dep.spec.aliyun.region if dep.spec.aliyun else None)
     if not region:
         raise LlmnestError(f"{dep.name} is not an Alibaba Cloud deployment")
     return Cloud(region)
@@ -239,9 +244,10 @@ def deploy(
 
 def status(dep: state.Deployment) -> dict[str, Any]:
     """The stack's status, and a real chat request to the public endpoint when there is one."""
-    stack_id = dep.info.get("stack_id")
-    out: dict[str, Any] = {"name": dep.name, "stack_id": stack_id, "region": dep.info.get("region"),
-                           "endpoints": dep.info.get("endpoints", [])}
+    info = _info(dep)
+    stack_id = info.stack_id
+    out: dict[str, Any] = {"name": dep.name, "stack_id": stack_id, "region": info.region,
+                           "endpoints": [e.model_dump() for e in info.endpoints]}
     if not stack_id:
         out.update(status="failed", stack_status="NONE", detail="the stack was never created; `llmnest down` forgets it")
         return out
@@ -290,10 +296,10 @@ def _run_script(cloud: Cloud, instance_ids: list[str], script: str, name: str, t
 def _nodes(dep: state.Deployment, cloud: Cloud) -> tuple[list[str], list[str]]:
     """Instance ids and private IPs, node 0 first: from the state, else from the stack's instance
     group (so logs work while the stack is still creating, or after it failed)."""
-    ids, ips = dep.info.get("instance_ids") or [], dep.info.get("private_ips") or []
+    ids, ips = _info(dep).instance_ids, _info(dep).private_ips
     if ids and ips:
         return ids, ips
-    stack_id = dep.info.get("stack_id")
+    stack_id = _info(dep).stack_id
     if not stack_id:
         raise LlmnestError(f"{dep.name} has no stack; `llmnest down {dep.name}` forgets it")
     try:
@@ -365,7 +371,7 @@ def redeploy(dep: state.Deployment, new_spec: DeploymentSpec, say: Say) -> None:
 
 def down(dep: state.Deployment, say: Say, confirm: Confirm) -> None:
     """Delete the stack (after a confirmation) and report what went with it; then forget the deployment."""
-    stack_id = dep.info.get("stack_id")
+    stack_id = _info(dep).stack_id
     if not stack_id:
         state.delete(dep.name)
         say(f"{dep.name} had no stack (creation never started); forgotten")
@@ -378,7 +384,7 @@ def down(dep: state.Deployment, say: Say, confirm: Confirm) -> None:
         say(f"stack {stack_id} was already deleted; {dep.name} forgotten")
         return
     listing = ", ".join(f"{r['LogicalResourceId']} ({r['ResourceType']})" for r in resources) or "no resources yet"
-    if not confirm(f"Delete stack {stack_id} in {dep.info.get('region')} with {listing}?"):
+    if not confirm(f"Delete stack {stack_id} in {_info(dep).region} with {listing}?"):
         raise LlmnestError("cancelled: nothing was deleted")
     cloud.delete_stack(stack_id)
     say(f"deleting stack {stack_id}")

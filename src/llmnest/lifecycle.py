@@ -1,0 +1,199 @@
+"""The deployment lifecycle the CLI (and the console) call: up, ls, status, logs, show, restart, redeploy, down.
+
+Target-independent: each verb finds the deployment's target (targets.get), checks what it asks of
+it against the target's declared capabilities before any side effect, and calls the target's verb.
+Returns plain data; never prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+from . import state, targets
+from .build import UpRequest
+from .catalog import find_model
+from .errors import BadInput, NotFound
+from .examples import Endpoint, as_dict
+from .spec import apply_sets
+from .targets import Capability, Context, Created, Target
+
+SHOW_FORMATS = ("spec", "command", "script", "ros")
+
+
+def _require(target: Target, capability: Capability, name: str | None = None) -> None:
+    if reason := target.refusal(capability, name or "NAME"):
+        where = f"{name} runs on {target.place}" if name else f"with --target {target.name}"
+        raise BadInput(f"{capability.value} does not apply {where}: {reason}")
+
+
+def _check_options(req: UpRequest, target: Target) -> None:
+    """Options of another target are refused, naming the target they belong to."""
+    foreign = [k for k in req.options if k not in target.options]
+    if not foreign:
+        return
+    owners = {opt: (name, flag) for name in targets.names() for opt, flag in targets.get(name).options.items()}
+    owner = owners[foreign[0]][0]
+    flags = ", ".join(owners[k][1] for k in foreign)
+    one = len(foreign) == 1
+    raise BadInput(f"{flags} {'is' if one else 'are'} for --target {owner}: "
+                   f"add --target {owner}, or drop {'it' if one else 'them'} to deploy on {target.place}")
+
+
+def _resolved(req: UpRequest, ctx: Context) -> tuple[Target, targets.Resolved]:
+    target = targets.get(req.target)
+    _check_options(req, target)
+    if ctx.dry_run:
+        _require(target, Capability.DRY_RUN)
+    if ctx.force:
+        _require(target, Capability.FORCE_PLAN)
+    return target, target.resolve(req)
+
+
+def dry_run(req: UpRequest, ctx: Context) -> dict[str, Any]:
+    """What `up` would create, rendered and checked; nothing is created."""
+    target, resolved = _resolved(req, ctx)
+    return target.render(resolved, ctx)
+
+
+def up(req: UpRequest, ctx: Context) -> Created:
+    """Deploy and wait until the model answers a real chat request."""
+    target, resolved = _resolved(req, ctx)
+    return target.create(resolved, ctx)
+
+
+def _deployment(name: str | None) -> tuple[state.Deployment, Target]:
+    dep = state.get(state.resolve_name(name))
+    return dep, targets.get(dep.spec.target)
+
+
+def endpoints(dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
+    return targets.get(dep.spec.target).endpoints(dep, api_key)
+
+
+def price_per_hour(dep: state.Deployment) -> float | None:
+    """The hourly price the target recorded (cloud), else None."""
+    return getattr(dep.info, "price_per_hour", None)
+
+
+def _uptime(dep: state.Deployment) -> float | None:
+    return round(time.time() - dep.ready_at, 1) if dep.status == "ready" and dep.ready_at else None
+
+
+def kv_cache_comparison(planned: int | None, actual: int | None) -> dict[str, Any]:
+    """Planned against the KV cache size the engine logged, with the planner's error in percent."""
+    error = round(100 * (planned - actual) / actual, 2) if planned and actual else None
+    return {"kv_cache_tokens_planned": planned, "kv_cache_tokens_actual": actual, "kv_cache_plan_error_pct": error}
+
+
+def summary(dep: state.Deployment, api_key: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What `up --json` prints: name, base_url, api_key, model, served name, engine, status, endpoints, log."""
+    target = targets.get(dep.spec.target)
+    eps = target.endpoints(dep, api_key)
+    return {
+        "name": dep.name,
+        "base_url": eps[0].base_url if eps else None,
+        "api_key": api_key,
+        "model": dep.spec.model,
+        "served_model_name": dep.spec.served_model_name,
+        "engine": dep.spec.engine,
+        "runtime": dep.spec.runtime,
+        "target": dep.spec.target,
+        "status": dep.status,
+        "where": target.where(dep),
+        "endpoints": [as_dict(e) for e in eps],
+        "log": target.log_file(dep),
+        "follow_logs": target.refusal(Capability.FOLLOW_LOGS) is None,
+        **(extra or {}),
+    }
+
+
+def _row(dep: state.Deployment, live: dict[str, Any]) -> dict[str, Any]:
+    eps = endpoints(dep, None)
+    return {
+        "name": dep.name,
+        "model": dep.spec.served_model_name,
+        "engine": dep.spec.engine,
+        "where": dep.spec.target if dep.spec.target != "local" else dep.spec.runtime,
+        "status": live.get("status", dep.status),
+        "base_url": eps[0].base_url if eps else "-",
+        "uptime_s": _uptime(dep),
+        "restarts": dep.restarts,
+    }
+
+
+def rows() -> list[dict[str, Any]]:
+    """`ls`: one row per deployment, with what each target knows without a network call."""
+    return [_row(dep, targets.get(dep.spec.target).quick_status(dep)) for dep in state.all_deployments()]
+
+
+def status(name: str | None) -> dict[str, Any]:
+    """`status`: the record, what the target reports now, the KV cache planned vs logged."""
+    dep, target = _deployment(name)
+    live = target.status(dep)
+    dep = state.get(dep.name)  # the target may have recorded what it saw
+    info = getattr(dep.info, "kv_cache_tokens_planned", None), getattr(dep.info, "kv_cache_tokens_actual", None)
+    return {
+        **_row(dep, live),
+        "runtime": dep.spec.runtime,
+        "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(dep.created_at)),
+        "last_error": dep.last_error,
+        "max_model_len": dep.spec.max_model_len,
+        **kv_cache_comparison(*info),
+        **{k: v for k, v in live.items() if k != "status"},
+        "log": target.log_file(dep),
+    }
+
+
+def logs(name: str | None, tail: int, follow: bool) -> Iterator[str]:
+    dep, target = _deployment(name)
+    if follow:
+        _require(target, Capability.FOLLOW_LOGS, dep.name)
+    return target.logs(dep, tail, follow)
+
+
+def show(name: str | None, fmt: str) -> str:
+    """`show --as FMT`: the effective spec (YAML), or what the target runs (command, script, template)."""
+    if fmt not in SHOW_FORMATS:
+        raise BadInput(f"unknown --as {fmt!r}: use one of {', '.join(SHOW_FORMATS)}")
+    if fmt in {"ros", "script"} and name and name not in state.names() and find_model(name):
+        raise NotFound(f"no deployment named {name!r} yet: `llmnest up {name} --target aliyun --region REGION "
+                       "--dry-run` prints the template and script it would run, creating nothing")
+    dep, target = _deployment(name)
+    if fmt == "spec":
+        data = dep.spec.model_dump(mode="json")
+        data["api_key"] = f"set (in {state.key_path(dep.name)})" if state.api_key(dep.name) else None
+        return yaml.safe_dump(data, sort_keys=False).rstrip()
+    if fmt not in target.show_formats:
+        others = [n for n in targets.names() if fmt in targets.get(n).show_formats]
+        raise BadInput(f"{dep.name} runs on {target.name}: --as {fmt} exists for --target {' or '.join(others)} "
+                       f"deployments; use one of spec, {', '.join(target.show_formats)}")
+    return target.show(dep, fmt)
+
+
+def restart(name: str | None, ctx: Context) -> state.Deployment:
+    """Stop and start the same spec, waiting until it answers again."""
+    dep, target = _deployment(name)
+    target.restart(dep, ctx)
+    return state.get(dep.name)
+
+
+def redeploy(name: str | None, sets: dict[str, str], ctx: Context) -> Created:
+    """The same deployment (model, name, key, place) with new parameters; validated before anything stops."""
+    if not sets:
+        raise BadInput("nothing to change: pass --set KEY=VALUE (for example --set max_model_len=2048)")
+    dep, target = _deployment(name)
+    if ctx.force:
+        _require(target, Capability.FORCE_PLAN, dep.name)
+    t0 = time.monotonic()
+    target.redeploy(dep, apply_sets(dep.spec, sets), ctx)
+    return Created(state.get(dep.name), state.api_key(dep.name), time.monotonic() - t0)
+
+
+def down(name: str | None, ctx: Context) -> str:
+    """Remove what the deployment created and forget it; one line saying what went."""
+    dep, target = _deployment(name)
+    return target.down(dep, ctx)

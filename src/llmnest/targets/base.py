@@ -1,0 +1,137 @@
+"""The interface every place a deployment can run implements (this machine, Alibaba Cloud, next Kubernetes).
+
+A target is stateless: what a deployment is lives in the store (`state.Deployment`: the spec, a
+shared status and the target's typed state). The verbs take that record and a `Context` of
+callbacks; they raise LlmnestError subclasses and never print. What a target cannot do is declared
+in `unsupported` with the reason, and checked by the lifecycle before any side effect, so the CLI and
+the console never branch on a target's name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+from .. import state
+from ..build import UpRequest
+from ..catalog import CatalogModel
+from ..examples import Endpoint
+from ..spec import DeploymentSpec
+
+Say = Callable[[str], None]
+OnPhase = Callable[[str, str], None]  # (phase, latest log line)
+Confirm = Callable[[str], bool]
+
+DEFAULT_TIMEOUT = 1800.0
+
+
+class Capability(str, Enum):
+    """What a command may ask of a target beyond the fixed verbs."""
+
+    FOLLOW_LOGS = "follow logs (--follow)"
+    FORCE_PLAN = "start what the memory plan refuses (--force)"
+    DRY_RUN = "render without creating anything (--dry-run)"
+
+
+@dataclass
+class Context:
+    """How a verb reports progress and asks for consent; options that only some verbs read."""
+
+    say: Say = lambda _line: None
+    on_phase: OnPhase = lambda _phase, _line: None
+    confirm: Confirm = lambda _question: False
+    timeout: float = DEFAULT_TIMEOUT
+    force: bool = False
+    yes: bool = False
+    dry_run: bool = False
+    validate: bool = False
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A request turned into a spec (not recorded yet), its API key and its catalog entry."""
+
+    spec: DeploymentSpec
+    api_key: str | None
+    model: CatalogModel | None
+
+
+@dataclass
+class Created:
+    """What `up` hands back: the stored deployment, its key, and what the target adds (region, price...)."""
+
+    deployment: state.Deployment
+    api_key: str | None
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Target(ABC):
+    """One place deployments run. Subclasses fill the verbs; the lifecycle checks capabilities first."""
+
+    name: ClassVar[str]
+    place: ClassVar[str]  # for a person: "this machine", "Alibaba Cloud"
+    options: ClassVar[dict[str, str]] = {}  # `UpRequest.options` keys this target reads -> their CLI flag
+    unsupported: ClassVar[dict[Capability, str]] = {}
+    show_formats: ClassVar[tuple[str, ...]] = ("command", "script")  # `show --as` beyond `spec`
+
+    def refusal(self, capability: Capability, name: str = "NAME") -> str | None:
+        """Why this target cannot do `capability` (for deployment `name`), or None when it can."""
+        reason = self.unsupported.get(capability)
+        return reason.format(name=name) if reason else None
+
+    @abstractmethod
+    def resolve(self, req: UpRequest) -> Resolved:
+        """Validate and fill in a request: no side effect, no network."""
+
+    @abstractmethod
+    def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
+        """What `up --dry-run` shows: the artefacts the target would apply and its checks."""
+
+    @abstractmethod
+    def create(self, resolved: Resolved, ctx: Context) -> Created:
+        """Check, record, create, and wait until the model answers; undo what the target's rules say on failure."""
+
+    @abstractmethod
+    def where(self, dep: state.Deployment) -> str:
+        """Where it runs, for a person: 'process on this machine', '1 x ecs.gn7i-4x.8xlarge, cn-hangzhou/...'."""
+
+    @abstractmethod
+    def status(self, dep: state.Deployment) -> dict[str, Any]:
+        """The live view: what the target reports now, beyond the stored record (may also update it)."""
+
+    @abstractmethod
+    def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
+        """The URLs a client uses, the one reachable from here first."""
+
+    @abstractmethod
+    def logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
+        """The engine's last `tail` log lines (then new ones, with follow)."""
+
+    @abstractmethod
+    def show(self, dep: state.Deployment, fmt: str) -> str:
+        """`show --as FMT` beyond the spec: `command` and `script` everywhere, others per target."""
+
+    @abstractmethod
+    def restart(self, dep: state.Deployment, ctx: Context) -> None:
+        """The same spec again, waiting until it answers."""
+
+    @abstractmethod
+    def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> None:
+        """Replace the engine with `new` (validated by the caller), waiting until it answers."""
+
+    @abstractmethod
+    def down(self, dep: state.Deployment, ctx: Context) -> str:
+        """Remove what the deployment created and forget it; returns one line saying what went."""
+
+    def quick_status(self, dep: state.Deployment) -> dict[str, Any]:
+        """What `status` adds that is known without a network call (for `ls`); by default nothing."""
+        return {}
+
+    def log_file(self, dep: state.Deployment) -> str | None:
+        """A log path on this machine a person can open, when there is one."""
+        return None
