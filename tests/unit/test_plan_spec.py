@@ -54,7 +54,7 @@ def test_unknown_host_gpu_is_planned_from_its_reported_memory():
     qwen7 = get_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     ada = [Gpu("NVIDIA RTX 6000 Ada", 49140)]
     plan = plan_for_spec(spec(device="cuda", gpu_count=1, max_model_len=16384), qwen7, ada)
-    assert plan.fits and plan.gpu_memory_bytes == 49140 * 2**20
+    assert plan.fits and plan.gpu_memory_bytes == int(49140 * 0.97) * 2**20  # CUDA reports less than nvidia-smi
 
 
 def test_cuda_spec_without_gpus_is_bad_input():
