@@ -81,7 +81,7 @@ def test_gpu_arithmetic_by_hand():
     usable = int(a10.cuda_total_mib * 2**20 * 0.95)
     weights = -(-qwq.params * 2 // 4) + 32 * 2**20
     forward = 2048 * (3 * 5120 + 3 * 27648 / 4) * 2
-    sampler = 10 * 256 * 152064 * 4  # larger than the forward: the activation peak
+    sampler = 3 * 256 * 152064 * 4  # FlashInfer's sampler, larger than the forward: the activation peak
     activations = sampler + 2048 * 5120 * 2
     non_torch = round(0.15 * GIB) + 3 * round(0.08 * GIB)
     assert sampler > forward
@@ -109,6 +109,8 @@ def test_overhead_follows_the_profilers_terms():
     long = mem.activation_bytes(qwen8, 2, 65536, 256, 1)
     assert long == mem.forward_bytes(qwen8, 2, 65536, 1) + 65536 * 4096 * 2
     assert mem.sampler_bytes(qwen8, 1024, 512) == mem.sampler_bytes(qwen8, 512, 512)  # at most one per token
+    # PyTorch's own top-k/top-p sorts the logits: far more memory than FlashInfer's sampler
+    assert mem.sampler_bytes(qwen8, 256, 2048, flashinfer=False) > 3 * mem.sampler_bytes(qwen8, 256, 2048)
     # NCCL buffers grow with the peers, more over NVLink; a single GPU has only the base
     assert mem.non_torch_bytes(1, True) == mem.non_torch_bytes(1, False) == mem.NON_TORCH_BASE
     assert mem.non_torch_bytes(8, True) > mem.non_torch_bytes(8, False) > mem.non_torch_bytes(2, False)

@@ -33,8 +33,12 @@ MLA_BLOCK_SIZE = 64  # FlashMLA's block size on CUDA
 MIB = 1024**2
 LOGITS_BYTES = 4  # the sampler works on fp32 logits
 # Fitted to the calibration logs (tests/data/vllm_gpu_logs.yaml; each constant names the logs it came from):
-SAMPLER_COPIES = 10  # fp32 [max_num_seqs x vocab] buffers alive at the sampler's peak: logits, softmax, the
-#                      sort of top-k/top-p (values + int64 indices), the exponential draw. Logs: 9.1 to 9.6.
+# fp32 [max_num_seqs x vocab] buffers alive at the profiling sampler's peak. PyTorch-native top-k/top-p (V0,
+# and V1 without FlashInfer) sorts the logits: values, int64 indices, softmax, the exponential draw; logs give
+# 9.1 to 9.6. FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their
+# fp32 copy and the probabilities; one vLLM 0.11 log gives 3.0.
+SAMPLER_COPIES_NATIVE = 10
+SAMPLER_COPIES_FLASHINFER = 3
 NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.08 to 0.20 GiB.
 # NCCL buffers per other tensor-parallel rank: NCCL opens many channels over NVLink / NVSwitch and few over
 # PCIe. Logs: 8 x A100-SXM4 (NVLink) 2.10 GiB at tp 8; PCIe cards 0.20 to 0.43 GiB at tp 4.
@@ -141,15 +145,19 @@ def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp
     return round(batched_tokens * (3 * hidden + mlp) * act_bytes)
 
 
-def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int) -> int:
-    """Peak of the profiling pass's sampler: one fp32 row of logits per request, SAMPLER_COPIES times."""
-    return SAMPLER_COPIES * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES
+def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, flashinfer: bool = True) -> int:
+    """Peak of the profiling pass's sampler: fp32 rows of vocab logits for every request it samples."""
+    copies = SAMPLER_COPIES_FLASHINFER if flashinfer else SAMPLER_COPIES_NATIVE
+    return copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES
 
 
-def activation_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, max_seqs: int, tp: int) -> int:
+def activation_bytes(
+    model: CatalogModel, act_bytes: float, batched_tokens: int, max_seqs: int, tp: int, flashinfer: bool = True,
+) -> int:
     """vLLM's "PyTorch activation peak": the larger of the forward and the sampler, plus the hidden states
     the sampler reads (the forward's intermediates are freed before it runs)."""
-    peak = max(forward_bytes(model, act_bytes, batched_tokens, tp), sampler_bytes(model, max_seqs, batched_tokens))
+    sampler = sampler_bytes(model, max_seqs, batched_tokens, flashinfer)
+    peak = max(forward_bytes(model, act_bytes, batched_tokens, tp), sampler)
     return peak + round(batched_tokens * model.hidden_size * act_bytes)
 
 
@@ -173,6 +181,7 @@ class EngineSettings:
     max_num_seqs: int | None = None
     enforce_eager: bool = False
     vllm_version: str = DEPLOYED_VLLM
+    flashinfer_sampler: bool = True  # vLLM's CUDA images ship FlashInfer; a bare pip install may not
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,7 @@ def gpu_budget(
     act_bytes = max(DTYPE_BYTES[weights_dtype], 2)  # activations are 16-bit for 8- and 4-bit weights
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
-        activations=activation_bytes(model, act_bytes, batched, seqs, tp), non_torch=non_torch_bytes(tp, nvlink),
+        activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler), non_torch=non_torch_bytes(tp, nvlink),
         cuda_graphs=cuda_graph_bytes(engine.vllm_version, engine.enforce_eager), batched_tokens=batched,
         max_seqs=seqs,
     )

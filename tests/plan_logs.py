@@ -1,6 +1,6 @@
 """Replays a published vLLM startup log (tests/data/vllm_gpu_logs*.yaml) through the planner.
 
-`python -m tests.unit.plan_logs` prints the predicted-vs-logged table docs/plan.md shows.
+`python -m tests.plan_logs` prints the predicted-vs-logged table docs/plan.md shows.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from llmnest.plan import gpu_model, plan_gpus
 from llmnest.plan.hardware import GpuModel
 from llmnest.plan.memory import EngineSettings
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent / "data"
 CALIBRATION = DATA / "vllm_gpu_logs.yaml"
 HELD_OUT = DATA / "vllm_gpu_logs_heldout.yaml"
 GIB = 1024**3
@@ -67,7 +67,7 @@ def replay(case: dict[str, Any]) -> Replay:
         kv_dtype=kv_dtype, memory_bytes=memory,
         engine=EngineSettings(max_num_batched_tokens=case["max_num_batched_tokens"],
                               max_num_seqs=case["max_num_seqs"], enforce_eager=case["enforce_eager"],
-                              vllm_version=case["vllm"]),
+                              vllm_version=case["vllm"], flashinfer_sampler=case["flashinfer_sampler"]),
     )
     return Replay(case["id"], plan.kv_cache_bytes / GIB, case["logged"]["kv_cache_gib"])
 
