@@ -50,6 +50,8 @@ class Replay:
     case_id: str
     predicted_gib: float
     logged_gib: float
+    predicted_tokens: int
+    logged_tokens: int | None
 
     @property
     def error_pct(self) -> float:
@@ -69,16 +71,21 @@ def replay(case: dict[str, Any]) -> Replay:
                               max_num_seqs=case["max_num_seqs"], enforce_eager=case["enforce_eager"],
                               vllm_version=case["vllm"], flashinfer_sampler=case["flashinfer_sampler"]),
     )
-    return Replay(case["id"], plan.kv_cache_bytes / GIB, case["logged"]["kv_cache_gib"])
+    logged = case["logged"]
+    return Replay(case["id"], plan.kv_cache_bytes / GIB, logged["kv_cache_gib"], plan.kv_cache_tokens,
+                  logged.get("kv_cache_tokens"))
 
 
 def table(path: Path) -> str:
-    rows = ["| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error | predicted tokens | logged tokens |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for case in load(path):
         r = replay(case)
-        rows.append(f"| {case['id']} | {case['vllm']} | {case['catalog_gpu'] or case['gpu']} | "
-                    f"{case['tensor_parallel_size']} | {case['gpu_memory_utilization']:g} | {r.predicted_gib:.2f} | "
-                    f"{r.logged_gib:.2f} | {r.error_pct:+.1f}% |")
+        gpu = case["catalog_gpu"] or f"{case['cuda_total_gib']} GiB card"
+        tokens = f"{r.logged_tokens:,}" if r.logged_tokens else "-"
+        rows.append(f"| {case['id']} | {case['vllm']} | {gpu} | {case['tensor_parallel_size']} | "
+                    f"{case['gpu_memory_utilization']:g} | {r.predicted_gib:.2f} | {r.logged_gib:.2f} | "
+                    f"{r.error_pct:+.1f}% | {r.predicted_tokens:,} | {tokens} |")
     return "\n".join(rows)
 
 
