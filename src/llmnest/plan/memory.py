@@ -22,6 +22,7 @@ All functions are pure. The rules mirror vLLM 0.32 (read in its source and measu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..catalog import DTYPE_BYTES, CatalogModel
@@ -128,6 +129,13 @@ def version_tuple(version: str) -> tuple[int, int]:
         return int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
         return version_tuple(DEPLOYED_VLLM)
+
+
+def image_vllm_version(image: str) -> str | None:
+    """'vllm/vllm-openai:v0.33.0' -> '0.33.0'; None when the tag names no version."""
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+    match = re.match(r"v?(\d+\.\d+(?:\.\d+)?)", tag)
+    return match.group(1) if match else None
 
 
 def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp: int) -> int:

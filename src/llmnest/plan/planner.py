@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..catalog import DTYPE_BYTES, CatalogModel
+from ..engines import default_image
 from ..errors import BadInput
 from ..host import host_memory_bytes
 from ..parallel import tp_divides, valid_tp_sizes
@@ -319,16 +320,19 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
     """Plan `spec` on this host: the CPU build's KV space, or the host's GPUs with the spec's settings.
 
     Honours the `kv-cache-dtype`, `block-size`, `dtype`, `max-num-seqs`, `max-num-batched-tokens` and
-    `enforce-eager` engine flags in spec.engine_args.
+    `enforce-eager` engine flags in spec.engine_args, and takes the vLLM version from the engine image's tag
+    (the spec's image or the engine's default), which decides whether CUDA graph memory is reserved.
     """
     flags = spec.engine_args
     block = int(flags["block-size"]) if flags.get("block-size", "").isdigit() else None
     dtype = flags.get("dtype") if flags.get("dtype", "auto") != "auto" else None
     kv = flags.get("kv-cache-dtype")
     length = spec.max_model_len or model.context_length
+    image = spec.image or default_image(spec.engine)
     engine = mem.EngineSettings(
         max_num_batched_tokens=_int_flag(flags, "max-num-batched-tokens"), max_num_seqs=_int_flag(flags, "max-num-seqs"),
-        enforce_eager="enforce-eager" in flags and flags["enforce-eager"] not in ("false", "False", "0"),
+        enforce_eager=spec.enforce_eager or flags.get("enforce-eager", "false").lower() not in ("false", "0"),
+        vllm_version=mem.image_vllm_version(image) or mem.DEPLOYED_VLLM,
     )
     if spec.device == "cpu":
         plan = plan_cpu(model, kv_cache_gib=spec.cpu_kv_cache_gib, max_model_len=length, dtype=dtype,
