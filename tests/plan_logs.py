@@ -77,7 +77,8 @@ def replay(case: dict[str, Any]) -> Replay:
 
 
 def table(path: Path) -> str:
-    rows = ["| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error | predicted tokens | logged tokens |",
+    header = "| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error | predicted tokens | logged tokens |"
+    rows = [header,
             "|---|---|---|---|---|---|---|---|---|---|"]
     for case in load(path):
         r = replay(case)

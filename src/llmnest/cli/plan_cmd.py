@@ -112,7 +112,8 @@ def plan(
         None, "--max-num-seqs", help="vLLM's --max-num-seqs (default: vLLM's for the GPU, 256 or 1024)."),
     max_num_batched_tokens: int | None = typer.Option(
         None, "--max-num-batched-tokens", help="vLLM's --max-num-batched-tokens (default: vLLM's for the GPU)."),
-    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="Plan for vLLM's --enforce-eager (no CUDA graphs)."),
+    enforce_eager: bool = typer.Option(
+        False, "--enforce-eager", help="Plan for vLLM's --enforce-eager (no CUDA graphs)."),
     vllm_version: str = typer.Option(
         DEPLOYED_VLLM, "--vllm-version", help="vLLM version to plan for (from 0.21 CUDA graph memory is reserved)."),
     show_all: bool = typer.Option(False, "--all", help="When ranking, also list the types that do not fit."),

@@ -225,7 +225,8 @@ def gpu_budget(
     act_bytes = max(DTYPE_BYTES[weights_dtype], 2)  # activations are 16-bit for 8- and 4-bit weights
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
-        activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler), non_torch=non_torch_bytes(tp, nvlink),
+        activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler),
+        non_torch=non_torch_bytes(tp, nvlink),
         cuda_graphs=cuda_graph_bytes(engine.vllm_version, engine.enforce_eager), batched_tokens=batched,
         max_seqs=seqs,
     )

@@ -194,7 +194,8 @@ def _gpu_figures(
         _kv_arithmetic(model, kv_dt, tp, pp, per_token),
         f"usable per GPU: {memory_bytes / 2**20:,.0f} MiB (CUDA total) x {util:g} = {_gib(usable)}",
         f"overhead per GPU: activation peak {_gib(budget.activations)} ({budget.batched_tokens} batched tokens,"
-        f" {budget.max_seqs} seqs) + non-torch {_gib(budget.non_torch)} (tp {tp}, {'NVLink' if gpu.nvlink else 'PCIe'}) + CUDA graphs"
+        f" {budget.max_seqs} seqs) + non-torch {_gib(budget.non_torch)}"
+        f" (tp {tp}, {'NVLink' if gpu.nvlink else 'PCIe'}) + CUDA graphs"
         f" {_gib(budget.cuda_graphs)} (vLLM {engine.vllm_version}) = {_gib(overhead)}",
         f"KV cache per GPU: {_gib(usable)} - {_gib(per_gpu_weights)} - {_gib(overhead)} = {_gib(max(kv_space, 0))}",
         f"blocks: floor({max(kv_space, 0):,} B / ({block} tokens x {per_token:,} B)) = {blocks:,}",
@@ -330,7 +331,8 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
     length = spec.max_model_len or model.context_length
     image = spec.image or default_image(spec.engine)
     engine = mem.EngineSettings(
-        max_num_batched_tokens=_int_flag(flags, "max-num-batched-tokens"), max_num_seqs=_int_flag(flags, "max-num-seqs"),
+        max_num_batched_tokens=_int_flag(flags, "max-num-batched-tokens"),
+        max_num_seqs=_int_flag(flags, "max-num-seqs"),
         enforce_eager=spec.enforce_eager or flags.get("enforce-eager", "false").lower() not in ("false", "0"),
         vllm_version=mem.image_vllm_version(image) or mem.DEPLOYED_VLLM,
     )
