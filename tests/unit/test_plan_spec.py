@@ -40,14 +40,14 @@ def test_gpu_spec_uses_the_hosts_gpus_and_its_tensor_parallel():
     assert good.target == "this host: 4 x NVIDIA A10"
     bad = plan_for_spec(spec(device="cuda", gpu_count=4, tensor_parallel_size=3, max_model_len=32768), qwq, a10s)
     assert not bad.fits and "does not divide" in bad.reason
-    assert bad.suggestion.startswith("use --tensor-parallel-size 4")
+    assert bad.suggestion.startswith("use --set tensor_parallel_size=4")  # as `up` takes it
 
 
 def test_a_spec_that_cannot_fit_names_an_instance_type():
     llama70 = get_model("deepseek-ai/DeepSeek-R1-Distill-Llama-70B")
     plan = plan_for_spec(spec(device="cuda", gpu_count=1, max_model_len=32768), llama70, [Gpu("NVIDIA A10", 23028)])
     assert not plan.fits and plan.kv_cache_tokens == 0
-    assert "needs 8 x A10" in plan.suggestion and "on Alibaba Cloud ecs." in plan.suggestion
+    assert "needs 8 x A10" in plan.suggestion and "on Alibaba Cloud: --target aliyun --instance-type ecs." in plan.suggestion
 
 
 def test_unknown_host_gpu_is_planned_from_its_reported_memory():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -63,6 +63,21 @@ class Plan:
         data["arithmetic"] = list(self.arithmetic)
         data["provenance"] = list(self.provenance)
         return data
+
+
+SettingFlag = Callable[[str, Any], str]  # (spec field, value) -> how the calling command sets it
+
+
+def plan_flag(field: str, value: Any) -> str:
+    """A setting in `llmnest plan`'s own flags."""
+    names = {"cpu_kv_cache_gib": "--cpu-kv-gib", "max_model_len": "--max-model-len",
+             "tensor_parallel_size": "--tensor-parallel-size"}
+    return f"{names[field]} {value:,}" if isinstance(value, int) else f"{names[field]} {value}"
+
+
+def up_flag(field: str, value: Any) -> str:
+    """A setting as `llmnest up` / `redeploy` take it (`--set FIELD=VALUE`; context has its own flag)."""
+    return f"--max-model-len {value}" if field == "max_model_len" else f"--set {field}={value}"
 
 
 def _gib(n: float) -> str:
@@ -131,6 +146,7 @@ def plan_cpu(
     dtype: str | None = None,
     kv_dtype: str | None = None,
     block_size: int | None = None,
+    flag: SettingFlag = plan_flag,
 ) -> Plan:
     """The vLLM CPU build with VLLM_CPU_KVCACHE_SPACE = kv_cache_gib: the space is exactly the KV cache."""
     _positive("--cpu-kv-gib", kv_cache_gib)
@@ -148,11 +164,11 @@ def plan_cpu(
     suggestion = None
     if not fits and length <= model.context_length:
         need_gib = mem.cdiv(mem.cdiv(length, block) * block * per_token, GIB)
-        suggestion = f"set --cpu-kv-gib {need_gib} (VLLM_CPU_KVCACHE_SPACE)" + (
-            f" or --max-model-len {largest:,}" if largest else ""
+        suggestion = f"set {flag('cpu_kv_cache_gib', need_gib)} (VLLM_CPU_KVCACHE_SPACE)" + (
+            f" or {flag('max_model_len', largest)}" if largest else ""
         )
     elif not fits:
-        suggestion = f"use --max-model-len {min(largest, model.context_length):,} or less"
+        suggestion = f"use {flag('max_model_len', min(largest, model.context_length))} or less"
     return Plan(
         fits=fits, reason=_labelled(fits, reason), model=model.key, device="cpu",
         target=f"vLLM CPU build, {space_label}", dtype=weights_dt, kv_dtype=kv_dt, weights_bytes=weights,
@@ -224,6 +240,7 @@ def plan_gpus(
     memory_bytes: int | None = None,
     target: str | None = None,
     engine: mem.EngineSettings | None = None,
+    flag: SettingFlag = plan_flag,
 ) -> Plan:
     """`count` GPUs of one model (the CUDA-reported total from the catalog unless `memory_bytes` is given).
 
@@ -266,7 +283,7 @@ def plan_gpus(
     found["reason"] = _labelled(found["fits"], found["reason"])
     if not found["fits"]:
         suggestion = _gpu_suggestion(model, gpu, memory, util, length, found, fitting, weights_dt, kv_dt, block, pp,
-                                     engine)
+                                     engine, flag)
     return Plan(
         model=model.key, target=target or f"{count} x {gpu.key}", device="cuda", dtype=weights_dt, kv_dtype=kv_dt,
         block_size=block, requested_max_model_len=length, tensor_parallel_size=tp, pipeline_parallel_size=pp,
@@ -278,11 +295,12 @@ def plan_gpus(
 def _gpu_suggestion(
     model: CatalogModel, gpu: GpuModel, memory: int, util: float, length: int, found: dict[str, Any],
     fitting: tuple[int, ...], weights_dt: str, kv_dt: str, block: int, pp: int, engine: mem.EngineSettings,
+    flag: SettingFlag,
 ) -> str:
     if fitting:
-        return f"use --tensor-parallel-size {max(fitting)}"
+        return f"use {flag('tensor_parallel_size', max(fitting))}"
     if found["max_model_len"] and found["kv_cache_bytes"] > 0:
-        return f"use --max-model-len {found['max_model_len']:,} or less, or more GPUs"
+        return f"use {flag('max_model_len', found['max_model_len'])} or less, or more GPUs"
     for size in valid_tp_sizes(model, 16):
         if _gpu_figures(model, gpu, memory, util, size, pp, weights_dt, kv_dt, block, length, engine)["fits"]:
             return f"needs {size * pp} x {gpu.key} (tensor parallel {size}) at max-model-len {length:,}"
@@ -338,11 +356,11 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
     )
     if spec.device == "cpu":
         plan = plan_cpu(model, kv_cache_gib=spec.cpu_kv_cache_gib, max_model_len=length, dtype=dtype,
-                        kv_dtype=kv, block_size=block)
+                        kv_dtype=kv, block_size=block, flag=up_flag)
         return _within_host_memory(plan, host_memory_bytes())
     used = spec.tensor_parallel_size * spec.pipeline_parallel_size
     if not gpus:
-        raise BadInput("the spec asks for CUDA but this host has no NVIDIA GPU; use --device cpu")
+        raise BadInput("the spec asks for CUDA but this host has no NVIDIA GPU; use --set device=cpu")
     chosen = list(gpus)[:used]
     smallest = min(chosen, key=lambda g: g.memory_mib)
     card = _host_gpu(smallest)
@@ -350,7 +368,7 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
         model, card, len(gpus), max_model_len=length,
         gpu_memory_utilization=spec.gpu_memory_utilization, tensor_parallel_size=spec.tensor_parallel_size,
         pipeline_parallel_size=spec.pipeline_parallel_size, dtype=dtype, kv_dtype=kv, block_size=block,
-        target=f"this host: {len(gpus)} x {smallest.name}", engine=engine,
+        target=f"this host: {len(gpus)} x {smallest.name}", engine=engine, flag=up_flag,
     )
     if plan.fits:
         return plan
@@ -358,6 +376,7 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
 
     cloud = cheapest_fit(model, length)
     if cloud is not None:
-        extra = f"or on Alibaba Cloud {cloud.instance.name} ({cloud.instance.gpus} x {cloud.instance.gpu.key})"
+        extra = (f"or on Alibaba Cloud: --target aliyun --instance-type {cloud.instance.name} "
+                 f"({cloud.instance.gpus} x {cloud.instance.gpu.key})")
         return replace(plan, suggestion=f"{plan.suggestion}; {extra}" if plan.suggestion else extra)
     return plan
