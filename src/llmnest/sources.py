@@ -40,7 +40,8 @@ def fetch(model: CatalogModel, say: Say) -> Path:
 
         return demo_weights(model, say)
     return _snapshot(model, models_dir() / model.modelscope_id, "config.json", None, say,
-                     f"Fetch the weights on a connected machine and run `llmnest up /path/to/{model.short_name}`.")
+                     f"Fetch the weights on a connected machine and run "
+                     f"`llmnest up {model.key} --weights /path/to/{model.short_name}`.")
 
 
 def fetch_tokenizer(model: CatalogModel, say: Say) -> Path:

@@ -12,7 +12,7 @@ from .errors import BadInput
 
 Engine = Literal["vllm", "sglang"]
 Runtime = Literal["process", "docker"]
-Target = Literal["local", "aliyun"]
+TargetName = Literal["local", "aliyun"]  # targets.get() gives the Target for a name
 Device = Literal["cuda", "cpu"]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -51,7 +51,7 @@ class DeploymentSpec(BaseModel):
     model_path: str | None = Field(default=None, description="local weights directory, once resolved")
     engine: Engine = "vllm"
     runtime: Runtime = "process"
-    target: Target = "local"
+    target: TargetName = "local"
     device: Device = "cpu"
     gpu_count: int = Field(default=0, ge=0)
     host: str = "127.0.0.1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from llmnest.runtimes.process import pid_alive
+from llmnest.supervisor import LIVENESS_ENV
 from tests.conftest import cli_env, free_port, run_cli
 
 
@@ -24,6 +26,10 @@ class Demo:
     home: Path
     env: dict[str, str] = field(repr=False)
     port: int = 0
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "llmnest"]
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return run_cli(self.env, *args, timeout=timeout)
@@ -56,7 +62,7 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory):
     """`llmnest up` of the demo model; on teardown `llmnest down`, which must leave no process behind."""
     home = tmp_path_factory.mktemp("llmnest-e2e")
-    env = cli_env(home)
+    env = {**cli_env(home), LIVENESS_ENV: "3"}  # a hang is noticed within about 15 s
     port = free_port()
     done = run_cli(env, "up", "--name", "demo", "--port", str(port), "--json", timeout=1200)
     assert done.returncode == 0, f"llmnest up failed:\n{done.stderr}"

@@ -123,3 +123,44 @@ def test_killed_engine_is_restarted_by_the_supervisor(demo):
     assert "SIGKILL" in info["last_error"] and info["pid"] != before["pid"]
     assert demo.chat("Hi", max_tokens=4).status_code == 200
     assert "starting engine (attempt 2)" in demo.cli("logs", "demo", "--tail", "100000").stdout
+
+
+def test_a_hung_engine_is_noticed_and_restarted(demo):
+    """A hang (the engine still runs but stops answering) is found by the liveness probe, not by an exit."""
+    before = demo.status()
+    os.kill(before["pid"], signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 120
+        while demo.status()["restarts"] == before["restarts"]:
+            assert time.monotonic() < deadline, "the hang was not noticed"
+            time.sleep(1)
+    finally:
+        try:
+            os.kill(before["pid"], signal.SIGCONT)  # gone already when the restart killed it
+        except ProcessLookupError:
+            pass
+    info = demo.wait_ready()
+    assert "stopped answering /health" in info["last_error"] and info["pid"] != before["pid"]
+    assert demo.chat("Hi", max_tokens=4).status_code == 200
+
+
+def test_ctrl_c_during_up_says_what_it_stops_and_leaves_nothing(demo):
+    port = free_port()
+    proc = subprocess.Popen([*demo.argv, "up", "--name", "interrupted", "--port", str(port)], env=demo.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while "interrupted" not in demo.cli("ls", "--json").stdout or not pgrep(f"--port {port}"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the engine did not start"
+        time.sleep(0.5)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 15, err
+    assert "interrupted: stopping interrupted (supervisor pid" in err and err.rstrip().endswith("interrupted")
+    assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
+    time.sleep(1)
+    assert not pgrep(f"--port {port}")
+
+
+def pgrep(pattern: str) -> list[str]:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()

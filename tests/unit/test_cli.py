@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+
+from tests.conftest import cli_env, run_cli
 
 
 def assert_one_line_error(done, code: int, *needles: str) -> None:
@@ -59,21 +62,27 @@ def test_hub_model_offline_fails_fast_with_what_to_do(home):
     """The hubs are made unreachable through a dead local proxy, so this holds on a connected machine too."""
     import time
 
-    from tests.conftest import cli_env, run_cli
 
     env = {**cli_env(home), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     t0 = time.monotonic()
     done = run_cli(env, "up", "Qwen/Qwen3-8B", "--force")
     assert time.monotonic() - t0 < 30
-    assert_one_line_error(done, 1, "cannot reach ModelScope or Hugging Face", "llmnest up /path/to/")
+    assert_one_line_error(done, 1, "cannot reach ModelScope or Hugging Face",
+                          "llmnest up Qwen/Qwen3-8B --weights /path/to/")
     assert json.loads(run_cli(env, "ls", "--json").stdout) == []
 
 
 @pytest.mark.skipif(__import__("shutil").which("nvidia-smi") is not None, reason="plans differently on a GPU host")
-def test_up_refuses_a_model_that_cannot_fit_before_downloading(cli):
+def test_up_refuses_a_model_that_cannot_fit_before_downloading(cli, home):
     done = cli("up", "Qwen/QwQ-32B")
     assert_one_line_error(done, 3, "does not fit", "memory", "--force")
     assert json.loads(cli("ls", "--json").stdout) == []
+    short = cli("up", "Qwen/Qwen3-8B", "--max-model-len", "32768", "--set", "cpu_kv_cache_gib=1")
+    assert_one_line_error(short, 3, "Try: set --set cpu_kv_cache_gib=", " or --max-model-len ")
+    hinted = re.search(r"--set cpu_kv_cache_gib=(\d+)", short.stderr).group(1)  # the hint names a real flag
+    offline = {**cli_env(home), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    again = run_cli(offline, "up", "Qwen/Qwen3-8B", "--max-model-len", "32768", "--set", f"cpu_kv_cache_gib={hinted}")
+    assert_one_line_error(again, 1, "cannot reach ModelScope")  # the plan passed: the download came next
 
 
 def test_status_for_a_person_skips_unset_fields_and_indents_the_clouds_view():

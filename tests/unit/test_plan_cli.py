@@ -101,3 +101,38 @@ def test_help_lists_every_option(cli):
                    "--tensor-parallel-size", "--dtype", "--kv-dtype", "--all", "--json"]:
         assert option in out
     assert " plan " in cli("--help").stdout
+
+
+def test_gpu_plan_says_what_is_measured_and_how_sure(cli):
+    done = cli("plan", "Qwen/Qwen3-8B", "--gpu", "A100-40G", "--gpu-memory-utilization", "0.9")
+    assert done.returncode == 0, done.stderr
+    assert "40,325 MiB as CUDA reports it" in done.stdout
+    for needle in ["facts and estimates:", "measured: A100-40G total 40,325 MiB", "estimate: activation peak",
+                   "how sure: on held-out published logs"]:
+        assert needle in done.stdout, needle
+    estimated = cli("plan", "Qwen/Qwen3-8B", "--gpu", "A10").stdout
+    assert "estimate: A10 total 22,337 MiB" in estimated and "conservative" in estimated
+
+
+def test_engine_settings_change_the_overhead(cli):
+    def overhead(*flags: str) -> int:
+        done = cli("plan", "Qwen/Qwen3-8B", "--gpu", "H20", "--json", *flags)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["overhead_bytes"]
+
+    default = overhead()
+    assert overhead("--max-num-seqs", "64") < default  # fewer sampler rows
+    graphs = overhead("--vllm-version", "0.33.0")
+    assert graphs > default and overhead("--vllm-version", "0.33.0", "--enforce-eager") == default
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--max-num-seqs", "8"], "apply to --gpu NAME targets"),
+        (["--gpu", "A10", "--max-num-seqs", "0"], "--max-num-seqs must be positive"),
+        (["--gpu", "A10", "--vllm-version", "latest"], "not a version like 0.11.0"),
+    ],
+)
+def test_bad_engine_settings_are_one_line(cli, args, needle):
+    assert_one_line_error(cli("plan", "Qwen/Qwen3-8B", *args), needle)

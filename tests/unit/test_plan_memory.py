@@ -75,17 +75,63 @@ def test_the_architecture_check_can_fail():
 
 
 def test_gpu_arithmetic_by_hand():
-    """QwQ-32B on 4 x A10 at 0.95: KV = usable - weights/4 - overhead, in blocks of 16 tokens."""
+    """QwQ-32B on 4 x A10 (PCIe) at 0.95 with vLLM 0.11: KV = CUDA total x 0.95 - weights/4 - overhead."""
     qwq, a10 = get_model("qwq-32b"), gpu_model("A10")
     plan = plan_gpus(qwq, a10, 4, max_model_len=32768, gpu_memory_utilization=0.95)
-    usable = int(23028 * 2**20 * 0.95)
-    weights = -(-qwq.params * 2 // 4)
-    activations = 2048 * (4 * 5120 + 3 * 27648 / 4) * 2 + 256 * 152064 * 4
-    kv = usable - weights - round(activations) - GIB
-    assert plan.kv_cache_bytes == kv
+    usable = int(a10.cuda_total_mib * 2**20 * 0.95)
+    weights = -(-qwq.params * 2 // 4) + 32 * 2**20
+    forward = 2048 * (3 * 5120 + 3 * 27648 / 4) * 2
+    sampler = 3 * 256 * 152064 * 4  # FlashInfer's sampler, larger than the forward: the activation peak
+    activations = sampler + 2048 * 5120 * 2
+    non_torch = round(0.15 * GIB) + 3 * round(0.08 * GIB)
+    assert sampler > forward
+    kv = usable - weights - activations - non_torch
+    assert plan.kv_cache_bytes == kv and plan.overhead_bytes == activations + non_torch
     assert plan.kv_cache_blocks == kv // (16 * 65536)
     assert plan.tensor_parallel_size == 4 and plan.valid_tensor_parallel_sizes == (4,)
     assert plan.fits and plan.max_concurrent_requests == plan.kv_cache_blocks // 2048
+
+
+def test_the_card_is_taken_at_what_cuda_reports_not_its_nominal_size():
+    a100 = gpu_model("A100-40G")
+    assert a100.cuda_total_mib == 40325 and a100.cuda_total_measured  # 39.38 GiB, not 40
+    qwen8 = get_model("Qwen/Qwen3-8B")
+    plan = plan_gpus(qwen8, a100, 1, gpu_memory_utilization=0.9)
+    nominal = plan_gpus(qwen8, a100, 1, gpu_memory_utilization=0.9, memory_bytes=a100.memory_bytes)
+    assert plan.gpu_memory_bytes == 40325 * 2**20
+    assert nominal.kv_cache_bytes - plan.kv_cache_bytes == int(40960 * 2**20 * 0.9) - int(40325 * 2**20 * 0.9)
+
+
+def test_overhead_follows_the_profilers_terms():
+    qwen8 = get_model("Qwen/Qwen3-8B")
+    # the sampler's fp32 rows dominate at 256 requests; a long batch makes the forward the peak instead
+    assert mem.activation_bytes(qwen8, 2, 2048, 256, 1) == mem.sampler_bytes(qwen8, 256, 2048) + 2048 * 4096 * 2
+    long = mem.activation_bytes(qwen8, 2, 65536, 256, 1)
+    assert long == mem.forward_bytes(qwen8, 2, 65536, 1) + 65536 * 4096 * 2
+    assert mem.sampler_bytes(qwen8, 1024, 512) == mem.sampler_bytes(qwen8, 512, 512)  # at most one per token
+    # PyTorch's own top-k/top-p sorts the logits: far more memory than FlashInfer's sampler
+    assert mem.sampler_bytes(qwen8, 256, 2048, flashinfer=False) > 3 * mem.sampler_bytes(qwen8, 256, 2048)
+    # NCCL buffers grow with the peers, more over NVLink; a single GPU has only the base
+    assert mem.non_torch_bytes(1, True) == mem.non_torch_bytes(1, False) == mem.NON_TORCH_BASE
+    assert mem.non_torch_bytes(8, True) > mem.non_torch_bytes(8, False) > mem.non_torch_bytes(2, False)
+    # CUDA graphs are subtracted only by vLLM >= 0.21 and never in eager mode
+    assert mem.cuda_graph_bytes("0.11.0", False) == 0
+    assert mem.cuda_graph_bytes("0.33.0", False) == mem.CUDA_GRAPH_BYTES
+    assert mem.cuda_graph_bytes("0.33.0", True) == 0
+
+
+def test_moe_forward_counts_the_routed_experts_caches():
+    moe = get_model("Qwen/Qwen3-30B-A3B")
+    per_token = 3 * 2048 + 8 * (3 * 768 / 4 + 2048)
+    assert mem.forward_bytes(moe, 2, 4096, 4) == round(4096 * per_token * 2)
+
+
+def test_fp8_weights_keep_embedding_and_lm_head_at_16_bits():
+    moe = get_model("Qwen/Qwen3-235B-A22B")
+    assert mem.weights_bytes(moe, "fp8") == moe.params + 2 * 151936 * 4096
+    plan = plan_gpus(moe, gpu_model("H20"), 4, dtype="fp8", kv_dtype="fp8")
+    assert plan.kv_bytes_per_token_per_gpu == 94 * 2 * 1 * 128  # 4 KV heads over tp 4, one byte each
+    assert plan.fits
 
 
 def test_more_utilization_more_cache_and_tp_must_divide():
@@ -127,4 +173,4 @@ def test_old_gpus_fall_back_to_fp16_and_refuse_bf16_and_fp8():
     for dtype in ("bf16", "fp8"):
         with pytest.raises(BadInput):
             plan_gpus(qwen7, gpu_model("T4"), 1, dtype=dtype)
-    assert plan_gpus(qwen7, gpu_model("L20"), 1, dtype="fp8").weights_bytes == qwen7.params
+    assert plan_gpus(qwen7, gpu_model("L20"), 1, dtype="fp8").weights_bytes == qwen7.params + 2 * 152064 * 3584

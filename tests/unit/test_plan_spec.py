@@ -40,23 +40,39 @@ def test_gpu_spec_uses_the_hosts_gpus_and_its_tensor_parallel():
     assert good.target == "this host: 4 x NVIDIA A10"
     bad = plan_for_spec(spec(device="cuda", gpu_count=4, tensor_parallel_size=3, max_model_len=32768), qwq, a10s)
     assert not bad.fits and "does not divide" in bad.reason
-    assert bad.suggestion.startswith("use --tensor-parallel-size 4")
+    assert bad.suggestion.startswith("use --set tensor_parallel_size=4")  # as `up` takes it
 
 
 def test_a_spec_that_cannot_fit_names_an_instance_type():
     llama70 = get_model("deepseek-ai/DeepSeek-R1-Distill-Llama-70B")
     plan = plan_for_spec(spec(device="cuda", gpu_count=1, max_model_len=32768), llama70, [Gpu("NVIDIA A10", 23028)])
     assert not plan.fits and plan.kv_cache_tokens == 0
-    assert "needs 8 x A10" in plan.suggestion and "on Alibaba Cloud ecs." in plan.suggestion
+    assert "needs 8 x A10" in plan.suggestion and "on Alibaba Cloud: --target aliyun --instance-type ecs." in plan.suggestion
 
 
 def test_unknown_host_gpu_is_planned_from_its_reported_memory():
     qwen7 = get_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     ada = [Gpu("NVIDIA RTX 6000 Ada", 49140)]
     plan = plan_for_spec(spec(device="cuda", gpu_count=1, max_model_len=16384), qwen7, ada)
-    assert plan.fits and plan.gpu_memory_bytes == 49140 * 2**20
+    assert plan.fits and plan.gpu_memory_bytes == int(49140 * 0.97) * 2**20  # CUDA reports less than nvidia-smi
 
 
 def test_cuda_spec_without_gpus_is_bad_input():
     with pytest.raises(BadInput, match="no NVIDIA GPU"):
         plan_for_spec(spec(device="cuda", gpu_count=1), get_model("qwq-32b"), [])
+
+
+def test_gpu_spec_takes_the_engine_settings_from_the_spec():
+    """The image tag decides CUDA graph memory (vLLM >= 0.21), eager mode drops it, flags set the batch."""
+    from llmnest.plan import memory as mem
+
+    qwen7 = get_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    a100 = [Gpu("NVIDIA A100-SXM4-80GB", 81920)]
+    base = dict(device="cuda", gpu_count=1, max_model_len=16384, runtime="docker")
+    new = plan_for_spec(spec(**base), qwen7, a100)  # the default image, vllm/vllm-openai:v0.33.0
+    old = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.11.0"), qwen7, a100)
+    eager = plan_for_spec(spec(**base, enforce_eager=True), qwen7, a100)
+    assert new.overhead_bytes - old.overhead_bytes == mem.CUDA_GRAPH_BYTES == new.overhead_bytes - eager.overhead_bytes
+    few = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.11.0", engine_args={"max-num-seqs": "16"}), qwen7, a100)
+    assert few.overhead_bytes < old.overhead_bytes
+    assert new.gpu_memory_bytes == 81050 * 2**20  # the catalog's CUDA total for the A100 80 GB

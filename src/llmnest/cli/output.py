@@ -13,13 +13,27 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import ExitCode, LlmnestError
+from ..errors import BadInput, ExitCode, LlmnestError
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("llmnest")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The extra of llmnest that brings a module (`make up` installs them all); prefixes of module names.
+EXTRA_OF_MODULE = {"alibabacloud_": "aliyun", "Tea": "aliyun", "aiohttp": "bench", "numpy": "bench",
+                   "matplotlib": "bench", "tokenizers": "bench", "modelscope": "hub", "huggingface_hub": "hub",
+                   "gguf": "demo", "accelerate": "demo", "transformers": "demo", "torch": "demo"}
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> BadInput:
+    """A missing optional package as one line naming what to install."""
+    module = (exc.name or "").split(".")[0]
+    extra = next((e for prefix, e in EXTRA_OF_MODULE.items() if module.startswith(prefix)), None)
+    how = f"pip install 'llmnest[{extra}]'" if extra else f"pip install {module}"
+    return BadInput(f"this needs the Python package {module!r}, which is not installed: {how} "
+                    "(`make up` installs everything llmnest uses)")
 
 
 def print_json(obj: Any) -> None:
@@ -49,6 +63,11 @@ def handle_errors(fn: F) -> F:
         except LlmnestError as exc:
             log.debug("command failed", exc_info=True)
             raise fail(exc) from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").startswith("llmnest"):
+                raise  # our own module missing is a bug, not an install step
+            log.debug("missing module", exc_info=True)
+            raise fail(missing_dependency(exc)) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(ExitCode.INTERRUPTED) from None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from ..errors import BadInput
+from ..plan.memory import DEPLOYED_VLLM, EngineSettings
 from .output import console, handle_errors, print_json
 
 if TYPE_CHECKING:
@@ -20,6 +22,24 @@ def _target_count(gpu: str | None, gpus: int | None, instance: str | None, cpu_k
     if gpus is not None and gpu is None:
         raise BadInput("--gpus needs --gpu NAME (for example --gpu A10 --gpus 4)")
     return sum(x is not None for x in (gpu, instance, cpu_kv_gib))
+
+
+def _engine_settings(
+    gpu: str | None, max_num_seqs: int | None, max_num_batched_tokens: int | None, enforce_eager: bool,
+    vllm_version: str,
+) -> EngineSettings:
+    """The vLLM settings for a --gpu plan; given without --gpu they would be silently ignored, so refuse."""
+    given = max_num_seqs is not None or max_num_batched_tokens is not None or enforce_eager
+    if (given or vllm_version != DEPLOYED_VLLM) and gpu is None:
+        raise BadInput("--max-num-seqs, --max-num-batched-tokens, --enforce-eager and --vllm-version apply to "
+                       "--gpu NAME targets; add --gpu")
+    for name, value in (("--max-num-seqs", max_num_seqs), ("--max-num-batched-tokens", max_num_batched_tokens)):
+        if value is not None and value <= 0:
+            raise BadInput(f"{name} must be positive, got {value}")
+    if not re.fullmatch(r"v?\d+\.\d+(\.\S*)?", vllm_version.strip()):
+        raise BadInput(f"--vllm-version {vllm_version!r} is not a version like 0.11.0")
+    return EngineSettings(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                          enforce_eager=enforce_eager, vllm_version=vllm_version.strip())
 
 
 def _print_plan(plan: Plan, header: str) -> None:
@@ -44,6 +64,9 @@ def _print_plan(plan: Plan, header: str) -> None:
     console.print(table)
     console.print("[dim]arithmetic:[/dim]")
     for line in plan.arithmetic:
+        console.print(f"  {line}", markup=False)
+    console.print("[dim]facts and estimates:[/dim]")
+    for line in plan.provenance:
         console.print(f"  {line}", markup=False)
     if plan.suggestion:
         console.print(f"[yellow]suggestion:[/yellow] {plan.suggestion}")
@@ -85,6 +108,14 @@ def plan(
         None, "--tensor-parallel-size", help="Tensor parallel (default: the largest the model allows)."),
     dtype: str | None = typer.Option(None, "--dtype", help="Weights: bf16, fp16, fp32, fp8 (default: the model's)."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV cache: auto, bf16, fp16, fp32, fp8."),
+    max_num_seqs: int | None = typer.Option(
+        None, "--max-num-seqs", help="vLLM's --max-num-seqs (default: vLLM's for the GPU, 256 or 1024)."),
+    max_num_batched_tokens: int | None = typer.Option(
+        None, "--max-num-batched-tokens", help="vLLM's --max-num-batched-tokens (default: vLLM's for the GPU)."),
+    enforce_eager: bool = typer.Option(
+        False, "--enforce-eager", help="Plan for vLLM's --enforce-eager (no CUDA graphs)."),
+    vllm_version: str = typer.Option(
+        DEPLOYED_VLLM, "--vllm-version", help="vLLM version to plan for (from 0.21 CUDA graph memory is reserved)."),
     show_all: bool = typer.Option(False, "--all", help="When ranking, also list the types that do not fit."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -96,6 +127,7 @@ def plan(
     from ..plan import evaluate_instances, gpu_model, plan_cpu, plan_gpus, plan_instance, rank_instances, resolve_model
     from ..plan import instance as find_instance
 
+    engine = _engine_settings(gpu, max_num_seqs, max_num_batched_tokens, enforce_eager, vllm_version)
     targets = _target_count(gpu, gpus, instance, cpu_kv_gib)
     if targets > 1:
         raise BadInput("give one target: --gpu NAME [--gpus N], --instance TYPE or --cpu-kv-gib N")
@@ -128,8 +160,9 @@ def plan(
         card = gpu_model(gpu or "")
         result = plan_gpus(chosen, card, gpus if gpus is not None else 1, max_model_len=max_model_len,
                            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-                           dtype=dtype, kv_dtype=kv_dtype)
-        header = f"{chosen.key} on {result.gpu_count} x {card.display_name} ({card.memory_mib:,} MiB each)"
+                           dtype=dtype, kv_dtype=kv_dtype, engine=engine)
+        header = (f"{chosen.key} on {result.gpu_count} x {card.display_name} ({card.memory_mib:,} MiB in nvidia-smi,"
+                  f" {card.cuda_total_mib:,} MiB as CUDA reports it)")
     if json_out:
         print_json({**result.to_dict(), **({"price": price.model_dump()} if price else {})})
     else:

@@ -13,10 +13,18 @@ from ..errors import BadInput, LlmnestError
 from ..suggest import did_you_mean
 
 MIB = 1024**2
+# CUDA's total over nvidia-smi's, the lowest any card with a published figure showed (T4: 14,909 / 15,360);
+# applied to cards without a published figure, so the plan errs toward less memory.
+CUDA_TOTAL_RATIO = 0.97
+
+
+def cuda_total_estimate_mib(smi_mib: int) -> int:
+    """A conservative CUDA-reported total for a card known only by its nvidia-smi memory.total."""
+    return int(smi_mib * CUDA_TOTAL_RATIO)
 
 
 class GpuModel(BaseModel):
-    """One GPU model: its memory as nvidia-smi reports it and what precisions vLLM runs on it."""
+    """One GPU model: its memory as nvidia-smi and as CUDA report it, and what precisions vLLM runs on it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -24,12 +32,22 @@ class GpuModel(BaseModel):
     display_name: str
     memory_gb: int = Field(gt=0)
     memory_mib: int = Field(gt=0)
+    cuda_total_mib: int = Field(gt=0)
+    cuda_total_measured: bool = False
+    cuda_total_source: str = "estimate: nvidia-smi memory.total x 0.97"
     compute_capability: float = Field(gt=0)
+    nvlink: bool = True  # GPUs talk over NVLink / NVSwitch (more NCCL buffers); unknown cards assume so
     names: tuple[str, ...] = ()
 
     @property
     def memory_bytes(self) -> int:
+        """nvidia-smi's memory.total in bytes."""
         return self.memory_mib * MIB
+
+    @property
+    def cuda_total_bytes(self) -> int:
+        """What torch.cuda.mem_get_info reports as total: the figure vLLM's utilization multiplies."""
+        return self.cuda_total_mib * MIB
 
     @property
     def supports_bf16(self) -> bool:

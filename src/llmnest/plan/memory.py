@@ -12,11 +12,18 @@ All functions are pure. The rules mirror vLLM 0.32 (read in its source and measu
   blocks = floor(KV bytes / (block_size x bytes per token)), as vllm/v1/core/kv_cache_utils.py does.
 - vLLM logs "KV cache size: N tokens" with N = int(blocks / ceil(max_model_len / block_size) x
   max_model_len): whole requests of max_model_len, scaled back to tokens.
-- On a GPU the KV cache gets what is left of memory x gpu_memory_utilization after the weights, the
-  activation peak of the profiling pass and memory torch does not track (estimated below).
+- On a GPU, vLLM's memory profiler (gpu_worker.determine_available_memory, the same accounting from 0.6.5
+  through 0.11 and later) gives the KV cache `total x gpu_memory_utilization - weights - torch peak increase
+  - non-torch increase`, where `total` is what CUDA reports (torch.cuda.mem_get_info), not the card's
+  nominal size. From vLLM 0.21 it also subtracts an estimate of CUDA graph memory unless eager.
+  `gpu_overhead` models the non-weight terms; its constants are fitted to published startup logs
+  (tests/data/vllm_gpu_logs.yaml, docs/plan.md) and named there.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from ..catalog import DTYPE_BYTES, CatalogModel
 
@@ -24,8 +31,25 @@ GIB = 1024**3
 CPU_BLOCK_SIZE = 128  # vllm/platforms/cpu.py: cache_config.block_size = 128 unless the user sets one
 GPU_BLOCK_SIZE = 16  # vllm/config/cache.py: CacheConfig.DEFAULT_BLOCK_SIZE
 MLA_BLOCK_SIZE = 64  # FlashMLA's block size on CUDA
-NON_TORCH_BYTES = 1 * GIB  # CUDA context, cuBLAS workspaces, NCCL buffers: an estimate per GPU
-LOGITS_BYTES = 4  # the sampler's logits are fp32
+MIB = 1024**2
+LOGITS_BYTES = 4  # the sampler works on fp32 logits
+# Fitted to the calibration logs (tests/data/vllm_gpu_logs.yaml; each constant names the logs it came from):
+# fp32 [max_num_seqs x vocab] buffers alive at the profiling sampler's peak. PyTorch-native top-k/top-p (V0,
+# and V1 without FlashInfer) sorts the logits: values, int64 indices, softmax, the exponential draw; logs give
+# 9.1 to 9.6. FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their
+# fp32 copy and the probabilities; one vLLM 0.11 log gives 3.0.
+SAMPLER_COPIES_NATIVE = 10
+SAMPLER_COPIES_FLASHINFER = 3
+NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.08 to 0.20 GiB.
+# NCCL buffers per other tensor-parallel rank: NCCL opens many channels over NVLink / NVSwitch and few over
+# PCIe. Logs: 8 x A100-SXM4 (NVLink) 2.10 GiB at tp 8; PCIe cards 0.20 to 0.43 GiB at tp 4.
+NON_TORCH_PER_PEER_NVLINK = round(0.28 * GIB)
+NON_TORCH_PER_PEER_PCIE = round(0.08 * GIB)
+LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
+# Not calibrated (no published log with the figure): vLLM >= 0.21 subtracts its CUDA graph estimate.
+CUDA_GRAPH_BYTES = round(0.75 * GIB)
+CUDA_GRAPH_PROFILED_FROM = (0, 21)
+DEPLOYED_VLLM = "0.11.0"  # the GPU image cloud deployments run (cloud/aliyun/images.py)
 
 
 def cdiv(a: int, b: int) -> int:
@@ -33,8 +57,19 @@ def cdiv(a: int, b: int) -> int:
 
 
 def weights_bytes(model: CatalogModel, dtype: str) -> int:
-    """Bytes of all weights at `dtype` (every expert of an MoE model)."""
+    """Bytes of all weights at `dtype` (every expert of an MoE model).
+
+    fp8 checkpoints and on-the-fly fp8 keep the embedding and the LM head at 16 bits: one extra byte for each
+    of their vocab x hidden parameters.
+    """
+    if dtype == "fp8":
+        return model.params + 2 * model.vocab_size * model.hidden_size
     return round(model.params * DTYPE_BYTES[dtype])
+
+
+def loaded_weights_per_gpu(model: CatalogModel, dtype: str, shards: int) -> int:
+    """What vLLM logs as "Model loading took" on one GPU: the weights split over `shards`, plus buffers."""
+    return cdiv(weights_bytes(model, dtype), shards) + LOADED_EXTRA
 
 
 def is_mla(model: CatalogModel) -> bool:
@@ -87,21 +122,114 @@ def batch_defaults(gpu_name: str, gpu_memory_bytes: int) -> tuple[int, int]:
     return 2048, 256
 
 
-def activation_bytes(model: CatalogModel, dtype_bytes: float, batched_tokens: int, max_seqs: int, tp: int) -> int:
-    """Estimated peak of vLLM's profiling pass on one GPU beyond the weights.
+def version_tuple(version: str) -> tuple[int, int]:
+    """'0.11.0' -> (0, 11); anything unparsable is the deployed version."""
+    parts = version.strip().lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return version_tuple(DEPLOYED_VLLM)
 
-    One forward of `batched_tokens` tokens keeps about 4 hidden-wide and 3 MLP-wide activations alive
-    (residual, norm, attention output; gate, up, product); the sampler holds fp32 logits for
-    `max_seqs` sequences. An MoE layer's MLP width is the active experts' width.
+
+def image_vllm_version(image: str) -> str | None:
+    """'vllm/vllm-openai:v0.33.0' -> '0.33.0'; None when the tag names no version."""
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+    match = re.match(r"v?(\d+\.\d+(?:\.\d+)?)", tag)
+    return match.group(1) if match else None
+
+
+def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp: int) -> int:
+    """Peak of one forward of `batched_tokens` tokens beyond the weights, on one GPU.
+
+    Per token: 3 hidden-wide tensors (residual, normed input, attention output) and the MLP's gate-up
+    output plus its activation (3 x MLP width / tp). An MoE layer instead holds, for each routed expert,
+    the fused-MoE caches: gate-up and activation (3 x expert width / tp) and the expert's hidden-wide output.
     """
+    hidden = model.hidden_size
     if model.experts and model.moe_intermediate_size:
-        mlp_width = (model.experts_per_token or 1) * model.moe_intermediate_size
+        mlp = (model.experts_per_token or 1) * (3 * model.moe_intermediate_size / tp + hidden)
     else:
-        mlp_width = model.intermediate_size
-    per_token = 4 * model.hidden_size + 3 * mlp_width / tp
-    forward = batched_tokens * per_token * max(dtype_bytes, 2)
-    logits = max_seqs * model.vocab_size * LOGITS_BYTES
-    return round(forward + logits)
+        mlp = 3 * model.intermediate_size / tp
+    return round(batched_tokens * (3 * hidden + mlp) * act_bytes)
+
+
+def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, flashinfer: bool = True) -> int:
+    """Peak of the profiling pass's sampler: fp32 rows of vocab logits for every request it samples."""
+    copies = SAMPLER_COPIES_FLASHINFER if flashinfer else SAMPLER_COPIES_NATIVE
+    return copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES
+
+
+def activation_bytes(
+    model: CatalogModel, act_bytes: float, batched_tokens: int, max_seqs: int, tp: int, flashinfer: bool = True,
+) -> int:
+    """vLLM's "PyTorch activation peak": the larger of the forward and the sampler, plus the hidden states
+    the sampler reads (the forward's intermediates are freed before it runs)."""
+    sampler = sampler_bytes(model, max_seqs, batched_tokens, flashinfer)
+    peak = max(forward_bytes(model, act_bytes, batched_tokens, tp), sampler)
+    return peak + round(batched_tokens * model.hidden_size * act_bytes)
+
+
+def non_torch_bytes(tp: int, nvlink: bool) -> int:
+    """vLLM's "non_torch_memory" on one GPU: a base plus NCCL buffers per other TP rank."""
+    return NON_TORCH_BASE + (NON_TORCH_PER_PEER_NVLINK if nvlink else NON_TORCH_PER_PEER_PCIE) * (tp - 1)
+
+
+def cuda_graph_bytes(vllm_version: str, enforce_eager: bool) -> int:
+    """CUDA graph memory the profiler subtracts: only vLLM >= 0.21, and never in eager mode."""
+    if enforce_eager or version_tuple(vllm_version) < CUDA_GRAPH_PROFILED_FROM:
+        return 0
+    return CUDA_GRAPH_BYTES
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The vLLM settings the overhead depends on; None means vLLM's default for the GPU."""
+
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    enforce_eager: bool = False
+    vllm_version: str = DEPLOYED_VLLM
+    flashinfer_sampler: bool = True  # vLLM's CUDA images ship FlashInfer; a bare pip install may not
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    """One GPU's memory as vLLM's profiler splits it; `kv` may be negative (the weights do not fit)."""
+
+    total: int
+    usable: int
+    weights: int
+    activations: int
+    non_torch: int
+    cuda_graphs: int
+    batched_tokens: int
+    max_seqs: int
+
+    @property
+    def overhead(self) -> int:
+        return self.activations + self.non_torch + self.cuda_graphs
+
+    @property
+    def kv(self) -> int:
+        return self.usable - self.weights - self.overhead
+
+
+def gpu_budget(
+    model: CatalogModel, weights_dtype: str, gpu_name: str, nvlink: bool, total: int, util: float, tp: int,
+    pp: int, engine: EngineSettings,
+) -> GpuBudget:
+    """KV bytes per GPU = CUDA total x utilization - loaded weights - activation peak - non-torch - graphs."""
+    default_tokens, default_seqs = batch_defaults(gpu_name, total)
+    batched = engine.max_num_batched_tokens or default_tokens
+    seqs = engine.max_num_seqs or default_seqs
+    act_bytes = max(DTYPE_BYTES[weights_dtype], 2)  # activations are 16-bit for 8- and 4-bit weights
+    return GpuBudget(
+        total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
+        activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler),
+        non_torch=non_torch_bytes(tp, nvlink),
+        cuda_graphs=cuda_graph_bytes(engine.vllm_version, engine.enforce_eager), batched_tokens=batched,
+        max_seqs=seqs,
+    )
 
 
 def architecture_params(model: CatalogModel, tied_embeddings: bool) -> int:

@@ -1,0 +1,96 @@
+"""Replays a published vLLM startup log (tests/data/vllm_gpu_logs*.yaml) through the planner.
+
+`python -m tests.plan_logs` prints the predicted-vs-logged table docs/plan.md shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmnest.catalog import CatalogModel, get_model
+from llmnest.plan import gpu_model, plan_gpus
+from llmnest.plan.hardware import GpuModel
+from llmnest.plan.memory import EngineSettings
+
+DATA = Path(__file__).resolve().parent / "data"
+CALIBRATION = DATA / "vllm_gpu_logs.yaml"
+HELD_OUT = DATA / "vllm_gpu_logs_heldout.yaml"
+GIB = 1024**3
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return yaml.safe_load(path.read_text())
+
+
+def _model(entry: str | dict[str, Any]) -> CatalogModel:
+    if isinstance(entry, str):
+        return get_model(entry)
+    context = entry["context_length"]
+    return CatalogModel(display_name=entry["key"], hf_id=entry["key"], modelscope_id=entry["key"],
+                        max_model_len=context, **entry)
+
+
+def _gpu(case: dict[str, Any]) -> tuple[GpuModel, int | None]:
+    """The catalog card (its CUDA total is what is tested), or a stand-in with the logged total."""
+    if case["catalog_gpu"]:
+        return gpu_model(case["catalog_gpu"]), None
+    mib = round(case["cuda_total_gib"] * 1024)
+    card = GpuModel(key=case["gpu"], display_name=case["gpu"], memory_gb=max(1, mib // 1024), memory_mib=mib,
+                    cuda_total_mib=mib, cuda_total_measured=True, cuda_total_source="the log",
+                    compute_capability=8.0, nvlink=case.get("nvlink", False))
+    return card, mib * 2**20
+
+
+@dataclass(frozen=True)
+class Replay:
+    case_id: str
+    predicted_gib: float
+    logged_gib: float
+    predicted_tokens: int
+    logged_tokens: int | None
+
+    @property
+    def error_pct(self) -> float:
+        return 100 * (self.predicted_gib - self.logged_gib) / self.logged_gib
+
+
+def replay(case: dict[str, Any]) -> Replay:
+    """The KV cache per GPU the planner predicts for the case's settings, against the logged one."""
+    card, memory = _gpu(case)
+    tp = case["tensor_parallel_size"]
+    kv_dtype = None if case["kv_cache_dtype"] == "auto" else case["kv_cache_dtype"]
+    plan = plan_gpus(
+        _model(case["model"]), card, tp, max_model_len=case["max_model_len"],
+        gpu_memory_utilization=case["gpu_memory_utilization"], tensor_parallel_size=tp, dtype=case["dtype"],
+        kv_dtype=kv_dtype, memory_bytes=memory,
+        engine=EngineSettings(max_num_batched_tokens=case["max_num_batched_tokens"],
+                              max_num_seqs=case["max_num_seqs"], enforce_eager=case["enforce_eager"],
+                              vllm_version=case["vllm"], flashinfer_sampler=case["flashinfer_sampler"]),
+    )
+    logged = case["logged"]
+    return Replay(case["id"], plan.kv_cache_bytes / GIB, logged["kv_cache_gib"], plan.kv_cache_tokens,
+                  logged.get("kv_cache_tokens"))
+
+
+def table(path: Path) -> str:
+    header = "| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error | predicted tokens | logged tokens |"
+    rows = [header,
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for case in load(path):
+        r = replay(case)
+        gpu = case["catalog_gpu"] or f"{case['cuda_total_gib']} GiB card"
+        tokens = f"{r.logged_tokens:,}" if r.logged_tokens else "-"
+        rows.append(f"| {case['id']} | {case['vllm']} | {gpu} | {case['tensor_parallel_size']} | "
+                    f"{case['gpu_memory_utilization']:g} | {r.predicted_gib:.2f} | {r.logged_gib:.2f} | "
+                    f"{r.error_pct:+.1f}% | {r.predicted_tokens:,} | {tokens} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT)):
+        if path.exists():
+            print(f"{name}:\n{table(path)}\n")

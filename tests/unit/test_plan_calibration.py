@@ -1,0 +1,72 @@
+"""The GPU planner against what real vLLM servers logged (tests/data/vllm_gpu_logs*.yaml).
+
+The calibration logs fitted the overhead constants; the held-out logs did not, and carry the bar: the
+predicted KV cache within 3% of the logged one, and never more than 1% over (an over-prediction says
+"fits" where vLLM refuses at launch).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnest.plan import confidence
+
+from tests.plan_logs import CALIBRATION, HELD_OUT, load, replay
+
+CALIBRATION_CASES = load(CALIBRATION)
+HELD_OUT_CASES = load(HELD_OUT)
+# Held-out logs the planner misses by more than 3%, each on the safe side (under), and why.
+# Both come from the NCCL term: the catalog's A100 is taken as NVLink-connected (Alibaba's A100 types are) and
+# every PCIe peer is charged 0.08 GiB, while these runs kept 0.1 to 0.2 GiB of non-torch memory in all.
+KNOWN_MISSES = {
+    "qwen2-7b-a100-40g-tp2-two-nodes-util0.5": "-3.2%: tensor parallel over Ray across two nodes (no NVLink)",
+    "qwen3-235b-a22b-fp8-l40s-tp8-ep": "-3.7%: 8 PCIe L40S logged 0.21 GiB of non-torch memory, planned 0.71",
+}
+
+
+def _ids(cases):
+    return [c["id"] for c in cases]
+
+
+@pytest.mark.parametrize("case", HELD_OUT_CASES, ids=_ids(HELD_OUT_CASES))
+def test_held_out_logs_meet_the_bar(case):
+    result = replay(case)
+    assert result.error_pct <= 1.0, f"over-predicts {case['id']} by {result.error_pct:+.1f}%"
+    if result.logged_tokens:  # the capacity vLLM logs, in tokens, holds the same bar
+        assert result.predicted_tokens <= 1.01 * result.logged_tokens
+    if case["id"] in KNOWN_MISSES:
+        assert -4.0 <= result.error_pct < -3.0, (case["id"], result.error_pct)
+    else:
+        assert result.error_pct >= -3.0, (case["id"], result.error_pct)
+
+
+@pytest.mark.parametrize("case", CALIBRATION_CASES, ids=_ids(CALIBRATION_CASES))
+def test_calibration_logs_are_never_over_predicted(case):
+    """The fitted logs hold the 1% over bar; small KV caches on PCIe or old V0 runs miss low by up to 6.5%."""
+    result = replay(case)
+    assert -7.0 <= result.error_pct <= 1.0, (case["id"], result.error_pct)
+
+
+def test_the_stated_confidence_is_what_the_logs_show():
+    errors = [replay(c).error_pct for c in HELD_OUT_CASES]
+    assert (round(min(errors), 1), round(max(errors), 1)) == confidence.HELD_OUT_ERROR
+    misses = [abs(r.predicted_gib - r.logged_gib) for r in map(replay, CALIBRATION_CASES + HELD_OUT_CASES)]
+    assert max(misses) <= confidence.OVERHEAD_SPREAD / 2**30
+
+
+def test_the_sets_are_disjoint_and_every_case_is_sourced():
+    assert not set(_ids(CALIBRATION_CASES)) & set(_ids(HELD_OUT_CASES))
+    for case in CALIBRATION_CASES + HELD_OUT_CASES:
+        assert case["source"] and case["lines"] and case["stated"] and case["vllm"]
+        assert "kv_cache_gib" in case["logged"]
+    assert all(case["informs"] for case in CALIBRATION_CASES)
+    assert not any(case["informs"] for case in HELD_OUT_CASES)
+    gpus = {c["catalog_gpu"] for c in HELD_OUT_CASES}
+    assert {"A100-40G", "A100-80G"} <= gpus and {1, 2} <= {c["tensor_parallel_size"] for c in HELD_OUT_CASES}
+
+
+def test_the_catalog_total_matters():
+    """Taking the A100 40 GB at its nominal 40 GiB would over-predict the held-out log: the bar would catch it."""
+    case = next(c for c in HELD_OUT_CASES if c["catalog_gpu"] == "A100-40G")
+    nominal = {**case, "catalog_gpu": None, "cuda_total_gib": 40.0, "nvlink": True}
+    assert replay(nominal).predicted_gib > replay(case).predicted_gib + 0.3
