@@ -67,7 +67,8 @@ def up(
     name: Optional[str] = typer.Option(None, "--name", help="Deployment name (default: from the model)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="vllm or sglang (sglang needs an NVIDIA GPU)."),
     runtime: Optional[str] = typer.Option(None, "--runtime",
-                                          help="process (supervised local process) or docker (container, GPU hosts)."),
+                                          help="process (a supervised local process) or docker (a container; without a GPU, "
+                                               "`make image` builds llmnest/vllm-cpu:local: --set image=llmnest/vllm-cpu:local)."),
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind. Default 127.0.0.1 (private)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port of the OpenAI-compatible API."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="API key to require (default: a generated one)."),

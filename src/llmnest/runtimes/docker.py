@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -97,7 +98,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def check_can_run(spec: DeploymentSpec) -> None:
+def check_can_run(spec: DeploymentSpec, say: Callable[[str], None]) -> None:
     """Before anything is recorded: the docker CLI, an engine that answers, and the image (pulled if
     missing). Each refusal is one line: what is missing and how to get it."""
     if shutil.which("docker") is None:
@@ -110,6 +111,7 @@ def check_can_run(spec: DeploymentSpec) -> None:
     image = image_of(spec)
     if _run("image", "inspect", "--format", "{{.Id}}", image, timeout=30).returncode == 0:
         return
+    say(f"pulling {image} (it is not on this machine yet; large engine images take minutes)")
     pulled = _run("pull", "--quiet", image, timeout=None)
     if pulled.returncode != 0:
         build = "`make image` builds it" if image == LOCAL_CPU_IMAGE else f"`make image` builds {LOCAL_CPU_IMAGE}"

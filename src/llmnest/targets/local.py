@@ -73,7 +73,7 @@ def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool) ->
     return {"kv_cache_tokens_planned": plan.kv_cache_tokens, "plan_fits": plan.fits}
 
 
-def check_can_start(spec: DeploymentSpec, *, replacing: DeploymentSpec | None = None) -> None:
+def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: DeploymentSpec | None = None) -> None:
     """Refuse what would fail later: a taken name or port, a missing engine, no docker engine or image."""
     if replacing is None and spec.name in state.names():
         raise Conflict(
@@ -88,7 +88,7 @@ def check_can_start(spec: DeploymentSpec, *, replacing: DeploymentSpec | None = 
         if importlib.util.find_spec(module) is None:
             raise BadInput(f"{spec.engine} is not installed in this environment: {how}")
     else:
-        docker.check_can_run(spec)
+        docker.check_can_run(spec, ctx.say)
 
 
 def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context) -> DeploymentSpec:
@@ -116,7 +116,7 @@ class LocalTarget(Target):
     def create(self, resolved: Resolved, ctx: Context) -> Created:
         t0 = time.monotonic()
         spec = resolved.spec
-        check_can_start(spec)
+        check_can_start(spec, ctx)
         planned = check_plan(spec, resolved.model, ctx.force)
         spec = with_weights(spec, resolved.model, ctx)
         state.create(spec, resolved.api_key)
@@ -246,7 +246,7 @@ class LocalTarget(Target):
 
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> None:
         model = find_model(new.model)
-        check_can_start(new, replacing=dep.spec)
+        check_can_start(new, ctx, replacing=dep.spec)
         planned = check_plan(new, model, ctx.force)
         self._stop(dep)
         state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
