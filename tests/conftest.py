@@ -21,6 +21,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serving_on(port: int) -> list[str]:
+    """Pids of processes started with `--port PORT` (an engine, a supervisor's child). pgrep's own
+    errors fail the test: a pattern that starts with '-' once made pgrep refuse it, so these checks passed blindly."""
+    done = subprocess.run(["pgrep", "-f", "--", f"--port {port}( |$)"], capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stderr
+    return [pid for pid in done.stdout.split() if int(pid) != os.getpid()]
+
+
 def cli_env(home: Path) -> dict[str, str]:
     return {**os.environ, "LLMNEST_HOME": str(home), "LLMNEST_MODELS_DIR": str(MODELS_CACHE), "NO_COLOR": "1"}
 

@@ -14,7 +14,7 @@ import pytest
 
 from llmnest.runtimes.process import pid_alive
 from llmnest.supervisor import LIVENESS_ENV
-from tests.conftest import cli_env, free_port, run_cli
+from tests.conftest import cli_env, free_port, run_cli, serving_on
 
 
 @dataclass
@@ -72,5 +72,4 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     pids = {demo.status().get("pid"), demo.status().get("supervisor_pid")} - {None}
     down = run_cli(env, "down", "demo")
     assert down.returncode == 0, down.stderr
-    leftovers = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout.split()
-    assert not leftovers and not any(pid_alive(p) for p in pids), "down left processes behind"
+    assert not serving_on(port) and not any(pid_alive(p) for p in pids), "down left processes behind"

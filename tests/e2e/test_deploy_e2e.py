@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serving_on
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def test_startup_timeout_stops_the_engine(demo):
     done = demo.cli("up", "--name", "slow", "--port", str(port), "--timeout", "3", timeout=300)
     assert done.returncode == 1 and "did not answer within 3 s" in done.stderr
     time.sleep(1)
-    assert subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True).stdout == b""
+    assert not serving_on(port)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # the port is free again
 
@@ -149,7 +149,7 @@ def test_ctrl_c_during_up_says_what_it_stops_and_leaves_nothing(demo):
     proc = subprocess.Popen([*demo.argv, "up", "--name", "interrupted", "--port", str(port)], env=demo.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while "interrupted" not in demo.cli("ls", "--json").stdout or not pgrep(f"--port {port}"):
+    while not set(serving_on(port)) - {str(proc.pid)}:  # the engine runs; the CLI waits for its answer
         assert time.monotonic() < deadline and proc.poll() is None, "the engine did not start"
         time.sleep(0.5)
     t0 = time.monotonic()
@@ -159,8 +159,4 @@ def test_ctrl_c_during_up_says_what_it_stops_and_leaves_nothing(demo):
     assert "interrupted: stopping interrupted (supervisor pid" in err and err.rstrip().endswith("interrupted")
     assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
     time.sleep(1)
-    assert not pgrep(f"--port {port}")
-
-
-def pgrep(pattern: str) -> list[str]:
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    assert not serving_on(port)

@@ -17,7 +17,7 @@ from llmnest.engines import render_launch
 from llmnest.logs import kv_cache_tokens
 from llmnest.plan import plan_for_spec
 from llmnest.spec import DeploymentSpec
-from tests.conftest import MODELS_CACHE
+from tests.conftest import MODELS_CACHE, serving_on
 
 # (VLLM_CPU_KVCACHE_SPACE GiB, --max-model-len, port): 4000 and 2500 are not multiples of the
 # 128-token block, so vLLM's per-request rounding is exercised too.
@@ -67,4 +67,4 @@ def test_predicted_kv_tokens_within_1_percent_of_vllm(weights, tmp_path, kv_gib,
     logged = _logged_kv(spec, weights, tmp_path / "vllm.log")
     assert plan.fits
     assert abs(plan.kv_cache_tokens - logged) <= 0.01 * logged, (plan.kv_cache_tokens, logged, plan.arithmetic)
-    assert subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True).returncode != 0, "vLLM left running"
+    assert not serving_on(port), "vLLM left running"
