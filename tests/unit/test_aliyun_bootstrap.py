@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from llmnest.cloud.aliyun import bootstrap
+from llmnest.errors import LlmnestError
 from llmnest.cloud.aliyun.sizing import resolve
 from llmnest.cloud.aliyun.template import command_content
 from llmnest.runtimes.docker import run_argv
@@ -60,8 +61,29 @@ def test_every_role_as_the_stack_runs_it_is_shellcheck_clean(edition: str, tmp_p
     for role in bootstrap.roles(spec):
         parts = command_content(spec, role)["Fn::Join"][1]
         text = "".join(p if isinstance(p, str) else "stackvalue" for p in parts)
-        done = shellcheck(text, tmp_path)
+        done = shellcheck(shims.unpacked(text), tmp_path)
         assert done.returncode == 0, (role, done.stdout)
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_every_command_fits_runcommand_with_the_longest_stack_values(edition: str) -> None:
+    spec = _spec(edition)
+    for role in bootstrap.roles(spec):
+        text = bootstrap.run_command_script(spec, role, "k", "h", "c")
+        size = bootstrap.command_bytes(text, 3)
+        assert size <= bootstrap.COMMAND_LIMIT, (role, size)
+        plain = "#!/bin/bash\n" + bootstrap.preamble(role, "k", "h", "c") + bootstrap.compact(
+            bootstrap.bootstrap_body(spec, role))
+        assert shims.unpacked(text) == plain  # packed or not, bash runs the same text
+        packed = text != plain
+        assert packed == (bootstrap.command_bytes(plain, 3) > bootstrap.COMMAND_LIMIT), role
+
+
+def test_a_script_too_large_even_gzipped_is_refused_at_render_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec("single-vllm")
+    monkeypatch.setattr(bootstrap, "COMMAND_LIMIT", 4000)
+    with pytest.raises(LlmnestError, match=r"the single bootstrap of .* over the 4,000 bytes ECS accepts"):
+        bootstrap.run_command_script(spec, "single", "k", "h", "c")
 
 
 def test_compacting_drops_comments_and_blank_lines_and_nothing_else() -> None:
@@ -191,7 +213,7 @@ def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", 
         script = host / "bootstrap.sh"
         script.write_text(bootstrap.run_command_script(spec, "single", key, "", signals.curl))
     env = {
-        "PATH": f"{host / 'bin'}:/usr/bin:/bin",  # the system's basics, not a docker CLI in /usr/local/bin
+        "PATH": str(host / "bin"),  # shims and the basics they link: the machine's own docker is not seen
         "SHIM_STATE": str(host / "state"),
         "SHIM_GPUS": str(gpus),
         "FAKE_ENGINE_MODE": mode,
@@ -200,6 +222,7 @@ def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", 
         "HOME": str(host),
         "LLMNEST_TOOLKIT_REPO": signals.url,
         "LLMNEST_ROOT": str(host / "root"),
+        "LLMNEST_STATE_DIR": str(host / "root/var/lib/llmnest"),
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -216,11 +239,16 @@ def test_success_signals_once_the_engine_answers_a_chat(host: Path, signals: Sig
     assert [s["status"] for s in signals.signals] == ["SUCCESS"]
     assert spec.served_model_name in signals.signals[0]["data"]
     state = host / "state"
-    assert [c["argv"][0] for c in shims.calls(state, "nvidia-smi")] == ["--query-gpu=index"]
+    assert [c["argv"][0] for c in shims.calls(state, "nvidia-smi")] == ["--query-gpu=index"]  # no NVSwitch here
+    docker = [c["argv"][:2] for c in shims.calls(state, "docker")]
+    # the image is pulled and CUDA probed in it before the weights' download, then the engine starts
+    assert docker.index(["pull", "--quiet"]) < docker.index(["run", "--rm"]) < docker.index(["run", "--detach"])
+    probe = next(c["argv"] for c in shims.calls(state, "docker") if c["argv"][:2] == ["run", "--rm"])
+    assert probe[2:6] == ["--gpus", "all", "--entrypoint", "python3"] and probe[6] == spec.image
     download = shims.calls(state, "modelscope")[0]["argv"]
     assert download[:3] == ["download", "--model", "Qwen/QwQ-32B"]
     assert download[-1] == str(host / "llm-model" / "Qwen/QwQ-32B")
-    run = next(c for c in shims.calls(state, "docker") if c["argv"][0] == "run")
+    run = next(c for c in shims.calls(state, "docker") if c["argv"][:2] == ["run", "--detach"])
     argv, _ = run_argv(spec, bootstrap.host_model_dir(spec), KEY)
     assert run["argv"] == argv[1:]  # exactly the local docker runtime's command
     assert run["key_in_env"] and KEY not in json.dumps(shims.calls(state))
@@ -297,7 +325,7 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
 
 def test_logs_show_the_bootstrap_until_the_engine_runs_then_the_engine(host: Path, signals: SignalServer) -> None:
     spec = _local_spec()
-    env = {"PATH": f"{host / 'bin'}:/usr/bin:/bin", "SHIM_STATE": str(host / "state"),
+    env = {"PATH": str(host / "bin"), "SHIM_STATE": str(host / "state"),
            "LLMNEST_LOG_FILE": str(host / "bootstrap.log")}
 
     def logs() -> list[str]:

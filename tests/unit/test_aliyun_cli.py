@@ -10,6 +10,7 @@ import pytest
 
 from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
 from tests.conftest import cli_env, free_port, run_cli
+from tests.fakes.shims import unpacked
 
 UP = ("up", "Qwen/QwQ-32B", "--target", "aliyun", "--region", "cn-hangzhou")
 
@@ -84,7 +85,7 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
         assert redeploy.returncode == 0, redeploy.stderr
         again = json.loads(redeploy.stdout)
         assert again["api_key"] == result["api_key"] and again["base_url"] == result["endpoints"][0]["base_url"]
-        assert "--max-model-len 8192" in list(emu.invocations.values())[-1]["script"]
+        assert "--max-model-len 8192" in unpacked(list(emu.invocations.values())[-1]["script"])
         down = run_cli(env, "down", "qwq-32b", "--yes", timeout=120)
         assert down.returncode == 0 and "deleted Nodes (ALIYUN::ECS::InstanceGroup)" in down.stderr
         assert all(s.status == "DELETE_COMPLETE" for s in emu.stacks.values())

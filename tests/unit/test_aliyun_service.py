@@ -19,6 +19,7 @@ from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
 from tests.conftest import free_port
 from tests.fakes.cloud_specs import cloud_spec
 from tests.fakes.fake_engine import serve
+from tests.fakes.shims import unpacked
 
 KEY = "sk-service-test-key-0123"
 
@@ -374,7 +375,7 @@ def test_redeploy_reruns_the_bootstrap_with_the_new_spec_and_same_key(deployed, 
     new = deployed.spec.model_copy(update={"max_model_len": 8192})
     rec = Recorder()
     service.redeploy(deployed, new, rec.say)
-    script = next(inv["script"] for inv in emu.invocations.values())
+    script = unpacked(next(inv["script"] for inv in emu.invocations.values()))
     assert "--max-model-len 8192" in script and f"LLMNEST_API_KEY='{KEY}'" in script
     nodes = emu.stacks[deployed.info["stack_id"]].attributes["Nodes"]
     assert next(inv["instances"] for inv in emu.invocations.values()) == nodes["InstanceIds"]

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from ..catalog import DTYPE_BYTES, CatalogModel
 from ..errors import BadInput
-from ..host import host_memory_bytes
 from ..parallel import tp_divides, valid_tp_sizes
 from . import memory as mem
-from .hardware import GpuModel, find_gpu
+from .hardware import GpuModel
 from .precision import kv_dtype as resolve_kv_dtype
 from .precision import weight_dtype
-
-if TYPE_CHECKING:
-    from ..host import Gpu
-    from ..spec import DeploymentSpec
 
 GIB = mem.GIB
 
@@ -61,7 +55,7 @@ class Plan:
         return data
 
 
-def _gib(n: float) -> str:
+def gib_text(n: float) -> str:
     return f"{n / GIB:,.2f} GiB"
 
 
@@ -116,7 +110,7 @@ def _verdict(model: CatalogModel, length: int, blocks: int, block_size: int, kv_
 
 
 def _weights_line(model: CatalogModel, dtype: str, weights: int) -> str:
-    return f"weights: {model.params:,} params x {DTYPE_BYTES[dtype]:g} B ({dtype}) = {weights:,} B ({_gib(weights)})"
+    return f"weights: {model.params:,} params x {DTYPE_BYTES[dtype]:g} B ({dtype}) = {weights:,} B ({gib_text(weights)})"
 
 
 def plan_cpu(
@@ -183,19 +177,19 @@ def _gpu_figures(
     if kv_space <= 0:
         fits, reason, tokens, largest, concurrent = Verdict(
             False,
-            f"weights need {_gib(per_gpu_weights)} per GPU, more than the {_gib(usable - overhead)} left of "
-            f"{_gib(usable)} usable after {_gib(overhead)} overhead ({where})",
+            f"weights need {gib_text(per_gpu_weights)} per GPU, more than the {gib_text(usable - overhead)} left of "
+            f"{gib_text(usable)} usable after {gib_text(overhead)} overhead ({where})",
             0, 0, 0,
         )
     else:
         fits, reason, tokens, largest, concurrent = _verdict(model, length, blocks, block, where)
     arithmetic = (
-        _weights_line(model, weights_dt, weights) + f"; per GPU / {tp * pp} = {_gib(per_gpu_weights)}",
+        _weights_line(model, weights_dt, weights) + f"; per GPU / {tp * pp} = {gib_text(per_gpu_weights)}",
         _kv_arithmetic(model, kv_dt, tp, pp, per_token),
-        f"usable per GPU: {memory_bytes / 2**20:,.0f} MiB x {util:g} = {_gib(usable)}",
-        f"overhead per GPU: activations+logits {_gib(activations)} ({batched} batched tokens, {seqs} seqs)"
-        f" + non-torch {_gib(mem.NON_TORCH_BYTES)} = {_gib(overhead)}",
-        f"KV cache per GPU: {_gib(usable)} - {_gib(per_gpu_weights)} - {_gib(overhead)} = {_gib(max(kv_space, 0))}",
+        f"usable per GPU: {memory_bytes / 2**20:,.0f} MiB x {util:g} = {gib_text(usable)}",
+        f"overhead per GPU: activations+logits {gib_text(activations)} ({batched} batched tokens, {seqs} seqs)"
+        f" + non-torch {gib_text(mem.NON_TORCH_BYTES)} = {gib_text(overhead)}",
+        f"KV cache per GPU: {gib_text(usable)} - {gib_text(per_gpu_weights)} - {gib_text(overhead)} = {gib_text(max(kv_space, 0))}",
         f"blocks: floor({max(kv_space, 0):,} B / ({block} tokens x {per_token:,} B)) = {blocks:,}",
         f"vLLM logs: int({blocks:,} / ceil({length:,} / {block}) x {length:,}) = {tokens:,} tokens",
     )
@@ -282,61 +276,3 @@ def _gpu_suggestion(
         if _gpu_figures(model, gpu, memory, util, size, pp, weights_dt, kv_dt, block, length)["fits"]:
             return f"needs {size * pp} x {gpu.key} (tensor parallel {size}) at max-model-len {length:,}"
     return f"does not fit on up to 16 x {gpu.key}; run `llmnest plan {model.key}` to rank instance types"
-
-
-def _host_gpu(gpu: Gpu) -> GpuModel:
-    """The catalog entry for an nvidia-smi name, or one assumed modern (bf16, fp8) when unknown."""
-    known = find_gpu(gpu.name)
-    if known is not None:
-        return known
-    return GpuModel(key=gpu.name, display_name=gpu.name, memory_gb=max(1, gpu.memory_mib // 1024),
-                    memory_mib=gpu.memory_mib, compute_capability=8.0)
-
-
-def _within_host_memory(plan: Plan, ram: int | None) -> Plan:
-    """The CPU build holds the weights and the KV space in RAM: both must fit in the host's memory."""
-    need = plan.weights_bytes + plan.kv_cache_bytes
-    if ram is None or need <= ram:
-        return plan
-    return replace(
-        plan, fits=False,
-        reason=f"does not fit: weights {_gib(plan.weights_bytes)} + KV space {_gib(plan.kv_cache_bytes)} "
-               f"exceed this host's {_gib(ram)} of memory",
-        suggestion="serve it on GPUs (`llmnest plan` ranks instance types), or pick a smaller model",
-    )
-
-
-def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]) -> Plan:
-    """Plan `spec` on this host: the CPU build's KV space, or the host's GPUs with the spec's settings.
-
-    Honours `kv-cache-dtype`, `block-size` and `dtype` engine flags in spec.engine_args.
-    """
-    flags = spec.engine_args
-    block = int(flags["block-size"]) if flags.get("block-size", "").isdigit() else None
-    dtype = flags.get("dtype") if flags.get("dtype", "auto") != "auto" else None
-    kv = flags.get("kv-cache-dtype")
-    length = spec.max_model_len or model.context_length
-    if spec.device == "cpu":
-        plan = plan_cpu(model, kv_cache_gib=spec.cpu_kv_cache_gib, max_model_len=length, dtype=dtype,
-                        kv_dtype=kv, block_size=block)
-        return _within_host_memory(plan, host_memory_bytes())
-    used = spec.tensor_parallel_size * spec.pipeline_parallel_size
-    if not gpus:
-        raise BadInput("the spec asks for CUDA but this host has no NVIDIA GPU; use --device cpu")
-    chosen = list(gpus)[:used]
-    smallest = min(chosen, key=lambda g: g.memory_mib)
-    plan = plan_gpus(
-        model, _host_gpu(smallest), len(gpus), max_model_len=length,
-        gpu_memory_utilization=spec.gpu_memory_utilization, tensor_parallel_size=spec.tensor_parallel_size,
-        pipeline_parallel_size=spec.pipeline_parallel_size, dtype=dtype, kv_dtype=kv, block_size=block,
-        memory_bytes=smallest.memory_mib * 2**20, target=f"this host: {len(gpus)} x {smallest.name}",
-    )
-    if plan.fits:
-        return plan
-    from .picker import cheapest_fit  # late: the picker plans through this module
-
-    cloud = cheapest_fit(model, length)
-    if cloud is not None:
-        extra = f"or on Alibaba Cloud {cloud.instance.name} ({cloud.instance.gpus} x {cloud.instance.gpu.key})"
-        return replace(plan, suggestion=f"{plan.suggestion}; {extra}" if plan.suggestion else extra)
-    return plan
