@@ -13,7 +13,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 ARGS ?=
 
-.PHONY: up test install install-test down clean
+.PHONY: up test install install-test engine-parsers down clean
 
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
@@ -34,14 +34,24 @@ $(VENV)/.installed-test: $(VENV)/.installed-$(ENGINE)
 
 install-test: $(VENV)/.installed-test
 
+# SGLang's own argument parser, at the default SGLang image's version, for the tests that parse the
+# engine commands the cloud bootstrap renders (tests/engine_parsers.py); kept apart from the venv.
+SGLANG_PARSER := .cache/engine-parsers/sglang
+$(SGLANG_PARSER)/.installed:
+	$(PIP) install -q --no-deps --target $(SGLANG_PARSER)/sglang sglang==0.5.23 $(QUIET)
+	$(PIP) install -q --target $(SGLANG_PARSER)/deps ipython $(QUIET)
+	touch $@
+
+engine-parsers: $(SGLANG_PARSER)/.installed
+
 up: install
 	$(VENV)/bin/llmnest up $(ARGS)
 
-test: install-test
+test: install-test engine-parsers
 	$(PY) -m pytest $(ARGS)
 
 down:
 	$(VENV)/bin/llmnest down $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .llmnest-test
+	rm -rf $(VENV) .pytest_cache .llmnest-test .cache/engine-parsers

@@ -119,6 +119,18 @@ def _sglang_node_spec(spec: DeploymentSpec) -> DeploymentSpec:
     return spec.model_copy(update={"engine_args": {**spec.engine_args, **args}})
 
 
+def engine_command(spec: DeploymentSpec) -> list[str]:
+    """`-m MODULE ARG...`: the engine command the script starts in the container (with the
+    placeholders the script fills from the stack: API key, node rank, head address)."""
+    spec = resolve(spec)
+    assert spec.aliyun is not None
+    if spec.aliyun.nodes == 2 and spec.engine == "vllm":
+        argv = _serve_exec_argv(spec)
+        return argv[argv.index("python3") + 1 :]
+    argv = _engine_argv(_sglang_node_spec(spec) if spec.aliyun.nodes == 2 else spec)
+    return argv[argv.index(_image(spec)) + 1 :]
+
+
 def _q(value: object) -> str:
     return shlex.quote(str(value))
 
