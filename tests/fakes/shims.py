@@ -119,6 +119,10 @@ with open(state / "calls.jsonl", "a") as fh:
     fh.write(json.dumps({"tool": tool, "argv": args}) + "\n")
 if (state / f"fail-{tool}").exists():
     sys.exit(f"{tool} shim: failing as asked")
+if tool == "systemctl" and args[:1] == ["is-active"]:  # active once `enable --now` started it
+    sys.exit(0 if (state / f"active-{args[-1]}").exists() else 3)
+if tool == "systemctl" and args[:2] == ["enable", "--now"]:
+    (state / f"active-{args[-1]}").touch()
 if tool == "gpg" and "-o" in args:
     Path(args[args.index("-o") + 1]).write_bytes(sys.stdin.buffer.read())
 if tool == "apt-get" and "install" in args:
@@ -137,7 +141,7 @@ with open(state / "calls.jsonl", "a") as fh:
 disks = json.loads((state / "disks.json").read_text()) if (state / "disks.json").exists() else {}
 mounted = state / "mounted"
 if tool == "lsblk" and "-dnpo" in args:  # whole disks: NAME TYPE
-    print("".join(f"{d} disk\n" for d in disks))
+    print("".join(f"{d} disk\n" for d in disks), end="")
 elif tool == "lsblk":  # a disk and its partitions
     dev = args[-1]
     print(dev.rsplit("/", 1)[-1])

@@ -19,7 +19,8 @@ import pytest
 
 from llmnest.cloud.aliyun import bootstrap
 from llmnest.errors import LlmnestError
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.catalog import get_model
+from llmnest.cloud.aliyun.sizing import disks_gib, gpu_type, needs_fabric_manager, resolve
 from llmnest.cloud.aliyun.template import command_content
 from llmnest.runtimes.docker import run_argv
 from llmnest.shell import render
@@ -207,11 +208,11 @@ def bare_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", gpus: int = 1,
-                  key: str = KEY, script: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the single-node script as Cloud Assistant would (or `script`, a copy it left behind)."""
+                  key: str = KEY, script: Path | None = None, role: str = "single") -> subprocess.CompletedProcess[str]:
+    """Run a role's script as Cloud Assistant would (or `script`, a copy it left behind)."""
     if script is None:
         script = host / "bootstrap.sh"
-        script.write_text(bootstrap.run_command_script(spec, "single", key, "", signals.curl))
+        script.write_text(bootstrap.run_command_script(spec, role, key, "192.168.1.10", signals.curl))
     env = {
         "PATH": str(host / "bin"),  # shims and the basics they link: the machine's own docker is not seen
         "SHIM_STATE": str(host / "state"),
@@ -394,3 +395,98 @@ def test_each_roles_script_defines_every_function_it_calls(edition: str) -> None
         called = {f for f in defined_anywhere if re.search(rf"(^|[\s;(]){f}\b(?!\(\))", text, re.M)}
         assert called <= defined, (role, called - defined)
         assert set(bootstrap.ROLE_STEPS[role][-1].split()[-1:]) <= defined
+
+
+def test_the_shipped_script_file_is_shellcheck_clean(tmp_path: Path) -> None:
+    done = shellcheck(bootstrap.script_template(), tmp_path)
+    assert done.returncode == 0, done.stdout
+
+
+def test_fill_keeps_the_asked_parts_and_fills_every_marker() -> None:
+    template = "a\n#@part x\nx1\n#@end\n#@part y\ny1\n#@end\n#@here\nz\n"
+    assert bootstrap.fill(template, {"x"}, {"here": "H\n"}) == "a\nx1\nH\nz\n"
+    with pytest.raises(ValueError, match=r"no part\(s\) \['w'\]"):
+        bootstrap.fill(template, {"w"}, {"here": ""})
+    with pytest.raises(ValueError, match=r"nothing fills \['#@here'\]"):
+        bootstrap.fill(template, {"x"}, {})
+    with pytest.raises(ValueError, match="no #@there line"):
+        bootstrap.fill(template, {"x"}, {"here": "", "there": ""})
+
+
+def test_a_tag_the_registry_lacks_fails_before_the_download_naming_tag_and_registry(host: Path,
+                                                                                     signals: SignalServer) -> None:
+    (host / "state" / "fail-pull").touch()
+    spec = _local_spec(sets={"image": "egs-registry.cn-hangzhou.cr.aliyuncs.com/egs/vllm:0.0.0-missing"})
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 1
+    reason = signals.signals[-1]["reason"]
+    assert reason.startswith("could not pull egs-registry.cn-hangzhou.cr.aliyuncs.com/egs/vllm tag 0.0.0-missing "
+                             "from egs-registry.cn-hangzhou.cr.aliyuncs.com: ")
+    assert "manifest unknown" in reason and reason.endswith("pass --set image=IMAGE with a tag the registry has")
+    pulls = [c for c in shims.calls(host / "state", "docker") if c["argv"][0] == "pull"]
+    assert len(pulls) == 1 and not shims.calls(host / "state", "modelscope")  # no retries, no download
+
+
+def test_cuda_that_does_not_initialise_fails_before_the_download(host: Path, signals: SignalServer) -> None:
+    (host / "state" / "fail-cuda").touch()
+    spec = _local_spec()
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"] == (
+        f"CUDA does not initialise in {spec.image}: RuntimeError: CUDA error: system not yet initialized")
+    assert not shims.calls(host / "state", "modelscope")
+
+
+def _two_node_h20() -> object:
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, instance_type="ecs.ebmgn8v.48xlarge",
+                              port=free_port()))
+    assert needs_fabric_manager(gpu_type("ecs.ebmgn8v.48xlarge")) and disks_gib(get_model("deepseek-r1"))[1] > 0
+    return spec
+
+
+def test_prepare_mounts_the_data_disk_and_starts_the_fabric_manager(bare_host: Path, signals: SignalServer) -> None:
+    state = bare_host / "state"
+    (state / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}, "/dev/vdb": {"partitions": 0}}))
+    (bare_host / "root/etc").mkdir(parents=True)
+    spec = _two_node_h20()
+    done = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8)
+    assert done.returncode == 0, done.stderr
+    assert signals.signals == []  # the serving role signals, not prepare
+    root = str(bare_host / "llm-model")
+    assert [c["argv"] for c in shims.calls(state, "mkfs.ext4")] == [["-q", "-F", "-L", "llmnest-model", "/dev/vdb"]]
+    assert [c["argv"] for c in shims.calls(state, "mount")] == [["/dev/vdb", root]]
+    assert (bare_host / "root/etc/fstab").read_text() == f"LABEL=llmnest-model {root} ext4 defaults,nofail 0 2\n"
+    assert shims.calls(state, "modelscope")[0]["argv"][-1].startswith(root + "/")  # the weights land on it
+    apt = [c["argv"] for c in shims.calls(state, "apt-get") if "install" in c["argv"]]
+    assert ["nvidia-fabricmanager-570"] == [a for a in apt if "nvidia-fabricmanager-570" in a][0][-1:]
+    assert ["enable", "--now", "nvidia-fabricmanager"] in [c["argv"] for c in shims.calls(state, "systemctl")]
+    assert (bare_host / "root/var/lib/llmnest/prepared").exists()
+    # a second run (after a reboot) finds the disk mounted and formats nothing
+    shims.stop_engine(state)
+    assert run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8).returncode == 0
+    assert len(shims.calls(state, "mkfs.ext4")) == 1
+
+
+def test_prepare_without_a_data_disk_fails_saying_so(bare_host: Path, signals: SignalServer) -> None:
+    (bare_host / "state" / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}}))
+    done = run_bootstrap(bare_host, signals, _two_node_h20(), role="prepare", gpus=8)
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"].startswith("no unpartitioned data disk found for the weights")
+
+
+def test_two_node_prepare_reboots_for_the_driver_and_the_next_role_waits_for_it(bare_host: Path,
+                                                                                signals: SignalServer) -> None:
+    state = bare_host / "state"
+    (state / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}, "/dev/vdb": {"partitions": 0}}))
+    (bare_host / "root/etc").mkdir(parents=True)
+    (state / "fail-modprobe").touch()
+    spec = _two_node_h20()
+    done = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8)
+    assert done.returncode == 194, done.stderr
+    assert (bare_host / "root/etc/systemd/system/llmnest-resume.service").exists()
+    # meanwhile the stack runs the next role on the same host: it waits, and fails with prepare's reason
+    (bare_host / "root/var/lib/llmnest").mkdir(parents=True, exist_ok=True)
+    (bare_host / "root/var/lib/llmnest/failed").write_text("could not download deepseek-ai/DeepSeek-R1\n")
+    waiting = run_bootstrap(bare_host, signals, spec, role="ray-worker", gpus=8)
+    assert waiting.returncode == 1
+    assert signals.signals[-1]["reason"] == "preparing the host failed: could not download deepseek-ai/DeepSeek-R1"
