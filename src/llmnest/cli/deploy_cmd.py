@@ -100,6 +100,8 @@ def up(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
     yes: bool = typer.Option(False, "--yes", "-y", help="[aliyun] Do not ask before creating paid resources."),
     dry_run: bool = typer.Option(False, "--dry-run", help="[aliyun] Print template, parameters and preflight only."),
+    validate: bool = typer.Option(False, "--validate", help="[aliyun] With --dry-run: have ROS validate the template "
+                                                            "and preview the stack (needs credentials, creates nothing)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Deploy MODEL and wait until it answers a real chat request; print endpoint, key and examples."""
@@ -108,7 +110,8 @@ def up(
     cloud_only = {"--region": region, "--zone": zone, "--instance-type": instance_type, "--nodes": nodes != 1,
                   "--public": public, "--bandwidth": bandwidth, "--allow-cidr": allow_cidr, "--vpc-id": vpc_id,
                   "--vswitch-id": vswitch_id, "--pay": pay != "postpaid", "--period": period, "--key-pair": key_pair,
-                  "--image-id": image_id, "--password-stdin": password_stdin, "--dry-run": dry_run}
+                  "--image-id": image_id, "--password-stdin": password_stdin, "--dry-run": dry_run,
+                  "--validate": validate}
     given = [flag for flag, value in cloud_only.items() if value is not None and value is not False]
     if target == "local" and given:
         raise BadInput(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --target aliyun: "
@@ -133,7 +136,7 @@ def up(
         spec, key, _ = deploy.plan_request(req)
         password = sys.stdin.readline().rstrip("\n") if password_stdin else None
         result = service.deploy(spec, key, password, yes=yes, dry_run=dry_run, say=say,
-                                confirm=lambda q: typer.confirm(q, err=True))
+                                confirm=lambda q: typer.confirm(q, err=True), validate=validate)
         if json_out:
             print_json(result)
         elif dry_run:
