@@ -45,6 +45,23 @@ def test_dry_run_for_a_person_shows_template_parameters_and_checks(env: dict[str
     assert "Add --json" in out
 
 
+def test_dry_run_validate_has_ros_check_the_stack_and_creates_nothing(env: dict[str, str]) -> None:
+    emu = Emulator().start()
+    try:
+        env = {**env, "LLMNEST_ALIYUN_ENDPOINT": emu.url, "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
+               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+        done = run_cli(env, "up", "deepseek-ai/DeepSeek-R1", "--nodes", "2", "--target", "aliyun", "--region",
+                       "cn-hangzhou", "--dry-run", "--validate", timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "[ok  ] ros-validate ROS ValidateTemplate accepts the template" in done.stdout
+        assert "[ok  ] ros-preview   ROS PreviewStack plans" in done.stdout
+        assert "ValidateTemplate" in emu.calls and "PreviewStack" in emu.calls and emu.stacks == {}
+        alone = run_cli(env, *UP, "--validate", timeout=120)
+        assert alone.returncode == 2 and "--validate is for --dry-run" in alone.stderr
+    finally:
+        emu.stop()
+
+
 def test_show_of_a_model_not_yet_deployed_points_to_the_dry_run(env: dict[str, str]) -> None:
     done = run_cli(env, "show", "Qwen/QwQ-32B", "--as", "ros", timeout=120)
     assert done.returncode == 4 and done.stdout == ""
