@@ -54,7 +54,7 @@ def test_dry_run_validate_has_ros_check_the_stack_and_creates_nothing(env: dict[
                        "cn-hangzhou", "--dry-run", "--validate", timeout=180)
         assert done.returncode == 0, done.stderr
         assert "[ok  ] ros-validate ROS ValidateTemplate accepts the template" in done.stdout
-        assert "[ok  ] ros-preview   ROS PreviewStack plans" in done.stdout
+        assert "[ok  ] ros-preview  ROS PreviewStack plans" in done.stdout
         assert "ValidateTemplate" in emu.calls and "PreviewStack" in emu.calls and emu.stacks == {}
         alone = run_cli(env, *UP, "--validate", timeout=120)
         assert alone.returncode == 2 and "--validate is for --dry-run" in alone.stderr
