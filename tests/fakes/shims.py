@@ -197,7 +197,7 @@ def install(bin_dir: Path, state_dir: Path, *, bare: bool = False) -> None:
 
 def unpacked(text: str) -> str:
     """A RunCommand script with its gzipped body (if any) in plain, as bash on the instance runs it."""
-    m = re.search(r"""^eval "\$\(printf '%s' '([A-Za-z0-9+/=]+)' \| base64 -d \| gunzip\)"$""", text, re.M)
+    m = re.search(r"""^eval "\$\(printf '%s' '([A-Za-z0-9+/=]+)' \| base64 -d \| gunzip\)"$""", text, re.MULTILINE)
     if m is None:
         return text
     return text[: m.start()] + gzip.decompress(base64.b64decode(m.group(1))).decode() + text[m.end() + 1 :]

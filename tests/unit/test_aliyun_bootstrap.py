@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from llmnest.cloud.aliyun import bootstrap
-from llmnest.errors import LlmnestError
 from llmnest.catalog import get_model
+from llmnest.cloud.aliyun import bootstrap
 from llmnest.cloud.aliyun.sizing import disks_gib, gpu_type, needs_fabric_manager, resolve
 from llmnest.cloud.aliyun.template import command_content
+from llmnest.errors import LlmnestError
 from llmnest.runtimes.docker import run_argv
 from llmnest.shell import render
 from tests.conftest import free_port
@@ -388,11 +388,11 @@ def test_a_driver_that_does_not_load_after_the_reboot_fails_with_what_to_do(bare
 def test_each_roles_script_defines_every_function_it_calls(edition: str) -> None:
     """A RunCommand carries only its role's parts (the content is size-limited): none may be missing."""
     spec = _spec(edition)
-    defined_anywhere = set(re.findall(r"^(\w+)\(\) \{", bootstrap.render_bootstrap(spec), re.M))
+    defined_anywhere = set(re.findall(r"^(\w+)\(\) \{", bootstrap.render_bootstrap(spec), re.MULTILINE))
     for role in bootstrap.roles(spec):
         text = bootstrap.bootstrap_body(spec, role)
-        defined = set(re.findall(r"^(\w+)\(\) \{", text, re.M))
-        called = {f for f in defined_anywhere if re.search(rf"(^|[\s;(]){f}\b(?!\(\))", text, re.M)}
+        defined = set(re.findall(r"^(\w+)\(\) \{", text, re.MULTILINE))
+        called = {f for f in defined_anywhere if re.search(rf"(^|[\s;(]){f}\b(?!\(\))", text, re.MULTILINE)}
         assert called <= defined, (role, called - defined)
         assert set(bootstrap.ROLE_STEPS[role][-1].split()[-1:]) <= defined
 
@@ -458,7 +458,7 @@ def test_prepare_mounts_the_data_disk_and_starts_the_fabric_manager(bare_host: P
     assert (bare_host / "root/etc/fstab").read_text() == f"LABEL=llmnest-model {root} ext4 defaults,nofail 0 2\n"
     assert shims.calls(state, "modelscope")[0]["argv"][-1].startswith(root + "/")  # the weights land on it
     apt = [c["argv"] for c in shims.calls(state, "apt-get") if "install" in c["argv"]]
-    assert ["nvidia-fabricmanager-570"] == [a for a in apt if "nvidia-fabricmanager-570" in a][0][-1:]
+    assert next(a for a in apt if "nvidia-fabricmanager-570" in a)[-1] == "nvidia-fabricmanager-570"
     assert ["enable", "--now", "nvidia-fabricmanager"] in [c["argv"] for c in shims.calls(state, "systemctl")]
     assert (bare_host / "root/var/lib/llmnest/prepared").exists()
     # a second run (after a reboot) finds the disk mounted and formats nothing

@@ -5,8 +5,6 @@ bootstrap fills them."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from llmnest.cloud.aliyun import bootstrap

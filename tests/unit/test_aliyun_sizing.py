@@ -139,8 +139,8 @@ def test_no_import_cycle_between_picker_and_planner() -> None:
     import ast
     from pathlib import Path
 
-    import llmnest.plan.picker as picker
-    import llmnest.plan.planner as planner
+    from llmnest.plan import picker
+    from llmnest.plan import planner
 
     def imports(module) -> set[str]:
         tree = ast.parse(Path(module.__file__).read_text())

@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from llmnest.cloud.aliyun.sizing import needs_fabric_manager, resolve
-from llmnest.plan import instance
 from llmnest.cloud.aliyun.template import command_content, masked, render_template, stack_parameters
 from llmnest.cloud.aliyun.validate import (
     check_parameters,
@@ -24,7 +23,8 @@ from llmnest.cloud.aliyun.validate import (
     check_template,
     definitions,
 )
-from tests.fakes.cloud_specs import two_node_models, cloud_spec, seed_models
+from llmnest.plan import instance
+from tests.fakes.cloud_specs import cloud_spec, seed_models, two_node_models
 
 KEY, PASSWORD = "sk-template-test-0123", "Llm#nest-2026"
 VALUES = {"ZoneId": "cn-hangzhou-i", "ApiKey": KEY, "InstancePassword": PASSWORD}

@@ -22,8 +22,8 @@ import shlex
 from importlib import resources
 
 from ...engines import default_image
-from ...errors import LlmnestError
 from ...engines.vllm import API_KEY_ENV
+from ...errors import LlmnestError
 from ...runtimes.docker import CONTAINER_MODEL_ROOT, run_argv
 from ...shell import render
 from ...spec import DeploymentSpec
@@ -220,7 +220,7 @@ ROLE_PARTS = {
     "sglang-worker": ("wait", "start"),
     "sglang-head": ("wait", "start", "serve"),
 }
-PART = re.compile(r"^#@part (\w+)\n(.*?)^#@end\n", re.M | re.S)
+PART = re.compile(r"^#@part (\w+)\n(.*?)^#@end\n", re.MULTILINE | re.DOTALL)
 
 
 def script_template() -> str:
@@ -251,7 +251,7 @@ def fill(template: str, needed: set[str], blocks: dict[str, str]) -> str:
         if marker not in text:
             raise ValueError(f"bootstrap.sh has no #@{name} line")
         text = text.replace(marker, block)
-    if leftover := re.findall(r"^#@\w+", text, re.M):
+    if leftover := re.findall(r"^#@\w+", text, re.MULTILINE):
         raise ValueError(f"bootstrap.sh: nothing fills {leftover}")
     return text
 
