@@ -274,7 +274,9 @@ def bootstrap_body(spec: DeploymentSpec, role: str | None = None) -> str:
     }
     needed.add("common")
     text = fill(script_template(), needed - {"start"}, blocks)
-    return text.removeprefix("#!/bin/bash\n")
+    header, body = text.split("set -euo pipefail\n", 1)
+    inputs = header[header.index("# Inputs") : header.index("# Settings")]
+    return f"# llmnest bootstrap, rendered from bootstrap.sh\n{inputs}set -euo pipefail\n{body}"
 
 
 def preamble(role: str, api_key_expr: str, head_ip_expr: str, signal_curl: str) -> str:
