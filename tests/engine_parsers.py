@@ -3,8 +3,10 @@
 vLLM's parser is the installed vLLM's (`make_arg_parser`, the one `vllm serve` and the OpenAI API
 server build). SGLang's is SGLang's `prepare_server_args`, installed without its dependencies by
 `make test` (`make engine-parsers`) under SGLANG_PARSER_DIR at the version of the default SGLang
-image; it runs in a subprocess with torchvision and torchcodec left out (media backends the
-parser does not use, and whose builds here do not match the installed torch).
+image (lmsysorg/sglang:v0.5.23-cu129, used outside mainland China); it runs in a subprocess with
+torchvision and torchcodec left out (media backends the parser does not use, whose builds here need
+CUDA). The mainland EGS image's SGLang 0.4.6.post1 does not import here (it needs an older triton),
+so its parser is not run.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ SGLANG_VERSION = "0.5.23"  # lmsysorg/sglang:v0.5.23-cu129, the default SGLang i
 
 _SGLANG = r'''
 import contextlib, io, json, sys
-class Absent:
-    def find_spec(self, name, path=None, target=None):
+import importlib.machinery
+class Without(importlib.machinery.PathFinder):  # as if not installed: the parser does not need them
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         if name.split(".")[0] in ("torchvision", "torchcodec"):
-            raise ImportError(name + " left out: the parser does not need it")
-sys.meta_path.insert(0, Absent())
+            return None
+        return super().find_spec(name, path, target)
+sys.meta_path = [Without if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 import sglang
 from sglang.srt.server_args import prepare_server_args
 out = []

@@ -44,6 +44,7 @@ def test_vllms_parser_rejects_a_flag_it_does_not_know() -> None:
         vllm_parse([*_args(spec, "vllm.entrypoints.openai.api_server"), "--no-such-engine-flag", "1"])
 
 
+SGLANG_REGION = "ap-southeast-1"  # outside mainland China: the Docker Hub image, whose SGLang the parser is
 SGLANG_EDITIONS = {**EDITIONS, "DeepSeek-V3 two-node": {"model": "deepseek-ai/DeepSeek-V3", "nodes": 2}}
 UNKNOWN_FLAG = ["--no-such-engine-flag", "1"]
 
@@ -51,7 +52,9 @@ UNKNOWN_FLAG = ["--no-such-engine-flag", "1"]
 @pytest.fixture(scope="module")
 def sglang_parsed() -> dict[str, dict]:
     """Every edition's SGLang command (and one with an unknown flag) through SGLang's parser, at once."""
-    specs = {name: resolve(cloud_spec(**kw, engine="sglang")) for name, kw in SGLANG_EDITIONS.items()}
+    specs = {name: resolve(cloud_spec(**kw, engine="sglang", region=SGLANG_REGION))
+             for name, kw in SGLANG_EDITIONS.items()}
+    assert {s.image for s in specs.values()} == {f"lmsysorg/sglang:v{SGLANG_VERSION}-cu129"}  # the parser's version
     commands = {name: _args(spec, "sglang.launch_server") for name, spec in specs.items()}
     commands["unknown flag"] = [*commands["QwQ-32B"], *UNKNOWN_FLAG]
     results = sglang_parse(list(commands.values()))
