@@ -17,7 +17,7 @@ EXTRAS := demo,bench,hub,aliyun
 # The local CPU engine image the docker runtime's tests run (no registry needed to build it).
 IMAGE ?= llmnest/vllm-cpu:local
 
-.PHONY: up test install install-test docker image down clean
+.PHONY: up test install install-test engine-parsers docker image down clean
 
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
@@ -38,6 +38,16 @@ $(VENV)/.installed-test: $(VENV)/.installed-$(ENGINE)
 
 install-test: $(VENV)/.installed-test
 
+# SGLang's own argument parser, at the default SGLang image's version, for the tests that parse the
+# engine commands the cloud bootstrap renders (tests/engine_parsers.py); kept apart from the venv.
+SGLANG_PARSER := .cache/engine-parsers/sglang
+$(SGLANG_PARSER)/.installed:
+	$(PIP) install -q --no-deps --target $(SGLANG_PARSER)/sglang sglang==0.5.23 $(QUIET)
+	$(PIP) install -q --target $(SGLANG_PARSER)/deps ipython $(QUIET)
+	touch $@
+
+engine-parsers: $(SGLANG_PARSER)/.installed
+
 up: install
 	$(VENV)/bin/llmnest up $(ARGS)
 
@@ -50,11 +60,11 @@ image: docker
 	IMAGE=$(IMAGE) bash scripts/build-image.sh $(QUIET)
 
 # The docker end-to-end tests run the local image; the fast part (ARGS="-m 'not e2e'") needs none.
-test: install-test $(if $(findstring not e2e,$(ARGS)),,image)
+test: install-test engine-parsers $(if $(findstring not e2e,$(ARGS)),,image)
 	$(PY) -m pytest $(ARGS)
 
 down:
 	$(VENV)/bin/llmnest down $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .llmnest-test
+	rm -rf $(VENV) .pytest_cache .llmnest-test .cache/engine-parsers

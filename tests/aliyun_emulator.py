@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import yaml
 
+from llmnest.cloud.aliyun.validate import check_parameters, check_properties, check_references
+
 ACCESS_KEY_ID = "LTAI-emulated-key-id"
 ACCESS_KEY_SECRET = "emulated-secret-0123456789"
 SIGNED_REQUIRED = ("host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce", "x-acs-version")
@@ -243,10 +245,42 @@ class Emulator:
     # ---- ROS
 
     def _template(self, p: dict[str, str]) -> dict[str, Any]:
+        """The request's template, checked as ROS would against the published resource definitions
+        (llmnest's data/ros, which names each type's source: the emulator keeps no copy of its own)."""
         try:
-            return yaml.safe_load(p["TemplateBody"])
+            template = yaml.safe_load(p["TemplateBody"])
         except (KeyError, yaml.YAMLError) as exc:
             raise ApiError(400, "InvalidTemplate", f"the template is not valid JSON/YAML: {exc}") from None
+        problems = check_references(template) + check_properties(template)
+        if problems:
+            raise ApiError(400, "InvalidTemplate", f"Template format error: {problems[0]}")
+        return template
+
+    def _ros_ValidateTemplate(self, p: dict[str, str]) -> dict[str, Any]:
+        template = self._template(p)
+        return {
+            "Description": template.get("Description", ""),
+            "Parameters": [{"ParameterKey": k, "Type": d["Type"], "NoEcho": str(bool(d.get("NoEcho"))).lower(),
+                            **({"DefaultValue": d["Default"]} if "Default" in d else {})}
+                           for k, d in template.get("Parameters", {}).items()],
+            "Outputs": [{"OutputKey": k, "Description": o.get("Description", "")}
+                        for k, o in template.get("Outputs", {}).items()],
+            "Resources": [{"LogicalResourceIdPattern": k, "ResourceType": r["Type"], "ResourcePath": k}
+                          for k, r in template.get("Resources", {}).items()],
+        }
+
+    def _ros_PreviewStack(self, p: dict[str, str]) -> dict[str, Any]:
+        template = self._template(p)
+        values = self._parameter_values(template, p)
+        problems = check_parameters(template, values)
+        if problems:
+            raise ApiError(400, "StackValidationFailed", problems[0])
+        resources = [{"LogicalResourceId": name, "ResourceType": template["Resources"][name]["Type"],
+                      "Action": "Add", "Properties": self._eval(template["Resources"][name].get("Properties", {}),
+                                                                values, _PREVIEW_ATTRS, template)}
+                     for name in self._order(template, values)]
+        return {"Stack": {"StackName": p["StackName"], "RegionId": p["RegionId"], "Resources": resources,
+                          "Parameters": [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()]}}
 
     def _parameter_values(self, template: dict[str, Any], p: dict[str, str]) -> dict[str, str]:
         given = {i["ParameterKey"]: i.get("ParameterValue", "") for i in _unflatten(p, "Parameters")}
@@ -496,3 +530,22 @@ class Emulator:
 
 
 _NO_VALUE = object()
+
+
+class _Unresolved(dict):
+    """PreviewStack's stand-in for attributes of resources not created yet: shows what it refers to."""
+
+    def __missing__(self, resource: str) -> dict[str, Any]:
+        return _Attrs(resource)
+
+
+class _Attrs(dict):
+    def __init__(self, resource: str) -> None:
+        super().__init__()
+        self.resource = resource
+
+    def __missing__(self, attribute: str) -> Any:
+        return [f"<{self.resource}.{attribute}[{i}]>" for i in range(8)]
+
+
+_PREVIEW_ATTRS = _Unresolved()

@@ -1,6 +1,8 @@
 """Recording shims for a GPU host's tools, so the bootstrap runs for real here.
 
-`install(bin_dir, state_dir)` writes executables into bin_dir (put it first on PATH): a GPU image
+`install(bin_dir, state_dir)` writes executables into bin_dir (make it the whole PATH: it also
+links the few basic tools the script uses from this machine, and nothing else, so a real
+`docker` or `nvidia-smi` here never stands in for a shim): a GPU image
 (`docker`, `nvidia-smi`, `nvidia-ctk`, `modelscope`) or, with `bare=True`, a plain Ubuntu image whose
 `apt-get install` puts the driver, docker and toolkit shims in place. Each records its argv as one
 JSON line in state_dir/calls.jsonl. `docker run` starts fake_engine.py with the engine flags of the
@@ -10,8 +12,12 @@ on and stop that process. No GPU, docker, package archive or hub is touched.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
+import re
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -38,6 +44,13 @@ def alive():
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 cmd = args[0]
+if cmd == "run" and "--rm" in args:  # the CUDA probe: python3 -c PROBE in the engine image
+    if (state / "fail-cuda").exists():
+        sys.exit("RuntimeError: CUDA error: system not yet initialized")
+    print(os.environ.get("SHIM_CUDA_GPUS", os.environ.get("SHIM_GPUS", "1")))
+    sys.exit(0)
+if cmd == "pull" and (state / "fail-pull").exists():
+    sys.exit(f"Error response from daemon: manifest for {args[-1]} not found: manifest unknown")
 if cmd == "info":
     print('{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}' if "--format" in args else "Server: shim")
 elif cmd == "pull":
@@ -74,8 +87,11 @@ from pathlib import Path
 state = Path(os.environ["SHIM_STATE"])
 with open(state / "calls.jsonl", "a") as fh:
     fh.write(json.dumps({"tool": "nvidia-smi", "argv": sys.argv[1:]}) + "\n")
-for i in range(int(os.environ.get("SHIM_GPUS", "1"))):
-    print(i)
+if "--query-gpu=driver_version" in sys.argv:
+    print("570.133.20")
+else:
+    for i in range(int(os.environ.get("SHIM_GPUS", "1"))):
+        print(i)
 '''
 
 MODELSCOPE = r'''
@@ -103,6 +119,10 @@ with open(state / "calls.jsonl", "a") as fh:
     fh.write(json.dumps({"tool": tool, "argv": args}) + "\n")
 if (state / f"fail-{tool}").exists():
     sys.exit(f"{tool} shim: failing as asked")
+if tool == "systemctl" and args[:1] == ["is-active"]:  # active once `enable --now` started it
+    sys.exit(0 if (state / f"active-{args[-1]}").exists() else 3)
+if tool == "systemctl" and args[:2] == ["enable", "--now"]:
+    (state / f"active-{args[-1]}").touch()
 if tool == "gpg" and "-o" in args:
     Path(args[args.index("-o") + 1]).write_bytes(sys.stdin.buffer.read())
 if tool == "apt-get" and "install" in args:
@@ -111,6 +131,38 @@ if tool == "apt-get" and "install" in args:
         if provides:
             shutil.copy(state / "packages" / provides, Path(sys.argv[0]).parent / provides)
 '''
+DISKS = r'''
+import json, os, sys
+from pathlib import Path
+state = Path(os.environ["SHIM_STATE"])
+tool, args = Path(sys.argv[0]).name, sys.argv[1:]
+with open(state / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"tool": tool, "argv": args}) + "\n")
+disks = json.loads((state / "disks.json").read_text()) if (state / "disks.json").exists() else {}
+mounted = state / "mounted"
+if tool == "lsblk" and "-dnpo" in args:  # whole disks: NAME TYPE
+    print("".join(f"{d} disk\n" for d in disks), end="")
+elif tool == "lsblk":  # a disk and its partitions
+    dev = args[-1]
+    print(dev.rsplit("/", 1)[-1])
+    for i in range(disks[dev]["partitions"]):
+        print(f"{dev.rsplit('/', 1)[-1]}{i + 1}")
+elif tool == "findmnt":
+    sys.exit(0 if disks.get(args[-1], {}).get("mounted") else 1)
+elif tool == "blkid":
+    print(disks.get(args[-1], {}).get("fstype", ""))
+elif tool == "mkfs.ext4":
+    disks[args[-1]]["fstype"] = "ext4"
+    (state / "disks.json").write_text(json.dumps(disks))
+elif tool == "mount":
+    mounted.write_text(args[-1])
+elif tool == "mountpoint":
+    sys.exit(0 if mounted.exists() and mounted.read_text() == args[-1] else 1)
+'''
+DISK_TOOLS = ("lsblk", "findmnt", "blkid", "mkfs.ext4", "mount", "mountpoint")
+# What the script may use from this machine: coreutils-level tools every Ubuntu image has.
+BASICS = ("bash", "cat", "chmod", "curl", "cut", "date", "dirname", "du", "grep", "gunzip", "gzip", "base64",
+          "head", "hostname", "install", "mkdir", "mktemp", "rm", "sleep", "tail", "tee", "touch", "tr", "wc")
 # apt package -> the GPU-image tool it installs (on a bare image)
 PACKAGES = {"nvidia-utils-570-server": "nvidia-smi", "docker.io": "docker", "nvidia-container-toolkit": "nvidia-ctk"}
 BARE_TOOLS = ("apt-get", "ubuntu-drivers", "modprobe", "systemctl", "gpg")
@@ -131,9 +183,24 @@ def install(bin_dir: Path, state_dir: Path, *, bare: bool = False) -> None:
     _write(gpu_tools / "nvidia-smi", NVIDIA_SMI, {})
     _write(gpu_tools / "nvidia-ctk", RECORDER, {"PACKAGES": PACKAGES})
     _write(bin_dir / "modelscope", MODELSCOPE, {})
+    for tool in DISK_TOOLS:
+        _write(bin_dir / tool, DISKS, {})
+    for tool in BASICS:
+        found = shutil.which(tool, path="/usr/bin:/bin")
+        if found is None:
+            raise RuntimeError(f"the shims need {tool} on this machine")
+        (bin_dir / tool).symlink_to(found)
     if bare:
         for tool in BARE_TOOLS:
             _write(bin_dir / tool, RECORDER, {"PACKAGES": PACKAGES})
+
+
+def unpacked(text: str) -> str:
+    """A RunCommand script with its gzipped body (if any) in plain, as bash on the instance runs it."""
+    m = re.search(r"""^eval "\$\(printf '%s' '([A-Za-z0-9+/=]+)' \| base64 -d \| gunzip\)"$""", text, re.MULTILINE)
+    if m is None:
+        return text
+    return text[: m.start()] + gzip.decompress(base64.b64decode(m.group(1))).decode() + text[m.end() + 1 :]
 
 
 def calls(state_dir: Path, tool: str | None = None) -> list[dict]:

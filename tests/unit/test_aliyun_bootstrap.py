@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from llmnest.catalog import get_model
 from llmnest.cloud.aliyun import bootstrap
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.cloud.aliyun.sizing import disks_gib, gpu_type, needs_fabric_manager, resolve
 from llmnest.cloud.aliyun.template import command_content
+from llmnest.errors import LlmnestError
 from llmnest.runtimes.docker import run_argv
 from llmnest.shell import render
 from tests.conftest import free_port
@@ -60,8 +62,29 @@ def test_every_role_as_the_stack_runs_it_is_shellcheck_clean(edition: str, tmp_p
     for role in bootstrap.roles(spec):
         parts = command_content(spec, role)["Fn::Join"][1]
         text = "".join(p if isinstance(p, str) else "stackvalue" for p in parts)
-        done = shellcheck(text, tmp_path)
+        done = shellcheck(shims.unpacked(text), tmp_path)
         assert done.returncode == 0, (role, done.stdout)
+
+
+@pytest.mark.parametrize("edition", EDITIONS)
+def test_every_command_fits_runcommand_with_the_longest_stack_values(edition: str) -> None:
+    spec = _spec(edition)
+    for role in bootstrap.roles(spec):
+        text = bootstrap.run_command_script(spec, role, "k", "h", "c")
+        size = bootstrap.command_bytes(text, 3)
+        assert size <= bootstrap.COMMAND_LIMIT, (role, size)
+        plain = "#!/bin/bash\n" + bootstrap.preamble(role, "k", "h", "c") + bootstrap.compact(
+            bootstrap.bootstrap_body(spec, role))
+        assert shims.unpacked(text) == plain  # packed or not, bash runs the same text
+        packed = text != plain
+        assert packed == (bootstrap.command_bytes(plain, 3) > bootstrap.COMMAND_LIMIT), role
+
+
+def test_a_script_too_large_even_gzipped_is_refused_at_render_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec("single-vllm")
+    monkeypatch.setattr(bootstrap, "COMMAND_LIMIT", 4000)
+    with pytest.raises(LlmnestError, match=r"the single bootstrap of .* over the 4,000 bytes ECS accepts"):
+        bootstrap.run_command_script(spec, "single", "k", "h", "c")
 
 
 def test_compacting_drops_comments_and_blank_lines_and_nothing_else() -> None:
@@ -185,13 +208,13 @@ def bare_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", gpus: int = 1,
-                  key: str = KEY, script: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the single-node script as Cloud Assistant would (or `script`, a copy it left behind)."""
+                  key: str = KEY, script: Path | None = None, role: str = "single") -> subprocess.CompletedProcess[str]:
+    """Run a role's script as Cloud Assistant would (or `script`, a copy it left behind)."""
     if script is None:
         script = host / "bootstrap.sh"
-        script.write_text(bootstrap.run_command_script(spec, "single", key, "", signals.curl))
+        script.write_text(bootstrap.run_command_script(spec, role, key, "192.168.1.10", signals.curl))
     env = {
-        "PATH": f"{host / 'bin'}:/usr/bin:/bin",  # the system's basics, not a docker CLI in /usr/local/bin
+        "PATH": str(host / "bin"),  # shims and the basics they link: the machine's own docker is not seen
         "SHIM_STATE": str(host / "state"),
         "SHIM_GPUS": str(gpus),
         "FAKE_ENGINE_MODE": mode,
@@ -200,6 +223,7 @@ def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", 
         "HOME": str(host),
         "LLMNEST_TOOLKIT_REPO": signals.url,
         "LLMNEST_ROOT": str(host / "root"),
+        "LLMNEST_STATE_DIR": str(host / "root/var/lib/llmnest"),
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -216,11 +240,16 @@ def test_success_signals_once_the_engine_answers_a_chat(host: Path, signals: Sig
     assert [s["status"] for s in signals.signals] == ["SUCCESS"]
     assert spec.served_model_name in signals.signals[0]["data"]
     state = host / "state"
-    assert [c["argv"][0] for c in shims.calls(state, "nvidia-smi")] == ["--query-gpu=index"]
+    assert [c["argv"][0] for c in shims.calls(state, "nvidia-smi")] == ["--query-gpu=index"]  # no NVSwitch here
+    docker = [c["argv"][:2] for c in shims.calls(state, "docker")]
+    # the image is pulled and CUDA probed in it before the weights' download, then the engine starts
+    assert docker.index(["pull", "--quiet"]) < docker.index(["run", "--rm"]) < docker.index(["run", "--detach"])
+    probe = next(c["argv"] for c in shims.calls(state, "docker") if c["argv"][:2] == ["run", "--rm"])
+    assert probe[2:6] == ["--gpus", "all", "--entrypoint", "python3"] and probe[6] == spec.image
     download = shims.calls(state, "modelscope")[0]["argv"]
     assert download[:3] == ["download", "--model", "Qwen/QwQ-32B"]
     assert download[-1] == str(host / "llm-model" / "Qwen/QwQ-32B")
-    run = next(c for c in shims.calls(state, "docker") if c["argv"][0] == "run")
+    run = next(c for c in shims.calls(state, "docker") if c["argv"][:2] == ["run", "--detach"])
     argv, _ = run_argv(spec, bootstrap.host_model_dir(spec), KEY)
     assert run["argv"] == argv[1:]  # exactly the local docker runtime's command
     assert run["key_in_env"] and KEY not in json.dumps(shims.calls(state))
@@ -297,7 +326,7 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
 
 def test_logs_show_the_bootstrap_until_the_engine_runs_then_the_engine(host: Path, signals: SignalServer) -> None:
     spec = _local_spec()
-    env = {"PATH": f"{host / 'bin'}:/usr/bin:/bin", "SHIM_STATE": str(host / "state"),
+    env = {"PATH": str(host / "bin"), "SHIM_STATE": str(host / "state"),
            "LLMNEST_LOG_FILE": str(host / "bootstrap.log")}
 
     def logs() -> list[str]:
@@ -359,10 +388,105 @@ def test_a_driver_that_does_not_load_after_the_reboot_fails_with_what_to_do(bare
 def test_each_roles_script_defines_every_function_it_calls(edition: str) -> None:
     """A RunCommand carries only its role's parts (the content is size-limited): none may be missing."""
     spec = _spec(edition)
-    defined_anywhere = set(re.findall(r"^(\w+)\(\) \{", bootstrap.render_bootstrap(spec), re.M))
+    defined_anywhere = set(re.findall(r"^(\w+)\(\) \{", bootstrap.render_bootstrap(spec), re.MULTILINE))
     for role in bootstrap.roles(spec):
         text = bootstrap.bootstrap_body(spec, role)
-        defined = set(re.findall(r"^(\w+)\(\) \{", text, re.M))
-        called = {f for f in defined_anywhere if re.search(rf"(^|[\s;(]){f}\b(?!\(\))", text, re.M)}
+        defined = set(re.findall(r"^(\w+)\(\) \{", text, re.MULTILINE))
+        called = {f for f in defined_anywhere if re.search(rf"(^|[\s;(]){f}\b(?!\(\))", text, re.MULTILINE)}
         assert called <= defined, (role, called - defined)
         assert set(bootstrap.ROLE_STEPS[role][-1].split()[-1:]) <= defined
+
+
+def test_the_shipped_script_file_is_shellcheck_clean(tmp_path: Path) -> None:
+    done = shellcheck(bootstrap.script_template(), tmp_path)
+    assert done.returncode == 0, done.stdout
+
+
+def test_fill_keeps_the_asked_parts_and_fills_every_marker() -> None:
+    template = "a\n#@part x\nx1\n#@end\n#@part y\ny1\n#@end\n#@here\nz\n"
+    assert bootstrap.fill(template, {"x"}, {"here": "H\n"}) == "a\nx1\nH\nz\n"
+    with pytest.raises(ValueError, match=r"no part\(s\) \['w'\]"):
+        bootstrap.fill(template, {"w"}, {"here": ""})
+    with pytest.raises(ValueError, match=r"nothing fills \['#@here'\]"):
+        bootstrap.fill(template, {"x"}, {})
+    with pytest.raises(ValueError, match="no #@there line"):
+        bootstrap.fill(template, {"x"}, {"here": "", "there": ""})
+
+
+def test_a_tag_the_registry_lacks_fails_before_the_download_naming_tag_and_registry(host: Path,
+                                                                                     signals: SignalServer) -> None:
+    (host / "state" / "fail-pull").touch()
+    spec = _local_spec(sets={"image": "egs-registry.cn-hangzhou.cr.aliyuncs.com/egs/vllm:0.0.0-missing"})
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 1
+    reason = signals.signals[-1]["reason"]
+    assert reason.startswith("could not pull egs-registry.cn-hangzhou.cr.aliyuncs.com/egs/vllm tag 0.0.0-missing "
+                             "from egs-registry.cn-hangzhou.cr.aliyuncs.com: ")
+    assert "manifest unknown" in reason and reason.endswith("pass --set image=IMAGE with a tag the registry has")
+    pulls = [c for c in shims.calls(host / "state", "docker") if c["argv"][0] == "pull"]
+    assert len(pulls) == 1 and not shims.calls(host / "state", "modelscope")  # no retries, no download
+
+
+def test_cuda_that_does_not_initialise_fails_before_the_download(host: Path, signals: SignalServer) -> None:
+    (host / "state" / "fail-cuda").touch()
+    spec = _local_spec()
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"] == (
+        f"CUDA does not initialise in {spec.image}: RuntimeError: CUDA error: system not yet initialized")
+    assert not shims.calls(host / "state", "modelscope")
+
+
+def _two_node_h20() -> object:
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, instance_type="ecs.ebmgn8v.48xlarge",
+                              port=free_port()))
+    assert needs_fabric_manager(gpu_type("ecs.ebmgn8v.48xlarge")) and disks_gib(get_model("deepseek-r1"))[1] > 0
+    return spec
+
+
+def test_prepare_mounts_the_data_disk_and_starts_the_fabric_manager(bare_host: Path, signals: SignalServer) -> None:
+    state = bare_host / "state"
+    (state / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}, "/dev/vdb": {"partitions": 0}}))
+    (bare_host / "root/etc").mkdir(parents=True)
+    spec = _two_node_h20()
+    done = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8)
+    assert done.returncode == 0, done.stderr
+    assert signals.signals == []  # the serving role signals, not prepare
+    root = str(bare_host / "llm-model")
+    assert [c["argv"] for c in shims.calls(state, "mkfs.ext4")] == [["-q", "-F", "-L", "llmnest-model", "/dev/vdb"]]
+    assert [c["argv"] for c in shims.calls(state, "mount")] == [["/dev/vdb", root]]
+    assert (bare_host / "root/etc/fstab").read_text() == f"LABEL=llmnest-model {root} ext4 defaults,nofail 0 2\n"
+    assert shims.calls(state, "modelscope")[0]["argv"][-1].startswith(root + "/")  # the weights land on it
+    apt = [c["argv"] for c in shims.calls(state, "apt-get") if "install" in c["argv"]]
+    assert next(a for a in apt if "nvidia-fabricmanager-570" in a)[-1] == "nvidia-fabricmanager-570"
+    assert ["enable", "--now", "nvidia-fabricmanager"] in [c["argv"] for c in shims.calls(state, "systemctl")]
+    assert (bare_host / "root/var/lib/llmnest/prepared").exists()
+    # a second run (after a reboot) finds the disk mounted and formats nothing
+    shims.stop_engine(state)
+    assert run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8).returncode == 0
+    assert len(shims.calls(state, "mkfs.ext4")) == 1
+
+
+def test_prepare_without_a_data_disk_fails_saying_so(bare_host: Path, signals: SignalServer) -> None:
+    (bare_host / "state" / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}}))
+    done = run_bootstrap(bare_host, signals, _two_node_h20(), role="prepare", gpus=8)
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"].startswith("no unpartitioned data disk found for the weights")
+
+
+def test_two_node_prepare_reboots_for_the_driver_and_the_next_role_waits_for_it(bare_host: Path,
+                                                                                signals: SignalServer) -> None:
+    state = bare_host / "state"
+    (state / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}, "/dev/vdb": {"partitions": 0}}))
+    (bare_host / "root/etc").mkdir(parents=True)
+    (state / "fail-modprobe").touch()
+    spec = _two_node_h20()
+    done = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8)
+    assert done.returncode == 194, done.stderr
+    assert (bare_host / "root/etc/systemd/system/llmnest-resume.service").exists()
+    # meanwhile the stack runs the next role on the same host: it waits, and fails with prepare's reason
+    (bare_host / "root/var/lib/llmnest").mkdir(parents=True, exist_ok=True)
+    (bare_host / "root/var/lib/llmnest/failed").write_text("could not download deepseek-ai/DeepSeek-R1\n")
+    waiting = run_bootstrap(bare_host, signals, spec, role="ray-worker", gpus=8)
+    assert waiting.returncode == 1
+    assert signals.signals[-1]["reason"] == "preparing the host failed: could not download deepseek-ai/DeepSeek-R1"

@@ -10,6 +10,7 @@ import pytest
 
 from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
 from tests.conftest import cli_env, free_port, run_cli
+from tests.fakes.shims import unpacked
 
 UP = ("up", "Qwen/QwQ-32B", "--target", "aliyun", "--region", "cn-hangzhou")
 
@@ -42,6 +43,23 @@ def test_dry_run_for_a_person_shows_template_parameters_and_checks(env: dict[str
     assert "ApiKey = ******" in out and "sk-dry-run-secret-1234" not in out + done.stderr
     assert "[FAIL] credentials  no Alibaba Cloud credentials found" in out and "[skip] price" in out
     assert "Add --json" in out
+
+
+def test_dry_run_validate_has_ros_check_the_stack_and_creates_nothing(env: dict[str, str]) -> None:
+    emu = Emulator().start()
+    try:
+        env = {**env, "LLMNEST_ALIYUN_ENDPOINT": emu.url, "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
+               "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+        done = run_cli(env, "up", "deepseek-ai/DeepSeek-R1", "--nodes", "2", "--target", "aliyun", "--region",
+                       "cn-hangzhou", "--dry-run", "--validate", timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "[ok  ] ros-validate ROS ValidateTemplate accepts the template" in done.stdout
+        assert "[ok  ] ros-preview  ROS PreviewStack plans" in done.stdout
+        assert "ValidateTemplate" in emu.calls and "PreviewStack" in emu.calls and emu.stacks == {}
+        alone = run_cli(env, *UP, "--validate", timeout=120)
+        assert alone.returncode == 2 and "--validate is for --dry-run" in alone.stderr
+    finally:
+        emu.stop()
 
 
 def test_show_of_a_model_not_yet_deployed_points_to_the_dry_run(env: dict[str, str]) -> None:
@@ -84,7 +102,7 @@ def test_up_status_logs_down_against_the_emulated_cloud(env: dict[str, str]) -> 
         assert redeploy.returncode == 0, redeploy.stderr
         again = json.loads(redeploy.stdout)
         assert again["api_key"] == result["api_key"] and again["base_url"] == result["endpoints"][0]["base_url"]
-        assert "--max-model-len 8192" in list(emu.invocations.values())[-1]["script"]
+        assert "--max-model-len 8192" in unpacked(list(emu.invocations.values())[-1]["script"])
         down = run_cli(env, "down", "qwq-32b", "--yes", timeout=120)
         assert down.returncode == 0 and "deleted Nodes (ALIYUN::ECS::InstanceGroup)" in down.stderr
         assert all(s.status == "DELETE_COMPLETE" for s in emu.stacks.values())

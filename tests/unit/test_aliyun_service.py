@@ -19,6 +19,7 @@ from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
 from tests.conftest import free_port
 from tests.fakes.cloud_specs import cloud_spec
 from tests.fakes.fake_engine import serve
+from tests.fakes.shims import unpacked
 
 KEY = "sk-service-test-key-0123"
 
@@ -374,7 +375,7 @@ def test_redeploy_reruns_the_bootstrap_with_the_new_spec_and_same_key(deployed, 
     new = deployed.spec.model_copy(update={"max_model_len": 8192})
     rec = Recorder()
     service.redeploy(deployed, new, rec.say)
-    script = next(inv["script"] for inv in emu.invocations.values())
+    script = unpacked(next(inv["script"] for inv in emu.invocations.values()))
     assert "--max-model-len 8192" in script and f"LLMNEST_API_KEY='{KEY}'" in script
     nodes = emu.stacks[deployed.info.stack_id].attributes["Nodes"]
     assert next(inv["instances"] for inv in emu.invocations.values()) == nodes["InstanceIds"]
@@ -415,3 +416,60 @@ def test_status_after_the_stack_is_gone(deployed, emu: Emulator) -> None:
     service.down(deployed, print, lambda q: True)
     out = service.status(deployed)
     assert (out["status"], out["stack_status"]) == ("stopped", "DELETED")
+
+
+# ---- `up --dry-run --validate`: ROS ValidateTemplate and PreviewStack, nothing created
+
+
+def _validated(spec) -> list[dict]:
+    from llmnest.cloud.aliyun.preflight import validate_in_cloud
+    from llmnest.cloud.aliyun.sizing import resolve
+    from llmnest.cloud.aliyun.template import render_template, stack_parameters
+
+    spec = resolve(spec)
+    template = render_template(spec)
+    return validate_in_cloud(spec, template, {"ZoneId": "cn-hangzhou-i", **stack_parameters(spec, KEY, None)})
+
+
+@pytest.mark.parametrize("kw", [{}, {"model": "deepseek-ai/DeepSeek-R1", "nodes": 2, "public": True}])
+def test_validate_asks_ros_to_check_and_preview_and_creates_nothing(emu: Emulator, kw: dict) -> None:
+    checks = _validated(cloud_spec(**kw))
+    assert [(c["check"], c["ok"]) for c in checks] == [("ros-validate", True), ("ros-preview", True)]
+    assert "ROS PreviewStack plans" in checks[1]["detail"] and "ALIYUN::ECS::InstanceGroup" in checks[1]["detail"]
+    assert emu.calls == ["ValidateTemplate", "PreviewStack"] and emu.stacks == {}
+
+
+def test_validate_reports_what_ros_rejects_and_skips_the_preview(emu: Emulator, monkeypatch) -> None:
+    from llmnest.cloud.aliyun import template as tpl
+
+    real = tpl.render_template
+    spec = cloud_spec()
+
+    def with_old_names(s):  # the RandomString names this template wrote before: no published source has them
+        t = real(s)
+        t["Resources"]["GeneratedApiKey"]["Properties"] = {"Length": 29}
+        return t
+
+    monkeypatch.setattr(tpl, "render_template", with_old_names)
+    checks = _validated(spec)
+    assert checks[0]["ok"] is False and "unknown property 'Length'" in checks[0]["detail"]
+    assert checks[1] == {"check": "ros-preview", "ok": None, "detail": "skipped: ros-validate failed"}
+    assert emu.calls == ["ValidateTemplate"]
+
+
+def test_validate_without_credentials_says_how_to_log_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _base_env(monkeypatch, tmp_path)
+    checks = _validated(cloud_spec())
+    assert checks[0]["ok"] is False and "no Alibaba Cloud credentials found" in checks[0]["detail"]
+    assert checks[1]["ok"] is None
+
+
+def test_dry_run_validate_adds_ros_checks_to_the_preflight(emu: Emulator) -> None:
+    result = service.deploy(cloud_spec(), KEY, None, yes=True, dry_run=True, say=Recorder().say,
+                            confirm=lambda q: True, validate=True)
+    names = [c["check"] for c in result["preflight"]]
+    assert names[-2:] == ["ros-validate", "ros-preview"] and all(c["ok"] for c in result["preflight"])
+    assert emu.stacks == {}
+    with pytest.raises(BadInput, match="--validate is for --dry-run"):
+        service.deploy(cloud_spec(), KEY, None, yes=True, dry_run=False, say=Recorder().say,
+                       confirm=lambda q: True, validate=True)

@@ -110,3 +110,40 @@ def test_a_bandwidth_that_cannot_work_is_refused(placement: dict, message: str) 
     with pytest.raises(BadInput) as err:
         resolve(cloud_spec("deepseek-ai/DeepSeek-R1", **placement))
     assert message in err.value.message and "\n" not in err.value.message
+
+
+def test_two_nodes_on_erdma_types_get_alibabas_nccl_settings_and_others_stay_on_tcp() -> None:
+    erdma = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, instance_type="ecs.ebmgn8v.48xlarge"))
+    assert erdma.env["NCCL_IB_HCA"] == "erdma" and erdma.env["NCCL_IB_GID_INDEX"] == "1"
+    assert erdma.env["NCCL_SOCKET_IFNAME"] == "eth0"
+    single = resolve(cloud_spec("Qwen/Qwen3-235B-A22B", instance_type="ecs.ebmgn8v.48xlarge"))
+    assert "NCCL_IB_HCA" not in single.env  # one node: NCCL stays inside the host
+    tcp = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, instance_type="ecs.ebmgn7e.32xlarge"))
+    assert "NCCL_IB_HCA" not in tcp.env
+
+
+def test_the_cloud_fits_instances_with_the_planners_routine() -> None:
+    """One instance-fitting routine: a two-node plan is the picker's plan over both nodes."""
+    from llmnest.plan import instance, plan_instance
+
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
+    plan = plan_instance(get_model("deepseek-ai/DeepSeek-R1"), instance(spec.aliyun.instance_type), spec.max_model_len,
+                         nodes=2, gpu_memory_utilization=spec.gpu_memory_utilization)
+    assert plan.fits and (plan.tensor_parallel_size, plan.pipeline_parallel_size) == (spec.tensor_parallel_size, 2)
+    ranked = rank_instances(get_model("deepseek-ai/DeepSeek-R1"), spec.max_model_len, nodes=2,
+                            gpu_memory_utilization=spec.gpu_memory_utilization)
+    assert ranked[0].instance.name == spec.aliyun.instance_type
+
+
+def test_no_import_cycle_between_picker_and_planner() -> None:
+    import ast
+    from pathlib import Path
+
+    from llmnest.plan import picker
+    from llmnest.plan import planner
+
+    def imports(module) -> set[str]:
+        tree = ast.parse(Path(module.__file__).read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert "planner" in imports(picker) and "picker" not in imports(planner)

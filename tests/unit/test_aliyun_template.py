@@ -13,7 +13,7 @@ from importlib import resources
 import pytest
 import yaml
 
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.cloud.aliyun.sizing import needs_fabric_manager, resolve
 from llmnest.cloud.aliyun.template import command_content, masked, render_template, stack_parameters
 from llmnest.cloud.aliyun.validate import (
     check_parameters,
@@ -23,7 +23,8 @@ from llmnest.cloud.aliyun.validate import (
     check_template,
     definitions,
 )
-from tests.fakes.cloud_specs import two_node_models, cloud_spec, seed_models
+from llmnest.plan import instance
+from tests.fakes.cloud_specs import cloud_spec, seed_models, two_node_models
 
 KEY, PASSWORD = "sk-template-test-0123", "Llm#nest-2026"
 VALUES = {"ZoneId": "cn-hangzhou-i", "ApiKey": KEY, "InstancePassword": PASSWORD}
@@ -65,7 +66,7 @@ def test_template_is_sound(model: str, nodes: int, network: str, engine: str) ->
 
 
 CLOUD_ASSISTANT_LIMIT = 16 * 1024  # Cloud Assistant: command content <= 16 KB after Base64 (CreateCommand)
-LONG_CURL = "curl -i -X POST -H 'Content-Type: application/json' 'https://ros.aliyuncs.com/waitcondition?" + "x" * 600
+LONG_CURL = "curl -i -X POST -H 'Content-Type: application/json' 'https://ros.aliyuncs.com/waitcondition?" + "x" * 1900
 
 
 def _as_run(content: dict) -> str:
@@ -92,7 +93,7 @@ def test_single_node_runs_the_bootstrap_async_and_waits_for_the_signal() -> None
     assert res["Ready"]["Properties"]["Timeout"] == res["Bootstrap"]["Properties"]["Timeout"] >= 3600
     parts = command_content(resolve(cloud_spec()), "single")["Fn::Join"][1]
     assert {"Fn::GetAtt": ["ReadyHandle", "CurlCli"]} in parts
-    assert {"Fn::If": ["GenerateApiKey", {"Fn::Join": ["", ["sk-", {"Fn::GetAtt": ["GeneratedApiKey", "Value"]}]]},
+    assert {"Fn::If": ["GenerateApiKey", {"Fn::Join": ["", ["sk-", {"Fn::GetAtt": ["GeneratedApiKey", "value"]}]]},
                        {"Ref": "ApiKey"}]} in parts
 
 
@@ -126,11 +127,70 @@ def test_existing_network_creates_no_vpc() -> None:
 
 
 def test_system_disk_is_sized_from_the_weights() -> None:
-    small = render_template(cloud_spec("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"))["Parameters"]["SystemDiskSize"]
+    small = render_template(cloud_spec("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"))
     large = render_template(cloud_spec("deepseek-ai/DeepSeek-R1-Distill-Llama-70B"))["Parameters"]["SystemDiskSize"]
-    assert small["Default"] == 80  # the seed's 80 GB for a 7B
+    disk = small["Parameters"]["SystemDiskSize"]
+    assert disk["Default"] == 80  # the seed's 80 GB for a 7B
     assert large["Default"] >= 131 * 1.2 + 60  # 70B bf16 is 131 GiB of weights, +20 % and the OS/image
-    assert small["MinValue"] == small["Default"]
+    assert disk["MinValue"] == disk["Default"] and disk["MaxValue"] == 500  # ROS: a system disk is 20-500 GiB
+    assert "DiskMappings" not in small["Resources"]["Nodes"]["Properties"]
+
+
+def test_weights_beyond_the_system_disk_get_a_data_disk_the_bootstrap_mounts() -> None:
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
+    template = render_template(spec)
+    assert template["Parameters"]["SystemDiskSize"]["Default"] == 60
+    disks = template["Resources"]["Nodes"]["Properties"]["DiskMappings"]
+    assert len(disks) == 1 and disks[0]["Category"] == "cloud_essd" and int(disks[0]["Size"]) >= 625 * 1.2
+    assert check_template(template, VALUES) == []
+    from llmnest.cloud.aliyun.bootstrap import bootstrap_body
+    assert "  DATA_DISK=1 \\\n" in bootstrap_body(spec, "prepare") and "mount_data_disk" in bootstrap_body(spec)
+
+
+def test_weights_no_disk_holds_are_refused_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmnest.cloud.aliyun import sizing
+    from llmnest.errors import BadInput
+
+    monkeypatch.setattr(sizing, "MAX_DATA_DISK_GIB", 500)
+    with pytest.raises(BadInput, match=r"DeepSeek-R1's weights need a .* GiB disk, more than ECS's 500 GiB"):
+        resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
+
+
+def test_the_instance_type_choice_keeps_to_types_the_rendered_command_fits() -> None:
+    spec = resolve(cloud_spec("Qwen/QwQ-32B", instance_type="ecs.gn7e-c16g1.4xlarge"))
+    allowed = render_template(spec)["Parameters"]["InstanceType"]["AllowedValues"]
+    assert "ecs.gn7e-c16g1.4xlarge" in allowed
+    shapes = {instance(t).gpus for t in allowed}
+    assert shapes == {1} and spec.tensor_parallel_size == 1  # no 2-, 4- or 8-GPU type under TP 1
+    eight = resolve(cloud_spec("Qwen/Qwen3-235B-A22B", instance_type="ecs.ebmgn8v.48xlarge"))
+    allowed8 = render_template(eight)["Parameters"]["InstanceType"]["AllowedValues"]
+    assert allowed8 and all(instance(t).gpus == 8 and needs_fabric_manager(instance(t)) for t in allowed8)
+
+
+def test_nvswitch_types_start_the_fabric_manager() -> None:
+    from llmnest.cloud.aliyun.bootstrap import bootstrap_body
+
+    assert needs_fabric_manager(instance("ecs.ebmgn8v.48xlarge")) and needs_fabric_manager(instance("ecs.ebmgn7e.32xlarge"))
+    assert not needs_fabric_manager(instance("ecs.gn7i-8x.16xlarge"))  # 8 PCIe A10s: no NVSwitch
+    assert not needs_fabric_manager(instance("ecs.gn7e-c16g1.4xlarge"))
+    body = bootstrap_body(resolve(cloud_spec("Qwen/Qwen3-235B-A22B", instance_type="ecs.ebmgn8v.48xlarge")))
+    assert "  NVSWITCH=1 \\\n" in body
+
+
+def test_public_outputs_exist_only_with_a_public_ip() -> None:
+    outputs = render_template(cloud_spec(public=True))["Outputs"]
+    assert outputs["PublicEndpoint"]["Condition"] == outputs["PublicCurl"]["Condition"] == "HasPublicIp"
+    assert "Condition" not in outputs["PrivateEndpoint"]
+
+
+@pytest.mark.parametrize(("password", "ok"), [
+    ("Llm#nest-2026", True), ("abcDEF123", True), ("abc#def#123", True), ("ABC#DEF#123", True),
+    ("abcdefgh", False), ("abcdEFGH", False), ("abcd1234", False), ("ab#1", False), ("a" * 31, False), ("", True),
+])
+def test_password_pattern_asks_for_three_kinds_as_ecs_does(password: str, ok: bool) -> None:
+    template = render_template(cloud_spec())
+    problems = check_parameters(template, {"ZoneId": "z", "InstancePassword": password})
+    assert (problems == []) == ok, problems
 
 
 def test_prepaid_sets_period_through_conditions() -> None:
@@ -157,8 +217,13 @@ def test_parameters_are_masked_for_display() -> None:
 
 
 def test_definitions_come_from_the_published_packages() -> None:
-    source = json.loads((resources.files("llmnest.data") / "ros/resource_types.json").read_text())["source"]
-    assert any(w.startswith("ros_cdk_ecs-") for w in source["pypi_wheels"])
+    types = json.loads((resources.files("llmnest.data") / "ros/resource_types.json").read_text())["types"]
+    for name, definition in types.items():
+        assert definition["source"].startswith(("npm @alicloud/ros-cdk-", "aliyun/ros-templates@")), name
+    assert types["ALIYUN::ECS::InstanceGroup"]["source"].startswith("npm @alicloud/ros-cdk-ecs@")
+    random = types["ALIYUN::RandomString"]
+    assert random["source"].startswith("aliyun/ros-templates@") and random["attributes"] == ["value"]
+    assert {"length", "character_classes"} <= set(random["properties"])
     defs = definitions()
     assert defs["ALIYUN::ECS::InstanceGroup"]["properties"]["MaxAmount"]["required"] is True
     assert "CurlCli" in defs["ALIYUN::ROS::WaitConditionHandle"]["attributes"]
@@ -170,6 +235,19 @@ def test_definitions_come_from_the_published_packages() -> None:
 @pytest.fixture
 def template() -> dict:
     return copy.deepcopy(render_template(cloud_spec(public=True)))
+
+
+def test_checker_rejects_names_no_source_has(template: dict) -> None:
+    """The names this template used to write for ALIYUN::RandomString: no published source has them."""
+    key = template["Resources"]["GeneratedApiKey"]
+    key["Properties"] = {"Length": 29, "CharacterClasses": [{"Class": "lowercase", "Min": 1}]}
+    template["Outputs"]["ApiKey"]["Value"] = {"Fn::GetAtt": ["GeneratedApiKey", "Value"]}
+    template["Outputs"]["PublicCurl"]["Condition"] = "NoSuchCondition"
+    problems = check_properties(template) + check_references(template)
+    assert "GeneratedApiKey: unknown property 'Length'" in problems
+    assert "GeneratedApiKey: unknown property 'CharacterClasses'" in problems
+    assert "ALIYUN::RandomString has no attribute 'Value' (Fn::GetAtt GeneratedApiKey)" in problems
+    assert "output PublicCurl names unknown condition 'NoSuchCondition'" in problems
 
 
 def test_checker_catches_a_dangling_ref_and_getatt(template: dict) -> None:

@@ -102,8 +102,8 @@ def up(
                                                 "toolkit (default: newest public Ubuntu 22.04, completed by the bootstrap)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
     validate: bool = typer.Option(False, "--validate",
-                                  help="[aliyun] With --dry-run: have ROS validate the template (needs credentials, "
-                                       "creates nothing)."),
+                                  help="[aliyun] With --dry-run: have ROS validate the template and preview the stack "
+                                       "(needs credentials, creates nothing)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before creating paid resources."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be created (aliyun: template, parameters, "
                                                           "preflight) and create nothing."),
@@ -129,7 +129,8 @@ def up(
             console.print(render.dry_run_text(result), markup=False, highlight=False)
         return
     with PhaseView() as view:
-        created = lifecycle.up(req, _context(view, timeout=timeout, force=force, yes=yes, password=password))
+        created = lifecycle.up(req, _context(view, timeout=timeout, force=force, yes=yes, password=password,
+                                             validate=validate))
     _print_ready(created, json_out)
 
 

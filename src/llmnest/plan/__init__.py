@@ -10,8 +10,9 @@ Public API:
 
 from .hardware import GpuModel, InstanceType, Price, gpu_model, gpu_models, instance, instance_types
 from .local import resolve_model
+from .on_host import plan_for_spec
 from .picker import InstanceFit, cheapest_fit, evaluate_instances, plan_instance, rank_instances
-from .planner import Plan, plan_cpu, plan_for_spec, plan_gpus
+from .planner import Plan, plan_cpu, plan_gpus
 
 __all__ = [
     "GpuModel",

@@ -1,4 +1,8 @@
-"""The model-aware instance picker: which Alibaba Cloud GPU instance types fit a model, cheapest first."""
+"""The model-aware instance picker: which Alibaba Cloud GPU instance types fit a model, cheapest first.
+
+The one instance-fitting routine: `llmnest plan` ranks with it and a cloud deployment picks and checks
+its instance type with it (`cloud.aliyun.sizing`).
+"""
 
 from __future__ import annotations
 
@@ -35,15 +39,18 @@ def plan_instance(
     itype: InstanceType,
     max_model_len: int | None = None,
     *,
+    nodes: int = 1,
     gpu_memory_utilization: float | None = None,
     tensor_parallel_size: int | None = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
 ) -> Plan:
-    """The model on the GPUs of `itype` (tensor parallel by default as large as the model allows)."""
+    """The model on the GPUs of `nodes` instances of `itype`: pipeline parallel across the nodes,
+    tensor parallel within one (by default as large as the model allows)."""
     return plan_gpus(
-        model, itype.gpu, itype.gpus, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-        tensor_parallel_size=tensor_parallel_size, dtype=dtype, kv_dtype=kv_dtype, target=itype.name,
+        model, itype.gpu, itype.gpus * nodes, max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=nodes, dtype=dtype, kv_dtype=kv_dtype, target=itype.name,
     )
 
 
@@ -51,17 +58,18 @@ def evaluate_instances(
     model: CatalogModel,
     max_model_len: int | None = None,
     *,
+    nodes: int = 1,
     gpu_memory_utilization: float | None = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
 ) -> list[InstanceFit]:
-    """Every catalog instance type with its plan, cheapest first; a type whose GPU cannot run the
-    requested dtype is left out."""
+    """Every catalog instance type with its plan on `nodes` instances; a type whose GPU cannot run
+    the requested dtype is left out."""
     out = []
     for itype in instance_types():
         try:
-            plan = plan_instance(model, itype, max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                                 dtype=dtype, kv_dtype=kv_dtype)
+            plan = plan_instance(model, itype, max_model_len, nodes=nodes,
+                                 gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, kv_dtype=kv_dtype)
         except BadInput:
             if dtype is None and kv_dtype is None:
                 raise
@@ -74,12 +82,13 @@ def rank_instances(
     model: CatalogModel,
     max_model_len: int | None = None,
     *,
+    nodes: int = 1,
     gpu_memory_utilization: float | None = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
 ) -> list[InstanceFit]:
-    """The instance types that fit, cheapest first (ties: more KV cache first)."""
-    fits = [f for f in evaluate_instances(model, max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+    """The instance types that fit on `nodes` instances, cheapest first (ties: more KV cache first)."""
+    fits = [f for f in evaluate_instances(model, max_model_len, nodes=nodes, gpu_memory_utilization=gpu_memory_utilization,
                                           dtype=dtype, kv_dtype=kv_dtype) if f.plan.fits]
     return sorted(fits, key=lambda f: (f.instance.price.cny_per_hour, -f.plan.kv_cache_tokens, f.instance.name))
 

@@ -1,25 +1,19 @@
-"""Plans: does a model fit a target (the vLLM CPU build, N GPUs, a spec on this host), and how well."""
+"""Plans: does a model fit a target (the vLLM CPU build, N GPUs), and how well. A spec on this host: on_host.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from ..catalog import DTYPE_BYTES, CatalogModel
-from ..engines import default_image
 from ..errors import BadInput
-from ..host import host_memory_bytes
 from ..parallel import tp_divides, valid_tp_sizes
 from . import memory as mem
 from .confidence import CPU_PROVENANCE, gpu_provenance
-from .hardware import GpuModel, cuda_total_estimate_mib, find_gpu
+from .hardware import GpuModel
 from .precision import kv_dtype as resolve_kv_dtype
 from .precision import weight_dtype
-
-if TYPE_CHECKING:
-    from ..host import Gpu
-    from ..spec import DeploymentSpec
 
 GIB = mem.GIB
 
@@ -80,7 +74,7 @@ def up_flag(field: str, value: Any) -> str:
     return f"--max-model-len {value}" if field == "max_model_len" else f"--set {field}={value}"
 
 
-def _gib(n: float) -> str:
+def gib_text(n: float) -> str:
     return f"{n / GIB:,.2f} GiB"
 
 
@@ -135,7 +129,7 @@ def _verdict(model: CatalogModel, length: int, blocks: int, block_size: int, kv_
 
 
 def _weights_line(model: CatalogModel, dtype: str, weights: int) -> str:
-    return f"weights: {model.params:,} params x {DTYPE_BYTES[dtype]:g} B ({dtype}) = {weights:,} B ({_gib(weights)})"
+    return f"weights: {model.params:,} params x {DTYPE_BYTES[dtype]:g} B ({dtype}) = {weights:,} B ({gib_text(weights)})"
 
 
 def plan_cpu(
@@ -199,21 +193,21 @@ def _gpu_figures(
     if kv_space <= 0:
         fits, reason, tokens, largest, concurrent = Verdict(
             False,
-            f"weights need {_gib(per_gpu_weights)} per GPU, more than the {_gib(usable - overhead)} left of "
-            f"{_gib(usable)} usable after {_gib(overhead)} overhead ({where})",
+            f"weights need {gib_text(per_gpu_weights)} per GPU, more than the {gib_text(usable - overhead)} left of "
+            f"{gib_text(usable)} usable after {gib_text(overhead)} overhead ({where})",
             0, 0, 0,
         )
     else:
         fits, reason, tokens, largest, concurrent = _verdict(model, length, blocks, block, where)
     arithmetic = (
-        _weights_line(model, weights_dt, weights) + f"; per GPU / {tp * pp} + buffers = {_gib(per_gpu_weights)}",
+        _weights_line(model, weights_dt, weights) + f"; per GPU / {tp * pp} + buffers = {gib_text(per_gpu_weights)}",
         _kv_arithmetic(model, kv_dt, tp, pp, per_token),
-        f"usable per GPU: {memory_bytes / 2**20:,.0f} MiB (CUDA total) x {util:g} = {_gib(usable)}",
-        f"overhead per GPU: activation peak {_gib(budget.activations)} ({budget.batched_tokens} batched tokens,"
-        f" {budget.max_seqs} seqs) + non-torch {_gib(budget.non_torch)}"
+        f"usable per GPU: {memory_bytes / 2**20:,.0f} MiB (CUDA total) x {util:g} = {gib_text(usable)}",
+        f"overhead per GPU: activation peak {gib_text(budget.activations)} ({budget.batched_tokens} batched tokens,"
+        f" {budget.max_seqs} seqs) + non-torch {gib_text(budget.non_torch)}"
         f" (tp {tp}, {'NVLink' if gpu.nvlink else 'PCIe'}) + CUDA graphs"
-        f" {_gib(budget.cuda_graphs)} (vLLM {engine.vllm_version}) = {_gib(overhead)}",
-        f"KV cache per GPU: {_gib(usable)} - {_gib(per_gpu_weights)} - {_gib(overhead)} = {_gib(max(kv_space, 0))}",
+        f" {gib_text(budget.cuda_graphs)} (vLLM {engine.vllm_version}) = {gib_text(overhead)}",
+        f"KV cache per GPU: {gib_text(usable)} - {gib_text(per_gpu_weights)} - {gib_text(overhead)} = {gib_text(max(kv_space, 0))}",
         f"blocks: floor({max(kv_space, 0):,} B / ({block} tokens x {per_token:,} B)) = {blocks:,}",
         f"vLLM logs: int({blocks:,} / ceil({length:,} / {block}) x {length:,}) = {tokens:,} tokens",
     )
@@ -306,77 +300,3 @@ def _gpu_suggestion(
             return f"needs {size * pp} x {gpu.key} (tensor parallel {size}) at max-model-len {length:,}"
     return f"does not fit on up to 16 x {gpu.key}; run `llmnest plan {model.key}` to rank instance types"
 
-
-def _host_gpu(gpu: Gpu) -> GpuModel:
-    """The catalog entry for an nvidia-smi name, or one assumed modern (bf16, fp8) when unknown."""
-    known = find_gpu(gpu.name)
-    if known is not None:
-        return known
-    return GpuModel(key=gpu.name, display_name=gpu.name, memory_gb=max(1, gpu.memory_mib // 1024),
-                    memory_mib=gpu.memory_mib, cuda_total_mib=cuda_total_estimate_mib(gpu.memory_mib),
-                    compute_capability=8.0)
-
-
-def _within_host_memory(plan: Plan, ram: int | None) -> Plan:
-    """The CPU build holds the weights and the KV space in RAM: both must fit in the host's memory."""
-    need = plan.weights_bytes + plan.kv_cache_bytes
-    if ram is None or need <= ram:
-        return plan
-    return replace(
-        plan, fits=False,
-        reason=f"does not fit: weights {_gib(plan.weights_bytes)} + KV space {_gib(plan.kv_cache_bytes)} "
-               f"exceed this host's {_gib(ram)} of memory",
-        suggestion="serve it on GPUs (`llmnest plan` ranks instance types), or pick a smaller model",
-    )
-
-
-def _int_flag(flags: dict[str, str], name: str) -> int | None:
-    value = flags.get(name, "")
-    return int(value) if value.isdigit() else None
-
-
-def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]) -> Plan:
-    """Plan `spec` on this host: the CPU build's KV space, or the host's GPUs with the spec's settings.
-
-    Honours the `kv-cache-dtype`, `block-size`, `dtype`, `max-num-seqs`, `max-num-batched-tokens` and
-    `enforce-eager` engine flags in spec.engine_args, and takes the vLLM version from the engine image's tag
-    (the spec's image or the engine's default), which decides whether CUDA graph memory is reserved.
-    """
-    flags = spec.engine_args
-    block = int(flags["block-size"]) if flags.get("block-size", "").isdigit() else None
-    dtype = flags.get("dtype") if flags.get("dtype", "auto") != "auto" else None
-    kv = flags.get("kv-cache-dtype")
-    length = spec.max_model_len or model.context_length
-    image = spec.image or default_image(spec.engine)
-    engine = mem.EngineSettings(
-        max_num_batched_tokens=_int_flag(flags, "max-num-batched-tokens"),
-        max_num_seqs=_int_flag(flags, "max-num-seqs"),
-        enforce_eager=spec.enforce_eager or flags.get("enforce-eager", "false").lower() not in ("false", "0"),
-        vllm_version=mem.image_vllm_version(image) or mem.DEPLOYED_VLLM,
-    )
-    if spec.device == "cpu":
-        plan = plan_cpu(model, kv_cache_gib=spec.cpu_kv_cache_gib, max_model_len=length, dtype=dtype,
-                        kv_dtype=kv, block_size=block, flag=up_flag)
-        return _within_host_memory(plan, host_memory_bytes())
-    used = spec.tensor_parallel_size * spec.pipeline_parallel_size
-    if not gpus:
-        raise BadInput("the spec asks for CUDA but this host has no NVIDIA GPU; use --set device=cpu")
-    chosen = list(gpus)[:used]
-    smallest = min(chosen, key=lambda g: g.memory_mib)
-    card = _host_gpu(smallest)
-    plan = plan_gpus(
-        model, card, len(gpus), max_model_len=length,
-        gpu_memory_utilization=spec.gpu_memory_utilization, tensor_parallel_size=spec.tensor_parallel_size,
-        pipeline_parallel_size=spec.pipeline_parallel_size, dtype=dtype, kv_dtype=kv, block_size=block,
-        target=f"this host: {len(gpus)} x {smallest.name}", engine=engine, flag=up_flag,
-    )
-    if plan.fits:
-        return plan
-    from .picker import cheapest_fit  # late: the picker plans through this module
-
-    cloud = cheapest_fit(model, length)
-    if cloud is not None:
-        extra = (f"or on Alibaba Cloud: --target aliyun --instance-type {cloud.instance.name} "
-                 f"({cloud.instance.gpus} x {cloud.instance.gpu.key})")
-        return replace(plan, suggestion=f"{plan.suggestion}; {extra}" if plan.suggestion else extra)
-    return plan

@@ -63,12 +63,12 @@ class AliyunTarget(Target):
 
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         return _service().deploy(resolved.spec, resolved.api_key, ctx.password, yes=True, dry_run=True,
-                                 say=ctx.say, confirm=ctx.confirm)
+                                 say=ctx.say, confirm=ctx.confirm, validate=ctx.validate)
 
     def create(self, resolved: Resolved, ctx: Context) -> Created:
         t0 = time.monotonic()
         result = _service().deploy(resolved.spec, resolved.api_key, ctx.password, yes=ctx.yes, dry_run=False,
-                                   say=ctx.say, confirm=ctx.confirm)
+                                   say=ctx.say, confirm=ctx.confirm, validate=ctx.validate)
         extra = {k: result[k] for k in ("stack_id", "region", "zone", "instance_type", "nodes", "price")}
         return Created(state.get(result["name"]), result["api_key"], time.monotonic() - t0, extra)
 

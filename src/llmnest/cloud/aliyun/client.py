@@ -206,6 +206,29 @@ class Cloud:
         with api_errors("ros", "GetTemplateEstimateCost"):
             return self._ros.get_template_estimate_cost(req).body.resources or {}
 
+    def validate_template(self, template: dict[str, Any]) -> dict[str, Any]:
+        """ROS's check of the template itself (syntax, resource types, properties): its summary."""
+        from alibabacloud_ros20190910 import models as ros
+
+        req = ros.ValidateTemplateRequest(region_id=self.region, template_body=json.dumps(template))
+        with api_errors("ros", "ValidateTemplate"):
+            return self._ros.validate_template(req).body.to_map()
+
+    def preview_stack(self, name: str, template: dict[str, Any], values: dict[str, Any],
+                      timeout_min: int) -> list[dict[str, Any]]:
+        """ROS's plan of the stack with these parameter values, creating nothing: its resources."""
+        from alibabacloud_ros20190910 import models as ros
+
+        req = ros.PreviewStackRequest(
+            region_id=self.region, stack_name=name, template_body=json.dumps(template),
+            parameters=[ros.PreviewStackRequestParameters(parameter_key=k, parameter_value=str(v))
+                        for k, v in values.items()],
+            timeout_in_minutes=timeout_min, disable_rollback=True,
+        )
+        with api_errors("ros", "PreviewStack"):
+            body = self._ros.preview_stack(req).body.to_map()
+        return body.get("Stack", {}).get("Resources", [])
+
     def create_stack(self, name: str, template: dict[str, Any], values: dict[str, Any], timeout_min: int,
                      token: str) -> str:
         from alibabacloud_ros20190910 import models as ros

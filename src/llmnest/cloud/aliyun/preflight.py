@@ -16,6 +16,7 @@ from .template import secret_parameters
 from .validate import check_template
 
 LARGE_REGIONS = ("cn-beijing", "cn-shanghai", "cn-hangzhou")
+VALIDATE_CHECKS = ("ros-validate", "ros-preview")
 CLOUD_CHECKS = ("credentials", "stock", "price")
 
 
@@ -123,3 +124,37 @@ def run(spec: DeploymentSpec, template: dict[str, Any], values: dict[str, Any], 
     except LlmnestError as exc:
         failed("price", exc)
     return pre
+
+
+def validate_in_cloud(spec: DeploymentSpec, template: dict[str, Any], parameters: dict[str, Any]) -> list[dict]:
+    """ROS's own verdict, creating nothing (`up --dry-run --validate`): ValidateTemplate on the
+    template, then PreviewStack with `parameters` (ZoneId included). Needs credentials. Each check
+    as `run` records them; after a failure the rest says it was skipped."""
+    place = spec.aliyun
+    assert place is not None
+    checks = Preflight()
+
+    def failed(check: str, detail: str) -> list[dict]:
+        checks.add(check, False, detail)
+        for later in VALIDATE_CHECKS[VALIDATE_CHECKS.index(check) + 1 :]:
+            checks.add(later, None, f"skipped: {check} failed")
+        return checks.checks
+
+    try:
+        credential_source()
+        cloud = Cloud(place.region)
+        summary = cloud.validate_template(template)
+    except LlmnestError as exc:
+        return failed("ros-validate", exc.message)
+    checks.add("ros-validate", True, f"ROS ValidateTemplate accepts the template ({len(summary.get('Resources') or [])} "
+                                     f"resources, {len(summary.get('Parameters') or [])} parameters)")
+    if not parameters.get("ZoneId"):
+        checks.add("ros-preview", None, "skipped: no zone (give --zone, or let the stock check pick one)")
+        return checks.checks
+    try:
+        planned = cloud.preview_stack(f"llmnest-{spec.name}", template, parameters, 60)
+    except LlmnestError as exc:
+        return failed("ros-preview", exc.message)
+    kinds = sorted({r.get("ResourceType", "?") for r in planned})
+    checks.add("ros-preview", True, f"ROS PreviewStack plans {len(planned)} resources ({', '.join(kinds)})")
+    return checks.checks

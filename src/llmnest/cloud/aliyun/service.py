@@ -173,8 +173,11 @@ def deploy(
     dry_run: bool,
     say: Say,
     confirm: Confirm,
+    validate: bool = False,
 ) -> dict[str, Any]:
     """Plan, check, price, confirm, create the stack and follow it until the model answers."""
+    if validate and not dry_run:
+        raise BadInput("--validate is for --dry-run: add --dry-run to have ROS check the stack without creating it")
     spec = resolve(spec)
     place = spec.aliyun
     assert place is not None
@@ -186,6 +189,8 @@ def deploy(
     values = stack_parameters(spec, key, password)
     pre = preflight.run(spec, template, values, strict=not dry_run)
     if dry_run:
+        if validate:
+            pre.checks += preflight.validate_in_cloud(spec, template, {"ZoneId": pre.zone or place.zone, **values})
         return {
             "template": template,
             "parameters": masked(template, {"ZoneId": pre.zone or place.zone or "(picked at deploy)", **values}),

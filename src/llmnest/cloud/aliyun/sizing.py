@@ -10,13 +10,22 @@ import math
 
 from ...catalog import DTYPE_BYTES, CatalogModel, find_model
 from ...errors import BadInput
-from ...plan import InstanceType, Plan, instance, instance_types, plan_gpus
+from ...plan import InstanceFit, InstanceType, Plan, instance, plan_instance, rank_instances
 from ...spec import AliyunPlacement, DeploymentSpec, validated
 from ...suggest import did_you_mean
 from .images import engine_image
 
 GIB = 2**30
-MAX_SYSTEM_DISK_GIB = 2048
+MAX_SYSTEM_DISK_GIB = 500  # ROS ALIYUN::ECS::InstanceGroup SystemDiskSize: 20-500 GiB
+SYSTEM_BASE_GIB = 60  # OS, docker and an engine image (the CUDA images are 20-30 GB)
+MAX_DATA_DISK_GIB = 32768  # one ESSD data disk (ECS block storage limits)
+NVSWITCH_GPUS = ("A100-40G", "A100-80G", "H20")  # SXM GPUs: their 8-GPU types join them through NVSwitch
+# Types with eRDMA network cards: Alibaba Cloud PAI docs, "eRDMA: Use high-performance networks for
+# distributed training" (help/en/pai/user-guide/erdma-distributed-training-with-high-performance-networks)
+ERDMA_FAMILIES = ("ebmgn7v", "ebmgn8v", "ebmgn8is", "ebmgn8i", "gn8is")
+# NCCL over eRDMA, the variables the same page presets for these types
+ERDMA_NCCL_ENV = {"NCCL_IB_HCA": "erdma", "NCCL_IB_GID_INDEX": "1", "NCCL_IB_QPS_PER_CONNECTION": "8",
+                  "NCCL_MIN_NCHANNELS": "16", "NCCL_NET_PLUGIN": "none"}
 DEFAULT_BANDWIDTH_MBPS = 100  # pay by traffic: the cap costs nothing, outbound gigabytes do; inbound is free
 MAX_BANDWIDTH_MBPS = 200
 MAX_WAIT_S = 43200  # the longest a ROS WaitCondition waits
@@ -42,29 +51,45 @@ def weights_gib(model: CatalogModel) -> float:
     return model.params * DTYPE_BYTES[model.dtype] / GIB
 
 
-def plan_on(model: CatalogModel, t: InstanceType, nodes: int, spec: DeploymentSpec) -> Plan:
-    """The planner's verdict for `model` on `nodes` instances of `t` (pipeline parallel across nodes)."""
-    return plan_gpus(
-        model, t.gpu, t.gpus * nodes, max_model_len=spec.max_model_len,
-        gpu_memory_utilization=spec.gpu_memory_utilization, pipeline_parallel_size=nodes, target=t.name,
-    )
+def needs_fabric_manager(t: InstanceType) -> bool:
+    """8 SXM GPUs joined by NVSwitch: CUDA needs nvidia-fabricmanager running (NVIDIA's driver docs)."""
+    return t.gpus == 8 and t.gpu.key in NVSWITCH_GPUS
 
 
-def fitting_types(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> list[tuple[InstanceType, Plan]]:
-    """Every catalog type that serves the model on `nodes` instances, cheapest first."""
-    out = []
-    for t in instance_types():
-        try:
-            plan = plan_on(model, t, nodes, spec)
-        except BadInput:  # the GPU cannot run the model's precision
-            continue
-        if plan.fits:
-            out.append((t, plan))
-    return out
+def has_erdma(t: InstanceType) -> bool:
+    return t.family in ERDMA_FAMILIES
 
 
-def cheapest_fit(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> tuple[InstanceType, Plan]:
-    fits = fitting_types(model, nodes, spec)
+def same_shape(a: InstanceType, b: InstanceType) -> bool:
+    """Types the same rendered engine command and bootstrap serve: GPUs per node, NVSwitch, eRDMA."""
+    return (a.gpus, needs_fabric_manager(a), has_erdma(a)) == (b.gpus, needs_fabric_manager(b), has_erdma(b))
+
+
+def _fits(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> list[InstanceFit]:
+    return rank_instances(model, spec.max_model_len, nodes=nodes, gpu_memory_utilization=spec.gpu_memory_utilization)
+
+
+def fitting_types(spec: DeploymentSpec) -> list[str]:
+    """The instance types a resolved spec's template may offer: those that serve the model with the
+    same engine command (same GPUs per node and tensor parallel) and the same bootstrap, cheapest first."""
+    place = spec.aliyun
+    assert place is not None and place.instance_type is not None
+    chosen = gpu_type(place.instance_type)
+    model = catalog_model(spec)
+    return [f.instance.name for f in _fits(model, place.nodes, spec)
+            if same_shape(f.instance, chosen) and f.plan.tensor_parallel_size == _planned_tp(spec)]
+
+
+def _planned_tp(spec: DeploymentSpec) -> int:
+    """Tensor parallel per pipeline stage as the planner sizes it (SGLang spans both nodes with it)."""
+    assert spec.aliyun is not None
+    if spec.engine == "sglang" and spec.aliyun.nodes > 1:
+        return spec.tensor_parallel_size // spec.aliyun.nodes
+    return spec.tensor_parallel_size
+
+
+def cheapest_fit(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> InstanceFit:
+    fits = _fits(model, nodes, spec)
     if not fits:
         more = "" if nodes == 2 else "; try --nodes 2"
         raise BadInput(f"no instance type in the catalog serves {model.key} on {nodes} node(s){more} "
@@ -73,10 +98,10 @@ def cheapest_fit(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> tuple
 
 
 def check_fits(model: CatalogModel, t: InstanceType, nodes: int, spec: DeploymentSpec) -> Plan:
-    plan = plan_on(model, t, nodes, spec)
+    plan = plan_instance(model, t, spec.max_model_len, nodes=nodes, gpu_memory_utilization=spec.gpu_memory_utilization)
     if plan.fits:
         return plan
-    others = [o.name for o, _ in fitting_types(model, nodes, spec)][:3]
+    others = [f.instance.name for f in _fits(model, nodes, spec)][:3]
     hint = f"use --instance-type {' or '.join(others)}" if others else "use --nodes 2"
     raise BadInput(
         f"{model.key} does not fit {nodes} x {t.name} ({t.gpus}x {t.gpu.display_name}): {plan.reason.rstrip('.')}; "
@@ -84,9 +109,17 @@ def check_fits(model: CatalogModel, t: InstanceType, nodes: int, spec: Deploymen
     )
 
 
-def system_disk_gib(model: CatalogModel) -> int:
-    """Room for the OS, the engine image and the weights, rounded up to 10 GiB (80 GiB for a 7B)."""
-    return min(MAX_SYSTEM_DISK_GIB, int(math.ceil((weights_gib(model) * 1.2 + 60) / 10) * 10))
+def disks_gib(model: CatalogModel) -> tuple[int, int]:
+    """(system disk, data disk) in GiB: the OS, docker and the engine image on the system disk, the
+    weights with it while they fit ROS's 500 GiB system disk, else on a data disk of their own (0: none)."""
+    weights = int(math.ceil(weights_gib(model) * 1.2 / 10) * 10)
+    together = weights + SYSTEM_BASE_GIB
+    if together <= MAX_SYSTEM_DISK_GIB:
+        return together, 0
+    if weights > MAX_DATA_DISK_GIB:
+        raise BadInput(f"{model.key}'s weights need a {weights:,} GiB disk, more than ECS's {MAX_DATA_DISK_GIB:,} GiB "
+                       "for one disk; pick a smaller model or a quantized variant")
+    return SYSTEM_BASE_GIB, weights
 
 
 def ready_wait_s(model: CatalogModel, mbps: int) -> float:
@@ -179,7 +212,9 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
         t = gpu_type(place.instance_type)
         plan = check_fits(model, t, place.nodes, spec)
     else:
-        t, plan = cheapest_fit(model, place.nodes, spec)
+        fit = cheapest_fit(model, place.nodes, spec)
+        t, plan = fit.instance, fit.plan
+    disks_gib(model)  # refuses weights no disk holds, before any call
     tp = spec.tensor_parallel_size if spec.tensor_parallel_size > 1 else plan.tensor_parallel_size
     pp = place.nodes
     if spec.engine == "sglang" and place.nodes > 1:  # SGLang spans nodes with tensor parallel, as the seed does
@@ -194,7 +229,7 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
         gpu_count=t.gpus * place.nodes,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
-        env={**CLOUD_ENV, **spec.env},
+        env={**CLOUD_ENV, **(ERDMA_NCCL_ENV if place.nodes > 1 and has_erdma(t) else {}), **spec.env},
         aliyun={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model),
                 "allow_cidr": allowed_cidr(place.allow_cidr)},
     )

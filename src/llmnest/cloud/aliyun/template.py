@@ -14,14 +14,19 @@ from typing import Any
 from ...spec import DeploymentSpec
 from . import bootstrap
 from .images import OS_IMAGE_FAMILY
-from .sizing import catalog_model, fitting_types, ready_timeout_s, resolve, system_disk_gib
+from .sizing import MAX_SYSTEM_DISK_GIB, catalog_model, disks_gib, fitting_types, ready_timeout_s, resolve
 
 FORMAT_VERSION = "2015-09-01"
 NEW_VPC_CIDR = "192.168.0.0/16"
 NEW_VSWITCH_CIDR = "192.168.1.0/24"
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # an existing VPC's CIDR is one of these
 API_KEY_PATTERN = r"^$|^[A-Za-z0-9._~+/=-]{8,128}$"
-PASSWORD_PATTERN = r"^$|^[A-Za-z0-9()`~!@#$%^&*_+=|{}\[\]:;<>,.?/-]{8,30}$"
+_SPECIAL = r"()`~!@#$%^&*_+=|{}\[\]:;<>,.?/-"
+# ECS: 8-30 characters with at least three of lowercase, uppercase, digits and special characters
+PASSWORD_PATTERN = (
+    rf"^$|^(?:(?=.*[a-z])(?=.*[A-Z])(?=.*\d)|(?=.*[a-z])(?=.*[A-Z])(?=.*[{_SPECIAL}])"
+    rf"|(?=.*[a-z])(?=.*\d)(?=.*[{_SPECIAL}])|(?=.*[A-Z])(?=.*\d)(?=.*[{_SPECIAL}]))[A-Za-z\d{_SPECIAL}]{{8,30}}$"
+)
 CIDR_PATTERN = r"^$|^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$"
 GENERATED_KEY_PREFIX = "sk-"
 SSH_PORT = 22
@@ -61,8 +66,8 @@ def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
     place = spec.aliyun
     assert place is not None
     model = catalog_model(spec)
-    allowed = [t.name for t, _ in fitting_types(model, place.nodes, spec)]
-    disk = system_disk_gib(model)
+    allowed = fitting_types(spec)
+    disk, data_disk = disks_gib(model)
     params: dict[str, Any] = {
         "ZoneId": {
             "Type": "String",
@@ -72,17 +77,18 @@ def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
         },
         "InstanceType": {
             "Type": "String",
-            "Description": f"GPU instance type; these fit {model.key} on {place.nodes} node(s)",
+            "Description": f"GPU instance type; these serve {model.key} on {place.nodes} node(s) with the "
+                           f"rendered engine command (tensor parallel {spec.tensor_parallel_size})",
             "AllowedValues": allowed,
             "Default": place.instance_type,
         },
         **_image_parameter(place.image_id),
         "SystemDiskSize": {
             "Type": "Number",
-            "Description": "System disk in GiB: OS, engine image and the model's weights",
+            "Description": "System disk in GiB: OS, engine image" + ("" if data_disk else " and the model's weights"),
             "Default": disk,
             "MinValue": disk,
-            "MaxValue": 2048,
+            "MaxValue": MAX_SYSTEM_DISK_GIB,
         },
         "PayType": {"Type": "String", "AllowedValues": ["PostPaid", "PrePaid"],
                     "Default": "PrePaid" if place.pay == "prepaid" else "PostPaid"},
@@ -102,7 +108,8 @@ def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
             "Default": "",
             "Description": "Login password of the instances, 8-30 characters; empty for none",
             "AllowedPattern": PASSWORD_PATTERN,
-            "ConstraintDescription": "8-30 letters, digits and special characters",
+            "ConstraintDescription": "8-30 characters, at least three of: lowercase, uppercase, digits, "
+                                     "special characters",
         },
         "KeyPairName": {"Type": "String", "Default": place.key_pair or "",
                         "Description": "SSH key pair for the instances; empty for none"},
@@ -141,7 +148,7 @@ def api_key_value(spec: DeploymentSpec) -> Any:
     """The key the endpoint uses: the parameter, or the stack's generated one."""
     if not spec.api_key_enabled:
         return ""
-    generated = join(GENERATED_KEY_PREFIX, getatt("GeneratedApiKey", "Value"))
+    generated = join(GENERATED_KEY_PREFIX, getatt("GeneratedApiKey", "value"))
     return {"Fn::If": ["GenerateApiKey", generated, ref("ApiKey")]}
 
 
@@ -180,6 +187,14 @@ def _network(spec: DeploymentSpec) -> tuple[dict[str, Any], Any, Any]:
     return resources, getatt("Vpc", "VpcId"), getatt("VSwitch", "VSwitchId")
 
 
+def _data_disk(spec: DeploymentSpec) -> dict[str, Any]:
+    """The weights' own disk when they outgrow the system disk (the bootstrap formats and mounts it)."""
+    size = disks_gib(catalog_model(spec))[1]
+    if not size:
+        return {}
+    return {"DiskMappings": [{"Category": "cloud_essd", "Size": str(size), "DiskName": f"llmnest-{spec.name}-model"}]}
+
+
 def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any) -> dict[str, Any]:
     place = spec.aliyun
     assert place is not None
@@ -197,6 +212,7 @@ def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any) -> dict[str, Any]:
             "SecurityGroupId": getatt("SecurityGroup", "SecurityGroupId"),
             "SystemDiskCategory": "cloud_essd",
             "SystemDiskSize": ref("SystemDiskSize"),
+            **_data_disk(spec),
             "AllocatePublicIP": {"Fn::If": ["HasPublicIp", True, False]},
             "InternetChargeType": "PayByTraffic",
             "InternetMaxBandwidthOut": ref("BandwidthMbps"),
@@ -285,9 +301,10 @@ def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
     }
     if place.public:
         public = join("http://", first(getatt("Nodes", "PublicIps")), port)
-        outputs["PublicEndpoint"] = {"Description": "OpenAI base URL from --allow-cidr", "Value": public}
+        outputs["PublicEndpoint"] = {"Description": "OpenAI base URL from --allow-cidr", "Value": public,
+                                     "Condition": "HasPublicIp"}
         outputs["PublicCurl"] = {"Description": "Example request from the internet (export API_KEY first)",
-                                 "Value": curl_example(spec, public)}
+                                 "Value": curl_example(spec, public), "Condition": "HasPublicIp"}
     if spec.api_key_enabled:
         outputs["ApiKey"] = {"Description": "API key of the endpoint", "NoEcho": True, "Value": api_key_value(spec)}
     return outputs
@@ -313,8 +330,8 @@ def render_template(spec: DeploymentSpec) -> dict[str, Any]:
         resources["GeneratedApiKey"] = {
             "Type": "ALIYUN::RandomString",
             "Condition": "GenerateApiKey",
-            "Properties": {"Length": 29, "CharacterClasses": [{"Class": "lowercase", "Min": 1},
-                                                              {"Class": "digits", "Min": 1}]},
+            "Properties": {"length": 29, "character_classes": [{"class": "lowercase", "min": 1},
+                                                               {"class": "digits", "min": 1}]},
         }
     steps, last = _bootstrap_resources(spec)
     resources.update(steps)

@@ -1,7 +1,9 @@
 """Check a ROS template against the published resource-type definitions. Pure.
 
-The definitions (data/ros/resource_types.json) are extracted from the ROS CDK packages on PyPI;
-see data/ros/generate.py. Each check returns a list of problems, empty when the template is sound.
+The definitions (data/ros/resource_types.json) are extracted from what Alibaba Cloud publishes: the
+`@alicloud/ros-cdk-*` npm packages, and for a type they lack, Alibaba's published templates; each
+type names its source (see data/ros/generate.py). A property or attribute no source names is a
+problem. Each check returns a list of problems, empty when the template is sound.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def check_references(template: dict[str, Any]) -> list[str]:
                 problems.append(f"{name} depends on unknown resource {dep!r}")
         if "Condition" in r and r["Condition"] not in conds:
             problems.append(f"{name} names unknown condition {r['Condition']!r}")
+    for name, out in template.get("Outputs", {}).items():
+        if "Condition" in out and out["Condition"] not in conds:
+            problems.append(f"output {name} names unknown condition {out['Condition']!r}")
     return problems
 
 

@@ -1,26 +1,32 @@
-"""Regenerate resource_types.json from the ROS CDK's generated constructs (a maintainer's tool).
+"""Regenerate resource_types.json from what Alibaba Cloud publishes (a maintainer's tool).
 
-Source: the `ros-cdk-ecs` and `ros-cdk-ros` packages on PyPI (Alibaba Cloud's ROS CDK, Apache-2.0).
-Each wheel carries the npm package of the constructs as `_jsii/<name>@<version>.jsii.tgz`; its
-`lib/<service>.generated.js` holds, per resource type, the function that renders the ROS property
-names (`'InstanceType': ros.stringToRosTemplate(properties.instanceType)`) and the validator with
-the published constraints (required, allowed values, ranges, lengths, patterns). This script reads
-those two functions (and the nested-property ones) for the resource types llmnest uses and writes
-their definitions as JSON. Only facts are extracted; no CDK code is copied.
+Sources, each entry of the output naming its own:
+- the `@alicloud/ros-cdk-ecs` and `@alicloud/ros-cdk-ros` npm packages (Alibaba Cloud's ROS CDK,
+  Apache-2.0): `package/lib/<service>.generated.js` holds, per resource type, the function that renders
+  the ROS property names (`'InstanceType': ros.stringToRosTemplate(properties.instanceType)`) and the
+  validator with the published constraints (required, allowed values, ranges, lengths, patterns);
+  the class's `getAtt('...')` calls name its attributes.
+- for a type the CDK lacks (ALIYUN::RandomString), Alibaba's published templates (the
+  aliyun/ros-templates repository): the property names, nested keys and values they write, and
+  the attributes they read (`Fn::GetAtt [R, attr]`, `${R.attr}`).
+Only facts are extracted; no CDK or template code is copied.
 
-    pip download --no-deps ros-cdk-ecs==1.15.0 ros-cdk-ros==1.15.0 -d /tmp/roscdk
-    python src/llmnest/data/ros/generate.py /tmp/roscdk/*.whl
+    cd /tmp && npm pack @alicloud/ros-cdk-ecs@1.11.0 @alicloud/ros-cdk-ros@1.11.0
+    git clone https://github.com/aliyun/ros-templates /tmp/ros-templates   # note the commit
+    python src/llmnest/data/ros/generate.py /tmp/alicloud-ros-cdk-*.tgz --templates /tmp/ros-templates
 """
 
 from __future__ import annotations
 
-import io
+import argparse
 import json
 import re
-import sys
+import subprocess
 import tarfile
-import zipfile
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 WANTED = {
     "ALIYUN::ECS::VPC",
@@ -31,23 +37,7 @@ WANTED = {
     "ALIYUN::ROS::WaitCondition",
     "ALIYUN::ROS::WaitConditionHandle",
 }
-# ALIYUN::RandomString is a ROS built-in the CDK does not model: written down from the ROS resource
-# reference (help.aliyun.com, "ALIYUN::RandomString"), limited to what llmnest uses.
-_CLASSES = ["lettersdigits", "letters", "lowercase", "uppercase", "digits", "hexdigits", "octdigits"]
-HAND_WRITTEN = {
-    "ALIYUN::RandomString": {
-        "source": "ROS resource reference: ALIYUN::RandomString (hand-written)",
-        "properties": {
-            "Length": {"type": "number", "range": [1.0, 512.0]},
-            "Sequence": {"type": "string", "allowed_values": _CLASSES},
-            "CharacterClasses": {"type": "list", "items": {"type": "struct", "properties": {
-                "Class": {"type": "string", "required": True, "allowed_values": _CLASSES},
-                "Min": {"type": "number", "range": [1.0, None]},
-            }}},
-        },
-        "attributes": ["Value"],
-    },
-}
+FROM_TEMPLATES = {"ALIYUN::RandomString"}  # not in the CDK: learnt from published templates
 CONVERTERS = {
     "ros.stringToRosTemplate": "string",
     "ros.numberToRosTemplate": "number",
@@ -115,26 +105,90 @@ def extract(js: str) -> dict:
     return types
 
 
-def main(wheels: list[str]) -> None:
+def _kind(values: list[Any]) -> dict[str, Any]:
+    """A definition covering every value a template wrote for one property."""
+    if all(isinstance(v, bool) for v in values):
+        return {"type": "boolean"}
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return {"type": "number"}
+    if all(isinstance(v, str) for v in values):
+        return {"type": "string", "allowed_values": sorted(set(values))}
+    if all(isinstance(v, list) for v in values):
+        items = [i for v in values for i in v]
+        return {"type": "list", "items": _kind(items)}
+    if all(isinstance(v, dict) for v in values):
+        keys = sorted({k for v in values for k in v})
+        return {"type": "struct", "properties": {k: _kind([v[k] for v in values if k in v]) for k in keys}}
+    return {"type": "any"}
+
+
+def _yaml(path: Path) -> Any:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # short-form functions: not needed here
+    try:
+        return yaml.load(path.read_text(errors="replace"), Loader=Loader)
+    except yaml.YAMLError:
+        return None
+
+
+def from_templates(root: Path, wanted: set[str]) -> dict[str, Any]:
+    """Definitions of `wanted` types from every published template under `root` that uses them."""
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip() or "unknown commit"
+    found: dict[str, dict[str, Any]] = {t: {"props": {}, "attrs": set(), "files": set()} for t in wanted}
+    for path in sorted(root.rglob("*.y*ml")):
+        doc = _yaml(path)
+        resources = doc.get("Resources") if isinstance(doc, dict) else None
+        if not isinstance(resources, dict):
+            continue
+        text = json.dumps(doc, default=str)
+        for name, res in resources.items():
+            kind = res.get("Type") if isinstance(res, dict) else None
+            if kind not in wanted:
+                continue
+            entry = found[kind]
+            entry["files"].add(str(path.relative_to(root)))
+            for key, value in (res.get("Properties") or {}).items():
+                entry["props"].setdefault(key, []).append(value)
+            q = re.escape(name)
+            entry["attrs"] |= set(re.findall(rf'"Fn::GetAtt": \["{q}", "(\w+)"\]', text))
+            entry["attrs"] |= set(re.findall(rf"\$\{{{q}\.(\w+)\}}", text))
+    out = {}
+    for kind, entry in found.items():
+        if not entry["files"]:
+            raise SystemExit(f"no published template under {root} uses {kind}")
+        out[kind] = {
+            "source": f"aliyun/ros-templates@{commit}: " + ", ".join(sorted(entry["files"])),
+            "properties": {k: _kind(v) for k, v in sorted(entry["props"].items())},
+            "attributes": sorted(entry["attrs"]),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("packages", nargs="+", type=Path, help="npm package tarballs (npm pack)")
+    parser.add_argument("--templates", type=Path, required=True, help="a checkout of aliyun/ros-templates")
+    args = parser.parse_args()
     types: dict = {}
-    sources = []
-    for wheel in wheels:
-        with zipfile.ZipFile(wheel) as zf:
-            tgz_name = next(n for n in zf.namelist() if n.endswith(".jsii.tgz"))
-            with tarfile.open(fileobj=io.BytesIO(zf.read(tgz_name))) as tf:
-                for member in tf.getmembers():
-                    if member.name.endswith(".generated.js"):
-                        types.update(extract(tf.extractfile(member).read().decode()))
-        sources.append(Path(wheel).name)
+    for package in args.packages:
+        with tarfile.open(package) as tf:
+            meta = json.load(tf.extractfile("package/package.json"))
+            for member in tf.getmembers():
+                if member.name.endswith(".generated.js"):
+                    source = f"npm {meta['name']}@{meta['version']} {member.name}"
+                    for kind, definition in extract(tf.extractfile(member).read().decode()).items():
+                        types[kind] = {"source": source, **definition}
     missing = WANTED - set(types)
     if missing:
-        raise SystemExit(f"not found in the given wheels: {sorted(missing)}")
-    types.update(HAND_WRITTEN)
+        raise SystemExit(f"not found in the given packages: {sorted(missing)}")
+    types.update(from_templates(args.templates, FROM_TEMPLATES))
     out = Path(__file__).with_name("resource_types.json")
-    doc = {"source": {"pypi_wheels": sorted(sources), "files": "lib/*.generated.js in each wheel's .jsii.tgz"}, "types": types}
-    out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    out.write_text(json.dumps({"types": types}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(types)} resource types to {out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

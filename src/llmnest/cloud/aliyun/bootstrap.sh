@@ -1,0 +1,366 @@
+#!/bin/bash
+# llmnest bootstrap: what each instance of a stack runs, through Cloud Assistant (RunCommand).
+#
+# This file is a template: `llmnest.cloud.aliyun.bootstrap` renders one script per deployment by
+# keeping the parts a role needs (the lines between `#@part NAME` and `#@end`) and filling the
+# generated blocks (`#@settings`, `#@start`, `#@main`). It is checked by shellcheck as it is.
+#
+# Inputs (the stack's preamble sets them before this text):
+#   LLMNEST_ROLE        single | prepare | ray-head | ray-worker | serve | sglang-worker | sglang-head
+#   LLMNEST_API_KEY     the API key, '' for none (never printed or passed on a command line)
+#   LLMNEST_HEAD_IP     private IP of node 0 (two-node edition)
+#   llmnest_signal_curl POSTs its arguments to the stack's wait condition (the handle's CurlCli)
+# Settings (the render step writes them): MODEL_ID MODEL_ROOT MODEL_DIR CONTAINER IMAGE PORT
+#   SERVED_MODEL GPUS_PER_NODE READY_TIMEOUT ENGINE_LOG ENGINE_PID DRIVER_BRANCH DATA_DISK NVSWITCH
+#   POLL_SECONDS LOG_FILE TOOLKIT_REPO STATE_DIR
+set -euo pipefail
+umask 077
+
+#@settings
+
+#@part common
+STEP="start"
+SIGNALED=""
+
+log() {
+  printf '%s %s\n' "$(date '+%F %T')" "$*" | tee -a "$LOG_FILE" >&2
+}
+
+json_escape() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/}
+  s=${s//$'\t'/ }
+  printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037'
+}
+
+redact() {
+  local s=$1
+  if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
+    s=${s//"$LLMNEST_API_KEY"/[api key]}
+  fi
+  printf '%s' "$s"
+}
+
+signal() {  # STATUS REASON DATA: tell the stack's wait condition
+  local body
+  body=$(printf '{"status": "%s", "reason": "%s", "data": "%s", "id": "%s"}' \
+    "$1" "$(json_escape "$(redact "$2")")" "$(json_escape "$(redact "$3")")" "$(hostname)-${LLMNEST_ROLE}")
+  SIGNALED=1
+  llmnest_signal_curl --data-binary "$body" >/dev/null || log "could not reach the stack's wait condition"
+}
+
+engine_logs() {  # N: the engine's last N log lines
+  if [[ "$LLMNEST_ROLE" == serve ]]; then
+    docker exec "$CONTAINER" tail -n "$1" "$ENGINE_LOG" 2>&1 || true
+  elif docker inspect "$CONTAINER" >/dev/null 2>&1; then
+    docker logs --tail "$1" "$CONTAINER" 2>&1 || true
+  else
+    tail -n "$1" "$LOG_FILE" 2>/dev/null || true
+  fi
+}
+
+fail() {  # REASON: signal FAILURE with the log tail, leave the reason for the other roles, stop
+  log "FAILED: $1"
+  mkdir -p "$STATE_DIR" && printf '%s\n' "$1" > "${STATE_DIR}/failed"
+  signal FAILURE "$1" "$(engine_logs 30)"
+  exit 1
+}
+
+on_exit() {
+  local code=$?
+  if [[ $code -ne 0 && -z "$SIGNALED" ]]; then
+    fail "step '${STEP}' failed (exit ${code})"
+  fi
+}
+trap on_exit EXIT
+#@end
+
+#@part host
+APT_UPDATED=""
+
+can_apt() {
+  command -v apt-get >/dev/null
+}
+
+apt_install() {  # PACKAGE...: from the image's apt sources (Alibaba Cloud's internal mirror on its images)
+  local wait=(-o DPkg::Lock::Timeout=900)  # a fresh instance's unattended upgrades hold the lock a while
+  if [[ -z "$APT_UPDATED" ]]; then
+    apt-get "${wait[@]}" update -q >>"$LOG_FILE" 2>&1
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q --no-install-recommends "$@" >>"$LOG_FILE" 2>&1
+}
+
+mount_data_disk() {  # the weights' data disk: formatted once, mounted where the engine reads weights
+  [[ "$DATA_DISK" == 1 ]] || return 0
+  STEP="mount the data disk on ${MODEL_ROOT}"
+  if mountpoint -q "$MODEL_ROOT"; then
+    log "data disk already on ${MODEL_ROOT}"
+    return 0
+  fi
+  local dev="" name type parts
+  while read -r name type; do  # the one whole disk without partitions (the system disk has them)
+    parts=$(lsblk -nlo NAME "$name" | wc -l)
+    if [[ "$type" == disk && "$parts" == 1 ]] && ! findmnt -rn -S "$name" >/dev/null; then
+      dev=$name
+      break
+    fi
+  done < <(lsblk -dnpo NAME,TYPE)
+  [[ -n "$dev" ]] || fail "no unpartitioned data disk found for the weights (lsblk): the stack attaches one; see ${LOG_FILE}"
+  if [[ -z "$(blkid -o value -s TYPE "$dev" || true)" ]]; then
+    log "formatting the data disk ${dev} (ext4)"
+    mkfs.ext4 -q -F -L llmnest-model "$dev" >>"$LOG_FILE" 2>&1
+  fi
+  mkdir -p "$MODEL_ROOT"
+  mount "$dev" "$MODEL_ROOT"
+  printf 'LABEL=llmnest-model %s ext4 defaults,nofail 0 2\n' "$MODEL_ROOT" >> "${LLMNEST_ROOT:-}/etc/fstab"
+  log "data disk ${dev} mounted on ${MODEL_ROOT}"
+}
+
+install_driver() {  # a plain Ubuntu image has no NVIDIA driver: install the server branch, load it
+  STEP="install the NVIDIA ${DRIVER_BRANCH}-server driver"
+  command -v nvidia-smi >/dev/null && return 0
+  can_apt || fail "nvidia-smi not found and the image has no apt to install a driver: pass --image-id with a GPU image"
+  log "no NVIDIA driver on the image: installing the ${DRIVER_BRANCH}-server branch (Ubuntu's signed modules)"
+  command -v ubuntu-drivers >/dev/null || apt_install ubuntu-drivers-common
+  ubuntu-drivers install --gpgpu "nvidia:${DRIVER_BRANCH}-server" >>"$LOG_FILE" 2>&1
+  apt_install "nvidia-utils-${DRIVER_BRANCH}-server"
+  modprobe nvidia && return 0
+  resume_after_reboot || fail "the NVIDIA driver is installed but does not load: reboot the instance(s), then run llmnest restart ${CONTAINER}; or pass --image-id with a GPU image"
+}
+
+resume_after_reboot() {  # first time only: reboot, and run this script again once the instance is back
+  local copy="${LLMNEST_ROOT:-}/root/llmnest-bootstrap.sh" unit="${LLMNEST_ROOT:-}/etc/systemd/system/llmnest-resume.service"
+  [[ -r "${BASH_SOURCE[0]}" && ! -e "$copy" ]] || return 1
+  install -D -m 0700 "${BASH_SOURCE[0]}" "$copy"
+  mkdir -p "$(dirname "$unit")"
+  printf '%s\n' "[Unit]" "Description=llmnest bootstrap, resumed after the driver's reboot" \
+    "After=network-online.target docker.service" "Wants=network-online.target" "" \
+    "[Service]" "Type=oneshot" "TimeoutStartSec=infinity" \
+    "ExecStartPre=/bin/systemctl disable llmnest-resume.service" "ExecStart=/bin/bash /root/llmnest-bootstrap.sh" "" \
+    "[Install]" "WantedBy=multi-user.target" > "$unit"
+  systemctl daemon-reload >>"$LOG_FILE" 2>&1
+  systemctl enable llmnest-resume.service >>"$LOG_FILE" 2>&1
+  log "the NVIDIA driver loads after a reboot: rebooting now; the bootstrap resumes when the instance is back"
+  SIGNALED="no: rebooting"
+  exit 194  # Cloud Assistant reboots the instance on this exit code
+}
+
+install_docker() {
+  STEP="install docker"
+  command -v docker >/dev/null && return 0
+  can_apt || fail "docker is not installed and the image has no apt: pass --image-id with a GPU image that has docker"
+  log "installing docker"
+  apt_install docker.io
+  systemctl enable --now docker >>"$LOG_FILE" 2>&1
+}
+
+install_container_toolkit() {  # lets docker reach the GPUs (--gpus all)
+  STEP="install the NVIDIA container toolkit"
+  command -v nvidia-ctk >/dev/null && return 0
+  command -v nvidia-container-cli >/dev/null && return 0
+  can_apt || fail "the NVIDIA container toolkit is missing and the image has no apt: pass --image-id with a GPU image"
+  log "installing the NVIDIA container toolkit from ${TOOLKIT_REPO}"
+  local keyring="${LLMNEST_ROOT:-}/usr/share/keyrings/nvidia-container-toolkit.gpg"
+  local sources="${LLMNEST_ROOT:-}/etc/apt/sources.list.d/nvidia-container-toolkit.list"
+  mkdir -p "$(dirname "$keyring")" "$(dirname "$sources")"
+  curl -fsSL --retry 3 "${TOOLKIT_REPO}/gpgkey" | gpg --batch --yes --dearmor -o "$keyring"
+  # shellcheck disable=SC2016  # $(ARCH) is apt's variable, written literally
+  printf 'deb [signed-by=%s] %s/stable/deb/$(ARCH) /\n' "$keyring" "$TOOLKIT_REPO" > "$sources"
+  chmod 0644 "$keyring" "$sources"  # apt reads them as an unprivileged user
+  APT_UPDATED=""
+  apt_install nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker >>"$LOG_FILE" 2>&1
+  systemctl restart docker >>"$LOG_FILE" 2>&1
+}
+
+start_fabric_manager() {  # NVSwitch types: CUDA finds no usable GPU until the fabric manager runs
+  [[ "$NVSWITCH" == 1 ]] || return 0
+  STEP="start the NVIDIA fabric manager"
+  systemctl is-active --quiet nvidia-fabricmanager && return 0
+  local version branch
+  version=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)
+  branch=${version%%.*}
+  can_apt || fail "this NVSwitch instance needs nvidia-fabricmanager ${version} and the image has no apt: use a GPU image that runs it"
+  log "installing nvidia-fabricmanager-${branch} for driver ${version}"
+  apt_install "nvidia-fabricmanager-${branch}"
+  systemctl enable --now nvidia-fabricmanager >>"$LOG_FILE" 2>&1 \
+    || fail "nvidia-fabricmanager does not start; its version must equal the driver's (${version}): see journalctl -u nvidia-fabricmanager"
+}
+
+prepare_host() {  # what a plain image lacks; a GPU image (--image-id) with all of it skips this
+  rm -f "${STATE_DIR}/prepared" "${STATE_DIR}/failed"
+  mount_data_disk
+  install_driver
+  install_docker
+  install_container_toolkit
+  start_fabric_manager
+}
+
+check_gpu() {
+  STEP="check the NVIDIA driver"
+  command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: the image has no NVIDIA driver; use a GPU image"
+  local count
+  count=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+  if (( count < GPUS_PER_NODE )); then
+    fail "found ${count} GPU(s), this deployment needs ${GPUS_PER_NODE} per node"
+  fi
+  log "driver ok: ${count} GPU(s)"
+}
+
+check_docker() {
+  STEP="check docker"
+  command -v docker >/dev/null || fail "docker is not installed on the image"
+  docker info >/dev/null 2>&1 || fail "the docker daemon is not running"
+  if ! docker info --format '{{json .Runtimes}}' | grep -q nvidia && ! command -v nvidia-container-cli >/dev/null; then
+    fail "the NVIDIA container toolkit is missing: docker cannot reach the GPUs"
+  fi
+  log "docker ok"
+}
+
+pull_image() {  # before the long download: a missing tag fails in minutes, not hours
+  STEP="pull ${IMAGE}"
+  local attempt out=""
+  for attempt in 1 2 3; do
+    if out=$(docker pull --quiet "$IMAGE" 2>&1); then
+      log "image ${IMAGE} ready"
+      return 0
+    fi
+    log "pull attempt ${attempt} failed: ${out}"
+    if [[ "$out" == *"manifest unknown"* || "$out" == *"not found"* ]]; then
+      break
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "could not pull ${IMAGE%:*} tag ${IMAGE##*:} from ${IMAGE%%/*}: ${out##*$'\n'}; pass --set image=IMAGE with a tag the registry has"
+}
+
+check_cuda() {  # CUDA itself, inside the engine image: nvidia-smi passes where CUDA cannot start
+  STEP="initialise CUDA on every GPU"
+  local probe out
+  probe="import torch; n = torch.cuda.device_count(); [torch.ones(1, device=f'cuda:{i}') for i in range(n)]; print(n)"
+  out=$(docker run --rm --gpus all --entrypoint python3 "$IMAGE" -c "$probe" 2>&1) \
+    || fail "CUDA does not initialise in ${IMAGE}: ${out##*$'\n'}"
+  out=${out##*$'\n'}
+  [[ "$out" =~ ^[0-9]+$ ]] || fail "the CUDA probe in ${IMAGE} printed no GPU count: ${out}"
+  if (( out < GPUS_PER_NODE )); then
+    fail "CUDA sees ${out} GPU(s), this deployment needs ${GPUS_PER_NODE} per node"
+  fi
+  log "CUDA ok on ${out} GPU(s)"
+}
+
+fetch_weights() {
+  STEP="download ${MODEL_ID} from ModelScope"
+  if [[ -f "${MODEL_DIR}/.llmnest-complete" ]]; then
+    log "weights already in ${MODEL_DIR}"
+    return 0
+  fi
+  mkdir -p "$MODEL_DIR"
+  if ! command -v modelscope >/dev/null; then
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install --quiet modelscope
+  fi
+  local attempt
+  for attempt in 1 2 3; do
+    log "downloading ${MODEL_ID} into ${MODEL_DIR} (attempt ${attempt}, resumes partial files)"
+    if modelscope download --model "$MODEL_ID" --local_dir "$MODEL_DIR"; then
+      touch "${MODEL_DIR}/.llmnest-complete"
+      return 0
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "could not download ${MODEL_ID} from ModelScope after 3 attempts; does the instance reach the internet?"
+}
+
+mark_prepared() {  # the two-node roles that follow wait for this (a reboot may come in between)
+  mkdir -p "$STATE_DIR"
+  touch "${STATE_DIR}/prepared"
+  log "host prepared"
+}
+#@end
+
+#@part wait
+wait_prepared() {  # a later role: until this host's prepare step (perhaps resumed after a reboot) is done
+  STEP="wait for the host to be prepared"
+  local deadline=$((SECONDS + 3600))
+  while (( SECONDS < deadline )); do
+    [[ -e "${STATE_DIR}/prepared" ]] && return 0
+    if [[ -e "${STATE_DIR}/failed" ]]; then
+      fail "preparing the host failed: $(cat "${STATE_DIR}/failed")"
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "the host was not prepared within 3600 s; see ${LOG_FILE}"
+}
+#@end
+
+#@part ray
+wait_ray_nodes() {  # N: until the Ray cluster has N nodes
+  local deadline=$((SECONDS + 900)) nodes
+  while (( SECONDS < deadline )); do
+    nodes=$(docker exec "$CONTAINER" ray status 2>/dev/null | grep -c ' node_' || true)
+    if (( nodes >= $1 )); then
+      log "Ray cluster has ${nodes} node(s)"
+      return 0
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "the Ray cluster did not reach $1 node(s) in 900 s"
+}
+#@end
+
+#@start
+
+#@part serve
+engine_alive() {
+  if [[ "$LLMNEST_ROLE" == serve ]]; then  # the engine runs inside the Ray head container: its pid file
+    # shellcheck disable=SC2016  # expands inside the container
+    docker exec "$CONTAINER" bash -c 'kill -0 "$(cat "$0")"' "$ENGINE_PID" >/dev/null 2>&1
+    return
+  fi
+  local state
+  state=$(docker inspect --format '{{.State.Running}} {{.RestartCount}}' "$CONTAINER" 2>/dev/null || echo "false 0")
+  [[ "$state" == "true 0" ]]
+}
+
+chat_once() {  # prints the HTTP status of one real chat completion
+  local auth=()
+  if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
+    printf 'Authorization: Bearer %s\n' "$LLMNEST_API_KEY" > "$AUTH_HEADER"
+    auth=(-H "@${AUTH_HEADER}")
+  fi
+  local body
+  body=$(printf '{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}' \
+    "$(json_escape "$SERVED_MODEL")")
+  curl -s -o "$REPLY" -w '%{http_code}' --max-time 60 "${auth[@]}" -H 'Content-Type: application/json' \
+    -d "$body" "http://127.0.0.1:${PORT}/v1/chat/completions" || true
+}
+
+wait_ready() {
+  STEP="wait for ${SERVED_MODEL} to answer"
+  local deadline=$((SECONDS + READY_TIMEOUT)) code
+  while (( SECONDS < deadline )); do
+    engine_alive || fail "the engine stopped before it answered"
+    code=$(chat_once)
+    if [[ "$code" == 200 ]] && grep -q '"choices"' "$REPLY"; then
+      log "${SERVED_MODEL} answered a chat request"
+      return 0
+    fi
+    if [[ "$code" == 401 ]]; then
+      fail "the engine refused the API key (HTTP 401)"
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "${SERVED_MODEL} did not answer within ${READY_TIMEOUT} s"
+}
+
+succeed() {
+  signal SUCCESS "ready" "${SERVED_MODEL} answers on port ${PORT}"
+  log "ready: ${SERVED_MODEL} answers on port ${PORT}"
+}
+#@end
+
+#@main
