@@ -21,10 +21,9 @@ import re
 import shlex
 from importlib import resources
 
-from ...engines import default_image
 from ...engines.vllm import API_KEY_ENV
 from ...errors import LlmnestError
-from ...runtimes.docker import CONTAINER_MODEL_ROOT, run_argv
+from ...runtimes.docker import CONTAINER_MODEL_ROOT, image_of, run_argv
 from ...shell import render
 from ...spec import DeploymentSpec
 from .sizing import catalog_model, disks_gib, gpu_type, needs_fabric_manager, ready_timeout_s, resolve
@@ -88,10 +87,6 @@ def _container_prefix(argv: list[str]) -> list[str]:
     return argv[: argv.index("--entrypoint")]
 
 
-def _image(spec: DeploymentSpec) -> str:
-    return spec.image or default_image(spec.engine)
-
-
 def _env_flags(argv: list[str]) -> list[str]:
     flags: list[str] = []
     for i, word in enumerate(argv):
@@ -102,14 +97,14 @@ def _env_flags(argv: list[str]) -> list[str]:
 
 def _ray_argv(spec: DeploymentSpec, head: bool) -> list[str]:
     join = ["--head", f"--port={RAY_PORT}"] if head else ["--address", RAY_ADDR_PLACEHOLDER]
-    return [*_container_prefix(_engine_argv(spec)), "--entrypoint", "ray", _image(spec), "start", *join, "--block"]
+    return [*_container_prefix(_engine_argv(spec)), "--entrypoint", "ray", image_of(spec), "start", *join, "--block"]
 
 
 def _serve_exec_argv(spec: DeploymentSpec) -> list[str]:
     """The engine command of `run_argv`, started inside the running Ray head container."""
     on_ray = spec.model_copy(update={"engine_args": {"distributed-executor-backend": "ray", **spec.engine_args}})
     argv = _engine_argv(on_ray)
-    engine = argv[argv.index(_image(spec)) + 1 :]  # ["-m", module, *args]
+    engine = argv[argv.index(image_of(spec)) + 1 :]  # ["-m", module, *args]
     redirect = f'echo $$ >{ENGINE_PID}; exec "$0" "$@" >>{ENGINE_LOG} 2>&1'
     return ["docker", "exec", "--detach", *_env_flags(argv), spec.name, "bash", "-c", redirect, "python3", *engine]
 
@@ -128,7 +123,7 @@ def engine_command(spec: DeploymentSpec) -> list[str]:
         argv = _serve_exec_argv(spec)
         return argv[argv.index("python3") + 1 :]
     argv = _engine_argv(_sglang_node_spec(spec) if spec.aliyun.nodes == 2 else spec)
-    return argv[argv.index(_image(spec)) + 1 :]
+    return argv[argv.index(image_of(spec)) + 1 :]
 
 
 def _q(value: object) -> str:
@@ -176,7 +171,7 @@ def _settings(spec: DeploymentSpec) -> str:
         "MODEL_ROOT": str(CONTAINER_MODEL_ROOT),
         "MODEL_DIR": host_model_dir(spec),
         "CONTAINER": spec.name,
-        "IMAGE": _image(spec),
+        "IMAGE": image_of(spec),
         "PORT": spec.port,
         "SERVED_MODEL": spec.served_model_name,
         "GPUS_PER_NODE": t.gpus,
