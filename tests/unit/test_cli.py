@@ -100,3 +100,12 @@ def test_status_for_a_person_skips_unset_fields_and_indents_the_clouds_view():
         "     endpoints  public http://203.0.113.7:8080/v1",
         "         probe  ok=True stage=ready",
     ]
+
+
+def test_llmnest_home_that_is_a_file_is_one_line(tmp_path):
+    afile = tmp_path / "home"
+    afile.write_text("not a folder")
+    env = {**cli_env(afile), "LLMNEST_HOME": str(afile)}
+    for args in (["ls"], ["up", "--name", "x"], ["status", "x"]):
+        assert_one_line_error(run_cli(env, *args), 2, f"LLMNEST_HOME={afile} is not a folder")
+    assert afile.read_text() == "not a folder"
