@@ -212,9 +212,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_standin(port: int, log: Path) -> subprocess.Popen:
+def start_standin(port: int, itl_ms: float, log: Path) -> subprocess.Popen:
     script = Path(__file__).with_name("standin_server.py")
-    proc = subprocess.Popen([PYTHON, str(script), "--port", str(port), "--model", "standin", "--api-key", "sk-standin"],
+    proc = subprocess.Popen([PYTHON, str(script), "--port", str(port), "--model", "standin", "--api-key", "sk-standin",
+                             "--itl-ms", f"{itl_ms:g}"],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(100):
         try:
@@ -226,10 +227,10 @@ def start_standin(port: int, log: Path) -> subprocess.Popen:
     sys.exit(f"the stand-in server did not start; see {log}")
 
 
-def standin_part(a: argparse.Namespace, work: Path) -> dict:
+def standin_part(a: argparse.Namespace, work: Path, itl_ms: float) -> dict:
     """Each tool's marginal client CPU per streamed token against the stand-in, median over repeats."""
     port = free_port()
-    server = start_standin(port, work / "standin.log")
+    server = start_standin(port, itl_ms, work / f"standin-itl{itl_ms:g}.log")
     s = argparse.Namespace(**{**vars(a), "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "sk-standin",
                               "model": "standin", "qps": a.standin_qps, "output_len": a.standin_output_len})
     dataset = make_sharegpt(work / "standin-sharegpt.json", 4 * a.standin_large, a.seed + 1)
@@ -243,12 +244,12 @@ def standin_part(a: argparse.Namespace, work: Path) -> dict:
                 runs = {}
                 for n in (a.standin_small, a.standin_large):
                     s.num_prompts = n
-                    runs[n] = tools[tool](f"standin-{tool}-{rep}-{n}")
+                    runs[n] = tools[tool](f"standin{itl_ms:g}-{tool}-{rep}-{n}")
                 small, large = runs[a.standin_small], runs[a.standin_large]
                 tokens = large["total_output_tokens"] - small["total_output_tokens"]
                 us = (large["cpu_s"] - small["cpu_s"]) / tokens * 1e6
                 marginal[tool].append(us)
-                print(f"stand-in {tool:<8} repeat {rep + 1}: {small['cpu_s']:.2f} s CPU for {a.standin_small} requests, "
+                print(f"stand-in (ITL {itl_ms:g} ms) {tool:<8} repeat {rep + 1}: {small['cpu_s']:.2f} s CPU for {a.standin_small} requests, "
                       f"{large['cpu_s']:.2f} s for {a.standin_large}: {us:.2f} us per streamed token", flush=True)
     finally:
         stop_server(server)
@@ -278,22 +279,25 @@ def main() -> None:
     p.add_argument("--standin-large", type=int, default=200, help="part 2: requests of the large run")
     p.add_argument("--standin-output-len", type=int, default=1000, help="part 2: tokens per request")
     p.add_argument("--standin-repeat", type=int, default=2, help="part 2: repeats (order alternates)")
+    p.add_argument("--standin-itl-ms", default="0,5", help="part 2: the stand-in's pause between tokens, one "
+                   "measurement each (0: as fast as it can, so a slower client reads more tokens per socket read; "
+                   "5: every token its own read, as with many streams on a real server)")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-vs-vllm-"))
     result: dict = {"config": {k: v for k, v in vars(a).items() if k != "json_path"}}
     if not a.skip_demo:
         result["demo"] = demo_part(a, work)
     if not a.skip_standin:
-        result["standin"] = standin_part(a, work)
+        result["standin"] = {itl: standin_part(a, work, float(itl)) for itl in a.standin_itl_ms.split(",")}
     print(f"=== llmnest bench vs vllm bench serve (ratio = llmnest / vllm; work dir {work})")
     if "demo" in result:
         r = result["demo"]["median_ratio"]
         print(f"demo server, median over {a.repeat} pair(s) (bar: 0.90-1.10):")
         for k, v in r.items():
             print(f"  {k:<38} {v:>8.3f}")
-    if "standin" in result:
-        r = result["standin"]
-        print(f"stand-in, client CPU per streamed token, median over {a.standin_repeat} repeat(s) (bar: <= 0.50):")
+    for itl, r in result.get("standin", {}).items():
+        print(f"stand-in, ITL {itl} ms: client CPU per streamed token, median over {a.standin_repeat} repeat(s) "
+              "(bar: <= 0.50):")
         print(f"  {'llmnest (us)':<38} {r['median']['llmnest']:>8.2f}")
         print(f"  {'vllm bench serve (us)':<38} {r['median']['vllm']:>8.2f}")
         print(f"  {'ratio':<38} {r['ratio']:>8.3f}   (per repeat: {', '.join(f'{x:.3f}' for x in r['repeat_ratios'])})")

@@ -50,11 +50,14 @@ class EventReader:
         buf = self.buf + data if self.buf else data
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        end = buf.rfind(b"\n\n")
-        if end < 0 or self.done:
-            self.buf = buf if not self.done else b""
-            return
-        block, self.buf = buf[:end + 2], buf[end + 2:]
+        if buf.endswith(b"\n\n") and not self.done:  # the usual read: whole events
+            block, self.buf = buf, b""
+        else:
+            end = buf.rfind(b"\n\n")
+            if end < 0 or self.done:
+                self.buf = buf if not self.done else b""
+                return
+            block, self.buf = buf[:end + 2], buf[end + 2:]
         if self.blocks is not None:
             self.blocks.append(block)
         at = arrived - self.start
@@ -223,6 +226,14 @@ class Response:
         buf = self.pending + data if self.pending else data
         self.pending = b""
         if not (self.left or self.skip or self.trailer):
+            eol = buf.find(b"\r\n")
+            if 0 < eol < 9 and buf.endswith(b"\r\n"):  # the usual read: exactly one chunk
+                try:
+                    size = int(buf[:eol], 16)
+                except ValueError:
+                    size = 0
+                if size and eol + size + 4 == len(buf):
+                    return buf[eol + 2:-2]
             body = self._whole_chunks(buf)
             if body is not None:
                 return body
