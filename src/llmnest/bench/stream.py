@@ -29,11 +29,12 @@ class EventReader:
 
     Events are taken a block at a time: all complete events of one read share its arrival time, so a
     block of compact vLLM-style JSON is read by counting its non-empty content fields (C-speed byte
-    scans, no object per event) and parsing only the usage event. Anything else (spaces after
-    colons, reasoning fields, errors, a finish before any text, CRLF) goes event by event through
-    a JSON parser. Both ways give the same record."""
+    scans, no object per event) and parsing only the usage event. Anything else (a server that puts
+    spaces in its JSON, reasoning fields, errors, a finish before any text) goes event by event
+    through a JSON parser. Both ways give the same record. (A JSON string cannot hold an unescaped
+    quote, so text never matches the quoted key patterns.)"""
 
-    __slots__ = ("record", "chat", "start", "buf", "done", "blocks", "key", "empty")
+    __slots__ = ("record", "chat", "start", "buf", "done", "blocks", "key", "empty", "compact")
 
     def __init__(self, record: RequestRecord, chat: bool, start: float) -> None:
         self.record = record
@@ -44,6 +45,7 @@ class EventReader:
         self.blocks: list[bytes] | None = []  # the events so far, to recover the text if no usage comes
         self.key = b'"content":"' if chat else b'"text":"'
         self.empty = b'"content":""' if chat else b'"text":""'
+        self.compact: bool | None = None  # JSON without spaces (as vLLM and SGLang send it): byte counts work
 
     def feed(self, data: bytes, arrived: float) -> None:
         """Take the next body bytes, read at absolute time `arrived`."""
@@ -58,25 +60,35 @@ class EventReader:
                 self.buf = buf if not self.done else b""
                 return
             block, self.buf = buf[:end + 2], buf[end + 2:]
+        self.block(block, arrived)
+
+    def block(self, block: bytes, arrived: float) -> None:
+        """Whole events (the block ends with a blank line) read at `arrived`."""
         if self.blocks is not None:
             self.blocks.append(block)
         at = arrived - self.start
-        if b'": ' in block or b"reasoning" in block or b'"error"' in block or not self._count(block, at):
+        find = block.find  # (find is cheaper than `in` on bytes)
+        if self.compact is None:  # the server's JSON layout, from its first events
+            self.compact = find(b'": ') < 0 and find(b'", "') < 0
+        if not self.compact or find(b"reasoning") >= 0 or find(b'"error"') >= 0:
             self._events(block, at, None)
-
-    def _count(self, block: bytes, at: float) -> bool:
-        """The block read by byte counts; False (nothing done) when it needs event-by-event parsing."""
+            return
+        n = block.count(self.key)
+        if n:
+            n -= block.count(self.empty)
         record = self.record
-        n = block.count(self.key) - block.count(self.empty)
         if n > 0:
-            record.chunks.extend([at] * n)
-        elif not record.chunks and b'"finish_reason":"' in block:
-            return False  # a finish before any text counts as the first chunk: the parser decides
-        if b'"usage":{' in block:
+            if n == 1:
+                record.chunks.append(at)
+            else:
+                record.chunks.extend([at] * n)
+        elif not record.chunks and find(b'"finish_reason":"') >= 0:
+            self._events(block, at, None)  # a finish before any text counts as the first chunk
+            return
+        if find(b'"usage":{') >= 0:
             self._usage(block)
-        if b"data: [DONE]" in block:
+        if find(b"data: [DONE]") >= 0:
             self.done = True
-        return True
 
     def _usage(self, block: bytes) -> None:
         at = block.rfind(b'"usage":{')
@@ -150,7 +162,7 @@ class Response:
     (its first bytes become the failure detail). `finished` once the body is complete."""
 
     __slots__ = ("events", "status", "keep_alive", "finished", "head", "chunked", "left", "skip", "pending",
-                 "trailer", "error_body")
+                 "trailer", "error_body", "streaming")
 
     def __init__(self, events: EventReader) -> None:
         self.events = events
@@ -164,8 +176,20 @@ class Response:
         self.pending = b""  # an incomplete chunk-size line
         self.trailer = False  # the last (zero) chunk was read; the trailer's blank line comes next
         self.error_body = b""
+        self.streaming = False  # a 200 with chunked framing: the one-chunk-per-read fast path applies
 
     def feed(self, data: bytes, arrived: float) -> None:
+        if self.streaming and not (self.pending or self.left or self.skip):
+            eol = data.find(b"\r\n")  # the usual read: exactly one chunk of whole events
+            if 0 < eol < 9 and data.endswith(b"\n\n\r\n"):
+                try:
+                    size = int(data[:eol], 16)
+                except ValueError:
+                    size = -1
+                events = self.events
+                if eol + size + 4 == len(data) and not events.buf and not events.done:
+                    events.block(data[eol + 2:-2], arrived)
+                    return
         if not self.status:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
@@ -210,6 +234,7 @@ class Response:
                 self.keep_alive = value == b"keep-alive" or (self.keep_alive and value != b"close")
         if self.chunked:
             self.left = 0
+            self.streaming = self.status == 200
         elif self.left is None:
             self.keep_alive = False  # the body ends when the connection closes
 
@@ -227,7 +252,7 @@ class Response:
         self.pending = b""
         if not (self.left or self.skip or self.trailer):
             eol = buf.find(b"\r\n")
-            if 0 < eol < 9 and buf.endswith(b"\r\n"):  # the usual read: exactly one chunk
+            if 0 < eol < 9 and buf.endswith(b"\r\n"):  # exactly one chunk
                 try:
                     size = int(buf[:eol], 16)
                 except ValueError:
