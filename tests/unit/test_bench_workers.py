@@ -156,3 +156,42 @@ def test_the_report_block_shows_the_client_health() -> None:
     block = result_block(result)
     assert "Client processes:                        1" in block
     assert "Client:                                  SATURATED" in block
+
+
+def test_a_stream_faster_than_the_read_interval_loses_no_chunk() -> None:
+    """Against the stand-in at full speed reads are gathered (COALESCE_S); every token is still counted,
+    the first one is never held back, and the stamps only move forward."""
+    import asyncio
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "standin_server.py"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        async def go() -> list[RequestRecord]:
+            async with Client(f"http://127.0.0.1:{port}/v1", None, "standin") as client:
+                return await asyncio.gather(*(client.send(Prompt("hi", 1, 800), RequestRecord(i, 0.0, 1, 800), 0.0)
+                                              for i in range(3)))
+
+        for record in asyncio.run(go()):
+            assert record.ok and record.output_tokens == 800 and len(record.chunks) == 800
+            assert record.chunks == sorted(record.chunks) and record.chunks[-1] <= record.ended - record.sent
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_cli_prints_the_client_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmnest.cli.bench_cmd import RichProgress
+
+    progress = RichProgress(show_blocks=False)
+    progress.stage_started(10.0, 1)
+    warning = "a client process used 97% of a CPU core: use --workers 2"
+    progress.stage_done(runner.StageResult(10.0, {"client_warnings": [warning]}, []))
+    assert warning in capsys.readouterr().err
