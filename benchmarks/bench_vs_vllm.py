@@ -132,17 +132,22 @@ def start_server(a: argparse.Namespace, log: Path) -> subprocess.Popen:
            "--max-model-len", "4096", "--enforce-eager", "--no-enable-prefix-caching"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_API_KEY": a.api_key}
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
+    return wait_ready(proc, a.port, 600, "the vLLM server", log)
+
+
+def wait_ready(proc: subprocess.Popen, port: int, seconds: float, what: str, log: Path) -> subprocess.Popen:
+    """Wait until the server on `port` answers /health; exit with a clear line when it dies or is late."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"the vLLM server exited with code {proc.returncode}; see {log}")
+            sys.exit(f"{what} exited with code {proc.returncode}; see {log}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{a.port}/health", timeout=2)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
             return proc
         except OSError:
-            time.sleep(1)
+            time.sleep(0.2)
     stop_server(proc)
-    sys.exit(f"the vLLM server was not ready after 600 s; see {log}")
+    sys.exit(f"{what} was not ready after {seconds:g} s; see {log}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -217,14 +222,7 @@ def start_standin(port: int, itl_ms: float, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen([PYTHON, str(script), "--port", str(port), "--model", "standin", "--api-key", "sk-standin",
                              "--itl-ms", f"{itl_ms:g}"],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    stop_server(proc)
-    sys.exit(f"the stand-in server did not start; see {log}")
+    return wait_ready(proc, port, 30, "the stand-in server", log)
 
 
 def standin_part(a: argparse.Namespace, work: Path, itl_ms: float) -> dict:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -59,12 +61,12 @@ def test_automatic_workers_follow_the_rate_and_the_cpus() -> None:
     assert auto_workers(math.inf, [16] * 1, cpus=8) == 1
 
 
-@pytest.fixture(scope="module")
-def standin():
-    """The stand-in OpenAI server (benchmarks/standin_server.py) with an API key, on a free port."""
+@contextmanager
+def standin_server(*args: str) -> Iterator[str]:
+    """The stand-in OpenAI server (benchmarks/standin_server.py) on a free port: its base URL."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "standin_server.py"), "--port", str(port),
-                             "--api-key", "sk-t", "--itl-ms", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         for _ in range(100):
             try:
@@ -76,6 +78,12 @@ def standin():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[str]:
+    with standin_server("--api-key", "sk-t", "--itl-ms", "1") as url:
+        yield url
 
 
 def plan(workers: int, n: int = 40, qps: float = 200.0) -> runner.Plan:
@@ -163,28 +171,16 @@ def test_a_stream_faster_than_the_read_interval_loses_no_chunk() -> None:
     the first one is never held back, and the stamps only move forward."""
     import asyncio
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "standin_server.py"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    async def go(url: str) -> list[RequestRecord]:
+        async with Client(url, None, "standin") as client:
+            return await asyncio.gather(*(client.send(Prompt("hi", 1, 800), RequestRecord(i, 0.0, 1, 800), 0.0)
+                                          for i in range(3)))
 
-        async def go() -> list[RequestRecord]:
-            async with Client(f"http://127.0.0.1:{port}/v1", None, "standin") as client:
-                return await asyncio.gather(*(client.send(Prompt("hi", 1, 800), RequestRecord(i, 0.0, 1, 800), 0.0)
-                                              for i in range(3)))
-
-        for record in asyncio.run(go()):
-            assert record.ok and record.output_tokens == 800 and len(record.chunks) == 800
-            assert record.chunks == sorted(record.chunks) and record.chunks[-1] <= record.ended - record.sent
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with standin_server() as url:
+        records = asyncio.run(go(url))
+    for record in records:
+        assert record.ok and record.output_tokens == 800 and len(record.chunks) == 800
+        assert record.chunks == sorted(record.chunks) and record.chunks[-1] <= record.ended - record.sent
 
 
 def test_the_cli_prints_the_client_warnings(capsys: pytest.CaptureFixture[str]) -> None:
