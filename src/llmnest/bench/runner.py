@@ -10,10 +10,12 @@ stage result carries the client's own health (CPU, loop delay, a warning when it
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -149,11 +151,12 @@ async def run_stage(
     """Send each prompt at its absolute time from the stage start; wait for all, or stop on Ctrl-C."""
     offsets = send_offsets(len(stage.prompts), stage.qps, plan.burstiness, plan.seed + index)
     progress.stage_started(stage.qps, len(offsets))
-    meter = ProcessMeter()
-    t0 = time.perf_counter()
     jobs = list(zip(range(len(offsets)), stage.prompts, offsets))
-    records, interrupted = await send_all(client, jobs, t0, plan.max_concurrency, stop, progress.request_done)
-    figures = await meter.stop()
+    with frozen_heap():
+        meter = ProcessMeter()
+        t0 = time.perf_counter()
+        records, interrupted = await send_all(client, jobs, t0, plan.max_concurrency, stop, progress.request_done)
+        figures = await meter.stop()
     duration = time.perf_counter() - t0 if interrupted else max((r.ended for r in records), default=0.0)
     return StageResult(stage.qps, {"duration": duration}, records, interrupted, [figures])
 
@@ -170,6 +173,18 @@ async def run_stage_in_workers(
                                                                progress)
     duration = time.perf_counter() - t0 if interrupted else max((r.ended for r in records), default=0.0)
     return StageResult(stage.qps, {"duration": duration}, records, interrupted, processes)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects made before the stage (prompts, records of earlier stages) left out of the garbage
+    collector's passes during it, so a full collection cannot stall the sender for tens of ms."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 Job = tuple[int, Prompt, float]  # the request's index in the stage, its prompt, its send offset

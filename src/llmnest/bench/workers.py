@@ -89,7 +89,7 @@ def _run_slice(task: tuple[Any, list[Any], float, int | None]) -> SliceResult:
 
 
 async def _slice(client: Any, jobs: list[Any], t0: float, limit: int | None) -> SliceResult:
-    from .runner import send_all
+    from .runner import frozen_heap, send_all
 
     stop = asyncio.Event()
 
@@ -100,9 +100,10 @@ async def _slice(client: Any, jobs: list[Any], t0: float, limit: int | None) -> 
 
     watcher = asyncio.get_running_loop().create_task(watch())
     async with client:
-        meter = ProcessMeter(t0)
-        records, interrupted = await send_all(client, jobs, t0, limit, stop, _on_done)
-        figures = await meter.stop()
+        with frozen_heap():
+            meter = ProcessMeter(t0)
+            records, interrupted = await send_all(client, jobs, t0, limit, stop, _on_done)
+            figures = await meter.stop()
     watcher.cancel()
     return SliceResult(records, interrupted, figures)
 
