@@ -148,8 +148,10 @@ def test_health_warns_when_the_client_was_saturated() -> None:
     hot = assess([calm, busy], base)
     assert hot["client_saturated"] and "95% of a CPU core" in hot["client_warnings"][0]
     assert "--workers 3" in hot["client_warnings"][0]
-    slow = assess([late], base)
+    slow = assess([late], {**base, "mean_itl_ms": 20.0})
     assert slow["client_saturated"] and "event loop ran 50.0 ms late" in slow["client_warnings"][0]
+    assert "other processes kept it off the CPU" in slow["client_warnings"][0]  # it was idle: the machine was busy
+    assert not assess([late], {**base, "mean_itl_ms": 2000.0})["client_saturated"]  # 50 ms of a 2 s ITL: noise
     behind = assess([calm], {**base, "mean_schedule_lag_ms": 25.0})
     assert behind["client_saturated"] and "behind the schedule" in behind["client_warnings"][0]
 
