@@ -94,12 +94,12 @@ def warnings(health: dict[str, Any], mean_lag_ms: float, mean_itl_ms: float | No
         out.append(f"a client process used {health['client_busiest_process_cpu']:.0%} of a CPU core: the client, "
                    f"not the server, may have limited this stage; {more}")
     delay = health["p99_loop_delay_ms"]
+    cause = (more if health["client_busiest_process_cpu"] >= BUSY_LIMIT / 2 else
+             "the client was mostly idle, so other processes kept it off the CPU: run it on a quieter machine")
     if delay > LOOP_DELAY_LIMIT_MS and delay > LOOP_DELAY_SHARE * (mean_itl_ms or 0.0):
-        cause = (more if health["client_busiest_process_cpu"] >= BUSY_LIMIT / 2 else
-                 "the client was mostly idle, so other processes kept it off the CPU: run it on a quieter machine")
         out.append(f"the client's event loop ran {delay:.1f} ms late (p99), {delay / (mean_itl_ms or 1):.0%} of the "
                    f"mean ITL: TTFT and ITL include that delay; {cause}")
     if not math.isnan(mean_lag_ms) and mean_lag_ms > LAG_LIMIT_MS:
         out.append(f"requests went out {mean_lag_ms:.1f} ms behind the schedule on average: the offered rate was "
-                   f"not reached; {more}")
+                   f"not reached; {cause}")
     return out
