@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""`llmnest bench` against `vllm bench serve`: same server, same ShareGPT prompts in the same order,
-same seed (so the same Poisson arrival times), run one after the other.
+"""`llmnest bench` against `vllm bench serve`, side by side in one run, in two parts:
 
-Prints both results and the ratios llmnest / vLLM of mean TTFT, output token throughput and client
-CPU time per streamed token. CPU time is each child process's user + system time, from
-resource.getrusage(RUSAGE_CHILDREN) deltas around it (so it includes each tool's start-up).
+1. Agreement, on the real demo server (vLLM CPU, the demo model): same ShareGPT prompts in the same
+   order, same seed (so the same Poisson arrival times), the two tools alternating; the ratios
+   llmnest / vLLM of mean TTFT and output token throughput, median over the pairs.
+2. Client cost, on the fast stand-in server (benchmarks/standin_server.py, which streams one-token
+   chunks as fast as it can, so the client's own cost dominates): each tool's marginal CPU per
+   streamed token, (CPU of a large run - CPU of a small run) / (tokens of the large - of the small),
+   which removes start-up (importing vLLM alone costs seconds); median over repeats, same rate.
 
-Without --base-url it starts its own vLLM server (the demo model, API key on, prefix caching off so
-the second tool does not profit from the first one's cache) and stops it at the end.
+CPU time is each child process's user + system time (with its worker processes), from
+resource.getrusage(RUSAGE_CHILDREN) deltas around it: the client only, never the server.
 
-    python benchmarks/bench_vs_vllm.py --qps 0.25 --num-prompts 30 --output-len 16 --repeat 2
+    python benchmarks/bench_vs_vllm.py --repeat 3            # both parts
+    python benchmarks/bench_vs_vllm.py --skip-demo           # the stand-in part only (a minute)
 
-The CPU time includes each tool's start-up (importing vLLM costs its client seconds of CPU before
-the first request). TPOT is printed too: it is the server's pace, so when the two runs of a pair
-differ in TPOT the server (shared CPU) ran at a different speed, and TTFT differs with it.
+Without --base-url part 1 starts its own vLLM server (API key on, prefix caching off so the second
+tool does not profit from the first one's cache). TPOT is printed too: it is the server's pace, so
+when the two runs of a pair differ in TPOT the server (shared CPU) ran at a different speed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import os
 import random
 import resource
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +40,7 @@ from pathlib import Path
 from llmnest.home import models_dir
 
 PYTHON = sys.executable
+PACE_TOLERANCE = 0.15
 DEMO_MODEL = str(models_dir() / "smollm2-135m")  # converted there by `make up` (llmnest up)
 
 # `vllm bench serve` from the CPU build: the `vllm` console script asks for the version of a
@@ -93,12 +100,12 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float,
     return cpu, wall, done.stdout
 
 
-def run_llmnest(a: argparse.Namespace, dataset: Path, work: Path, tag: str) -> dict:
+def run_llmnest(a: argparse.Namespace, dataset: Path, work: Path, tag: str, extra: tuple[str, ...] = ()) -> dict:
     """`llmnest bench --json` (no --out: like vLLM's run, no charts are drawn)."""
     cmd = [PYTHON, "-m", "llmnest", "bench", "--base-url", a.base_url, "--api-key", a.api_key,
            "--model", a.model, "--tokenizer", a.model_dir, "--dataset", "sharegpt", "--dataset-path", str(dataset),
            "--qps", f"{a.qps:g}", "--num-prompts", str(a.num_prompts), "--output-len", str(a.output_len),
-           "--ignore-eos", "--seed", str(a.seed), "--json"]
+           "--ignore-eos", "--seed", str(a.seed), "--json", *extra]
     cpu, wall, stdout = timed(cmd, {**os.environ, "NO_COLOR": "1"}, work / f"llmnest-{tag}.log")
     return {"cpu_s": cpu, "wall_s": wall, **json.loads(stdout)["stages"][0]}
 
@@ -126,17 +133,22 @@ def start_server(a: argparse.Namespace, log: Path) -> subprocess.Popen:
            "--max-model-len", "4096", "--enforce-eager", "--no-enable-prefix-caching"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_API_KEY": a.api_key}
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
+    return wait_ready(proc, a.port, 600, "the vLLM server", log)
+
+
+def wait_ready(proc: subprocess.Popen, port: int, seconds: float, what: str, log: Path) -> subprocess.Popen:
+    """Wait until the server on `port` answers /health; exit with a clear line when it dies or is late."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"the vLLM server exited with code {proc.returncode}; see {log}")
+            sys.exit(f"{what} exited with code {proc.returncode}; see {log}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{a.port}/health", timeout=2)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
             return proc
         except OSError:
-            time.sleep(1)
+            time.sleep(0.2)
     stop_server(proc)
-    sys.exit(f"the vLLM server was not ready after 600 s; see {log}")
+    sys.exit(f"{what} was not ready after {seconds:g} s; see {log}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -158,51 +170,11 @@ def figures(r: dict) -> dict:
     return {"completed": r["completed"], "failed": r["failed"], "mean_ttft_ms": r["mean_ttft_ms"],
             "median_ttft_ms": r["median_ttft_ms"], "mean_tpot_ms": r["mean_tpot_ms"],
             "output_throughput": r["output_throughput"], "total_output_tokens": tokens, "duration": r["duration"],
-            "cpu_s": r["cpu_s"], "wall_s": r["wall_s"],
-            "cpu_us_per_token": r["cpu_s"] / tokens * 1e6 if tokens else float("nan")}
+            "cpu_s": r["cpu_s"], "wall_s": r["wall_s"]}
 
 
-def report(pairs: list[tuple[dict, dict]]) -> dict:
-    rows = [{"llmnest": figures(o), "vllm": figures(v)} for o, v in pairs]
-    print(f"{'':<40} {'llmnest':>12} {'vllm':>12} {'ratio':>8}")
-    for i, row in enumerate(rows, 1):
-        o, v = row["llmnest"], row["vllm"]
-        print(f"--- pair {i}: completed {o['completed']}/{v['completed']}, failed {o['failed']}/{v['failed']}")
-        print(line("Mean TTFT (ms)", o["mean_ttft_ms"], v["mean_ttft_ms"], "ms"))
-        print(line("Median TTFT (ms)", o["median_ttft_ms"], v["median_ttft_ms"], "ms"))
-        print(line("Mean TPOT (ms, the server's pace)", o["mean_tpot_ms"], v["mean_tpot_ms"], "ms"))
-        print(line("Output token throughput (tok/s)", o["output_throughput"], v["output_throughput"], "tok/s"))
-        print(line("Benchmark duration (s)", o["duration"], v["duration"], "s"))
-        print(line("Client CPU time, whole process (s)", o["cpu_s"], v["cpu_s"], "s"))
-        print(line("Client CPU per streamed token (us)", o["cpu_us_per_token"], v["cpu_us_per_token"], "us", 1))
-
-    def mean(side: str, key: str) -> float:
-        return sum(r[side][key] for r in rows) / len(rows)
-
-    summary = {k: {"llmnest": mean("llmnest", k), "vllm": mean("vllm", k), "ratio": mean("llmnest", k) / mean("vllm", k)}
-               for k in ("mean_ttft_ms", "mean_tpot_ms", "output_throughput", "cpu_us_per_token")}
-    print("=== means over pairs (ratio = llmnest / vllm; bars: TTFT and throughput within 0.90-1.10, CPU <= 0.5)")
-    for k, v in summary.items():
-        print(f"{k:<40} {v['llmnest']:>12.2f} {v['vllm']:>12.2f} {v['ratio']:>8.3f}")
-    return {"pairs": rows, "summary": summary}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base-url", help="an already running vLLM server (…/v1); default: start the demo server")
-    p.add_argument("--api-key", default="sk-bench-vs-vllm")
-    p.add_argument("--model", default="smollm2-135m", help="served model name")
-    p.add_argument("--model-dir", default=DEMO_MODEL, help="weights folder (tokenizer; and the server's model)")
-    p.add_argument("--port", type=int, default=18082, help="port of the server this script starts")
-    p.add_argument("--dataset-path", help="ShareGPT JSON (default: a generated one with distinct prompts)")
-    p.add_argument("--qps", type=float, default=0.25, help="a rate the server sustains (the demo server on 2 cores: <= 0.5)")
-    p.add_argument("--num-prompts", type=int, default=30)
-    p.add_argument("--output-len", type=int, default=16, help="max_tokens of every request (with ignore_eos)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=1, help="pairs to run; the order alternates between pairs")
-    p.add_argument("--json", dest="json_path", help="also write the figures to this file")
-    a = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-vs-vllm-"))
+def demo_part(a: argparse.Namespace, work: Path) -> dict:
+    """Alternating pairs on the demo server: both results per pair, then the medians of the ratios."""
     dataset = Path(a.dataset_path) if a.dataset_path else make_sharegpt(work / "sharegpt.json", 4 * a.num_prompts, a.seed)
     server = None
     if not a.base_url:
@@ -222,13 +194,121 @@ def main() -> None:
             else:
                 theirs = run_vllm(a, dataset, work, str(n))
                 ours = run_llmnest(a, dataset, work, str(n))
-            pairs.append((ours, theirs))
+            pairs.append({"llmnest": figures(ours), "vllm": figures(theirs)})
     finally:
         if server is not None:
             stop_server(server)
-    result = report(pairs)
+    print(f"{'':<40} {'llmnest':>12} {'vllm':>12} {'ratio':>8}")
+    for i, row in enumerate(pairs, 1):
+        o, v = row["llmnest"], row["vllm"]
+        print(f"--- pair {i}: completed {o['completed']}/{v['completed']}, failed {o['failed']}/{v['failed']}")
+        print(line("Mean TTFT (ms)", o["mean_ttft_ms"], v["mean_ttft_ms"], "ms"))
+        print(line("Median TTFT (ms)", o["median_ttft_ms"], v["median_ttft_ms"], "ms"))
+        print(line("Mean TPOT (ms, the server's pace)", o["mean_tpot_ms"], v["mean_tpot_ms"], "ms"))
+        print(line("Output token throughput (tok/s)", o["output_throughput"], v["output_throughput"], "tok/s"))
+        print(line("Benchmark duration (s)", o["duration"], v["duration"], "s"))
+    keys = ("mean_ttft_ms", "median_ttft_ms", "mean_tpot_ms", "output_throughput")
+    # A pair whose TPOT (the server's pace) differs by more than PACE_TOLERANCE ran on a server that sped
+    # up or slowed down between the two runs (a shared CPU): it compares servers, not clients.
+    same_pace = [p for p in pairs if abs(p["llmnest"]["mean_tpot_ms"] / p["vllm"]["mean_tpot_ms"] - 1) <= PACE_TOLERANCE]
+    print(f"{len(same_pace)} of {len(pairs)} pair(s) ran at the same server pace (TPOT within {PACE_TOLERANCE:.0%}); "
+          "the medians below are over those")
+    return {"pairs": pairs, "same_pace_pairs": len(same_pace),
+            "median_ratio": {k: statistics.median(p["llmnest"][k] / p["vllm"][k] for p in same_pace) if same_pace
+                             else float("nan") for k in keys}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_standin(port: int, itl_ms: float, log: Path) -> subprocess.Popen:
+    script = Path(__file__).with_name("standin_server.py")
+    proc = subprocess.Popen([PYTHON, str(script), "--port", str(port), "--model", "standin", "--api-key", "sk-standin",
+                             "--itl-ms", f"{itl_ms:g}"],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return wait_ready(proc, port, 30, "the stand-in server", log)
+
+
+def standin_part(a: argparse.Namespace, work: Path, itl_ms: float) -> dict:
+    """Each tool's marginal client CPU per streamed token against the stand-in, median over repeats."""
+    port = free_port()
+    server = start_standin(port, itl_ms, work / f"standin-itl{itl_ms:g}.log")
+    s = argparse.Namespace(**{**vars(a), "base_url": f"http://127.0.0.1:{port}/v1", "api_key": "sk-standin",
+                              "model": "standin", "qps": a.standin_qps, "output_len": a.standin_output_len})
+    dataset = make_sharegpt(work / "standin-sharegpt.json", 4 * a.standin_large, a.seed + 1)
+    tools = {"llmnest": lambda t: run_llmnest(s, dataset, work, t, ("--workers", "1")),
+             "vllm": lambda t: run_vllm(s, dataset, work, t)}
+    marginal: dict[str, list[float]] = {"llmnest": [], "vllm": []}
+    try:
+        for rep in range(a.standin_repeat):
+            order = ["llmnest", "vllm"] if rep % 2 == 0 else ["vllm", "llmnest"]
+            for tool in order:
+                runs = {}
+                for n in (a.standin_small, a.standin_large):
+                    s.num_prompts = n
+                    runs[n] = tools[tool](f"standin{itl_ms:g}-{tool}-{rep}-{n}")
+                small, large = runs[a.standin_small], runs[a.standin_large]
+                tokens = large["total_output_tokens"] - small["total_output_tokens"]
+                us = (large["cpu_s"] - small["cpu_s"]) / tokens * 1e6
+                marginal[tool].append(us)
+                print(f"stand-in (ITL {itl_ms:g} ms) {tool:<8} repeat {rep + 1}: {small['cpu_s']:.2f} s CPU for {a.standin_small} requests, "
+                      f"{large['cpu_s']:.2f} s for {a.standin_large}: {us:.2f} us per streamed token", flush=True)
+    finally:
+        stop_server(server)
+    ours, theirs = statistics.median(marginal["llmnest"]), statistics.median(marginal["vllm"])
+    return {"marginal_cpu_us_per_token": marginal, "median": {"llmnest": ours, "vllm": theirs},
+            "ratio": ours / theirs, "repeat_ratios": [o / t for o, t in zip(marginal["llmnest"], marginal["vllm"])]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base-url", help="an already running vLLM server (…/v1); default: start the demo server")
+    p.add_argument("--api-key", default="sk-bench-vs-vllm")
+    p.add_argument("--model", default="smollm2-135m", help="served model name")
+    p.add_argument("--model-dir", default=DEMO_MODEL, help="weights folder (tokenizer; and the server's model)")
+    p.add_argument("--port", type=int, default=18082, help="port of the server this script starts")
+    p.add_argument("--dataset-path", help="ShareGPT JSON (default: a generated one with distinct prompts)")
+    p.add_argument("--qps", type=float, default=0.25, help="a rate the server sustains (the demo server on 2 cores: <= 0.5)")
+    p.add_argument("--num-prompts", type=int, default=30)
+    p.add_argument("--output-len", type=int, default=16, help="max_tokens of every request (with ignore_eos)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="pairs to run; the order alternates between pairs")
+    p.add_argument("--json", dest="json_path", help="also write the figures to this file")
+    p.add_argument("--skip-demo", action="store_true", help="leave out part 1 (the real demo server)")
+    p.add_argument("--skip-standin", action="store_true", help="leave out part 2 (client CPU on the stand-in)")
+    p.add_argument("--standin-qps", type=float, default=20.0, help="part 2: request rate of both runs")
+    p.add_argument("--standin-small", type=int, default=20, help="part 2: requests of the small run")
+    p.add_argument("--standin-large", type=int, default=200, help="part 2: requests of the large run")
+    p.add_argument("--standin-output-len", type=int, default=1000, help="part 2: tokens per request")
+    p.add_argument("--standin-repeat", type=int, default=2, help="part 2: repeats (order alternates)")
+    p.add_argument("--standin-itl-ms", default="0,5", help="part 2: the stand-in's pause between tokens, one "
+                   "measurement each (0: as fast as it can, so a slower client reads more tokens per socket read; "
+                   "5: every token its own read, as with many streams on a real server)")
+    a = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-vs-vllm-"))
+    result: dict = {"config": {k: v for k, v in vars(a).items() if k != "json_path"}}
+    if not a.skip_demo:
+        result["demo"] = demo_part(a, work)
+    if not a.skip_standin:
+        result["standin"] = {itl: standin_part(a, work, float(itl)) for itl in a.standin_itl_ms.split(",")}
+    print(f"=== llmnest bench vs vllm bench serve (ratio = llmnest / vllm; work dir {work})")
+    if "demo" in result:
+        r = result["demo"]["median_ratio"]
+        print(f"demo server, median over the {result['demo']['same_pace_pairs']} of {a.repeat} pair(s) at the same "
+              "server pace (bar: 0.90-1.10):")
+        for k, v in r.items():
+            print(f"  {k:<38} {v:>8.3f}")
+    for itl, r in result.get("standin", {}).items():
+        print(f"stand-in, ITL {itl} ms: client CPU per streamed token, median over {a.standin_repeat} repeat(s) "
+              "(bar: <= 0.50):")
+        print(f"  {'llmnest (us)':<38} {r['median']['llmnest']:>8.2f}")
+        print(f"  {'vllm bench serve (us)':<38} {r['median']['vllm']:>8.2f}")
+        print(f"  {'ratio':<38} {r['ratio']:>8.3f}   (per repeat: {', '.join(f'{x:.3f}' for x in r['repeat_ratios'])})")
     if a.json_path:
-        Path(a.json_path).write_text(json.dumps({"config": vars(a), **result}, indent=2))
+        Path(a.json_path).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ def test_demo_run_json_keys_consistent_and_charts(demo, tmp_path: Path) -> None:
         assert stage["request_goodput"] <= stage["request_throughput"]
         assert stage["cost_per_1m_output_tokens"] == pytest.approx(2.5 / 3600 / stage["output_throughput"] * 1e6)
         assert stage["max_in_flight"] >= 1
+        assert stage["client_processes"] == 1 and stage["client_cpu_s"] > 0  # the client's own health
+        assert stage["client_saturated"] is False and stage["client_warnings"] == []
     files = {p.name for p in out.iterdir()}
     assert {"run.json", "stage-qps0.5.json", "stage-qps1.json", "stage-qps1.records.jsonl"} <= files
     records = [json.loads(line) for line in (out / "stage-qps1.records.jsonl").read_text().splitlines()]
@@ -80,6 +82,20 @@ def test_demo_run_json_keys_consistent_and_charts(demo, tmp_path: Path) -> None:
     assert compare.returncode == 0, compare.stderr
     assert "Runs compared" in compare.stdout and "run'" in compare.stdout
     assert len(list((tmp_path / "cmp").glob("*.png"))) == 3
+
+
+def test_worker_processes_against_the_real_server(demo, tmp_path: Path) -> None:
+    """Two client processes share one schedule: one set of records, in schedule order, all measured."""
+    out = tmp_path / "run"
+    doc = bench_json(demo.cli(
+        "bench", demo.name, "--dataset-path", str(TINY), "--qps", "2", "--num-prompts", "4", "--output-len", "4",
+        "--ignore-eos", "--workers", "2", "--json", "--out", str(out)))
+    stage = doc["stages"][0]
+    assert stage["client_processes"] == 2 and stage["completed"] == 4 and stage["total_output_tokens"] == 16
+    records = [json.loads(line) for line in (out / "stage-qps2.records.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    assert all(r["ok"] and 1 <= len(r["chunks"]) <= 4 and r["sent"] >= r["scheduled"] - 0.001 for r in records)
+    assert (out / "charts" / "stage-qps2.png").read_bytes().startswith(PNG)
 
 
 def test_human_output_has_the_vllm_result_block(demo) -> None:

@@ -1,96 +1,177 @@
-"""The SSE reader on recorded stream bytes: which events count as content, usage, errors, odd splits."""
+"""The streamed-response reader on raw HTTP bytes: which events count as content, usage, errors, and
+that every way of cutting the bytes into reads (chunk boundaries anywhere) gives the same record."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-from llmnest.bench.request import Client, RequestRecord
+import pytest
+
+from llmnest.bench.record import RequestRecord
+from llmnest.bench.request import Client
+from llmnest.bench.stream import EventReader, Response
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
-def event(obj: dict | str) -> bytes:
-    return b"data: " + (obj if isinstance(obj, str) else json.dumps(obj)).encode() + b"\n\n"
+def event(obj: dict | str, compact: bool = True) -> bytes:
+    text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":") if compact else None)
+    return b"data: " + text.encode() + b"\n\n"
 
 
-def chat(delta: dict, finish: str | None = None) -> bytes:
-    return event({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+def chat(delta: dict, finish: str | None = None, compact: bool = True) -> bytes:
+    return event({"id": "c1", "object": "chat.completion.chunk", "model": "m",
+                  "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}, compact)
 
 
-# What vLLM streams for a chat request: a role-only chunk, content chunks, the usage chunk, [DONE].
-CHAT_STREAM = [
-    chat({"role": "assistant", "content": ""}),
-    chat({"content": "Hel"}),
-    chat({"content": "lo"}),
-    chat({"content": "!"}, finish="stop"),
-    event({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}),
-    event("[DONE]"),
-]
+def usage(prompt: int, completion: int, compact: bool = True) -> bytes:
+    return event({"id": "c1", "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                                       "total_tokens": prompt + completion}}, compact)
 
 
-class Content:
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def iter_any(self):
-        for piece in self.pieces:
-            await asyncio.sleep(0.01)  # arrivals are spread out so their times differ
-            yield piece
+def vllm_chat(compact: bool = True) -> list[bytes]:
+    """What vLLM streams for a chat request: a role-only chunk, content chunks, usage, [DONE]."""
+    return [chat({"role": "assistant", "content": ""}, compact=compact), chat({"content": "Hel"}, compact=compact),
+            chat({"content": "lo"}, compact=compact), chat({"content": "!"}, "stop", compact), usage(12, 3, compact),
+            event("[DONE]")]
 
 
-class Response:
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.content = Content(pieces)
+def chunked(events: list[bytes]) -> bytes:
+    """One HTTP chunk per event, as uvicorn sends them, then the last chunk."""
+    return HEAD + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
 
 
-def read(pieces: list[bytes], endpoint: str = "chat") -> tuple[RequestRecord, list[str]]:
-    client = Client("http://x/v1", None, "m", endpoint)  # type: ignore[arg-type]
+def read(reads: list[bytes], chat_endpoint: bool = True) -> tuple[Response, RequestRecord]:
+    """Feed the reads one by one, the i-th arriving at time i + 1 (the request was sent at 0)."""
     record = RequestRecord(0, 0.0, 5, 16)
-    texts: list[str] = []
-    asyncio.run(client._read_stream(Response(pieces), record, texts, 0.0))
-    return record, texts
+    response = Response(EventReader(record, chat_endpoint, 0.0))
+    for i, data in enumerate(reads):
+        response.feed(data, float(i + 1))
+    return response, record
 
 
-def test_role_chunk_is_not_content_and_usage_gives_the_token_counts() -> None:
-    record, texts = read(CHAT_STREAM)
-    assert texts == ["Hel", "lo", "!"]
-    assert len(record.chunks) == 3
-    assert record.chunks == sorted(record.chunks) and record.chunks[0] > 0
+def per_event_reads(events: list[bytes]) -> list[bytes]:
+    """Each event's chunk in its own read (the head with the first)."""
+    whole = chunked(events)
+    cuts = [len(HEAD)]
+    for e in events:
+        cuts.append(cuts[-1] + len(b"%x\r\n" % len(e)) + len(e) + 2)
+    cuts[0] = 0
+    return [whole[a:b] for a, b in zip(cuts, [*cuts[1:-1], len(whole)])]
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["vllm-compact", "spaced-json"])
+def test_role_chunk_is_not_content_and_usage_gives_the_token_counts(compact: bool) -> None:
+    response, record = read(per_event_reads(vllm_chat(compact)))
+    assert response.finished and response.status == 200 and response.keep_alive
+    assert record.chunks == [2.0, 3.0, 4.0]  # the role chunk (read 1) is not content
     assert (record.output_tokens, record.prompt_tokens) == (3, 12)
+    assert response.events.done and response.events.text() == ""  # usage came: no text kept
 
 
-def test_events_split_across_reads_and_several_per_read() -> None:
-    blob = b"".join(CHAT_STREAM)
-    pieces = [blob[i:i + 7] for i in range(0, len(blob), 7)]  # every event cut mid-way
-    record, texts = read(pieces)
-    assert "".join(texts) == "Hello!" and record.output_tokens == 3
-    record, texts = read([blob])  # everything in one read: one arrival time for all chunks
-    assert len(set(record.chunks)) == 1 and len(record.chunks) == 3
+@pytest.mark.parametrize("compact", [True, False], ids=["vllm-compact", "spaced-json"])
+def test_every_split_of_the_bytes_gives_the_same_record(compact: bool) -> None:
+    whole = chunked(vllm_chat(compact))
+    _, one = read([whole])
+    assert one.chunks == [1.0, 1.0, 1.0] and one.output_tokens == 3
+    for cut in range(1, len(whole)):
+        for second in (cut + 1, cut + 7, cut + 61):
+            pieces = [whole[:cut], whole[cut:second], whole[second:]]
+            response, record = read([p for p in pieces if p])
+            assert response.finished, (cut, second)
+            assert len(record.chunks) == 3 and record.output_tokens == 3 and record.prompt_tokens == 12, (cut, second)
+            assert record.chunks == sorted(record.chunks)
 
 
-def test_crlf_line_ends_and_comments() -> None:
-    crlf = [b": ping\r\n\r\n", *(p.replace(b"\n", b"\r\n") for p in CHAT_STREAM)]
-    record, texts = read(crlf)
-    assert "".join(texts) == "Hello!" and record.output_tokens == 3
+def test_a_content_chunk_is_timed_when_its_last_byte_arrives() -> None:
+    whole = chunked(vllm_chat())
+    split = whole.index(b'"lo"') + 2  # the second content event is cut in two reads
+    _, record = read([whole[:split], whole[split:]])
+    assert record.chunks == [1.0, 2.0, 2.0]
 
 
-def test_reasoning_content_counts_as_generated() -> None:
-    record, texts = read([chat({"role": "assistant"}), chat({"reasoning_content": "hmm"}), chat({"content": "ok"}),
-                          event("[DONE]")])
-    assert texts == ["hmm", "ok"] and record.output_tokens is None
+def test_several_events_per_http_chunk_and_one_event_over_several_chunks() -> None:
+    events = b"".join(vllm_chat())
+    pieces = [events[i:i + 50] for i in range(0, len(events), 50)]
+    body = HEAD + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    for step in (1, 13, len(body)):
+        response, record = read([body[i:i + step] for i in range(0, len(body), step)])
+        assert response.finished and len(record.chunks) == 3 and record.output_tokens == 3
+
+
+def test_chunk_extensions_trailers_and_crlf_events() -> None:
+    events = [e.replace(b"\n", b"\r\n") for e in [b": ping\n\n", *vllm_chat()]]
+    body = HEAD + b"".join(b"%x;ext=1\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\nX-Trailer: 1\r\n\r\n"
+    for step in (1, 5, len(body)):
+        response, record = read([body[i:i + step] for i in range(0, len(body), step)])
+        assert response.finished and response.keep_alive
+        assert len(record.chunks) == 3 and record.output_tokens == 3
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_reasoning_content_counts_as_generated(key: str) -> None:
+    stream = [chat({"role": "assistant", "content": ""}), chat({key: "hmm", "content": None}),
+              chat({key: "so", "content": ""}), chat({"content": "ok"}), event("[DONE]")]
+    for reads in (per_event_reads(stream), [chunked(stream)]):
+        response, record = read(reads)
+        assert len(record.chunks) == 3 and record.output_tokens is None
+        assert response.events.text() == "hmmsook"  # no usage: the text is there to count tokens
 
 
 def test_completions_text() -> None:
-    stream = [event({"choices": [{"index": 0, "text": " Paris"}]}), event({"choices": [{"index": 0, "text": "."}]}),
+    stream = [event({"choices": [{"index": 0, "text": " Paris", "finish_reason": None}]}),
+              event({"choices": [{"index": 0, "text": "", "finish_reason": None}]}),
+              event({"choices": [{"index": 0, "text": ".", "finish_reason": "stop"}]}),
               event({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}), event("[DONE]")]
-    record, texts = read(stream, "completions")
-    assert texts == [" Paris", "."] and record.output_tokens == 2
+    for reads in (per_event_reads(stream), [chunked(stream)]):
+        _, record = read(reads, chat_endpoint=False)
+        assert len(record.chunks) == 2 and record.output_tokens == 2
 
 
 def test_error_event_ends_the_request_as_a_stream_error() -> None:
-    record, _ = read([chat({"content": "a"}), event({"error": {"message": "engine died", "code": 500}}),
-                      chat({"content": "never read"})])
-    assert record.error == "stream error" and record.detail == "engine died"
-    assert len(record.chunks) == 1
+    stream = [chat({"content": "a"}), event({"error": {"message": "engine died", "code": 500}}),
+              chat({"content": "never read"})]
+    for reads in (per_event_reads(stream), [chunked(stream)]):
+        _, record = read(reads)
+        assert record.error == "stream error" and record.detail == "engine died"
+        assert len(record.chunks) == 1
+
+
+def test_a_response_without_text_is_timed_at_its_finish_event() -> None:
+    """One token that decodes to nothing (or EOS first): vLLM counts it, with TTFT at the finish chunk."""
+    stream = [chat({"role": "assistant", "content": ""}), chat({"content": ""}, "length"), usage(3, 1),
+              event("[DONE]")]
+    _, record = read(per_event_reads(stream))
+    assert record.chunks == [2.0] and record.output_tokens == 1
+    _, record = read(per_event_reads([chat({"content": "a"}), chat({"content": ""}, "stop"), event("[DONE]")]))
+    assert len(record.chunks) == 1  # a finish after text adds no chunk
+
+
+def test_text_that_looks_like_json_keys_is_just_text() -> None:
+    tricky = ['"content":"', '"usage":{"completion_tokens":99}', "data: [DONE]", '": ', "\\", ""]
+    stream = [chat({"content": t}) for t in tricky] + [usage(1, 5), event("[DONE]")]
+    _, record = read([chunked(stream)])
+    assert len(record.chunks) == 5 and record.output_tokens == 5
+
+
+def test_a_sized_body_and_a_body_until_close() -> None:
+    events = b"".join(vllm_chat())
+    sized = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(events) + events
+    response, record = read([sized[:40], sized[40:]])
+    assert response.finished and len(record.chunks) == 3
+    response, record = read([b"HTTP/1.1 200 OK\r\n\r\n" + events])
+    assert not response.finished and response.eof() and len(record.chunks) == 3 and not response.keep_alive
+
+
+def test_an_error_status_keeps_its_body_for_the_detail() -> None:
+    body = b'{"error": "Unauthorized"}'
+    response, record = read([b"HTTP/1.1 401 Unauthorized\r\ncontent-length: %d\r\n\r\n" % len(body) + body])
+    assert response.status == 401 and response.finished and response.error_body == body and not record.chunks
+
+
+def test_not_http_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        read([b"SSH-2.0-OpenSSH\r\n\r\n"])
 
 
 def test_payload_carries_stream_options_and_key() -> None:
@@ -104,13 +185,6 @@ def test_payload_carries_stream_options_and_key() -> None:
     assert client.headers["Authorization"] == "Bearer sk-1"
     assert client.url == "http://x/v1/chat/completions"
     assert "ignore_eos" not in Client("http://x/v1", None, "m", "completions").payload(Prompt("p", 1, 1))
-
-
-def test_a_response_without_text_is_timed_at_its_finish_event() -> None:
-    """One token that decodes to nothing (or EOS first): vLLM counts it, with TTFT at the finish chunk."""
-    record, texts = read([chat({"role": "assistant", "content": ""}), chat({"content": ""}, finish="length"),
-                          event({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
-                          event("[DONE]")])
-    assert texts == [] and len(record.chunks) == 1 and record.output_tokens == 1
-    record, _ = read([chat({"content": "a"}), chat({"content": ""}, finish="stop"), event("[DONE]")])
-    assert len(record.chunks) == 1  # a finish after text adds no chunk
+    head = client._head(42)
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"Content-Length: 42\r\n" in head
+    assert b"Authorization: Bearer sk-1\r\n" in head and head.endswith(b"\r\n\r\n")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
-from .request import RequestRecord
+from .record import RequestRecord
 
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")

@@ -59,6 +59,14 @@ def result_block(r: dict[str, Any]) -> str:
     out.append(NUM.format("Mean schedule lag (ms):", r["mean_schedule_lag_ms"]))
     out.append(NUM.format("Max schedule lag (ms):", r["max_schedule_lag_ms"]))
     out.append(LINE.format("Max requests in flight:", r["max_in_flight"]))
+    if "client_processes" in r:
+        out.append(LINE.format("Client processes:", r["client_processes"]))
+        if r.get("client_cpu_per_token_us") is not None:
+            out.append(NUM.format("Client CPU per output token (us):", r["client_cpu_per_token_us"]))
+        out.append(LINE.format("Busiest client process CPU:", f"{r['client_busiest_process_cpu']:.0%}"))
+        out.append(NUM.format("P99 client event-loop delay (ms):", r["p99_loop_delay_ms"]))
+        verdict = "SATURATED (see warnings)" if r["client_saturated"] else "ok (not the bottleneck)"
+        out.append(LINE.format("Client:", verdict))
     if r["failures"]:
         causes = ", ".join(f"{cause} {n}" for cause, n in r["failures"].items())
         out.append(LINE.format("Failures by cause:", causes))

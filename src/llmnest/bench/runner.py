@@ -2,24 +2,31 @@
 
 Each stage waits for all its requests (each bounded by the client timeout) before the next starts.
 The first Ctrl-C stops sending, cancels what is in flight (counted as "interrupted") and returns the
-stages measured so far; a second Ctrl-C aborts at once.
+stages measured so far; a second Ctrl-C aborts at once. A stage whose rate one process cannot keep
+runs over several client processes (`workers`), still as one schedule with one set of records; every
+stage result carries the client's own health (CPU, loop delay, a warning when it was the bottleneck).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import LlmnestError
 from . import metrics
 from .datasets import Prompt, Tokenizer
-from .request import Client, RequestRecord
+from .health import ProcessFigures, ProcessMeter, assess
+from .record import RequestRecord
+from .request import Client
 from .schedule import send_offsets
+from .workers import Pool, auto_workers, clamp
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class StageResult:
     result: dict[str, Any]
     records: list[RequestRecord]
     interrupted: bool = False
+    processes: list[ProcessFigures] = field(default_factory=list)  # the client's own CPU and loop delay
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,10 @@ class Plan:
     seed: int = 0
     goodput_ms: dict[str, float] = field(default_factory=dict)
     price_per_hour: float | None = None
+    workers: int | None = None  # client processes per stage; None: automatic (see workers.auto_workers)
+
+
+STOP_POLL_S = 0.2  # the sender checks for Ctrl-C at least this often while it waits
 
 
 class Progress:
@@ -56,6 +68,7 @@ class Progress:
 
     def stage_started(self, qps: float, total: int) -> None: ...
     def request_done(self, record: RequestRecord, in_flight: int) -> None: ...
+    def counts(self, done: int, failed: int, in_flight: int) -> None: ...  # from worker processes
     def stage_done(self, result: StageResult) -> None: ...
 
 
@@ -80,26 +93,41 @@ async def _run(client: Client, plan: Plan, tokenizer: Tokenizer | None, progress
         stop.set()
         loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C raises KeyboardInterrupt
 
-    async with client:
-        await client.check_model()
-        first = plan.stages[0].prompts[0]
-        await preflight(client, first)
-        if plan.warmup:
-            await warm_up(client, first, plan.warmup)
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        try:
+    counts = [workers_for(plan, stage) for stage in plan.stages]
+    pool = Pool(max(counts)) if max(counts) > 1 else None  # spawned now: they import during the pre-flight
+    try:
+        async with client:
+            await client.check_model()
+            first = plan.stages[0].prompts[0]
+            await preflight(client, first)
+            if plan.warmup:
+                await warm_up(client, first, plan.warmup)
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
             results = []
             for index, stage in enumerate(plan.stages):
-                result = await run_stage(client, plan, stage, index, stop, progress)
+                if pool is not None and counts[index] > 1:
+                    result = await run_stage_in_workers(pool, counts[index], client, plan, stage, index, stop, progress)
+                else:
+                    result = await run_stage(client, plan, stage, index, stop, progress)
                 fill_output_tokens(result.records, tokenizer)
                 result.result = summarize(plan, stage, result.records, result.result["duration"])
+                result.result |= assess(result.processes, result.result)
                 progress.stage_done(result)
                 results.append(result)
                 if result.interrupted:
                     break
             return results
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if pool is not None:
+            pool.close()
+
+
+def workers_for(plan: Plan, stage: Stage) -> int:
+    """The stage's client processes: --workers (bounded by requests and --max-concurrency), else automatic."""
+    if plan.workers:
+        return clamp(plan.workers, len(stage.prompts), plan.max_concurrency, plan.workers)
+    return auto_workers(stage.qps, [p.output_len for p in stage.prompts], plan.max_concurrency)
 
 
 async def preflight(client: Client, prompt: Prompt) -> None:
@@ -122,8 +150,53 @@ async def run_stage(
 ) -> StageResult:
     """Send each prompt at its absolute time from the stage start; wait for all, or stop on Ctrl-C."""
     offsets = send_offsets(len(stage.prompts), stage.qps, plan.burstiness, plan.seed + index)
-    limit = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
     progress.stage_started(stage.qps, len(offsets))
+    jobs = list(zip(range(len(offsets)), stage.prompts, offsets))
+    with frozen_heap():
+        meter = ProcessMeter()
+        t0 = time.perf_counter()
+        records, interrupted = await send_all(client, jobs, t0, plan.max_concurrency, stop, progress.request_done)
+        figures = await meter.stop()
+    duration = time.perf_counter() - t0 if interrupted else max((r.ended for r in records), default=0.0)
+    return StageResult(stage.qps, {"duration": duration}, records, interrupted, [figures])
+
+
+async def run_stage_in_workers(
+    pool: Pool, workers: int, client: Client, plan: Plan, stage: Stage, index: int, stop: asyncio.Event,
+    progress: Progress,
+) -> StageResult:
+    """The same stage as `run_stage`, its schedule shared out over `workers` processes."""
+    offsets = send_offsets(len(stage.prompts), stage.qps, plan.burstiness, plan.seed + index)
+    progress.stage_started(stage.qps, len(offsets))
+    jobs = list(zip(range(len(offsets)), stage.prompts, offsets))
+    records, interrupted, t0, processes = await pool.run_stage(client, jobs, workers, plan.max_concurrency, stop,
+                                                               progress)
+    duration = time.perf_counter() - t0 if interrupted else max((r.ended for r in records), default=0.0)
+    return StageResult(stage.qps, {"duration": duration}, records, interrupted, processes)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects made before the stage (prompts, records of earlier stages) left out of the garbage
+    collector's passes during it, so a full collection cannot stall the sender for tens of ms."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+Job = tuple[int, Prompt, float]  # the request's index in the stage, its prompt, its send offset
+
+
+async def send_all(
+    client: Client, jobs: Sequence[Job], t0: float, max_concurrency: int | None, stop: asyncio.Event,
+    on_done: Callable[[RequestRecord, int], None],
+) -> tuple[list[RequestRecord], bool]:
+    """Send each job at t0 + its offset (a late one at once, never shifting the rest); wait for all, or
+    stop sending and cancel what is in flight when `stop` is set. Returns the records sent, in order."""
+    limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     pending: set[asyncio.Task[RequestRecord]] = set()
     records: list[RequestRecord] = []
     in_flight = 0
@@ -139,13 +212,12 @@ async def run_stage(
             in_flight -= 1
             if limit:
                 limit.release()
-            progress.request_done(record, in_flight)
+            on_done(record, in_flight)
 
-    t0 = time.perf_counter()
-    for i, (prompt, offset) in enumerate(zip(stage.prompts, offsets)):
-        delay = t0 + offset - time.perf_counter()
-        if delay > 0 and await _stopped_within(stop, delay):
-            break
+    now = time.perf_counter
+    for i, prompt, offset in jobs:
+        while (delay := t0 + offset - now()) > 0 and not stop.is_set():
+            await asyncio.sleep(min(delay, STOP_POLL_S))
         if stop.is_set():
             break
         record = RequestRecord(i, offset, prompt.prompt_len, prompt.output_len)
@@ -158,24 +230,12 @@ async def run_stage(
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({everything, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-    interrupted = stop.is_set()
-    if interrupted:
+    if stop.is_set():
         for task in list(pending):
             task.cancel()
         await everything
-        duration = time.perf_counter() - t0
-    else:
-        duration = max((r.ended for r in records), default=0.0)
-    return StageResult(stage.qps, {"duration": duration}, records, interrupted)
-
-
-async def _stopped_within(stop: asyncio.Event, delay: float) -> bool:
-    """Sleep `delay` seconds, returning early (True) if the stop event is set."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=delay)
-    except asyncio.TimeoutError:
-        return False
-    return True
+        return records, True
+    return records, False
 
 
 def fill_output_tokens(records: list[RequestRecord], tokenizer: Tokenizer | None) -> None:

@@ -135,10 +135,16 @@ class RichProgress:
         note = f"{in_flight} in flight" + (f", {self.failed} failed" if self.failed else "")
         self.bar.update(self.task, advance=1, note=note)
 
+    def counts(self, done: int, failed: int, in_flight: int) -> None:
+        note = f"{in_flight} in flight" + (f", {failed} failed" if failed else "")
+        self.bar.update(self.task, completed=done + failed, note=note)
+
     def stage_done(self, result: Any) -> None:
         from ..bench.report import result_block
 
         self.bar.stop()
+        for warning in result.result.get("client_warnings") or []:
+            err.print(f"[bold yellow]warning:[/bold yellow] {warning}", markup=True, highlight=False)
         if result.interrupted:
             err.print("[yellow]interrupted: the report covers what was measured so far[/yellow]")
         if self.show_blocks:
@@ -172,6 +178,8 @@ def run(
     price_per_hour: float | None = typer.Option(None, "--price-per-hour", help="Hourly price of the server, for cost per 1M tokens."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="Model folder with tokenizer.json (a deployment's weights by default)."),
     out: Path | None = typer.Option(None, "--out", help="Write stage JSON, per-request records and PNG charts here."),
+    workers: int | None = typer.Option(None, "--workers", help="Client processes per stage, sharing one schedule "
+                                       "(default: automatic from the rate, the output lengths and the CPU count)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document (progress stays on stderr)."),
 ) -> None:
     """Send requests at each QPS and report TTFT, TPOT, ITL, E2EL, throughput, goodput and cost."""
@@ -188,6 +196,8 @@ def run(
         raise BadInput("--timeout must be > 0, --warmup >= 0 and --max-concurrency >= 1")
     if not burstiness > 0:
         raise BadInput(f"--burstiness must be greater than 0 (got {burstiness})")
+    if workers is not None and workers < 1:
+        raise BadInput("--workers must be at least 1")
     if output_len is not None and output_len < 1:
         raise BadInput("--output-len must be at least 1")
     rates = parse_rates(qps)
@@ -202,8 +212,8 @@ def run(
         start += size
     ignore = ignore_eos if ignore_eos is not None else dataset == "random"
     client = Client(target.base_url, target.api_key, target.model, endpoint,  # type: ignore[arg-type]
-                    timeout, max_concurrency, ignore, temperature)
-    plan = runner.Plan(stages, burstiness, max_concurrency, warmup, seed, slo, target.price_per_hour)
+                    timeout, ignore, temperature)
+    plan = runner.Plan(stages, burstiness, max_concurrency, warmup, seed, slo, target.price_per_hour, workers)
     say(f"benchmarking {target.base_url} ({sum(sizes)} requests in {len(stages)} stage(s), dataset {dataset})")
     results = runner.run(client, plan, tok, RichProgress(show_blocks=not json_out))
     config = {
