@@ -28,7 +28,7 @@ def trace(rate: float) -> runner.StageResult:
     failed.sent, failed.ended, failed.error = 2.0, 2.1, "http 500"
     records.append(failed)
     stage = runner.Stage(rate, [Prompt("p", 10, 4)] * 5)
-    plan = runner.Plan([stage], goodput_ms={"ttft": 150.0}, price_per_hour=1.8)
+    plan = runner.BenchPlan([stage], goodput_ms={"ttft": 150.0}, price_per_hour=1.8)
     return runner.StageResult(rate, runner.summarize(plan, stage, records, 2.5), records)
 
 

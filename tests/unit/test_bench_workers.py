@@ -86,9 +86,9 @@ def standin() -> Iterator[str]:
         yield url
 
 
-def plan(workers: int, n: int = 40, qps: float = 200.0) -> runner.Plan:
+def plan(workers: int, n: int = 40, qps: float = 200.0) -> runner.BenchPlan:
     prompts = [Prompt(f"question number {i}", 3, 4 + i % 5) for i in range(n)]
-    return runner.Plan([runner.Stage(qps, prompts)], burstiness=1.0, seed=3, workers=workers)
+    return runner.BenchPlan([runner.Stage(qps, prompts)], burstiness=1.0, seed=3, workers=workers)
 
 
 @pytest.mark.parametrize("workers", [1, 3])

@@ -47,7 +47,7 @@ class StageResult:
 
 
 @dataclass(frozen=True)
-class Plan:
+class BenchPlan:
     """Everything a run needs besides the client."""
 
     stages: Sequence[Stage]
@@ -72,7 +72,7 @@ class Progress:
     def stage_done(self, result: StageResult) -> None: ...
 
 
-def run(client: Client, plan: Plan, tokenizer: Tokenizer | None, progress: Progress | None = None) -> list[StageResult]:
+def run(client: Client, plan: BenchPlan, tokenizer: Tokenizer | None, progress: Progress | None = None) -> list[StageResult]:
     """Pre-flight, warm up and run every stage; returns the stage results (partial after Ctrl-C)."""
     return _event_loop_run(_run(client, plan, tokenizer, progress or Progress()))
 
@@ -85,7 +85,7 @@ def _event_loop_run(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-async def _run(client: Client, plan: Plan, tokenizer: Tokenizer | None, progress: Progress) -> list[StageResult]:
+async def _run(client: Client, plan: BenchPlan, tokenizer: Tokenizer | None, progress: Progress) -> list[StageResult]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -123,7 +123,7 @@ async def _run(client: Client, plan: Plan, tokenizer: Tokenizer | None, progress
             pool.close()
 
 
-def workers_for(plan: Plan, stage: Stage) -> int:
+def workers_for(plan: BenchPlan, stage: Stage) -> int:
     """The stage's client processes: --workers (bounded by requests and --max-concurrency), else automatic."""
     if plan.workers:
         return clamp(plan.workers, len(stage.prompts), plan.max_concurrency, plan.workers)
@@ -146,7 +146,7 @@ async def warm_up(client: Client, prompt: Prompt, n: int) -> None:
 
 
 async def run_stage(
-    client: Client, plan: Plan, stage: Stage, index: int, stop: asyncio.Event, progress: Progress
+    client: Client, plan: BenchPlan, stage: Stage, index: int, stop: asyncio.Event, progress: Progress
 ) -> StageResult:
     """Send each prompt at its absolute time from the stage start; wait for all, or stop on Ctrl-C."""
     offsets = send_offsets(len(stage.prompts), stage.qps, plan.burstiness, plan.seed + index)
@@ -162,7 +162,7 @@ async def run_stage(
 
 
 async def run_stage_in_workers(
-    pool: Pool, workers: int, client: Client, plan: Plan, stage: Stage, index: int, stop: asyncio.Event,
+    pool: Pool, workers: int, client: Client, plan: BenchPlan, stage: Stage, index: int, stop: asyncio.Event,
     progress: Progress,
 ) -> StageResult:
     """The same stage as `run_stage`, its schedule shared out over `workers` processes."""
@@ -249,7 +249,7 @@ def fill_output_tokens(records: list[RequestRecord], tokenizer: Tokenizer | None
         r.text = None
 
 
-def summarize(plan: Plan, stage: Stage, records: list[RequestRecord], duration: float) -> dict[str, Any]:
+def summarize(plan: BenchPlan, stage: Stage, records: list[RequestRecord], duration: float) -> dict[str, Any]:
     """The stage's metrics plus its configuration and cost."""
     result = metrics.summarize(records, duration, goodput_ms=plan.goodput_ms or None, planned=len(stage.prompts))
     result |= metrics.cost(plan.price_per_hour, result)

@@ -32,7 +32,7 @@ bench_app = typer.Typer(
 
 
 @dataclass
-class Target:
+class BenchTarget:
     base_url: str
     api_key: str | None
     model: str | None
@@ -42,13 +42,13 @@ class Target:
 
 
 def resolve_target(name: str | None, base_url: str | None, api_key: str | None, model: str | None,
-                   tokenizer: str | None, price: float | None) -> Target:
+                   tokenizer: str | None, price: float | None) -> BenchTarget:
     """A URL as given, or a deployment's URL (its first endpoint), key, served model, weights folder
     (the tokenizer) and hourly price."""
     if base_url:
         if name:
             raise BadInput("give a deployment NAME or --base-url, not both")
-        return Target(base_url.rstrip("/"), api_key, model, tokenizer, price, None)
+        return BenchTarget(base_url.rstrip("/"), api_key, model, tokenizer, price, None)
     from .. import lifecycle, state
 
     dep = state.get(state.resolve_name(name))
@@ -57,7 +57,7 @@ def resolve_target(name: str | None, base_url: str | None, api_key: str | None, 
     endpoints = lifecycle.endpoints(dep, key)
     if not endpoints:
         raise BadInput(f"deployment {dep.name!r} has no endpoint yet (status {dep.status}); see `llmnest status {dep.name}`")
-    return Target(
+    return BenchTarget(
         endpoints[0].base_url.rstrip("/"),
         key,
         model or spec.served_model_name,
@@ -213,7 +213,7 @@ def run(
     ignore = ignore_eos if ignore_eos is not None else dataset == "random"
     client = Client(target.base_url, target.api_key, target.model, endpoint,  # type: ignore[arg-type]
                     timeout, ignore, temperature)
-    plan = runner.Plan(stages, burstiness, max_concurrency, warmup, seed, slo, target.price_per_hour, workers)
+    plan = runner.BenchPlan(stages, burstiness, max_concurrency, warmup, seed, slo, target.price_per_hour, workers)
     say(f"benchmarking {target.base_url} ({sum(sizes)} requests in {len(stages)} stage(s), dataset {dataset})")
     results = runner.run(client, plan, tok, RichProgress(show_blocks=not json_out))
     config = {
