@@ -13,7 +13,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 ARGS ?=
 
-.PHONY: up test install install-test down clean
+.PHONY: up test test-debs install install-test down clean
 
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
@@ -37,7 +37,13 @@ install-test: $(VENV)/.installed-test
 up: install
 	$(VENV)/bin/llmnest up $(ARGS)
 
-test: install-test
+# Servers the tests start themselves (the gateway's PostgreSQL and Redis); apt-get only when missing.
+TEST_DEBS := postgresql redis-server
+
+test-debs:
+	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_DEBS); }
+
+test: install-test test-debs
 	$(PY) -m pytest $(ARGS)
 
 down:
