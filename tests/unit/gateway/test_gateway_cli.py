@@ -1,0 +1,87 @@
+"""`llmnest keys`, `llmnest usage` and `llmnest gateway serve` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import cli_env, free_port
+from tests.unit.gateway.conftest import start_replica
+
+
+def test_keys_lifecycle_and_exit_codes(cli, home) -> None:
+    made = cli("keys", "create", "alice", "--models", "m1,m2", "--rpm", "5", "--token-budget", "1000",
+               "--budget-period", "month", "--expires", "2999-01-01", "--json")
+    assert made.returncode == 0, made.stderr
+    secret = json.loads(made.stdout)
+    assert secret["name"] == "alice" and secret["key"].startswith("sk-")
+    assert cli("keys", "create", "alice").returncode == 3
+    for bad in (["--rpm", "0"], ["--tpm", "-5"], ["--token-budget", "5"], ["--budget-period", "week", "--token-budget", "1"],
+                ["--expires", "2000-01-01"], ["--rpm", "many"]):
+        done = cli("keys", "create", "bob", *bad)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (bad, done.stderr)
+    listed = cli("keys", "ls", "--json")
+    assert listed.returncode == 0 and secret["key"] not in listed.stdout
+    (row,) = json.loads(listed.stdout)
+    assert (row["name"], row["status"], row["models"], row["rpm"], row["token_budget"], row["budget_used"]) == (
+        "alice", "active", ["m1", "m2"], 5, 1000, 0)
+    assert cli("keys", "update", "alice", "--clear", "rpm", "--tpm", "50").returncode == 0
+    (row,) = json.loads(cli("keys", "ls", "--json").stdout)
+    assert row["rpm"] is None and row["tpm"] == 50
+    assert cli("keys", "update", "nobody", "--rpm", "1").returncode == 4
+    assert cli("keys", "revoke", "alice").returncode == 0
+    assert json.loads(cli("keys", "ls", "--json").stdout)[0]["status"] == "revoked"
+    assert "alice" in cli("keys", "ls").stdout
+    assert (home / "gateway.db").stat().st_mode & 0o777 == 0o600
+    assert cli("usage", "--by", "week").returncode == 2
+    assert cli("usage", "--since", "whenever").returncode == 2
+
+
+def test_gateway_serve_routes_records_and_stops(cli, home, tmp_path) -> None:
+    replica = start_replica("m1", "r1")
+    port = free_port()
+    config = tmp_path / "upstreams.json"
+    config.write_text(json.dumps([{"model": "m1", "replica_id": "r1", "base_url": replica.base_url,
+                                   "internal_key": replica.key}]))
+    key = json.loads(cli("keys", "create", "app", "--json").stdout)["key"]
+    proc = subprocess.Popen([sys.executable, "-m", "llmnest", "gateway", "serve", "--port", str(port),
+                             "--upstreams", str(config)], env=cli_env(home), stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
+                time.sleep(0.1)
+        answer = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                            json={"model": "m1", "prompt": "a b", "max_tokens": 3}, timeout=10).json()
+        assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+        busy = cli("gateway", "serve", "--port", str(port), "--upstreams", str(config))
+        assert busy.returncode == 3 and "pick another --port" in busy.stderr
+        rows = json.loads(cli("usage", "--by", "model", "--json").stdout)
+        assert [(r["key_name"], r["model"], r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
+            ("*", "m1", 1, 2, 3)]
+        csv_lines = cli("usage", "--by", "day", "--csv").stdout.splitlines()
+        assert csv_lines[0].startswith("period,key_name,model") and ",app,m1,1,0,2,3," in csv_lines[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        replica.proc.kill()
+    # uvicorn shuts down gracefully, then re-raises the signal so a supervisor sees why it ended
+    assert code == -signal.SIGTERM and "Application shutdown complete" in proc.stderr.read()
+
+
+def test_gateway_serve_rejects_bad_upstreams_file(cli, tmp_path) -> None:
+    bad = tmp_path / "u.json"
+    bad.write_text("[{]")
+    done = cli("gateway", "serve", "--port", str(free_port()), "--upstreams", str(bad))
+    assert done.returncode == 2 and "--upstreams" in done.stderr
