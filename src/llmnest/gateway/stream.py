@@ -59,8 +59,19 @@ class StreamTap:
             self.content_chunks += 1
             if self.first_token_at is None:
                 self.first_token_at = time.monotonic()
-        if b'"usage"' not in event:
+        at = event.rfind(b'"usage":')
+        if at < 0:
             return event
+        usage, stripped = _trailing_usage(event, at)
+        if stripped is None:  # usage is not the chunk's last field: take the slow, general way
+            return self._event_parsed(event)
+        if usage:
+            self.usage = usage
+        if not counted:  # the usage-only chunk at the end
+            return event if self.wants_usage else None
+        return event if self.wants_continuous else stripped
+
+    def _event_parsed(self, event: bytes) -> bytes | None:
         try:
             obj = json.loads(event[5:])
         except ValueError:
@@ -69,7 +80,7 @@ class StreamTap:
             return event
         if obj["usage"]:
             self.usage = obj["usage"]
-        if not obj.get("choices"):  # the usage-only chunk at the end
+        if not obj.get("choices"):
             return event if self.wants_usage else None
         if self.wants_continuous:
             return event
@@ -84,3 +95,22 @@ class StreamTap:
     def completion_tokens(self) -> int:
         """The engine's count; without one, the number of chunks seen (one token each in vLLM)."""
         return int(self.usage["completion_tokens"] or 0) if self.usage else self.content_chunks
+
+
+_decoder = json.JSONDecoder()
+
+
+def _trailing_usage(event: bytes, at: int) -> tuple[dict[str, Any] | None, bytes | None]:
+    """When `"usage":{...}` is the last field of the chunk (as vLLM and SGLang write it): the usage and
+    the event without it, decoding only that tail. Otherwise (None, None)."""
+    head = event[:at].rstrip()
+    if not head.endswith(b","):
+        return None, None
+    try:
+        usage, end = _decoder.raw_decode(event[at + 8:].decode().lstrip())
+    except ValueError:
+        return None, None
+    tail = event[at + 8:].decode().lstrip()[end:].strip()
+    if tail != "}" or not (usage is None or isinstance(usage, dict)):
+        return None, None
+    return usage, head[:-1] + b"}"
