@@ -4,6 +4,7 @@ client exactly the events it asked for (the gateway asks for usage whether or no
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -26,7 +27,8 @@ class StreamTap:
     def __init__(self, wants_usage: bool, wants_continuous: bool) -> None:
         self.wants_usage = wants_usage
         self.wants_continuous = wants_continuous
-        self.usage: dict[str, Any] | None = None
+        self._usage: dict[str, Any] | None = None
+        self._usage_raw: bytes | None = None
         self.content_chunks = 0  # chunks with choices, the count when the engine sent no usage
         self.first_token_at: float | None = None
         self.done = False
@@ -62,11 +64,11 @@ class StreamTap:
         at = event.rfind(b'"usage":')
         if at < 0:
             return event
-        usage, stripped = _trailing_usage(event, at)
+        raw, stripped = _trailing_usage(event, at)
         if stripped is None:  # usage is not the chunk's last field: take the slow, general way
             return self._event_parsed(event)
-        if usage:
-            self.usage = usage
+        if raw != b"null":
+            self._usage_raw = raw  # decoded only when asked for (once per request, not per chunk)
         if not counted:  # the usage-only chunk at the end
             return event if self.wants_usage else None
         return event if self.wants_continuous else stripped
@@ -79,13 +81,24 @@ class StreamTap:
         if not isinstance(obj, dict) or "usage" not in obj:
             return event
         if obj["usage"]:
-            self.usage = obj["usage"]
+            self._usage, self._usage_raw = obj["usage"], None
         if not obj.get("choices"):
             return event if self.wants_usage else None
         if self.wants_continuous:
             return event
         del obj["usage"]
         return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The engine's latest usage (per chunk with continuous usage, else the final one)."""
+        if self._usage_raw is not None:
+            try:
+                self._usage = json.loads(self._usage_raw)
+            except ValueError:
+                pass
+            self._usage_raw = None
+        return self._usage
 
     @property
     def prompt_tokens(self) -> int:
@@ -97,20 +110,16 @@ class StreamTap:
         return int(self.usage["completion_tokens"] or 0) if self.usage else self.content_chunks
 
 
-_decoder = json.JSONDecoder()
+USAGE_KEYS = {b"prompt_tokens", b"completion_tokens", b"total_tokens", b"prompt_tokens_details",
+              b"completion_tokens_details", b"cached_tokens", b"reasoning_tokens", b"audio_tokens",
+              b"accepted_prediction_tokens", b"rejected_prediction_tokens"}
+_KEY = re.compile(rb'"([^"\\]*)"\s*:')
 
 
-def _trailing_usage(event: bytes, at: int) -> tuple[dict[str, Any] | None, bytes | None]:
-    """When `"usage":{...}` is the last field of the chunk (as vLLM and SGLang write it): the usage and
-    the event without it, decoding only that tail. Otherwise (None, None)."""
-    head = event[:at].rstrip()
-    if not head.endswith(b","):
+def _trailing_usage(event: bytes, at: int) -> tuple[bytes | None, bytes | None]:
+    """When `"usage":...` is the chunk's last field (as vLLM and SGLang write it): the usage's raw JSON
+    and the event without it, found without decoding the chunk. Otherwise (None, None)."""
+    head, tail = event[:at].rstrip(), event[at + 8:].strip()
+    if not head.endswith(b",") or not tail.endswith(b"}") or not set(_KEY.findall(tail)) <= USAGE_KEYS:
         return None, None
-    try:
-        usage, end = _decoder.raw_decode(event[at + 8:].decode().lstrip())
-    except ValueError:
-        return None, None
-    tail = event[at + 8:].decode().lstrip()[end:].strip()
-    if tail != "}" or not (usage is None or isinstance(usage, dict)):
-        return None, None
-    return usage, head[:-1] + b"}"
+    return tail[:-1].strip(), head[:-1] + b"}"
