@@ -85,3 +85,36 @@ def test_gateway_serve_rejects_bad_upstreams_file(cli, tmp_path) -> None:
     bad.write_text("[{]")
     done = cli("gateway", "serve", "--port", str(free_port()), "--upstreams", str(bad))
     assert done.returncode == 2 and "--upstreams" in done.stderr
+
+
+def test_kill_9_of_the_gateway_loses_no_completed_requests_usage(cli, home, tmp_path) -> None:
+    """Usage is written before the client gets the end of its answer, so whatever a client saw
+    complete is on disk when the gateway is killed right after."""
+    replica = start_replica("m1", "r1")
+    port = free_port()
+    config = tmp_path / "upstreams.json"
+    config.write_text(json.dumps([{"model": "m1", "base_url": replica.base_url, "internal_key": replica.key}]))
+    key = json.loads(cli("keys", "create", "app", "--json").stdout)["key"]
+    proc = subprocess.Popen([sys.executable, "-m", "llmnest", "gateway", "serve", "--port", str(port),
+                             "--upstreams", str(config)], env=cli_env(home), stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {key}"}
+        for i in range(5):
+            body = {"model": "m1", "prompt": "a b c", "max_tokens": 2 + i, "stream": i % 2 == 1}
+            assert httpx.post(url + "/v1/completions", headers=auth, json=body, timeout=10).status_code == 200
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        replica.proc.kill()
+    (row,) = json.loads(cli("usage", "--json").stdout)
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (5, 15, 2 + 3 + 4 + 5 + 6)

@@ -69,3 +69,35 @@ def test_two_gateways_share_limits_through_redis(sqlite_db, gateway, replicas, r
     second = gateway(ups, limiter=Limiter(redis_url))
     assert [post(gw.url, key, chat("m1", "x")).status_code for gw in (first, second, first)] == [200] * 3
     _limited(post(second.url, key, chat("m1", "x")), "rpm")
+
+
+def test_two_gateways_share_keys_and_usage_through_postgresql(postgres_url, replicas) -> None:
+    import time
+    import uuid
+
+    import psycopg
+
+    from llmnest.gateway import usage
+    from llmnest.gateway.app import Gateway
+    from llmnest.gateway.db import Database
+    from llmnest.gateway.server import ThreadedServer
+    from llmnest.gateway.upstreams import StaticProvider
+
+    name = f"shared_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    admin, one, two = Database(url), Database(url), Database(url)
+    _, key = keys.create(admin, "team")
+    provider = StaticProvider([replicas["a"].upstream()])
+    with ThreadedServer(Gateway(one, provider)) as g1, ThreadedServer(Gateway(two, provider)) as g2:
+        for gw in (g1, g2, g2):
+            assert post(gw.url, key, chat("m1", "a b", 3)).status_code == 200
+        (row,) = usage.summarize(admin, "key")
+        assert (row["key_name"], row["requests"], row["prompt_tokens"], row["completion_tokens"]) == ("team", 3, 6, 9)
+        keys.revoke(admin, "team")
+        time.sleep(2.1)  # the gateways cache a key for 2 s
+        for gw in (g1, g2):
+            assert_openai_error(post(gw.url, key, chat("m1", "x")), 401, "revoked_api_key")
+    for db in (admin, one, two):
+        db.close()
