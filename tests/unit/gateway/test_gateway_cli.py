@@ -15,6 +15,23 @@ from tests.conftest import cli_env, free_port
 from tests.unit.gateway.conftest import start_replica
 
 
+def serve_gateway(home, tmp_path, replica, port: int) -> subprocess.Popen:
+    """`llmnest gateway serve` over one stand-in replica, once it answers /health."""
+    config = tmp_path / "upstreams.json"
+    config.write_text(json.dumps([{"model": replica.model, "replica_id": replica.replica,
+                                   "base_url": replica.base_url, "internal_key": replica.key}]))
+    proc = subprocess.Popen([sys.executable, "-m", "llmnest", "gateway", "serve", "--port", str(port),
+                             "--upstreams", str(config)], env=cli_env(home), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
+            time.sleep(0.1)
+
+
 def test_keys_lifecycle_and_exit_codes(cli, home) -> None:
     made = cli("keys", "create", "alice", "--models", "m1,m2", "--rpm", "5", "--token-budget", "1000",
                "--budget-period", "month", "--expires", "2999-01-01", "--json")
@@ -46,26 +63,14 @@ def test_keys_lifecycle_and_exit_codes(cli, home) -> None:
 def test_gateway_serve_routes_records_and_stops(cli, home, tmp_path) -> None:
     replica = start_replica("m1", "r1")
     port = free_port()
-    config = tmp_path / "upstreams.json"
-    config.write_text(json.dumps([{"model": "m1", "replica_id": "r1", "base_url": replica.base_url,
-                                   "internal_key": replica.key}]))
     key = json.loads(cli("keys", "create", "app", "--json").stdout)["key"]
-    proc = subprocess.Popen([sys.executable, "-m", "llmnest", "gateway", "serve", "--port", str(port),
-                             "--upstreams", str(config)], env=cli_env(home), stderr=subprocess.PIPE, text=True)
+    proc = serve_gateway(home, tmp_path, replica, port)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
-                time.sleep(0.1)
         answer = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
                             json={"model": "m1", "prompt": "a b", "max_tokens": 3}, timeout=10).json()
         assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
-        busy = cli("gateway", "serve", "--port", str(port), "--upstreams", str(config))
+        busy = cli("gateway", "serve", "--port", str(port), "--upstreams", str(tmp_path / "upstreams.json"))
         assert busy.returncode == 3 and "pick another --port" in busy.stderr
         rows = json.loads(cli("usage", "--by", "model", "--json").stdout)
         assert [(r["key_name"], r["model"], r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
@@ -92,21 +97,10 @@ def test_kill_9_of_the_gateway_loses_no_completed_requests_usage(cli, home, tmp_
     complete is on disk when the gateway is killed right after."""
     replica = start_replica("m1", "r1")
     port = free_port()
-    config = tmp_path / "upstreams.json"
-    config.write_text(json.dumps([{"model": "m1", "base_url": replica.base_url, "internal_key": replica.key}]))
     key = json.loads(cli("keys", "create", "app", "--json").stdout)["key"]
-    proc = subprocess.Popen([sys.executable, "-m", "llmnest", "gateway", "serve", "--port", str(port),
-                             "--upstreams", str(config)], env=cli_env(home), stderr=subprocess.DEVNULL)
+    proc = serve_gateway(home, tmp_path, replica, port)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
-                time.sleep(0.1)
         auth = {"Authorization": f"Bearer {key}"}
         for i in range(5):
             body = {"model": "m1", "prompt": "a b c", "max_tokens": 2 + i, "stream": i % 2 == 1}
