@@ -38,6 +38,7 @@ log = logging.getLogger("llmnest.gateway")
 
 MAX_BODY = 8 * 1024 * 1024
 KEY_CACHE_S = 2.0
+KEY_CACHE_MAX = 10_000
 RETRY_STATUSES = {502, 503, 504}
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 
@@ -357,6 +358,8 @@ class Gateway:
         cached = self._keys.get(digest)
         if cached is None or time.monotonic() - cached[0] > KEY_CACHE_S:
             key = await asyncio.to_thread(keystore.authenticate, self.db, secret)
+            if len(self._keys) >= KEY_CACHE_MAX:  # random keys must not grow the cache without end
+                self._keys.clear()
             cached = (time.monotonic(), key)
             self._keys[digest] = cached
         key = cached[1]

@@ -6,7 +6,6 @@ import json
 import time
 
 import httpx
-import pytest
 
 from llmnest.gateway import keys, usage
 from llmnest.gateway.upstreams import Upstream

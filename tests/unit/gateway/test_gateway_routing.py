@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
-import pytest
 
 from llmnest.gateway import keys
 from llmnest.gateway.router import Router, prompt_prefix
