@@ -180,8 +180,9 @@ class Gateway:
             if body.get("stream"):
                 return await self._stream(call, body)
             return await self._unary(call, body, await request.body())
-        except BaseException:
-            self._settle_later(call, 500 if call.status < 400 else call.status)
+        except BaseException:  # the request broke off (or a bug): still free its replica and slot, write its row
+            self._release(call)
+            self._settle_later(call, 500)
             raise
 
     # ---- proxying --------------------------------------------------------------------------------
