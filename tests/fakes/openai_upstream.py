@@ -3,7 +3,7 @@ engine's `usage` (also per chunk with stream_options.continuous_usage_stats, as 
 
 Tokens are whitespace-separated words: the prompt's words are its prompt_tokens, and the answer is
 `max_tokens` words (default 8). Extra body fields steer it: `fake_delay` seconds between chunks,
-`fake_status` an HTTP status to answer with. GET /stats reports requests, cancelled streams and
+`fake_status` an HTTP status to answer with (`--fail-status` for every request). GET /stats reports requests, cancelled streams and
 tokens served, so tests can compare the gateway's records with what this replica really did.
 
 Run: python -m tests.fakes.openai_upstream --port P --model M [--api-key K] [--replica R]
@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def make_app(model: str, api_key: str | None, replica: str) -> Starlette:
+def make_app(model: str, api_key: str | None, replica: str, fail_status: int | None = None) -> Starlette:
     stats = {"requests": 0, "cancelled": 0, "prompt_tokens": 0, "completion_tokens": 0, "in_flight": 0}
 
     def words(body: dict[str, Any]) -> int:
@@ -38,8 +38,8 @@ def make_app(model: str, api_key: str | None, replica: str) -> Starlette:
         body = await request.json()
         if body.get("model") != model:
             return JSONResponse({"error": {"message": f"model {body.get('model')} does not exist"}}, status_code=404)
-        if body.get("fake_status"):
-            return JSONResponse({"error": {"message": "fake failure"}}, status_code=int(body["fake_status"]))
+        if body.get("fake_status") or fail_status:
+            return JSONResponse({"error": {"message": "fake failure"}}, status_code=int(body.get("fake_status") or fail_status))
         stats["requests"] += 1
         chat = request.url.path.endswith("/chat/completions")
         prompt, n = words(body), int(body.get("max_tokens") or 8)
@@ -110,8 +110,9 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--api-key")
     parser.add_argument("--replica", default="r0")
+    parser.add_argument("--fail-status", type=int, help="answer every completion with this HTTP status")
     args = parser.parse_args()
-    uvicorn.run(make_app(args.model, args.api_key, args.replica), host="127.0.0.1", port=args.port,
+    uvicorn.run(make_app(args.model, args.api_key, args.replica, args.fail_status), host="127.0.0.1", port=args.port,
                 log_level="warning", access_log=False)
 
 

@@ -59,10 +59,10 @@ class FakeReplica:
         return httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json()
 
 
-def start_replica(model: str, replica: str, key: str = "internal-secret") -> FakeReplica:
+def start_replica(model: str, replica: str, key: str = "internal-secret", *extra: str) -> FakeReplica:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_upstream", "--port", str(port),
-                             "--model", model, "--api-key", key, "--replica", replica], cwd=REPO)
+                             "--model", model, "--api-key", key, "--replica", replica, *extra], cwd=REPO)
     deadline = time.monotonic() + 20
     while True:
         try:

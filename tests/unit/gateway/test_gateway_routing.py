@@ -73,6 +73,23 @@ def test_connection_refused_is_retried_on_another_replica_and_taken_out(sqlite_d
     assert [r["replica"] for r in sqlite_db.query("SELECT replica FROM usage")] == ["a"]
 
 
+def test_a_replica_answering_503_is_skipped_for_another(sqlite_db, gateway, replicas) -> None:
+    _, key = keys.create(sqlite_db, "k")
+    sick = start_replica("m1", "sick", "internal-secret", "--fail-status", "503")
+    try:
+        gw = gateway([sick.upstream(), replicas["a"].upstream()], health_interval=3600)
+        gw.gateway.router.replicas["m1"][1].outstanding = 100  # the router's choice is the sick one
+        for stream_it in (False, True):
+            ok = post(gw.url, key, chat("m1", "hello", stream=stream_it))
+            assert ok.status_code == 200, ok.text
+        assert gw.gateway.router.replicas["m1"][0].healthy  # answering 503 is busy, not dead
+        assert [r["replica"] for r in sqlite_db.query("SELECT replica FROM usage")] == ["a", "a"]
+        gw.gateway.router.replicas["m1"][1].healthy = False
+        assert post(gw.url, key, chat("m1", "x")).status_code == 503
+    finally:
+        sick.proc.kill()
+
+
 def test_health_checks_take_a_dead_replica_out_and_bring_it_back(sqlite_db, gateway) -> None:
     _, key = keys.create(sqlite_db, "k")
     one = start_replica("mh", "one")
