@@ -9,6 +9,10 @@ import sys
 import time
 
 import httpx
+import pytest
+from typer.testing import CliRunner
+
+from llmnest.cli.main import app
 
 from tests.conftest import cli_env, free_port
 from tests.unit.gateway.conftest import start_replica
@@ -31,32 +35,43 @@ def serve_gateway(home, tmp_path, replica, port: int) -> subprocess.Popen:
             time.sleep(0.1)
 
 
-def test_keys_lifecycle_and_exit_codes(cli, home) -> None:
+@pytest.fixture
+def cli_here(home, monkeypatch):
+    """The real CLI in this process (typer's runner), against a fresh LLMNEST_HOME: quicker than a
+    subprocess per call for the many calls below."""
+    monkeypatch.setenv("LLMNEST_HOME", str(home))
+    monkeypatch.delenv("LLMNEST_GATEWAY_DB", raising=False)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_keys_lifecycle_and_exit_codes(cli_here, home) -> None:
+    cli = cli_here
     made = cli("keys", "create", "alice", "--models", "m1,m2", "--rpm", "5", "--token-budget", "1000",
                "--budget-period", "month", "--expires", "2999-01-01", "--json")
-    assert made.returncode == 0, made.stderr
+    assert made.exit_code == 0, made.stderr
     secret = json.loads(made.stdout)
     assert secret["name"] == "alice" and secret["key"].startswith("sk-")
-    assert cli("keys", "create", "alice").returncode == 3
+    assert cli("keys", "create", "alice").exit_code == 3
     for bad in (["--rpm", "0"], ["--tpm", "-5"], ["--token-budget", "5"], ["--budget-period", "week", "--token-budget", "1"],
                 ["--expires", "2000-01-01"], ["--rpm", "many"]):
         done = cli("keys", "create", "bob", *bad)
-        assert done.returncode == 2 and "Traceback" not in done.stderr, (bad, done.stderr)
+        assert done.exit_code == 2 and "Traceback" not in done.output, (bad, done.output)
     listed = cli("keys", "ls", "--json")
-    assert listed.returncode == 0 and secret["key"] not in listed.stdout
+    assert listed.exit_code == 0 and secret["key"] not in listed.stdout
     (row,) = json.loads(listed.stdout)
     assert (row["name"], row["status"], row["models"], row["rpm"], row["token_budget"], row["budget_used"]) == (
         "alice", "active", ["m1", "m2"], 5, 1000, 0)
-    assert cli("keys", "update", "alice", "--clear", "rpm", "--tpm", "50").returncode == 0
+    assert cli("keys", "update", "alice", "--clear", "rpm", "--tpm", "50").exit_code == 0
     (row,) = json.loads(cli("keys", "ls", "--json").stdout)
     assert row["rpm"] is None and row["tpm"] == 50
-    assert cli("keys", "update", "nobody", "--rpm", "1").returncode == 4
-    assert cli("keys", "revoke", "alice").returncode == 0
+    assert cli("keys", "update", "nobody", "--rpm", "1").exit_code == 4
+    assert cli("keys", "revoke", "alice").exit_code == 0
     assert json.loads(cli("keys", "ls", "--json").stdout)[0]["status"] == "revoked"
     assert "alice" in cli("keys", "ls").stdout
     assert (home / "gateway.db").stat().st_mode & 0o777 == 0o600
-    assert cli("usage", "--by", "week").returncode == 2
-    assert cli("usage", "--since", "whenever").returncode == 2
+    assert cli("usage", "--by", "week").exit_code == 2
+    assert cli("usage", "--since", "whenever").exit_code == 2
 
 
 def test_gateway_serve_routes_records_and_stops(cli, home, tmp_path) -> None:
