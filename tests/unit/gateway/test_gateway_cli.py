@@ -74,29 +74,33 @@ def test_keys_lifecycle_and_exit_codes(cli_here, home) -> None:
     assert cli("usage", "--since", "whenever").exit_code == 2
 
 
-def test_gateway_serve_routes_records_and_stops(cli, home, tmp_path) -> None:
+@pytest.fixture
+def served(cli, home, tmp_path):
+    """(gateway URL, a key, the gateway process) over one stand-in replica; both stopped afterwards."""
     replica = start_replica("m1", "r1")
-    port = free_port()
     key = json.loads(cli("keys", "create", "app", "--json").stdout)["key"]
+    port = free_port()
     proc = serve_gateway(home, tmp_path, replica, port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        answer = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                            json={"model": "m1", "prompt": "a b", "max_tokens": 3}, timeout=10).json()
-        assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
-        busy = cli("gateway", "serve", "--port", str(port), "--upstreams", str(tmp_path / "upstreams.json"))
-        assert busy.returncode == 3 and "pick another --port" in busy.stderr
-        rows = json.loads(cli("usage", "--by", "model", "--json").stdout)
-        assert [(r["key_name"], r["model"], r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
-            ("*", "m1", 1, 2, 3)]
-        csv_lines = cli("usage", "--by", "day", "--csv").stdout.splitlines()
-        assert csv_lines[0].startswith("period,key_name,model") and ",app,m1,1,0,2,3," in csv_lines[1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=20)
-        replica.proc.kill()
+    yield f"http://127.0.0.1:{port}", key, proc
+    proc.kill()
+    replica.proc.kill()
+
+
+def test_gateway_serve_routes_records_and_stops(cli, served, tmp_path) -> None:
+    url, key, proc = served
+    answer = httpx.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "m1", "prompt": "a b", "max_tokens": 3}, timeout=10).json()
+    assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    busy = cli("gateway", "serve", "--port", url.rsplit(":", 1)[1], "--upstreams", str(tmp_path / "upstreams.json"))
+    assert busy.returncode == 3 and "pick another --port" in busy.stderr
+    rows = json.loads(cli("usage", "--by", "model", "--json").stdout)
+    assert [(r["key_name"], r["model"], r["requests"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
+        ("*", "m1", 1, 2, 3)]
+    csv_lines = cli("usage", "--by", "day", "--csv").stdout.splitlines()
+    assert csv_lines[0].startswith("period,key_name,model") and ",app,m1,1,0,2,3," in csv_lines[1]
+    proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal so a supervisor sees why it ended
-    assert code == -signal.SIGTERM and "Application shutdown complete" in proc.stderr.read()
+    assert proc.wait(timeout=20) == -signal.SIGTERM and "Application shutdown complete" in proc.stderr.read()
 
 
 def test_gateway_serve_rejects_bad_upstreams_file(cli, tmp_path) -> None:
@@ -106,23 +110,15 @@ def test_gateway_serve_rejects_bad_upstreams_file(cli, tmp_path) -> None:
     assert done.returncode == 2 and "--upstreams" in done.stderr
 
 
-def test_kill_9_of_the_gateway_loses_no_completed_requests_usage(cli, home, tmp_path) -> None:
+def test_kill_9_of_the_gateway_loses_no_completed_requests_usage(cli, served) -> None:
     """Usage is written before the client gets the end of its answer, so whatever a client saw
     complete is on disk when the gateway is killed right after."""
-    replica = start_replica("m1", "r1")
-    port = free_port()
-    key = json.loads(cli("keys", "create", "app", "--json").stdout)["key"]
-    proc = serve_gateway(home, tmp_path, replica, port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        auth = {"Authorization": f"Bearer {key}"}
-        for i in range(5):
-            body = {"model": "m1", "prompt": "a b c", "max_tokens": 2 + i, "stream": i % 2 == 1}
-            assert httpx.post(url + "/v1/completions", headers=auth, json=body, timeout=10).status_code == 200
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        proc.kill()
-        replica.proc.kill()
+    url, key, proc = served
+    auth = {"Authorization": f"Bearer {key}"}
+    for i in range(5):
+        body = {"model": "m1", "prompt": "a b c", "max_tokens": 2 + i, "stream": i % 2 == 1}
+        assert httpx.post(url + "/v1/completions", headers=auth, json=body, timeout=10).status_code == 200
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
     (row,) = json.loads(cli("usage", "--json").stdout)
     assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (5, 15, 2 + 3 + 4 + 5 + 6)
