@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import typer
 from rich.table import Table
@@ -124,7 +123,7 @@ def revoke(
     from ..gateway import keys
 
     key = keys.revoke(_db(db), name)
-    console.print(f"key {name} revoked at {_when(key.revoked_at) or _when(time.time())}", markup=False)
+    console.print(f"key {name} revoked at {_when(key.revoked_at)}", markup=False)
 
 
 keys_app.command("create")(create)

@@ -66,9 +66,8 @@ class Gateway:
                  admin_key: str | None = None, upstream_timeout: float = 600.0) -> None:
         self.db = db
         self.provider = provider
-        self.limiter = limiter or Limiter("memory://", tokens_used=self._tokens_used)
-        if limiter is not None and limiter._tokens_used is None:
-            limiter._tokens_used = self._tokens_used
+        self.limiter = limiter or Limiter("memory://")
+        self.limiter.tokens_used = self.limiter.tokens_used or self._tokens_used
         self.router = router or Router()
         self.metrics = Metrics()
         self.health_interval = health_interval

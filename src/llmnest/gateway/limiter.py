@@ -39,7 +39,7 @@ class Limiter:
         options = {"implementation": "redispy"} if "redis" in uri else {}
         self.storage = storage_from_string(uri, **options)
         self.window = FixedWindowRateLimiter(self.storage)
-        self._tokens_used = tokens_used
+        self.tokens_used = tokens_used  # (key name, since) -> tokens; the gateway reads its usage table
         self._budget: dict[str, tuple[float, float, int]] = {}  # key -> (fetched at, period start, used)
 
     async def admit(self, key: Key) -> Rejection | None:
@@ -87,7 +87,7 @@ class Limiter:
         cached = self._budget.get(key.name)
         if cached and cached[1] == start and time.monotonic() - cached[0] < BUDGET_CACHE_S:
             return cached[2]
-        used = await self._tokens_used(key.name, start) if self._tokens_used else 0
+        used = await self.tokens_used(key.name, start) if self.tokens_used else 0
         self._budget[key.name] = (time.monotonic(), start, used)
         return used
 
