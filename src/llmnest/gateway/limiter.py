@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from limits.aio.strategies import FixedWindowRateLimiter
 
+from ..errors import BadInput
 from .keys import Key
 from .usage import period_end, period_start
 
@@ -37,7 +39,11 @@ class Limiter:
                  tokens_used: Callable[[str, float], Awaitable[int]] | None = None) -> None:
         uri = storage_url if storage_url.startswith("async+") else f"async+{storage_url}"
         options = {"implementation": "redispy"} if "redis" in uri else {}
-        self.storage = storage_from_string(uri, **options)
+        try:
+            self.storage = storage_from_string(uri, **options)
+        except ConfigurationError as exc:
+            raise BadInput(f"limit storage {storage_url!r}: {exc}; use memory:// or redis://HOST:PORT"
+                           " (Redis needs `pip install 'llmnest[shared]'`)") from None
         self.window = FixedWindowRateLimiter(self.storage)
         self.tokens_used = tokens_used  # (key name, since) -> tokens; the gateway reads its usage table
         self._budget: dict[str, tuple[float, float, int]] = {}  # key -> (fetched at, period start, used)

@@ -101,3 +101,12 @@ def test_two_gateways_share_keys_and_usage_through_postgresql(postgres_url, repl
             assert_openai_error(post(gw.url, key, chat("m1", "x")), 401, "revoked_api_key")
     for db in (admin, one, two):
         db.close()
+
+
+def test_unknown_limit_storage_is_bad_input() -> None:
+    import pytest
+
+    from llmnest.errors import BadInput
+
+    with pytest.raises(BadInput, match="memory:// or redis://"):
+        Limiter("foo://x")
