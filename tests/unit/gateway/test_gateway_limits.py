@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 
+from llmnest.errors import BadInput
 from llmnest.gateway import keys
 from llmnest.gateway.limiter import Limiter
 from tests.unit.gateway.test_gateway_proxy import assert_openai_error, chat, post
@@ -104,9 +106,5 @@ def test_two_gateways_share_keys_and_usage_through_postgresql(postgres_url, repl
 
 
 def test_unknown_limit_storage_is_bad_input() -> None:
-    import pytest
-
-    from llmnest.errors import BadInput
-
     with pytest.raises(BadInput, match="memory:// or redis://"):
         Limiter("foo://x")
