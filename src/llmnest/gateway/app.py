@@ -40,6 +40,8 @@ MAX_BODY = 8 * 1024 * 1024
 KEY_CACHE_S = 2.0
 KEY_CACHE_MAX = 10_000
 RETRY_STATUSES = {502, 503, 504}
+HEALTH_TIMEOUT_S = 3.0
+HEALTH_FAILURES = 2  # failed checks in a row (other than a refused connection) that take a replica out
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 
 
@@ -120,13 +122,16 @@ class Gateway:
         await asyncio.gather(*(self._check(r) for r in replicas))
 
     async def _check(self, replica: Replica) -> None:
+        """A refused connection takes the replica out at once; a slow or failing answer only twice in a row."""
         assert self.client is not None
         try:
-            resp = await self.client.get(f"{replica.upstream.root_url}/health", timeout=3.0,
+            resp = await self.client.get(f"{replica.upstream.root_url}/health", timeout=HEALTH_TIMEOUT_S,
                                          headers=_auth(replica.upstream.internal_key))
-            replica.healthy = resp.status_code == 200
-        except httpx.HTTPError:
-            replica.healthy = False
+            ok, refused = resp.status_code == 200, False
+        except httpx.HTTPError as exc:
+            ok, refused = False, isinstance(exc, httpx.ConnectError)
+        replica.failed_checks = 0 if ok else replica.failed_checks + 1
+        replica.healthy = ok or (not refused and replica.failed_checks < HEALTH_FAILURES)
         self.metrics.replica_up.labels(replica.upstream.model, replica.id).set(1 if replica.healthy else 0)
 
     # ---- endpoints -------------------------------------------------------------------------------

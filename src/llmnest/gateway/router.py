@@ -18,6 +18,7 @@ class Replica:
     upstream: Upstream
     outstanding: int = 0
     healthy: bool = True
+    failed_checks: int = 0  # health checks failed in a row
 
     @property
     def id(self) -> str:
@@ -42,8 +43,10 @@ class Router:
         return sorted(self.replicas)
 
     def pick(self, model: str, prefix: str = "", exclude: frozenset[str] = frozenset()) -> Replica | None:
-        """A healthy replica of `model` not in `exclude`, or None when there is none."""
-        live = [r for r in self.replicas.get(model, []) if r.healthy and r.id not in exclude]
+        """A replica of `model` not in `exclude`, or None when there is none. Healthy ones first; when
+        none is healthy, the others are tried too (a slow health check must not stop a whole model)."""
+        candidates = [r for r in self.replicas.get(model, []) if r.id not in exclude]
+        live = [r for r in candidates if r.healthy] or candidates
         if not live:
             return None
         least = min(r.outstanding for r in live)

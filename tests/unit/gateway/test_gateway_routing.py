@@ -29,7 +29,8 @@ def test_least_outstanding_without_prefix() -> None:
     reps[1].healthy = False
     assert router.pick("m").id == "r2"
     assert router.pick("m", exclude=frozenset({"r2"})).id == "r0"
-    assert router.pick("m", exclude=frozenset({"r0", "r2"})) is None and router.pick("other") is None
+    assert router.pick("m", exclude=frozenset({"r0", "r2"})).id == "r1"  # none healthy left: try the others
+    assert router.pick("m", exclude=frozenset({"r0", "r1", "r2"})) is None and router.pick("other") is None
 
 
 def test_prefix_affinity_until_the_preferred_replica_is_clearly_busier() -> None:
@@ -84,8 +85,11 @@ def test_a_replica_answering_503_is_skipped_for_another(sqlite_db, gateway, repl
             assert ok.status_code == 200, ok.text
         assert gw.gateway.router.replicas["m1"][0].healthy  # answering 503 is busy, not dead
         assert [r["replica"] for r in sqlite_db.query("SELECT replica FROM usage")] == ["a", "a"]
-        gw.gateway.router.replicas["m1"][1].healthy = False
-        assert post(gw.url, key, chat("m1", "x")).status_code == 503
+        sick.proc.kill()  # the only other replica is now gone too
+        sick.proc.wait()
+        replicas_a = gw.gateway.router.replicas["m1"][1]
+        replicas_a.healthy = False  # marked down, but alive: with no healthy replica left it is tried anyway
+        assert post(gw.url, key, chat("m1", "x")).status_code == 200
     finally:
         sick.proc.kill()
 
@@ -178,3 +182,30 @@ def test_client_disconnect_cancels_upstream_and_records_usage_so_far(sqlite_db, 
         assert gw.gateway.router.replicas["md"][0].outstanding == 0
     finally:
         one.proc.kill()
+
+
+def test_a_slow_health_check_takes_a_replica_out_only_the_second_time(sqlite_db, monkeypatch) -> None:
+    import asyncio
+    import socket
+
+    from llmnest.gateway import app as app_module
+    from llmnest.gateway.app import Gateway
+    from llmnest.gateway.upstreams import StaticProvider
+
+    monkeypatch.setattr(app_module, "HEALTH_TIMEOUT_S", 0.2)
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        gw = Gateway(sqlite_db, StaticProvider([Upstream("m", "slow", f"http://127.0.0.1:{silent.getsockname()[1]}/v1")]))
+
+        async def two_checks() -> list[bool]:
+            gw.client = httpx.AsyncClient()
+            gw.router.update(gw.provider.upstreams())
+            replica, seen = gw.router.replicas["m"][0], []
+            for _ in range(2):
+                await gw._check(replica)
+                seen.append(replica.healthy)
+            await gw.client.aclose()
+            return seen
+
+        assert asyncio.run(two_checks()) == [True, False]
