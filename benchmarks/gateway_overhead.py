@@ -2,7 +2,9 @@
 """What the gateway costs: the same load through `llmnest gateway serve` and straight to the engine.
 
 1. The demo engine (real vLLM, SmolLM2-135M): 8 concurrent streams, rounds alternating direct /
-   gateway. Mean TTFT added by the gateway (ms) and output tokens/s through it / direct.
+   gateway. Mean TTFT added by the gateway (ms) and output tokens/s through it / direct. On a busy
+   machine the concurrent TTFT is dominated by the engine's queueing, so the script also sends
+   one-token streams one at a time, alternating, and prints the median TTFT each way.
 2. A fast stand-in upstream on loopback (tests/fakes/openai_upstream.py, no delay), so the gateway's
    own cost shows: streamed chunks/s through the gateway / direct, and the gateway process's CPU
    time (user + system, from /proc) per streamed chunk.
@@ -119,6 +121,25 @@ def compare(label: str, direct: tuple[str, str], gateway: tuple[str, str], model
     return out
 
 
+def added_ttft(direct: tuple[str, str], gateway: tuple[str, str], model: str, requests: int) -> dict:
+    """One stream at a time, one token each, alternating direct / gateway: the TTFT the gateway adds to
+    a request (key check, limits, routing, one more hop) without queueing noise."""
+    async def run() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {"direct": [], "gateway": []}
+        async with httpx.AsyncClient(timeout=60) as client:
+            for i in range(requests):
+                for side, (url, key) in (("direct", direct), ("gateway", gateway)):
+                    ttft, _, _ = await one_stream(client, url, key, model, PROMPTS[i % len(PROMPTS)], 1)
+                    out[side].append(ttft)
+        return out
+
+    got = asyncio.run(run())
+    d, g = (1000 * statistics.median(got[s]) for s in ("direct", "gateway"))
+    print(f"\n== TTFT added, {requests} sequential 1-token streams each way ({model})")
+    print(f"{'median TTFT (ms)':22}{d:12.2f}{g:12.2f}{'+%.2f ms' % (g - d):>16}")
+    return {"direct_median_ttft_ms": d, "gateway_median_ttft_ms": g}
+
+
 def start_gateway(env: dict[str, str], upstreams: list[dict], tmp: Path) -> tuple[subprocess.Popen, str, str]:
     config = tmp / "upstreams.json"
     config.write_text(json.dumps(upstreams))
@@ -136,6 +157,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--fast-max-tokens", type=int, default=2000)
+    parser.add_argument("--sequential", type=int, default=40, help="requests each way for the added-TTFT probe")
     parser.add_argument("--base-url", help="an engine already running (with --api-key and --model)")
     parser.add_argument("--api-key")
     parser.add_argument("--model")
@@ -174,6 +196,9 @@ def main() -> None:
             if engine:
                 results["engine"] = compare("demo engine (real vLLM)", (engine[0], engine[1]), (gw_url, key),
                                             engine[2], gw.pid, args.rounds, args.streams, args.max_tokens)
+            results["fast_ttft"] = added_ttft((fast, "internal"), (gw_url, key), "fast", args.sequential)
+            if engine:
+                results["engine_ttft"] = added_ttft((engine[0], engine[1]), (gw_url, key), engine[2], args.sequential)
             results["fast"] = compare("fast stand-in upstream", (fast, "internal"), (gw_url, key), "fast", gw.pid,
                                       args.rounds, args.streams, args.fast_max_tokens)
             print("\n" + json.dumps(results))
