@@ -78,6 +78,7 @@ class Gateway:
         self.timeout = httpx.Timeout(upstream_timeout, connect=5.0)
         self.client: httpx.AsyncClient | None = None
         self._keys: dict[str, tuple[float, Key | None]] = {}
+        self._lookups: dict[str, asyncio.Future] = {}
         self._pending: set[asyncio.Task] = set()
         self.app = Starlette(
             routes=[
@@ -362,7 +363,12 @@ class Gateway:
         digest = keystore.hash_secret(secret)
         cached = self._keys.get(digest)
         if cached is None or time.monotonic() - cached[0] > KEY_CACHE_S:
-            key = await asyncio.to_thread(keystore.authenticate, self.db, secret)
+            lookup = self._lookups.get(digest)
+            if lookup is None:  # one database lookup shared by every request that waits for this key
+                lookup = asyncio.ensure_future(asyncio.to_thread(keystore.authenticate, self.db, secret))
+                self._lookups[digest] = lookup
+                lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+            key = await asyncio.shield(lookup)
             if len(self._keys) >= KEY_CACHE_MAX:  # random keys must not grow the cache without end
                 self._keys.clear()
             cached = (time.monotonic(), key)

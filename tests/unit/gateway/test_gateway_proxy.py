@@ -145,3 +145,22 @@ def test_usage_is_exact_over_a_mixed_run(sqlite_db, gateway, replicas) -> None:
     assert engine == [sum(v[0] for v in received.values()), sum(v[1] for v in received.values())]
     served = {r["replica"] for r in sqlite_db.query("SELECT DISTINCT replica FROM usage")}
     assert served == {"a", "b"}
+
+
+def test_concurrent_requests_with_one_key_share_one_database_lookup(sqlite_db, gateway, replicas, monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = keys.create(sqlite_db, "k")
+    calls: list[str] = []
+    real = keys.authenticate
+
+    def slow_lookup(db, secret):
+        calls.append(secret)
+        time.sleep(0.3)
+        return real(db, secret)
+
+    monkeypatch.setattr(keys, "authenticate", slow_lookup)
+    gw = gateway([replicas["a"].upstream()])
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: post(gw.url, key, chat("m1", "x")).status_code, range(8)))
+    assert codes == [200] * 8 and len(calls) == 1
