@@ -13,11 +13,11 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 ARGS ?=
 # What `make up` installs besides the engine: everything a README command needs (tests hold it to that).
-EXTRAS := demo,bench,hub,aliyun
+EXTRAS := demo,bench,hub,aliyun,shared
 # The local CPU engine image the docker runtime's tests run (no registry needed to build it).
 IMAGE ?= llmnest/vllm-cpu:local
 
-.PHONY: up test install install-test engine-parsers docker image down clean
+.PHONY: up test test-debs install install-test engine-parsers docker image down clean
 
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
@@ -59,8 +59,14 @@ docker:
 image: docker
 	IMAGE=$(IMAGE) bash scripts/build-image.sh $(QUIET)
 
+# Servers the tests start themselves (the gateway's PostgreSQL and Redis); apt-get only when missing.
+TEST_DEBS := postgresql redis-server
+
+test-debs:
+	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_DEBS); }
+
 # The docker end-to-end tests run the local image; the fast part (ARGS="-m 'not e2e'") needs none.
-test: install-test engine-parsers $(if $(findstring not e2e,$(ARGS)),,image)
+test: install-test engine-parsers test-debs $(if $(findstring not e2e,$(ARGS)),,image)
 	$(PY) -m pytest $(ARGS)
 
 down:

@@ -1,0 +1,68 @@
+"""`llmnest gateway serve`: the gateway in the foreground (the lifecycle supervises it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import typer
+
+from ..errors import BadInput, Conflict
+from .keys_cmd import DB_HELP
+from .output import handle_errors, say
+
+gateway_app = typer.Typer(help="The OpenAI-compatible gateway with keys, usage, limits and metrics.",
+                          context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True)
+
+
+@handle_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+    redis: str = typer.Option(None, "--redis", help="redis://HOST:PORT to share limits between gateways (default: in memory)."),
+    upstreams: Path = typer.Option(None, "--upstreams", help='JSON file [{"model", "base_url", "replica_id"?, "internal_key"?}] '
+                                   "instead of this machine's deployments (engines elsewhere)."),
+    health_interval: float = typer.Option(5.0, "--health-interval", help="Seconds between replica health checks."),
+) -> None:
+    """Serve until interrupted. The admin key for /metrics beyond loopback comes from $LLMNEST_GATEWAY_ADMIN_KEY."""
+    from ..gateway.app import Gateway
+    from ..gateway.db import Database
+    from ..gateway.limiter import Limiter
+    from ..gateway.server import serve as run
+    from ..gateway.upstreams import StateProvider, StaticProvider
+
+    if health_interval <= 0:
+        raise BadInput("--health-interval must be positive")
+    if upstreams is not None:
+        try:
+            provider = StaticProvider.from_config(json.loads(upstreams.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"--upstreams {upstreams}: {exc}; give a JSON list of {{model, base_url}}") from None
+    else:
+        provider = StateProvider()
+    _check_port(host, port)
+    database = Database(db)
+    limiter = Limiter(redis) if redis else None
+    gateway = Gateway(database, provider, limiter=limiter, health_interval=health_interval,
+                      admin_key=os.environ.get("LLMNEST_GATEWAY_ADMIN_KEY") or None)
+    say(f"gateway on http://{host}:{port}/v1 (database {database.kind})")
+    run(gateway, host, port)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise Conflict(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+
+
+gateway_app.command("serve")(serve)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(gateway_app, name="gateway")

@@ -1,0 +1,136 @@
+"""`llmnest keys`: API keys of the gateway (create prints the secret once; nothing else ever does)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+from rich.table import Table
+
+from .output import console, err, handle_errors, print_json
+
+keys_app = typer.Typer(help="Create, list, change and revoke the gateway's API keys.",
+                       context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True)
+
+DB_HELP = "Database URL (sqlite:///PATH or postgresql://...); default $LLMNEST_GATEWAY_DB or $LLMNEST_HOME/gateway.db."
+
+
+def _db(url: str | None):
+    from ..gateway.db import Database
+
+    return Database(url)
+
+
+def _models(text: str | None) -> list[str] | None:
+    return None if text is None else [m.strip() for m in text.split(",")]
+
+
+@handle_errors
+def create(
+    name: str = typer.Argument(..., help="A name for the person or app (letters, digits, . _ @ -)."),
+    models: str = typer.Option(None, "--models", help="Comma-separated models the key may use (default: all)."),
+    rpm: int = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: int = typer.Option(None, "--tpm", help="Tokens (prompt + completion) per minute."),
+    max_concurrency: int = typer.Option(None, "--max-concurrency", help="Requests in flight at once."),
+    token_budget: int = typer.Option(None, "--token-budget", help="Tokens per budget period."),
+    budget_period: str = typer.Option(None, "--budget-period", help="day or month (UTC)."),
+    expires: str = typer.Option(None, "--expires", help="YYYY-MM-DD (stops at the start of that day, UTC) or ISO date-time."),
+    json_out: bool = typer.Option(False, "--json", help='Print {"name", "key"}.'),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Create a key and print it once; it is stored only as a hash."""
+    from ..gateway import keys
+
+    _, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
+                            token_budget=token_budget, budget_period=budget_period,
+                            expires_at=keys.parse_expiry(expires))
+    if json_out:
+        print_json({"name": name, "key": secret})
+        return
+    console.print(f"key {name}: {secret}", markup=False)
+    err.print("[dim]This is the only time the key is shown; store it now.[/dim]")
+
+
+def _when(ts: float | None) -> str | None:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+@handle_errors
+def ls(
+    json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """List keys with their limits and usage so far (never the secret)."""
+    from ..gateway import keys, usage
+
+    database = _db(db)
+    totals = usage.totals_by_key(database)
+    rows = []
+    for k in keys.list_keys(database):
+        used = totals.get(k.name, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        budget_used = (usage.tokens_since(database, k.name, usage.period_start(k.budget_period))
+                       if k.budget_period else None)
+        rows.append({
+            "name": k.name, "prefix": k.prefix, "status": k.problem() or "active", "models": k.models,
+            "rpm": k.rpm, "tpm": k.tpm, "max_concurrency": k.max_concurrency, "token_budget": k.token_budget,
+            "budget_period": k.budget_period, "budget_used": budget_used, "expires": _when(k.expires_at),
+            "created": _when(k.created_at), **used,
+        })
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("name", "status", "models", "rpm", "tpm", "conc.", "budget", "expires", "requests", "tokens in/out")
+    for r in rows:
+        budget = f"{r['budget_used']}/{r['token_budget']} per {r['budget_period']}" if r["token_budget"] else ""
+        table.add_row(r["name"], r["status"], ",".join(r["models"]) if r["models"] else "all",
+                      *(str(r[f] or "") for f in ("rpm", "tpm", "max_concurrency")), budget,
+                      (r["expires"] or "")[:10], str(r["requests"]), f"{r['prompt_tokens']}/{r['completion_tokens']}")
+    console.print(table)
+
+
+@handle_errors
+def update(
+    name: str = typer.Argument(..., help="The key's name."),
+    models: str = typer.Option(None, "--models", help="Comma-separated models the key may use."),
+    rpm: int = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: int = typer.Option(None, "--tpm", help="Tokens per minute."),
+    max_concurrency: int = typer.Option(None, "--max-concurrency", help="Requests in flight at once."),
+    token_budget: int = typer.Option(None, "--token-budget", help="Tokens per budget period."),
+    budget_period: str = typer.Option(None, "--budget-period", help="day or month (UTC)."),
+    expires: str = typer.Option(None, "--expires", help="YYYY-MM-DD or ISO date-time."),
+    clear: list[str] = typer.Option([], "--clear", help="Remove a limit: rpm, tpm, max_concurrency, token_budget, models, expires (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the key's new settings as JSON."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Change a key's models or limits (the secret stays the same)."""
+    from ..gateway import keys
+
+    key = keys.update(_db(db), name, clear=tuple("expires_at" if c == "expires" else c for c in clear),
+                      models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
+                      token_budget=token_budget, budget_period=budget_period, expires_at=keys.parse_expiry(expires))
+    if json_out:
+        print_json(key.to_dict())
+    else:
+        console.print(f"key {name} updated", markup=False)
+
+
+@handle_errors
+def revoke(
+    name: str = typer.Argument(..., help="The key's name."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """Revoke a key: requests with it get 401 within seconds; its usage stays."""
+    from ..gateway import keys
+
+    key = keys.revoke(_db(db), name)
+    console.print(f"key {name} revoked at {_when(key.revoked_at)}", markup=False)
+
+
+keys_app.command("create")(create)
+keys_app.command("ls")(ls)
+keys_app.command("update")(update)
+keys_app.command("revoke")(revoke)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")

@@ -1,0 +1,59 @@
+"""/metrics: llmnest_ names, no secrets, loopback or admin key; every dashboard query names a real metric."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.testclient import TestClient
+
+from llmnest.gateway import keys
+from llmnest.gateway.app import Gateway
+from llmnest.gateway.dashboard import exposed_metrics, query_metrics
+from llmnest.gateway.upstreams import StaticProvider
+from tests.conftest import REPO
+from tests.unit.gateway.test_gateway_proxy import chat, post, stream
+
+DASHBOARD = REPO / "dashboards" / "llmnest.json"
+
+
+def test_metrics_count_requests_and_tokens_without_secrets(sqlite_db, gateway, replicas) -> None:
+    _, key = keys.create(sqlite_db, "metered")
+    gw = gateway([replicas["a"].upstream(), replicas["c"].upstream()])
+    post(gw.url, key, chat("m1", "one two", 3))
+    stream(gw.url, key, chat("m1", "one two", 3))
+    post(gw.url, key, chat("m9", "x"))
+    text = httpx.get(gw.url + "/metrics").text
+    assert 'llmnest_requests_total{key_name="metered",model="m1",status="200"} 2.0' in text
+    assert 'llmnest_prompt_tokens_total{key_name="metered",model="m1"} 4.0' in text
+    assert 'llmnest_completion_tokens_total{key_name="metered",model="m1"} 6.0' in text
+    assert 'llmnest_time_to_first_token_seconds_count{model="m1"} 1.0' in text
+    assert 'llmnest_request_duration_seconds_count{model="m1"} 2.0' in text
+    assert 'llmnest_requests_in_flight{model="m1"} 0.0' in text
+    assert 'llmnest_replica_up{model="m2",replica="c"} 1.0' in text
+    assert key not in text and replicas["a"].key not in text
+    names = {n for n in exposed_metrics(text)}
+    assert all(n.startswith(("llmnest_", "python_", "process_")) for n in names), names
+
+
+def test_every_gateway_metric_in_the_dashboard_exists(sqlite_db, gateway, replicas) -> None:
+    wanted = {m for m in query_metrics(DASHBOARD) if m.startswith("llmnest_")}
+    assert len(wanted) >= 8
+    _, key = keys.create(sqlite_db, "k", rpm=1)
+    gw = gateway([replicas["a"].upstream()])
+    stream(gw.url, key, chat("m1", "x"))
+    post(gw.url, key, chat("m1", "x"))  # a limit rejection, so that counter has a sample
+    missing = wanted - exposed_metrics(httpx.get(gw.url + "/metrics").text)
+    assert not missing, f"the dashboard queries metrics the gateway does not expose: {missing}"
+
+
+def test_metrics_beyond_loopback_need_the_admin_key(sqlite_db) -> None:
+    """The requests come through Starlette's test client with a LAN client address."""
+    gw = Gateway(sqlite_db, StaticProvider([]), admin_key="admin-secret")
+    far = TestClient(gw.app, client=("10.1.2.3", 5555))
+    assert far.get("/metrics").status_code == 403
+    assert far.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert far.get("/metrics", headers={"Authorization": "Bearer admin-secret"}).status_code == 200
+    near = TestClient(gw.app, client=("127.0.0.1", 5555))
+    assert near.get("/metrics").status_code == 200
+    no_admin = Gateway(sqlite_db, StaticProvider([]))
+    far2 = TestClient(no_admin.app, client=("10.1.2.3", 5555))
+    assert far2.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403

@@ -1,0 +1,44 @@
+"""Upstreams from llmnest's own deployment store, and from a static config."""
+
+from __future__ import annotations
+
+from llmnest import state
+from llmnest.build import UpRequest, build_spec
+from llmnest.catalog import get_model
+from llmnest.gateway.upstreams import StateProvider, StaticProvider, Upstream
+from llmnest.host import HostFacts
+from llmnest.targets import get
+
+
+def _spec(name: str, port: int):
+    return build_spec(UpRequest(model="smollm2-135m", name=name, port=port), get_model("smollm2-135m"),
+                      HostFacts(gpus=(), has_docker_engine=False))
+
+
+def test_state_provider_reads_the_active_deployments_wherever_they_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    one, key1 = _spec("one", 18001)
+    two, key2 = _spec("two", 18002)
+    gone, key3 = _spec("gone", 18003)
+    for spec, key in ((one, key1), (two, key2), (gone, key3)):
+        state.create(spec, key)
+    state.update("gone", status="stopped")
+    cloud = get("aliyun").resolve(UpRequest(model="Qwen/QwQ-32B", target="aliyun", options={"region": "cn-hangzhou"}))
+    state.create(cloud.spec, cloud.api_key)  # an engine on another machine: its public endpoint
+    state.update(cloud.spec.name, info={"endpoints": [{"label": "public", "base_url": "http://203.0.113.7:8080/v1"},
+                                                       {"label": "private", "base_url": "http://192.168.1.10:8080/v1"}]})
+    ups = StateProvider().upstreams()
+    model = one.served_model_name
+    assert ups == [
+        Upstream(model, "one", "http://127.0.0.1:18001/v1", key1),
+        Upstream(model, "two", "http://127.0.0.1:18002/v1", key2),
+        Upstream("Qwen/QwQ-32B", "qwq-32b", "http://203.0.113.7:8080/v1", cloud.api_key),
+    ]
+    assert ups[2].root_url == "http://203.0.113.7:8080"
+    assert len(StateProvider(active_only=False).upstreams()) == 4
+
+
+def test_static_provider_from_config() -> None:
+    ups = StaticProvider.from_config([{"model": "m", "base_url": "http://h:1/v1/"},
+                                      {"model": "m", "base_url": "http://g:1/v1", "replica_id": "g", "internal_key": "k"}])
+    assert ups.upstreams() == [Upstream("m", "m-0", "http://h:1/v1", None), Upstream("m", "g", "http://g:1/v1", "k")]
