@@ -184,7 +184,8 @@ def _refused(home: Path, env_changes: dict[str, str], image: str) -> subprocess.
     done = run_cli(env, "up", "--name", name, "--runtime", "docker", "--set", f"image={image}",
                    "--port", str(free_port()), timeout=300)
     assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+    lines = done.stderr.strip().splitlines()  # progress lines ("• pulling IMAGE"), then the one error line
+    assert lines[-1].startswith("error: ") and all(line.startswith("• ") for line in lines[:-1]), done.stderr
     listed = run_cli(env, "ls", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     assert not _container_exists(name)
