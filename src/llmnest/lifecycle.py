@@ -26,7 +26,7 @@ SHOW_FORMATS = ("spec", "command", "script", "ros")
 
 def _require(target: Target, capability: Capability, name: str | None = None) -> None:
     if reason := target.refusal(capability, name or "NAME"):
-        where = f"{name} runs on {target.place}" if name else f"with --target {target.name}"
+        where = f"to {name}, which runs on {target.place}" if name else f"with --target {target.name}"
         raise BadInput(f"{capability.value} does not apply {where}: {reason}")
 
 

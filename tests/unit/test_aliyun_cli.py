@@ -117,7 +117,7 @@ def test_cloud_flags_without_the_cloud_target_are_refused(env: dict[str, str]) -
                                    "or drop them to deploy on this machine")
     done = run_cli(env, "up", "smollm2-135m", "--dry-run", timeout=120)
     assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
-    assert "--dry-run) does not apply with --target local: on this machine nothing is rendered ahead" in done.stderr
+    assert "--dry-run does not apply with --target local: on this machine nothing is rendered ahead" in done.stderr
     for args in (["--target", "nowhere"], ["--target", "local", "--force", "--target", "aliyun", "--region", "x"]):
         done = run_cli(env, "up", "smollm2-135m", *args, timeout=120)
         assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -35,8 +35,8 @@ def test_options_of_another_target_are_refused_naming_it(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("target", "ctx", "message"), [
-    ("local", Context(dry_run=True), "--dry-run) does not apply with --target local"),
-    ("aliyun", Context(force=True), "--force) does not apply with --target aliyun: on the cloud the instance type"),
+    ("local", Context(dry_run=True), "--dry-run does not apply with --target local"),
+    ("aliyun", Context(force=True), "--force does not apply with --target aliyun: on the cloud the instance type"),
 ])
 def test_a_capability_the_target_lacks_is_refused_first(target, ctx, message, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMNEST_HOME", str(tmp_path))
@@ -51,7 +51,8 @@ def test_follow_logs_on_the_cloud_is_refused_with_what_to_do(tmp_path, monkeypat
     resolved = targets.get("aliyun").resolve(UpRequest(model="Qwen/QwQ-32B", target="aliyun",
                                                        options={"region": "cn-hangzhou"}))
     state.create(resolved.spec, resolved.api_key)
-    with pytest.raises(BadInput, match="qwq-32b runs on Alibaba Cloud: qwq-32b's log is fetched through Cloud "
+    with pytest.raises(BadInput, match="--follow does not apply to qwq-32b, which runs on Alibaba Cloud: qwq-32b.s log "
+                                       "is fetched through Cloud "
                                        "Assistant; run `llmnest logs qwq-32b --tail N` again"):
         lifecycle.logs("qwq-32b", 10, follow=True)
     with pytest.raises(BadInput, match="--as ros exists for --target aliyun"):

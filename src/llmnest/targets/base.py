@@ -31,9 +31,9 @@ DEFAULT_TIMEOUT = 1800.0
 class Capability(str, Enum):
     """What a command may ask of a target beyond the fixed verbs."""
 
-    FOLLOW_LOGS = "follow logs (--follow)"
-    FORCE_PLAN = "start what the memory plan refuses (--force)"
-    DRY_RUN = "render without creating anything (--dry-run)"
+    FOLLOW_LOGS = "--follow"  # keep printing the log as it grows
+    FORCE_PLAN = "--force"  # start what the memory plan refuses
+    DRY_RUN = "--dry-run"  # render what would be created, create nothing
 
 
 @dataclass

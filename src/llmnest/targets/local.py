@@ -102,7 +102,7 @@ def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context)
 class LocalTarget(Target):
     name = "local"
     place = "this machine"
-    unsupported = {Capability.DRY_RUN: "on this machine nothing is rendered ahead: `llmnest show NAME --as command` "
+    unsupported = {Capability.DRY_RUN: "on this machine nothing is rendered ahead; `llmnest show NAME --as command` "
                                        "prints what a deployment runs"}
 
     def resolve(self, req: UpRequest) -> Resolved:
