@@ -209,3 +209,18 @@ def test_docker_cli_missing_is_refused(tmp_path: Path) -> None:
     bare.mkdir()
     done = _refused(tmp_path / "home", {"PATH": str(bare)}, LOCAL_CPU_IMAGE)
     assert done.returncode == 3 and "docker is not installed" in done.stderr
+
+
+def test_a_container_name_in_use_is_refused(tmp_path: Path) -> None:
+    _docker("create", "--name", "taken", LOCAL_CPU_IMAGE, "-c", "pass")
+    try:
+        env = cli_env(tmp_path / "home")
+        done = run_cli(env, "up", "--name", "taken", "--runtime", "docker", "--set", f"image={LOCAL_CPU_IMAGE}",
+                       "--port", str(free_port()), timeout=300)
+        assert done.returncode == 3 and done.stderr.strip().splitlines() == [
+            "error: a docker container named 'taken' exists and llmnest did not make it for this deployment; "
+            "pick another --name, or remove it (`docker rm -f taken`)"], done.stderr
+        assert json.loads(run_cli(env, "ls", "--json").stdout) == []
+        assert _docker("inspect", "--format", "{{.State.Status}}", "taken").stdout.strip() == "created"  # untouched
+    finally:
+        _docker("rm", "--force", "taken")

@@ -89,6 +89,9 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
             raise BadInput(f"{spec.engine} is not installed in this environment: {how}")
     else:
         docker.check_can_run(spec, ctx.say)
+        if replacing is None and docker.inspect(spec.name, missing_ok=True):
+            raise Conflict(f"a docker container named {spec.name!r} exists and llmnest did not make it for this "
+                           f"deployment; pick another --name, or remove it (`docker rm -f {spec.name}`)")
 
 
 def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context) -> DeploymentSpec:
