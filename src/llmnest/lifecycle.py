@@ -112,12 +112,13 @@ def summary(dep: state.Deployment, api_key: str | None, extra: dict[str, Any] | 
 
 
 def _row(dep: state.Deployment, live: dict[str, Any]) -> dict[str, Any]:
-    eps = endpoints(dep, None)
+    target = targets.get(dep.spec.target)
+    eps = target.endpoints(dep, None)
     return {
         "name": dep.name,
         "model": dep.spec.served_model_name,
         "engine": dep.spec.engine,
-        "where": dep.spec.target if dep.spec.target != "local" else dep.spec.runtime,
+        "where": target.short_where(dep),
         "status": live.get("status", dep.status),
         "base_url": eps[0].base_url if eps else "-",
         "uptime_s": _uptime(dep),

@@ -96,6 +96,10 @@ class Target(ABC):
     def create(self, resolved: Resolved, ctx: Context) -> Created:
         """Check, record, create, and wait until the model answers; undo what the target's rules say on failure."""
 
+    def short_where(self, dep: state.Deployment) -> str:
+        """One word for the `ls` column: the target's name, unless it has a finer one."""
+        return self.name
+
     @abstractmethod
     def where(self, dep: state.Deployment) -> str:
         """Where it runs, for a person: 'process on this machine', '1 x ecs.gn7i-4x.8xlarge, cn-hangzhou/...'."""

@@ -188,6 +188,9 @@ class LocalTarget(Target):
         if dep.spec.runtime == "docker":
             docker.remove(dep.name)  # the supervisor removes it; this covers a supervisor that was gone
 
+    def short_where(self, dep: state.Deployment) -> str:
+        return dep.spec.runtime  # process or docker
+
     def where(self, dep: state.Deployment) -> str:
         return f"{dep.spec.runtime} on this machine"
 
