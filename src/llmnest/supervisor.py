@@ -58,20 +58,21 @@ class Supervisor:
             self._sleep(1.0)
         return False
 
-    def _watch_alive(self) -> str | None:
-        """Until the engine exits or hangs: the reason, or None when we were asked to stop."""
+    def _watch_alive(self) -> tuple[str | None, bool]:
+        """Until the engine exits or hangs: the reason, and whether the engine ended by itself (so its log
+        may say why); (None, False) when we were asked to stop."""
         url = local_base_url(state.get(self.name).spec)
         failures = 0
         while not self.stopping:
             if reason := self.runner.exit_reason():
-                return reason
+                return reason, True
             failures = 0 if healthy(url, timeout=self.interval) else failures + 1
             if failures >= HANG_AFTER_FAILURES:
                 self.runner.kill()
                 return (f"engine stopped answering /health ({failures} probes, {self.interval:g} s apart) "
-                        "while still running; it was killed and restarted")
+                        "while still running; it was killed and restarted"), False
             self._sleep(self.interval)
-        return None
+        return None, False
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -85,7 +86,7 @@ class Supervisor:
             ready = self._watch_until_ready()
             ever_ready = ever_ready or ready
             ready_since = time.monotonic()
-            reason = self._watch_alive() if ready else self.runner.exit_reason()
+            reason, exited = self._watch_alive() if ready else (self.runner.exit_reason(), True)
             if self.stopping:
                 break
             if not ever_ready:
@@ -95,7 +96,7 @@ class Supervisor:
                 return 1
             if time.monotonic() - ready_since > STABLE_AFTER:
                 backoff = BACKOFF_START
-            detail = error_line(self.runner.recent_log()) if reason and "killed and restarted" not in reason else None
+            detail = error_line(self.runner.recent_log()) if exited else None
             state.bump_restarts(self.name, f"{reason}: {detail}" if detail else str(reason))
             self._sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)

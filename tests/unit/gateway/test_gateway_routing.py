@@ -12,7 +12,7 @@ from llmnest.gateway.router import Router, prompt_prefix
 from llmnest.gateway.upstreams import Upstream
 from tests.conftest import free_port
 from tests.unit.gateway.conftest import start_replica
-from tests.unit.gateway.test_gateway_proxy import chat, post, stream
+from tests.unit.gateway.test_gateway_proxy import chat, post
 
 
 def _router(n: int = 3) -> Router:
