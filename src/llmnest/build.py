@@ -95,6 +95,8 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | No
         "host": host,
         "port": req.port or 8080,
         "api_key_enabled": not req.no_api_key,
+        "gateway": not (cloud or req.no_api_key or req.options.get("no_gateway")),
+        "replicas": req.options.get("replicas") or 1,
         "max_model_len": req.max_model_len or (model.max_model_len if model else None),
         "gpu_memory_utilization": model.gpu_memory_utilization if model else 0.9,
         "tensor_parallel_size": default_tp(model, gpu_count) if device == "cuda" else 1,

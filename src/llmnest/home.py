@@ -26,9 +26,16 @@ def deployment_dir(name: str) -> Path:
     return path
 
 
-def log_path(name: str) -> Path:
-    """The engine's log (stdout and stderr, appended across restarts)."""
-    return deployment_dir(name) / "engine.log"
+def log_path(name: str, replica: int = 0) -> Path:
+    """An engine replica's log (stdout and stderr, appended across restarts)."""
+    return deployment_dir(name) / ("engine.log" if replica == 0 else f"engine-{replica}.log")
+
+
+def gateway_log_path(port: int) -> Path:
+    """The log of the gateway that `up` runs on `port`."""
+    path = home() / "gateway"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path / f"{port}.log"
 
 
 def models_dir() -> Path:

@@ -57,6 +57,9 @@ class DeploymentSpec(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     api_key_enabled: bool = True
+    gateway: bool = Field(default=False, description="serve through llmnest's gateway on host:port (keys, usage,"
+                          " limits, metrics); the engines then listen on loopback ports of their own")
+    replicas: int = Field(default=1, ge=1, le=16, description="engine replicas behind the gateway")
     max_model_len: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float = Field(default=0.95, gt=0, le=1)
     tensor_parallel_size: int = Field(default=1, ge=1)
@@ -82,14 +85,28 @@ class DeploymentSpec(BaseModel):
     def _fits_host(self) -> DeploymentSpec:
         if (self.target == "aliyun") != (self.aliyun is not None):
             raise ValueError("an aliyun target needs its placement (region, ...) and only it has one")
+        if self.replicas > 1 and not self.gateway:
+            raise ValueError("several replicas need the gateway in front of them: drop --no-gateway and --no-api-key")
+        if self.gateway and (self.target != "local" or not self.api_key_enabled):
+            raise ValueError("the gateway fronts keyed deployments on this machine only")
         if self.device == "cpu" and self.engine == "sglang":
             raise ValueError("SGLang needs an NVIDIA GPU; on this machine use --engine vllm")
-        if self.device == "cuda" and self.tensor_parallel_size * self.pipeline_parallel_size > max(self.gpu_count, 1):
-            raise ValueError(
-                f"tensor_parallel_size x pipeline_parallel_size = "
-                f"{self.tensor_parallel_size * self.pipeline_parallel_size} exceeds the {self.gpu_count} GPUs"
-            )
+        per_replica = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.device == "cuda" and per_replica * self.replicas > max(self.gpu_count, 1):
+            times = f" x replicas {self.replicas}" if self.replicas > 1 else ""
+            raise ValueError(f"tensor_parallel_size x pipeline_parallel_size{times} = {per_replica * self.replicas} "
+                             f"exceeds the {self.gpu_count} GPUs")
         return self
+
+    def listening_on(self, host: str, port: int, replica: int = 0) -> DeploymentSpec:
+        """The spec of one engine replica that listens on host:port (behind the gateway); with several
+        replicas on GPUs, each sees its own GPUs."""
+        update: dict[str, Any] = {"host": host, "port": port}
+        if self.device == "cuda" and self.replicas > 1:
+            size = self.tensor_parallel_size * self.pipeline_parallel_size
+            gpus = ",".join(str(g) for g in range(replica * size, (replica + 1) * size))
+            update["env"] = {**self.env, "CUDA_VISIBLE_DEVICES": gpus}
+        return self.model_copy(update=update)
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -19,7 +19,7 @@ from .home import deployment_dir, home, write_secret
 from .spec import DeploymentSpec
 from .suggest import did_you_mean
 
-SCHEMA = """
+SCHEMA = ["""
 CREATE TABLE IF NOT EXISTS deployments (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
@@ -33,7 +33,24 @@ CREATE TABLE IF NOT EXISTS deployments (
     last_error TEXT,
     info TEXT NOT NULL DEFAULT '{}'
 )
-"""
+""", """
+CREATE TABLE IF NOT EXISTS units (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    deployment TEXT,
+    idx INTEGER NOT NULL DEFAULT 0,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'starting',
+    pid INTEGER,
+    supervisor_pid INTEGER,
+    started_at REAL,
+    ready_at REAL,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    stage TEXT
+)
+"""]
 
 # Statuses: starting -> loading -> ready; restarting after a crash or a hang; failed; stopped.
 Status = Literal["starting", "loading", "ready", "restarting", "failed", "stopped", "dead", "unreachable"]
@@ -46,8 +63,6 @@ class LocalState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: Literal["local"] = "local"
-    stage: str | None = Field(default=None, description="the readiness probe's last answer while loading")
-    container_id: str | None = None
     kv_cache_tokens_planned: int | None = None
     kv_cache_tokens_actual: int | None = None
     plan_fits: bool | None = None
@@ -82,6 +97,40 @@ _TARGET_STATE: TypeAdapter[LocalState | AliyunState] = TypeAdapter(TargetState)
 
 
 @dataclass
+class Unit:
+    """One supervised process on this machine: an engine replica of a deployment, or the gateway on a port."""
+
+    id: str
+    kind: Literal["engine", "gateway"]
+    deployment: str | None
+    index: int
+    host: str
+    port: int
+    status: str = "starting"
+    pid: int | None = None
+    supervisor_pid: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    stage: str | None = None  # the readiness probe's last answer while loading
+
+    @property
+    def base_url(self) -> str:
+        """Where this machine reaches it (loopback for a wildcard bind)."""
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/v1"
+
+
+def replica_id(name: str, index: int) -> str:
+    return f"{name}/{index}"
+
+
+def gateway_id(port: int) -> str:
+    return f"gateway/{port}"
+
+
+@dataclass
 class Deployment:
     """A stored deployment: its spec and what the runtime last reported."""
 
@@ -95,10 +144,15 @@ class Deployment:
     restarts: int = 0
     last_error: str | None = None
     info: LocalState | AliyunState = LocalState()
+    replicas: list[Unit] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def ready_replicas(self) -> int:
+        return sum(u.status == "ready" for u in self.replicas)
 
 
 def _target_state(spec: DeploymentSpec, raw: str) -> LocalState | AliyunState:
@@ -116,15 +170,40 @@ def _db() -> Iterator[sqlite3.Connection]:
         if fresh:
             os.chmod(path, 0o600)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
+        for table in SCHEMA:
+            conn.execute(table)
         conn.row_factory = sqlite3.Row
         yield conn
     finally:
         conn.close()
 
 
-def _row(row: sqlite3.Row) -> Deployment:
+def _unit(row: sqlite3.Row) -> Unit:
+    return Unit(**{f.name: row["idx" if f.name == "index" else f.name] for f in fields(Unit)})
+
+
+def _status_of(units: list[Unit]) -> str:
+    """A deployment's status from its replicas': ready when all are; a failed or restarting one shows."""
+    statuses = {u.status for u in units}
+    for status in ("failed", "restarting", "loading", "starting"):
+        if status in statuses:
+            return status
+    return "ready" if statuses == {"ready"} else "stopped"
+
+
+def _row(conn: sqlite3.Connection, row: sqlite3.Row) -> Deployment:
     spec = DeploymentSpec.from_json(row["spec"])
+    units = [_unit(u) for u in conn.execute(
+        "SELECT * FROM units WHERE deployment = ? AND kind = 'engine' ORDER BY idx", (spec.name,))]
+    if units:  # the replicas' supervisors keep these; the deployment shows them together
+        errors = [u.last_error for u in units if u.last_error]
+        status = _status_of(units)
+        return Deployment(
+            spec=spec, status=status, created_at=row["created_at"], pid=units[0].pid,
+            supervisor_pid=units[0].supervisor_pid, started_at=units[0].started_at,
+            ready_at=max(u.ready_at or 0 for u in units) if status == "ready" else None,
+            restarts=sum(u.restarts for u in units), last_error=errors[0] if errors else None,
+            info=_target_state(spec, row["info"]), replicas=units)
     return Deployment(
         spec=spec,
         status=row["status"],
@@ -160,14 +239,14 @@ def create(spec: DeploymentSpec, api_key: str | None) -> Deployment:
 def get(name: str) -> Deployment:
     with _db() as conn:
         row = conn.execute("SELECT * FROM deployments WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        raise NotFound(f"no deployment named {name!r}.{did_you_mean(name, names())} Run `llmnest ls` to list them.")
-    return _row(row)
+        if row is not None:
+            return _row(conn, row)
+    raise NotFound(f"no deployment named {name!r}.{did_you_mean(name, names())} Run `llmnest ls` to list them.")
 
 
 def all_deployments() -> list[Deployment]:
     with _db() as conn:
-        return [_row(r) for r in conn.execute("SELECT * FROM deployments ORDER BY created_at")]
+        return [_row(conn, r) for r in conn.execute("SELECT * FROM deployments ORDER BY created_at").fetchall()]
 
 
 def names() -> list[str]:
@@ -206,18 +285,12 @@ def update(name: str, **fields: Any) -> None:
         conn.execute(f"UPDATE deployments SET {cols} WHERE name = ?", (*fields.values(), name))
 
 
-def bump_restarts(name: str, last_error: str) -> None:
-    with _db() as conn:
-        conn.execute(
-            "UPDATE deployments SET restarts = restarts + 1, last_error = ?, status = 'restarting' WHERE name = ?",
-            (last_error, name),
-        )
-
-
 def delete(name: str) -> None:
     with _db() as conn:
         conn.execute("DELETE FROM deployments WHERE name = ?", (name,))
+        conn.execute("DELETE FROM units WHERE deployment = ?", (name,))
     key_path(name).unlink(missing_ok=True)
+    engine_key_path(name).unlink(missing_ok=True)
 
 
 def key_path(name: str) -> Path:
@@ -228,3 +301,67 @@ def key_path(name: str) -> Path:
 def api_key(name: str) -> str | None:
     path = key_path(name)
     return path.read_text() if path.exists() else None
+
+
+# ---- units: the supervised processes -------------------------------------------------------------
+
+def put_unit(unit: Unit) -> Unit:
+    """Record a unit (replacing one with the same id)."""
+    values = {("idx" if f.name == "index" else f.name): getattr(unit, f.name) for f in fields(Unit)}
+    with _db() as conn:
+        conn.execute(f"INSERT OR REPLACE INTO units ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                     tuple(values.values()))
+    return unit
+
+
+def unit(unit_id: str) -> Unit:
+    with _db() as conn:
+        row = conn.execute("SELECT * FROM units WHERE id = ?", (unit_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no supervised process {unit_id!r}")
+    return _unit(row)
+
+
+def find_unit(unit_id: str) -> Unit | None:
+    try:
+        return unit(unit_id)
+    except NotFound:
+        return None
+
+
+def gateways() -> list[Unit]:
+    with _db() as conn:
+        return [_unit(r) for r in conn.execute("SELECT * FROM units WHERE kind = 'gateway' ORDER BY port")]
+
+
+def update_unit(unit_id: str, **values: Any) -> None:
+    cols = ", ".join(f"{k} = ?" for k in values)
+    with _db() as conn:
+        conn.execute(f"UPDATE units SET {cols} WHERE id = ?", (*values.values(), unit_id))
+
+
+def bump_unit_restarts(unit_id: str, last_error: str) -> None:
+    with _db() as conn:
+        conn.execute("UPDATE units SET restarts = restarts + 1, last_error = ?, status = 'restarting' WHERE id = ?",
+                      (last_error, unit_id))
+
+
+def delete_units(deployment: str) -> None:
+    with _db() as conn:
+        conn.execute("DELETE FROM units WHERE deployment = ?", (deployment,))
+
+
+def delete_unit(unit_id: str) -> None:
+    with _db() as conn:
+        conn.execute("DELETE FROM units WHERE id = ?", (unit_id,))
+
+
+def engine_key_path(name: str) -> Path:
+    """The key the gateway sends to a deployment's engines (mode 0600); nobody's user key."""
+    return deployment_dir(name) / "engine_key"
+
+
+def engine_key(name: str) -> str | None:
+    """The key the engines of `name` take: the internal one behind a gateway, else the deployment's key."""
+    path = engine_key_path(name)
+    return path.read_text() if path.exists() else api_key(name)

@@ -1,10 +1,11 @@
-"""The supervisor of a deployment on this machine: starts the engine, probes readiness and liveness, restarts.
+"""The supervisor of one unit on this machine (an engine replica, or a gateway): starts it, probes
+readiness and liveness, restarts.
 
-Run as `python -m llmnest.supervisor NAME`, detached by the lifecycle, for a local process and for a
-docker container alike (runtimes.runners). Before the engine has ever answered, an exit is a failed
-start (no restart: a bad flag would loop). Once it has answered, a crash, or a hang (it stops
-answering /health while still running), is restarted with exponential backoff; the restart count and
-the reason go to the state store. SIGTERM stops the engine and exits.
+Run as `python -m llmnest.supervisor UNIT_ID` ("NAME/0", "gateway/8080"), detached by the lifecycle,
+for a local process, a docker container and the gateway alike (runtimes.runners). Before the unit has
+ever answered, an exit is a failed start (no restart: a bad flag would loop). Once it has answered, a
+crash, or a hang (it stops answering /health while still running), is restarted with exponential
+backoff; the restart count and the reason go to the state store. SIGTERM stops it and exits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from types import FrameType
 
 from . import state
-from .endpoints import local_base_url
 from .logs import error_line, kv_cache_tokens
 from .probe import chat_once, healthy
 from .runtimes.runners import Runner, runner_for
@@ -29,8 +29,8 @@ STOP_GRACE = 20.0
 
 
 class Supervisor:
-    def __init__(self, name: str, runner: Runner) -> None:
-        self.name = name
+    def __init__(self, unit_id: str, runner: Runner) -> None:
+        self.id = unit_id
         self.runner = runner
         self.stopping = False
         self.interval = float(os.environ.get(LIVENESS_ENV, "5"))
@@ -43,25 +43,33 @@ class Supervisor:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.2)
 
+    def _answers(self, unit: state.Unit) -> tuple[bool, str]:
+        """An engine answers a real one-token chat (with the key it takes); a gateway answers /health."""
+        if unit.kind == "gateway":
+            return (True, "ok") if healthy(unit.base_url, timeout=5) else (False, "down")
+        assert unit.deployment is not None
+        dep = state.get(unit.deployment)
+        result = chat_once(unit.base_url, dep.spec.served_model_name, state.engine_key(dep.name), timeout=10)
+        return result.ok, result.stage
+
     def _watch_until_ready(self) -> bool:
-        """Probe with a real one-token chat until it answers; False if the engine exits first (or we stop)."""
-        dep = state.get(self.name)
-        key = state.api_key(self.name)
-        url = local_base_url(dep.spec)
+        """Probe until it answers; False if it exits first (or we stop)."""
+        unit = state.unit(self.id)
         while self.runner.exit_reason() is None and not self.stopping:
-            result = chat_once(url, dep.spec.served_model_name, key, timeout=10)
-            if result.ok:
-                kv = kv_cache_tokens(self.runner.recent_log())
-                state.update(self.name, status="ready", ready_at=time.time(), info={"kv_cache_tokens_actual": kv})
+            ok, stage = self._answers(unit)
+            if ok:
+                state.update_unit(self.id, status="ready", ready_at=time.time(), stage=None)
+                if unit.deployment is not None:
+                    state.update(unit.deployment, info={"kv_cache_tokens_actual": kv_cache_tokens(self.runner.recent_log())})
                 return True
-            state.update(self.name, info={"stage": result.stage})
+            state.update_unit(self.id, stage=stage)
             self._sleep(1.0)
         return False
 
     def _watch_alive(self) -> tuple[str | None, bool]:
         """Until the engine exits or hangs: the reason, and whether the engine ended by itself (so its log
         may say why); (None, False) when we were asked to stop."""
-        url = local_base_url(state.get(self.name).spec)
+        url = state.unit(self.id).base_url
         failures = 0
         while not self.stopping:
             if reason := self.runner.exit_reason():
@@ -69,7 +77,7 @@ class Supervisor:
             failures = 0 if healthy(url, timeout=self.interval) else failures + 1
             if failures >= HANG_AFTER_FAILURES:
                 self.runner.kill()
-                return (f"engine stopped answering /health ({failures} probes, {self.interval:g} s apart) "
+                return (f"{self.runner.what} stopped answering /health ({failures} probes, {self.interval:g} s apart) "
                         "while still running; it was killed and restarted"), False
             self._sleep(self.interval)
         return None, False
@@ -77,12 +85,12 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        state.update(self.name, supervisor_pid=os.getpid(), status="starting", last_error=None)
+        state.update_unit(self.id, supervisor_pid=os.getpid(), status="starting", last_error=None)
         attempt, ever_ready, backoff = 0, False, BACKOFF_START
         while not self.stopping:
             attempt += 1
             pid = self.runner.start(attempt)
-            state.update(self.name, pid=pid, started_at=time.time(), status="loading" if attempt == 1 else "restarting")
+            state.update_unit(self.id, pid=pid, started_at=time.time(), status="loading" if attempt == 1 else "restarting")
             ready = self._watch_until_ready()
             ever_ready = ever_ready or ready
             ready_since = time.monotonic()
@@ -92,16 +100,16 @@ class Supervisor:
             if not ever_ready:
                 self.runner.stop(0)
                 why = error_line(self.runner.recent_log()) or "no error line in the log"
-                state.update(self.name, status="failed", pid=None, last_error=f"{reason} during start-up: {why}")
+                state.update_unit(self.id, status="failed", pid=None, last_error=f"{reason} during start-up: {why}")
                 return 1
             if time.monotonic() - ready_since > STABLE_AFTER:
                 backoff = BACKOFF_START
             detail = error_line(self.runner.recent_log()) if exited else None
-            state.bump_restarts(self.name, f"{reason}: {detail}" if detail else str(reason))
+            state.bump_unit_restarts(self.id, f"{reason}: {detail}" if detail else str(reason))
             self._sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         self.runner.stop(STOP_GRACE)
-        state.update(self.name, status="stopped", pid=None)
+        state.update_unit(self.id, status="stopped", pid=None)
         return 0
 
 

@@ -69,14 +69,27 @@ def test_store_round_trip_secrets_and_conflicts(store):
         state.create(spec, key)
     state.update(spec.name, status="ready", info={"kv_cache_tokens_planned": 1})
     state.update(spec.name, info={"kv_cache_tokens_actual": 2})
-    state.bump_restarts(spec.name, "boom")
     dep = state.get(spec.name)
-    assert (dep.status, dep.restarts, dep.last_error, dep.info) == (
-        "restarting", 1, "boom", state.LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
+    assert (dep.status, dep.restarts, dep.info) == (
+        "ready", 0, state.LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
     with pytest.raises(ValueError, match="LocalState has no field stack_id"):
         state.update(spec.name, info={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
     assert state.resolve_name(None) == spec.name
+    state.put_unit(state.Unit(state.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
+    state.put_unit(state.Unit(state.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
+    state.put_unit(state.Unit(state.gateway_id(8080), "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
+    state.update_unit("%s/0" % spec.name, status="ready", ready_at=5.0, pid=11)
+    state.update_unit("%s/1" % spec.name, status="ready", ready_at=7.0)
+    state.bump_unit_restarts("%s/1" % spec.name, "boom")
+    dep = state.get(spec.name)  # a deployment with replicas shows them together: the worst status leads
+    assert (dep.status, dep.restarts, dep.last_error, dep.pid, dep.ready_replicas) == ("restarting", 1, "boom", 11, 1)
+    state.update_unit("%s/1" % spec.name, status="ready")
+    dep = state.get(spec.name)
+    assert (dep.status, dep.ready_at) == ("ready", 7.0)
+    assert [u.base_url for u in dep.replicas] == ["http://127.0.0.1:18001/v1", "http://127.0.0.1:18002/v1"]
+    assert [g.id for g in state.gateways()] == ["gateway/8080"]
     state.delete(spec.name)
+    assert state.find_unit("%s/0" % spec.name) is None and state.find_unit("gateway/8080") is not None
     assert state.api_key(spec.name) is None
     with pytest.raises(NotFound, match="no deployment named"):
         state.get(spec.name)

@@ -81,6 +81,11 @@ def up(
     weights: Optional[str] = typer.Option(None, "--weights",
                                           help="Folder with MODEL's weights fetched by hand (keeps the catalog's "
                                                "defaults: served name, context, reasoning parser)."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", min=1, max=16,
+                                           help="[local] Engine replicas behind the gateway (default 1)."),
+    no_gateway: bool = typer.Option(False, "--no-gateway",
+                                    help="[local] Serve the engine directly on --port, without the gateway's keys, "
+                                         "usage, limits and metrics (one replica)."),
     target: str = typer.Option("local", "--target", help="local (this machine) or aliyun (an ECS GPU instance)."),
     region: Optional[str] = typer.Option(None, "--region", help="[aliyun] Region, e.g. cn-hangzhou."),
     zone: Optional[str] = typer.Option(None, "--zone", help="[aliyun] Zone (default: one that offers the type)."),
@@ -110,7 +115,8 @@ def up(
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Deploy MODEL and wait until it answers a real chat request; print endpoint, key and examples."""
-    given = {"region": region, "zone": zone, "instance_type": instance_type, "nodes": nodes if nodes != 1 else None,
+    given = {"replicas": replicas, "no_gateway": no_gateway or None,
+             "region": region, "zone": zone, "instance_type": instance_type, "nodes": nodes if nodes != 1 else None,
              "public": public or None, "bandwidth_mbps": bandwidth, "allow_cidr": allow_cidr, "vpc_id": vpc_id,
              "vswitch_id": vswitch_id, "pay": pay if pay != "postpaid" else None, "period_months": period,
              "key_pair": key_pair, "image_id": image_id, "password": password_stdin or None,

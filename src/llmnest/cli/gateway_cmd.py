@@ -26,6 +26,8 @@ def serve(
     upstreams: Path = typer.Option(None, "--upstreams", help='JSON file [{"model", "base_url", "replica_id"?, "internal_key"?}] '
                                    "instead of this machine's deployments (engines elsewhere)."),
     health_interval: float = typer.Option(5.0, "--health-interval", help="Seconds between replica health checks."),
+    on_port: bool = typer.Option(False, "--deployments-on-port", help="Route only to the deployments that `llmnest up` "
+                                 "put behind the gateway on --port (how `up` runs it)."),
 ) -> None:
     """Serve until interrupted. The admin key for /metrics beyond loopback comes from $LLMNEST_GATEWAY_ADMIN_KEY."""
     from ..gateway.app import Gateway
@@ -36,13 +38,15 @@ def serve(
 
     if health_interval <= 0:
         raise BadInput("--health-interval must be positive")
+    if upstreams is not None and on_port:
+        raise BadInput("--upstreams and --deployments-on-port choose the upstreams both; pass one")
     if upstreams is not None:
         try:
             provider = StaticProvider.from_config(json.loads(upstreams.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"--upstreams {upstreams}: {exc}; give a JSON list of {{model, base_url}}") from None
     else:
-        provider = StateProvider()
+        provider = StateProvider(port=port if on_port else None)
     _check_port(host, port)
     database = Database(db)
     limiter = Limiter(redis) if redis else None

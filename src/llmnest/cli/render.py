@@ -59,7 +59,10 @@ def status_text(info: dict[str, Any]) -> str:
     width = max(len(k) for k in [*top, *(f for fields in nested.values() for f in fields)])
     lines = []
     for key, value in top.items():
-        if key in nested:
+        if key == "replicas":  # one line per replica
+            lines.append(f"{key:>{width}}")
+            lines += [f"{'':>{width + 2}}  {flat(shown(r))}" for r in value]
+        elif key in nested:
             lines.append(f"{key:>{width}}")
             lines += [f"{k:>{width + 2}}  {flat(v)}" for k, v in nested[key].items()]
         else:

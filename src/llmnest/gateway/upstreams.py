@@ -44,22 +44,20 @@ class StaticProvider:
 
 
 class StateProvider:
-    """The deployments in llmnest's state store, wherever they run: each one's served model, the
-    endpoint its target says is reachable from here, and its engine key."""
+    """The deployments in llmnest's state store, wherever they run: the engines that are up, as their
+    targets say a gateway on this machine reaches them. With `port`, only the deployments that `up` put
+    behind the gateway on that port (the gateway `up` supervises); without, every deployment."""
 
-    def __init__(self, active_only: bool = True, load: Callable[[], list] | None = None) -> None:
-        self._active_only = active_only
+    def __init__(self, port: int | None = None, load: Callable[[], list] | None = None) -> None:
+        self._port = port
         self._load = load
 
     def upstreams(self) -> list[Upstream]:
-        from .. import lifecycle, state
+        from .. import state, targets
 
         out: list[Upstream] = []
         for dep in (self._load or state.all_deployments)():
-            if self._active_only and dep.status not in state.ACTIVE:
+            if self._port is not None and not (dep.spec.gateway and dep.spec.port == self._port):
                 continue
-            key = state.api_key(dep.name)
-            endpoints = lifecycle.endpoints(dep, key)
-            if endpoints:
-                out.append(Upstream(dep.spec.served_model_name, dep.name, endpoints[0].base_url.rstrip("/"), key))
+            out += targets.get(dep.spec.target).upstreams(dep)
         return out

@@ -30,15 +30,17 @@ def _host_gpu(gpu: Gpu) -> GpuModel:
                     compute_capability=8.0)
 
 
-def _within_host_memory(plan: Plan, ram: int | None) -> Plan:
-    """The CPU build holds the weights and the KV space in RAM: both must fit in the host's memory."""
-    need = plan.weights_bytes + plan.kv_cache_bytes
+def _within_host_memory(plan: Plan, ram: int | None, replicas: int = 1) -> Plan:
+    """The CPU build holds the weights and the KV space in RAM: both, for every replica, must fit in the
+    host's memory."""
+    need = replicas * (plan.weights_bytes + plan.kv_cache_bytes)
     if ram is None or need <= ram:
         return plan
+    times = f"{replicas} x (" if replicas > 1 else ""
     return replace(
         plan, fits=False,
-        reason=f"does not fit: weights {gib_text(plan.weights_bytes)} + KV space {gib_text(plan.kv_cache_bytes)} "
-               f"exceed this host's {gib_text(ram)} of memory",
+        reason=f"does not fit: {times}weights {gib_text(plan.weights_bytes)} + KV space "
+               f"{gib_text(plan.kv_cache_bytes)}{')' if replicas > 1 else ''} exceed this host's {gib_text(ram)} of memory",
         suggestion="serve it on GPUs (`llmnest plan` ranks instance types), or pick a smaller model",
     )
 
@@ -70,7 +72,7 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
     if spec.device == "cpu":
         plan = plan_cpu(model, kv_cache_gib=spec.cpu_kv_cache_gib, max_model_len=length, dtype=dtype,
                         kv_dtype=kv, block_size=block, flag=up_flag)
-        return _within_host_memory(plan, host_memory_bytes())
+        return _within_host_memory(plan, host_memory_bytes(), spec.replicas)
     used = spec.tensor_parallel_size * spec.pipeline_parallel_size
     if not gpus:
         raise BadInput("the spec asks for CUDA but this host has no NVIDIA GPU; use --set device=cpu")

@@ -35,8 +35,15 @@ def image_of(spec: DeploymentSpec) -> str:
     return spec.image or default_image(spec.engine)
 
 
-def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> tuple[list[str], dict[str, str]]:
-    """`docker run` for `spec` and the environment the docker CLI needs (the API key, by reference).
+def container_name(name: str, replica: int = 0) -> str:
+    """The container of a deployment's replica: NAME, then NAME.r1, NAME.r2 (a dot no deployment name has)."""
+    return name if replica == 0 else f"{name}.r{replica}"
+
+
+def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None,
+             container: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """`docker run` for `spec` (as container `container`, default the spec's name) and the environment the
+    docker CLI needs (the API key, by reference).
 
     The key reaches the container as `-e VLLM_API_KEY` (the value is taken from the caller's
     environment, so it never appears in the command line); SGLang takes it as a flag.
@@ -45,7 +52,7 @@ def run_argv(spec: DeploymentSpec, host_model_path: str, api_key: str | None) ->
     launch = render_launch(spec, inner, api_key)
     argv = [
         "docker", "run", "--detach",
-        "--name", spec.name,
+        "--name", container or spec.name,
         "--restart", "unless-stopped",
         "--net=host", "--ipc=host",
         "--shm-size", "16g",
@@ -119,9 +126,9 @@ def check_can_run(spec: DeploymentSpec, say: Callable[[str], None]) -> None:
                        f"{build}, or pass --set image=IMAGE with one that exists")
 
 
-def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None) -> str:
+def start(spec: DeploymentSpec, host_model_path: str, api_key: str | None, container: str) -> str:
     """Start the container; returns its id."""
-    argv, env = run_argv(spec, host_model_path, api_key)
+    argv, env = run_argv(spec, host_model_path, api_key, container)
     return call(*argv[1:], env=env)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .. import state
 from ..engines import render_launch
-from ..home import deployment_dir
 from ..shell import render
 from ..spec import DeploymentSpec
 
@@ -38,11 +37,11 @@ def render_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.
     return render(argv, env, key_secrets(spec.name, api_key))
 
 
-def start_supervisor(name: str) -> int:
-    """Start `python -m llmnest.supervisor NAME` detached from this terminal; returns its pid."""
-    out = (deployment_dir(name) / "supervisor.log").open("ab")
+def start_supervisor(unit_id: str, log: Path) -> int:
+    """Start `python -m llmnest.supervisor UNIT_ID` detached from this terminal; returns its pid."""
+    out = log.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmnest.supervisor", name],
+        [sys.executable, "-m", "llmnest.supervisor", unit_id],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         start_new_session=True, close_fds=True,
     )
@@ -82,19 +81,20 @@ def wait_gone(pid: int | None, timeout: float) -> bool:
     return True
 
 
-def stop(dep: state.Deployment, grace: float = 30) -> None:
-    """Stop the supervisor (which stops the engine), then make sure no engine process is left.
+def stop(unit: state.Unit, grace: float = 30, child_process: bool = True) -> None:
+    """Stop a unit's supervisor (which stops what it runs), then make sure no process of it is left.
 
-    Each polite SIGTERM gets `grace` seconds before SIGKILL.
+    Each polite SIGTERM gets `grace` seconds before SIGKILL. `child_process` is False for a container,
+    which its supervisor removes.
     """
-    if pid_alive(dep.supervisor_pid):
-        os.kill(dep.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
-        if not wait_gone(dep.supervisor_pid, grace):
-            os.kill(dep.supervisor_pid, signal.SIGKILL)  # type: ignore[arg-type]
-    if dep.spec.runtime != "process":
+    if pid_alive(unit.supervisor_pid):
+        os.kill(unit.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
+        if not wait_gone(unit.supervisor_pid, grace):
+            os.kill(unit.supervisor_pid, signal.SIGKILL)  # type: ignore[arg-type]
+    if not child_process:
         return
-    engine = state.get(dep.name).pid if dep.name in state.names() else dep.pid
-    for pid in {p for p in (engine, dep.pid) if p}:
+    now = state.find_unit(unit.id)
+    for pid in {p for p in (now.pid if now else None, unit.pid) if p}:
         if pid_alive(pid):
             kill_group(pid, signal.SIGTERM)
             if not wait_gone(pid, min(grace, 10)):

@@ -1,6 +1,7 @@
-"""How the supervisor starts, watches and stops one engine: a local process or a docker container.
+"""How the supervisor starts, watches and stops one unit: an engine replica (a local process or a docker
+container) or a gateway process.
 
-Both answer the same few questions, so the supervisor's loop (readiness, liveness, restarts) is one.
+All answer the same few questions, so the supervisor's loop (readiness, liveness, restarts) is one.
 """
 
 from __future__ import annotations
@@ -8,13 +9,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Protocol
 
 from .. import state
-from ..home import log_path
+from ..home import gateway_log_path, log_path
 from ..logs import ATTEMPT_MARK, last_attempt
 from . import docker
+from ..spec import DeploymentSpec
 from .process import engine_command, kill_group, wait_gone
 
 
@@ -26,13 +30,15 @@ def exit_description(code: int | None) -> str:
 
 
 class Runner(Protocol):
-    """One engine, seen from its supervisor."""
+    """One supervised unit (an engine replica or a gateway), seen from its supervisor."""
+
+    what: str  # "engine" or "gateway", for messages
 
     def start(self, attempt: int) -> int | None:
-        """Start (or, after a crash it recovered from itself, adopt) the engine; returns its pid."""
+        """Start (or, after a crash it recovered from itself, adopt) it; returns its pid."""
 
     def exit_reason(self) -> str | None:
-        """None while the engine runs; else what happened to it ('exited with code 1', ...)."""
+        """None while it runs; else what happened to it ('exited with code 1', ...)."""
 
     def kill(self) -> None:
         """Stop it now (a hang: it no longer answers, so nothing is left to drain)."""
@@ -44,18 +50,33 @@ class Runner(Protocol):
         """The log lines of the current attempt."""
 
 
-class ProcessRunner:
-    """The engine as a child process in its own process group, its output appended to engine.log."""
+def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
+    """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes."""
+    assert unit.deployment is not None
+    dep = state.get(unit.deployment)
+    return dep.spec.listening_on(unit.host, unit.port, unit.index), state.engine_key(dep.name)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+
+class ChildRunner:
+    """A child process in its own process group, its output appended to a log file."""
+
+    what = "engine"
+
+    def __init__(self, unit: state.Unit) -> None:
+        self.unit = unit
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def log(self) -> Path:
+        assert self.unit.deployment is not None
+        return log_path(self.unit.deployment, self.unit.index)
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return engine_command(*replica_launch(self.unit))
+
     def start(self, attempt: int) -> int | None:
-        dep = state.get(self.name)
-        argv, env = engine_command(dep.spec, state.api_key(self.name))
-        with log_path(self.name).open("ab") as log:
-            log.write(f"{ATTEMPT_MARK} starting engine (attempt {attempt}) at {time.ctime()}\n".encode())
+        argv, env = self.command()
+        with self.log().open("ab") as log:
+            log.write(f"{ATTEMPT_MARK} starting {self.what} (attempt {attempt}) at {time.ctime()}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -66,7 +87,7 @@ class ProcessRunner:
     def exit_reason(self) -> str | None:
         if self.proc is None or self.proc.poll() is None:
             return None
-        return f"engine {exit_description(self.proc.returncode)}"
+        return f"{self.what} {exit_description(self.proc.returncode)}"
 
     def kill(self) -> None:
         if self.proc:
@@ -86,24 +107,44 @@ class ProcessRunner:
         wait_gone(self.proc.pid, 5)
 
     def recent_log(self) -> list[str]:
-        return last_attempt(log_path(self.name))
+        return last_attempt(self.log())
+
+
+class GatewayRunner(ChildRunner):
+    """`llmnest gateway serve` for the deployments that `up` put on one port."""
+
+    what = "gateway"
+
+    def log(self) -> Path:
+        return gateway_log_path(self.unit.port)
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return gateway_command(self.unit.host, self.unit.port), {}
+
+
+def gateway_command(host: str, port: int, python: str = sys.executable) -> list[str]:
+    """The gateway process `up` supervises: it routes to the deployments on its port."""
+    return [python, "-m", "llmnest", "gateway", "serve", "--host", host, "--port", str(port), "--deployments-on-port"]
 
 
 class ContainerRunner:
-    """The engine in a docker container with `--restart unless-stopped`: Docker restarts a crashed
+    """An engine replica in a docker container with `--restart unless-stopped`: Docker restarts a crashed
     engine by itself; the supervisor notices (the restart count rises) and waits for it to answer again."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    what = "engine"
+
+    def __init__(self, unit: state.Unit) -> None:
+        assert unit.deployment is not None
+        self.unit = unit
+        self.name = docker.container_name(unit.deployment, unit.index)
         self.restarts_seen = 0
 
     def start(self, attempt: int) -> int | None:
         found = docker.inspect(self.name, missing_ok=True)
         if found is None:
-            dep = state.get(self.name)
-            assert dep.spec.model_path, "a local deployment has its weights before it starts"
-            container = docker.start(dep.spec, dep.spec.model_path, state.api_key(self.name))
-            state.update(self.name, info={"container_id": container})
+            spec, key = replica_launch(self.unit)
+            assert spec.model_path, "a local deployment has its weights before it starts"
+            docker.start(spec, spec.model_path, key, self.name)
         elif found.status not in {"running", "restarting"}:
             docker.call("start", self.name, check=False)  # Docker may be restarting it at this very moment
         current = docker.inspect(self.name, missing_ok=True)
@@ -125,11 +166,12 @@ class ContainerRunner:
         docker.call("kill", self.name)  # a manual stop for Docker: start() starts it again
 
     def stop(self, grace: float) -> None:
-        """Stop and remove the container, keeping its last log lines in engine.log for `llmnest logs`."""
+        """Stop and remove the container, keeping its last log lines in the replica's log for `llmnest logs`."""
         docker.call("stop", "--time", str(max(int(grace), 1)), self.name, check=False)
         lines = docker.log_lines(self.name, 5000)
         if lines:
-            with log_path(self.name).open("a") as log:
+            assert self.unit.deployment is not None
+            with log_path(self.unit.deployment, self.unit.index).open("a") as log:
                 log.write(f"{ATTEMPT_MARK} container {self.name} removed at {time.ctime()}; its log:\n")
                 log.write("\n".join(lines) + "\n")
         docker.remove(self.name)
@@ -138,6 +180,10 @@ class ContainerRunner:
         return docker.log_lines(self.name, 5000)
 
 
-def runner_for(name: str) -> Runner:
-    runtime = state.get(name).spec.runtime
-    return ContainerRunner(name) if runtime == "docker" else ProcessRunner(name)
+def runner_for(unit_id: str) -> Runner:
+    unit = state.unit(unit_id)
+    if unit.kind == "gateway":
+        return GatewayRunner(unit)
+    assert unit.deployment is not None
+    docker_runtime = state.get(unit.deployment).spec.runtime == "docker"
+    return ContainerRunner(unit) if docker_runtime else ChildRunner(unit)

@@ -19,6 +19,7 @@ from .. import state
 from ..build import UpRequest
 from ..catalog import CatalogModel
 from ..examples import Endpoint
+from ..gateway.upstreams import Upstream
 from ..spec import DeploymentSpec
 
 Say = Callable[[str], None]
@@ -111,6 +112,15 @@ class Target(ABC):
     @abstractmethod
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
         """The URLs a client uses, the one reachable from here first."""
+
+    def upstreams(self, dep: state.Deployment) -> list[Upstream]:
+        """Where a gateway on this machine reaches the deployment's engines that are up, with the key they
+        take. By default its first endpoint with the deployment's key (an engine elsewhere)."""
+        if dep.status not in state.ACTIVE:
+            return []
+        key = state.api_key(dep.name)
+        eps = self.endpoints(dep, key)
+        return [Upstream(dep.spec.served_model_name, dep.name, eps[0].base_url.rstrip("/"), key)] if eps else []
 
     @abstractmethod
     def logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:

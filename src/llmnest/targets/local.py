@@ -18,19 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from .. import state
-from ..build import UpRequest, build_spec
+from ..build import UpRequest, build_spec, new_api_key
 from ..catalog import CatalogModel, demo_model, find_model, get_model
 from ..endpoints import local_endpoints
 from ..errors import BadInput, Conflict, LlmnestError
 from ..examples import Endpoint
-from ..home import deployment_dir, log_path
+from ..gateway.upstreams import Upstream
+from ..home import deployment_dir, gateway_log_path, log_path, write_secret
 from ..host import host_facts, port_is_free
 from ..logs import follow as follow_file
 from ..logs import last_attempt, tail
 from ..runtimes import docker, process
+from ..runtimes.runners import gateway_command
 from ..shell import render as render_shell
 from ..sources import fetch, local_dir
 from ..spec import DeploymentSpec
+from . import local_gateway
 from .base import Capability, Context, Created, Resolved, Target
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,11 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
             f"a deployment named {spec.name!r} exists; pick another --name, "
             f"change it with `llmnest redeploy {spec.name} --set ...`, or `llmnest down {spec.name}` first"
         )
-    same_port = replacing is not None and (replacing.host, replacing.port) == (spec.host, spec.port)
-    if not same_port and not port_is_free(spec.host, spec.port):
+    same_front = replacing is not None and (replacing.host, replacing.port, replacing.gateway) == (
+        spec.host, spec.port, spec.gateway)
+    if spec.gateway:
+        local_gateway.check_port(spec.host, spec.port)
+    elif not same_front and not port_is_free(spec.host, spec.port):
         raise Conflict(f"port {spec.port} on {spec.host} is already in use; pass --port or stop what uses it")
     if spec.runtime == "process":
         module, how = ENGINE_MODULES[spec.engine]
@@ -89,9 +95,10 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
             raise BadInput(f"{spec.engine} is not installed in this environment: {how}")
     else:
         docker.check_can_run(spec, ctx.say)
-        if replacing is None and docker.inspect(spec.name, missing_ok=True):
-            raise Conflict(f"a docker container named {spec.name!r} exists and llmnest did not make it for this "
-                           f"deployment; pick another --name, or remove it (`docker rm -f {spec.name}`)")
+        taken = [c for i in range(spec.replicas) if docker.inspect(c := docker.container_name(spec.name, i), missing_ok=True)]
+        if replacing is None and taken:
+            raise Conflict(f"a docker container named {taken[0]!r} exists and llmnest did not make it for this "
+                           f"deployment; pick another --name, or remove it (`docker rm -f {taken[0]}`)")
 
 
 def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context) -> DeploymentSpec:
@@ -102,16 +109,26 @@ def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context)
     return spec.model_copy(update={"model_path": str(fetch(model, ctx.say))})
 
 
+def replica_units(spec: DeploymentSpec) -> list[state.Unit]:
+    """The engine replicas of `spec`: on loopback ports of their own behind the gateway, else on its host:port."""
+    if not spec.gateway:
+        return [state.Unit(state.replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port)]
+    return [state.Unit(state.replica_id(spec.name, i), "engine", spec.name, i, "127.0.0.1", local_gateway.free_port())
+            for i in range(spec.replicas)]
+
+
 class LocalTarget(Target):
     name = "local"
     place = "this machine"
+    options = {"replicas": "--replicas", "no_gateway": "--no-gateway"}
     unsupported = {Capability.DRY_RUN: "on this machine nothing is rendered ahead; `llmnest show NAME --as command` "
                                        "prints what a deployment runs"}
 
     def resolve(self, req: UpRequest) -> Resolved:
         model = catalog_entry(req.model, req.weights)
         spec, key = build_spec(req, model, host_facts())
-        return Resolved(spec, key, model)
+        # behind the gateway, no --api-key means its `default` key, looked up when the deployment is made
+        return Resolved(spec, None if spec.gateway and req.api_key is None else key, model)
 
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         raise AssertionError("the lifecycle checks Capability.DRY_RUN first")
@@ -121,21 +138,35 @@ class LocalTarget(Target):
         spec = resolved.spec
         check_can_start(spec, ctx)
         planned = check_plan(spec, resolved.model, ctx.force)
+        key = local_gateway.user_key(resolved.api_key) if spec.gateway else resolved.api_key
         spec = with_weights(spec, resolved.model, ctx)
-        state.create(spec, resolved.api_key)
+        state.create(spec, key)
         state.update(spec.name, info=planned)
         try:
+            if spec.gateway:
+                write_secret(state.engine_key_path(spec.name), new_api_key())
             self._start(spec.name, ctx)
         except BaseException as exc:
             self._discard(spec.name, ctx, interrupted=isinstance(exc, KeyboardInterrupt))
             raise
-        return Created(state.get(spec.name), resolved.api_key, time.monotonic() - t0)
+        return Created(state.get(spec.name), key, time.monotonic() - t0)
 
     def _start(self, name: str, ctx: Context) -> None:
+        """Start every replica (and the gateway in front) and wait until the deployment answers."""
         ctx.on_phase("starting engine", "")
-        state.update(name, status="starting", pid=None, ready_at=None, last_error=None)
-        state.update(name, supervisor_pid=process.start_supervisor(name))
+        spec = state.get(name).spec
+        for unit in replica_units(spec):
+            self._start_unit(state.put_unit(unit))
+        if spec.gateway:
+            local_gateway.ensure(spec.host, spec.port)
         self._wait_ready(name, ctx)
+
+    @staticmethod
+    def _start_unit(unit: state.Unit) -> None:
+        state.update_unit(unit.id, status="starting", pid=None, ready_at=None, last_error=None, stage=None)
+        assert unit.deployment is not None
+        log = deployment_dir(unit.deployment) / ("supervisor.log" if unit.index == 0 else f"supervisor-{unit.index}.log")
+        state.update_unit(unit.id, supervisor_pid=process.start_supervisor(unit.id, log))
 
     def _discard(self, name: str, ctx: Context, interrupted: bool) -> None:
         dep = state.get(name)
@@ -146,66 +177,103 @@ class LocalTarget(Target):
             self._stop(dep, INTERRUPT_GRACE)
         finally:
             state.delete(name)
+            if dep.spec.gateway:
+                local_gateway.release(dep.spec.port, INTERRUPT_GRACE)
 
     @staticmethod
     def _what_runs(dep: state.Deployment) -> str:
         if dep.spec.runtime == "docker":
-            return f"container {dep.name}"
-        return f"supervisor pid {dep.supervisor_pid}" + (f", engine pid {dep.pid}" if dep.pid else "")
+            return "container " + ", ".join(docker.container_name(dep.name, u.index) for u in dep.replicas)
+        return "; ".join(f"supervisor pid {u.supervisor_pid}" + (f", engine pid {u.pid}" if u.pid else "")
+                         for u in dep.replicas)
 
-    def _recent_lines(self, dep: state.Deployment, n: int = 200) -> list[str]:
-        if dep.spec.runtime == "docker" and docker.inspect(dep.name, missing_ok=True):
-            return docker.log_lines(dep.name, n)
-        return last_attempt(log_path(dep.name), n)
+    def _recent_lines(self, dep: state.Deployment, n: int = 200, replica: int = 0) -> list[str]:
+        container = docker.container_name(dep.name, replica)
+        if dep.spec.runtime == "docker" and docker.inspect(container, missing_ok=True):
+            return docker.log_lines(container, n)
+        return last_attempt(log_path(dep.name, replica), n)
 
-    def _wait_ready(self, name: str, ctx: Context) -> state.Deployment:
-        """Poll the record until the supervisor reports 'ready'; a failed start or a timeout raises with the log tail."""
+    def _wait_ready(self, name: str, ctx: Context, only: state.Unit | None = None) -> state.Deployment:
+        """Poll the record until the replicas' supervisors (or `only` that one) report 'ready', then until the
+        gateway answers; a failed start or a timeout raises with the log tail."""
         deadline = time.monotonic() + ctx.timeout
-        logfile = log_path(name)
         while True:
             dep = state.get(name)
-            if dep.status == "ready":
-                return dep
-            lines = self._recent_lines(dep)
-            if dep.status == "failed":
-                raise LlmnestError(f"{dep.last_error} (log: {logfile})", detail="\n".join(lines[-20:]))
-            if dep.supervisor_pid and not process.pid_alive(dep.supervisor_pid):
-                raise LlmnestError(f"the supervisor of {name!r} exited unexpectedly (log: {logfile})",
-                                   detail="\n".join(tail(deployment_dir(name) / "supervisor.log", 20)))
+            units = [u for u in dep.replicas if only is None or u.id == only.id]
+            if all(u.status == "ready" for u in units):
+                break
+            bad = next((u for u in units if u.status == "failed" or not process.pid_alive(u.supervisor_pid)), None)
+            lines = self._recent_lines(dep, replica=(bad or units[0]).index)
+            logfile = log_path(name, (bad or units[0]).index)
+            if bad is not None and bad.status == "failed":
+                raise LlmnestError(f"{bad.last_error} (log: {logfile})", detail="\n".join(lines[-20:]))
+            if bad is not None:
+                supervisor_log = deployment_dir(name) / ("supervisor.log" if bad.index == 0 else f"supervisor-{bad.index}.log")
+                raise LlmnestError(f"the supervisor of {bad.id!r} exited unexpectedly (log: {logfile})",
+                                   detail="\n".join(tail(supervisor_log, 20)))
             if time.monotonic() > deadline:
                 raise LlmnestError(
                     f"{name!r} did not answer within {ctx.timeout:.0f} s; it was stopped (log: {logfile}). "
                     "Raise --timeout for large models",
                     detail="\n".join(lines[-20:]),
                 )
-            phase = {"up": "warming up (server answers, model not yet)"}.get(dep.info.stage or "", "loading model")
-            ctx.on_phase(phase if dep.status != "starting" else "starting engine", lines[-1] if lines else "")
+            loading = [u for u in units if u.status != "ready"]
+            stage = loading[0].stage if loading else None
+            phase = {"up": "warming up (server answers, model not yet)"}.get(stage or "", "loading model")
+            if len(units) > 1:
+                phase += f" ({sum(u.status == 'ready' for u in units)}/{len(units)} replicas ready)"
+            ctx.on_phase(phase if loading[0].status != "starting" else "starting engine", lines[-1] if lines else "")
             time.sleep(0.5)
+        if dep.spec.gateway:
+            key = state.api_key(name)
+            assert key is not None, "a deployment behind the gateway has a key"
+            local_gateway.wait_answers(dep, key, ctx)
+        return dep
+
+    def _stop(self, dep: state.Deployment, grace: float = 30) -> None:
+        for unit in dep.replicas:
+            self._stop_unit(dep, unit, grace)
 
     @staticmethod
-    def _stop(dep: state.Deployment, grace: float = 30) -> None:
-        process.stop(dep, grace)
-        if dep.spec.runtime == "docker":
-            docker.remove(dep.name)  # the supervisor removes it; this covers a supervisor that was gone
+    def _stop_unit(dep: state.Deployment, unit: state.Unit, grace: float = 30) -> None:
+        process.stop(unit, grace, child_process=dep.spec.runtime == "process")
+        if dep.spec.runtime == "docker":  # the supervisor removes it; this covers a supervisor that was gone
+            docker.remove(docker.container_name(dep.name, unit.index))
 
     def short_where(self, dep: state.Deployment) -> str:
-        return dep.spec.runtime  # process or docker
+        return dep.spec.runtime + (f" x{dep.spec.replicas}" if dep.spec.replicas > 1 else "")
 
     def where(self, dep: state.Deployment) -> str:
-        return f"{dep.spec.runtime} on this machine"
+        replicas = f"{dep.spec.replicas} replicas, " if dep.spec.replicas > 1 else ""
+        front = f" behind the gateway on port {dep.spec.port}" if dep.spec.gateway else ""
+        return f"{replicas}{dep.spec.runtime} on this machine{front}"
 
     def status(self, dep: state.Deployment) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if dep.status in state.ACTIVE and not process.pid_alive(dep.supervisor_pid):
+        if dep.status in state.ACTIVE and not any(process.pid_alive(u.supervisor_pid) for u in dep.replicas):
             out["status"] = "dead"
             out["detail"] = f"its supervisor is gone; `llmnest restart {dep.name}` starts it again"
+        out["replicas"] = [self._replica_status(dep, u) for u in dep.replicas]
+        out["ready_replicas"] = dep.ready_replicas
+        if dep.spec.gateway:
+            gw = state.find_unit(state.gateway_id(dep.spec.port))
+            out["gateway"] = ({"port": gw.port, "host": gw.host, "status": gw.status if process.pid_alive(
+                gw.supervisor_pid) else "dead", "pid": gw.pid, "restarts": gw.restarts, "last_error": gw.last_error,
+                "log": str(gateway_log_path(gw.port))} if gw else {"port": dep.spec.port, "status": "missing"})
+        return out
+
+    @staticmethod
+    def _replica_status(dep: state.Deployment, unit: state.Unit) -> dict[str, Any]:
+        out: dict[str, Any] = {"replica": unit.index, "status": unit.status, "port": unit.port,
+                               "restarts": unit.restarts, "last_error": unit.last_error}
         if dep.spec.runtime == "docker":
-            found = docker.inspect(dep.name, missing_ok=True)
-            out["container"] = ({"name": dep.name, "state": found.status, "restarts_by_docker": found.restarts,
+            name = docker.container_name(dep.name, unit.index)
+            found = docker.inspect(name, missing_ok=True)
+            out["container"] = ({"name": name, "state": found.status, "restarts_by_docker": found.restarts,
                                  "pid": found.pid or None, "started_at": found.started_at, "error": found.error}
-                                if found else {"name": dep.name, "state": "missing"})
+                                if found else {"name": name, "state": "missing"})
         else:
-            out.update(pid=dep.pid, supervisor_pid=dep.supervisor_pid)
+            out.update(pid=unit.pid, supervisor_pid=unit.supervisor_pid)
         return out
 
     def quick_status(self, dep: state.Deployment) -> dict[str, Any]:
@@ -214,9 +282,18 @@ class LocalTarget(Target):
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
         return local_endpoints(dep.spec, api_key)
 
+    def upstreams(self, dep: state.Deployment) -> list[Upstream]:
+        """Each live replica on its own port, with the engines' key."""
+        if not dep.replicas:  # recorded before replicas were
+            return super().upstreams(dep)
+        key = state.engine_key(dep.name)
+        return [Upstream(dep.spec.served_model_name, u.id, u.base_url, key)
+                for u in dep.replicas if u.status in state.ACTIVE]
+
     def logs(self, dep: state.Deployment, tail_lines: int, follow: bool) -> Iterator[str]:
-        if dep.spec.runtime == "docker" and docker.inspect(dep.name, missing_ok=True):
-            with subprocess.Popen(docker.logs_argv(dep.name, follow, tail_lines), stdout=subprocess.PIPE,
+        container = docker.container_name(dep.name)
+        if dep.spec.runtime == "docker" and docker.inspect(container, missing_ok=True):
+            with subprocess.Popen(docker.logs_argv(container, follow, tail_lines), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
                 assert proc.stdout is not None
                 try:
@@ -231,34 +308,85 @@ class LocalTarget(Target):
         return str(log_path(dep.name))
 
     def show(self, dep: state.Deployment, fmt: str) -> str:
-        key = state.api_key(dep.name)
-        if dep.spec.runtime == "process":
-            command = process.render_command(dep.spec, key)
-        else:
-            argv, env = docker.run_argv(dep.spec, dep.spec.model_path or "", key)
-            command = render_shell(argv, env, process.key_secrets(dep.name, key))
+        """The engine command of each replica, and the gateway's; as a script, engines in the background."""
+        key = state.engine_key(dep.name)
+        secrets = {**process.key_secrets(dep.name, state.api_key(dep.name)),
+                   **({key: f'"$(cat {state.engine_key_path(dep.name)})"'} if key and dep.spec.gateway else {})}
+        several = dep.spec.gateway
+        commands = []
+        for unit in dep.replicas or replica_units(dep.spec):
+            if several:
+                commands.append(f"# engine replica {unit.index} on {unit.host}:{unit.port}")
+            spec = dep.spec.listening_on(unit.host, unit.port, unit.index)
+            if dep.spec.runtime == "process":
+                argv, env = process.engine_command(spec, key)
+            else:
+                argv, env = docker.run_argv(spec, spec.model_path or "", key, docker.container_name(dep.name, unit.index))
+            commands.append(render_shell(argv, env, secrets))
+        gateway = render_shell(gateway_command(dep.spec.host, dep.spec.port), {}, {}) if dep.spec.gateway else None
         if fmt == "command":
-            return command
-        return "\n".join([
+            return "\n".join([*commands, *([f"# the gateway on {dep.spec.host}:{dep.spec.port}", gateway] if gateway else [])])
+        background = dep.spec.gateway  # the gateway runs last, in the foreground
+        lines = [
             "#!/usr/bin/env bash",
             f"# llmnest deployment {dep.name}: {dep.spec.served_model_name} on {dep.spec.engine} ({dep.spec.runtime})",
             "set -euo pipefail",
-            command if dep.spec.runtime == "docker" else f"exec {command}",
-        ])
+            *[c if c.startswith("#") or dep.spec.runtime == "docker" else (c + " &" if background else f"exec {c}")
+              for c in commands],
+        ]
+        if gateway:
+            lines.append(f"exec {gateway}")
+        return "\n".join(lines)
 
     def restart(self, dep: state.Deployment, ctx: Context) -> None:
+        """Every replica again; behind the gateway with several replicas, one at a time (it keeps answering)."""
+        if dep.spec.gateway and len(dep.replicas) > 1:
+            for unit in dep.replicas:
+                self._replace_unit(dep, unit, ctx)
+            return
         self._stop(dep)
         self._start(dep.name, ctx)
 
+    def _replace_unit(self, dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
+        ctx.say(f"replacing replica {unit.index} of {dep.name}")
+        self._stop_unit(dep, unit)
+        self._start_unit(unit)
+        self._wait_ready(dep.name, ctx, only=unit)
+
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> None:
+        """The new spec; with several replicas behind an unchanged gateway, replaced one at a time, and put
+        back on the old spec when a replica fails to start on the new one."""
         model = find_model(new.model)
         check_can_start(new, ctx, replacing=dep.spec)
         planned = check_plan(new, model, ctx.force)
+        old = dep.spec
+        rolling = old.gateway and new.replicas == old.replicas > 1 and (old.host, old.port, old.gateway) == (
+            new.host, new.port, new.gateway)
+        if rolling:
+            state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
+            for unit in dep.replicas:
+                try:
+                    self._replace_unit(dep, unit, ctx)
+                except LlmnestError:
+                    state.update(dep.name, spec=old)
+                    ctx.say(f"replica {unit.index} failed on the new spec; putting it back on the old one")
+                    self._replace_unit(state.get(dep.name), unit, ctx)
+                    raise
+            return
         self._stop(dep)
+        state.delete_units(dep.name)
         state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
+        if old.gateway and not new.gateway:
+            state.engine_key_path(dep.name).unlink(missing_ok=True)
+        if new.gateway and not old.gateway:
+            write_secret(state.engine_key_path(dep.name), new_api_key())
+        if old.gateway and (old.port != new.port or not new.gateway):
+            local_gateway.release(old.port)
         self._start(dep.name, ctx)
 
     def down(self, dep: state.Deployment, ctx: Context) -> str:
         self._stop(dep)
         state.delete(dep.name)
-        return f"stopped and removed {dep.name} (log kept: {log_path(dep.name)})"
+        gateway = dep.spec.gateway and local_gateway.release(dep.spec.port)
+        return (f"stopped and removed {dep.name}{' and the gateway on port ' + str(dep.spec.port) if gateway else ''}"
+                f" (log kept: {log_path(dep.name)})")

@@ -10,16 +10,16 @@ from llmnest.host import HostFacts
 from llmnest.targets import get
 
 
-def _spec(name: str, port: int):
-    return build_spec(UpRequest(model="smollm2-135m", name=name, port=port), get_model("smollm2-135m"),
-                      HostFacts(gpus=(), has_docker_engine=False))
+def _spec(name: str, port: int, **options):
+    return build_spec(UpRequest(model="smollm2-135m", name=name, port=port, options=options),
+                      get_model("smollm2-135m"), HostFacts(gpus=(), has_docker_engine=False))
 
 
 def test_state_provider_reads_the_active_deployments_wherever_they_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
-    one, key1 = _spec("one", 18001)
-    two, key2 = _spec("two", 18002)
-    gone, key3 = _spec("gone", 18003)
+    one, key1 = _spec("one", 18001, no_gateway=True)
+    two, key2 = _spec("two", 18002, no_gateway=True)
+    gone, key3 = _spec("gone", 18003, no_gateway=True)
     for spec, key in ((one, key1), (two, key2), (gone, key3)):
         state.create(spec, key)
     state.update("gone", status="stopped")
@@ -35,7 +35,24 @@ def test_state_provider_reads_the_active_deployments_wherever_they_run(tmp_path,
         Upstream("Qwen/QwQ-32B", "qwq-32b", "http://203.0.113.7:8080/v1", cloud.api_key),
     ]
     assert ups[2].root_url == "http://203.0.113.7:8080"
-    assert len(StateProvider(active_only=False).upstreams()) == 4
+    assert StateProvider(port=18001).upstreams() == []  # `one` serves directly: no gateway of ours fronts it
+
+
+def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    front, user_key = _spec("front", 8080, replicas=2)
+    other, _ = _spec("other", 9090)
+    for spec in (front, other):
+        state.create(spec, user_key)
+        state.engine_key_path(spec.name).write_text(f"internal-{spec.name}")
+    for index, port in enumerate((18011, 18012)):
+        state.put_unit(state.Unit(state.replica_id("front", index), "engine", "front", index, "127.0.0.1", port))
+    state.put_unit(state.Unit(state.replica_id("other", 0), "engine", "other", 0, "127.0.0.1", 18013))
+    state.update_unit("front/1", status="failed")  # out of rotation
+    model = front.served_model_name
+    assert StateProvider(port=8080).upstreams() == [Upstream(model, "front/0", "http://127.0.0.1:18011/v1", "internal-front")]
+    assert [u.replica_id for u in StateProvider(port=9090).upstreams()] == ["other/0"]
+    assert [u.replica_id for u in StateProvider().upstreams()] == ["front/0", "other/0"]
 
 
 def test_static_provider_from_config() -> None:

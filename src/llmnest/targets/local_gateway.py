@@ -1,0 +1,134 @@
+"""The gateway `up` runs in front of this machine's deployments: one per port, shared by every
+deployment given that port, supervised like an engine, and its `default` key (the key `up` prints).
+
+The gateway itself only reads the state store for where the engines are (gateway.upstreams), so
+nothing here assumes an engine is a child process of this machine.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from .. import state
+from ..errors import Conflict, LlmnestError
+from ..gateway import keys
+from ..gateway.db import Database
+from ..home import gateway_log_path, home, write_secret
+from ..host import port_is_free
+from ..probe import chat_once
+from ..runtimes import process
+from .base import Context
+
+DEFAULT_KEY = "default"
+
+
+def default_key_path() -> Path:
+    return home() / "gateway" / "default_key"
+
+
+def user_key(requested: str | None) -> str:
+    """The key `up` prints behind the gateway: the `default` key (made on first use, kept 0600 so every
+    `up` prints it again), or the key the user passed with --api-key when it is one of the gateway's."""
+    db = Database(None)
+    try:
+        if requested:
+            found = keys.authenticate(db, requested)
+            if found is not None and found.problem() is None:
+                return requested
+            if found is None and _live_default(db) is None:
+                return _make_default(db, requested)
+            raise Conflict("--api-key is not a usable key of the gateway, which has its `default` key already: "
+                           "leave --api-key out to use it, or `llmnest keys create NAME` for another")
+        path = default_key_path()
+        if path.exists() and (found := keys.authenticate(db, path.read_text())) and found.problem() is None:
+            return path.read_text()
+        if _live_default(db) is not None:  # made with `keys create default`: its secret is not ours to print
+            raise Conflict("a key named `default` exists but `up` did not make it; pass --api-key with a key of "
+                           "the gateway, or `llmnest keys revoke default` so that `up` makes a new one")
+        return _make_default(db)
+    finally:
+        db.close()
+
+
+def _live_default(db: Database) -> keys.Key | None:
+    found = [k for k in keys.list_keys(db) if k.name == DEFAULT_KEY]
+    return found[0] if found and found[0].revoked_at is None else None
+
+
+def _make_default(db: Database, secret: str | None = None) -> str:
+    _, secret = keys.create(db, DEFAULT_KEY, secret=secret)
+    path = default_key_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_secret(path, secret)
+    return secret
+
+
+def running(port: int) -> state.Unit | None:
+    """The gateway `up` runs on `port`, when its supervisor is alive."""
+    unit = state.find_unit(state.gateway_id(port))
+    return unit if unit is not None and process.pid_alive(unit.supervisor_pid) else None
+
+
+def check_port(host: str, port: int) -> None:
+    """The port is free, or it is our gateway's, listening on the same address."""
+    unit = running(port)
+    if unit is not None:
+        if unit.host != host:
+            raise Conflict(f"the gateway on port {port} listens on {unit.host}; pass --host {unit.host} to share it, "
+                           "or another --port")
+        return
+    if not port_is_free(host, port):
+        raise Conflict(f"port {port} on {host} is already in use; pass --port or stop what uses it")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for an engine replica behind the gateway)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure(host: str, port: int) -> state.Unit:
+    """Start the gateway on host:port unless it runs already."""
+    unit = running(port)
+    if unit is not None:
+        return unit
+    unit = state.put_unit(state.Unit(state.gateway_id(port), "gateway", None, 0, host, port))
+    log = gateway_log_path(port).with_suffix(".supervisor.log")
+    state.update_unit(unit.id, supervisor_pid=process.start_supervisor(unit.id, log))
+    return state.unit(unit.id)
+
+
+def wait_answers(dep: state.Deployment, api_key: str, ctx: Context) -> None:
+    """Until a chat through the gateway with the user's key gets an answer (the gateway reads new
+    deployments within its health interval)."""
+    port = dep.spec.port
+    deadline = time.monotonic() + max(ctx.timeout, 60)
+    url = state.Unit("", "gateway", None, 0, dep.spec.host, port).base_url
+    while True:
+        unit = state.find_unit(state.gateway_id(port))
+        if unit is not None and unit.status == "failed":
+            raise LlmnestError(f"the gateway on port {port} did not start: {unit.last_error} "
+                               f"(log: {gateway_log_path(port)})")
+        result = chat_once(url, dep.spec.served_model_name, api_key, timeout=30)
+        if result.ok:
+            return
+        if time.monotonic() > deadline:
+            raise LlmnestError(f"the engines answer but the gateway on port {port} does not ({result.stage}: "
+                               f"{result.detail}); see {gateway_log_path(port)}")
+        ctx.on_phase("starting gateway", f"gateway: {result.stage}")
+        time.sleep(0.5)
+
+
+def release(port: int, grace: float = 10) -> bool:
+    """Stop the gateway on `port` when no deployment is behind it any more; True when it was stopped."""
+    if any(d.spec.gateway and d.spec.port == port for d in state.all_deployments()):
+        return False
+    unit = state.find_unit(state.gateway_id(port))
+    if unit is None:
+        return False
+    process.stop(unit, grace)
+    state.delete_unit(unit.id)
+    return True
