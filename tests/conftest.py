@@ -29,6 +29,22 @@ def serving_on(port: int) -> list[str]:
     return [pid for pid in done.stdout.split() if int(pid) != os.getpid()]
 
 
+def processes_of(home: Path) -> set[int]:
+    """Pids of the processes llmnest started for LLMNEST_HOME=home (supervisors, engines, gateways):
+    they inherit it in their environment, whatever port they listen on."""
+    marker = f"LLMNEST_HOME={home}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and (entry / "stat").read_text().split(") ", 1)[1][0] != "Z":
+                found.add(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
 def cli_env(home: Path) -> dict[str, str]:
     return {**os.environ, "LLMNEST_HOME": str(home), "LLMNEST_MODELS_DIR": str(MODELS_CACHE), "NO_COLOR": "1"}
 

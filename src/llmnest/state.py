@@ -52,9 +52,10 @@ CREATE TABLE IF NOT EXISTS units (
 )
 """]
 
-# Statuses: starting -> loading -> ready; restarting after a crash or a hang; failed; stopped.
-Status = Literal["starting", "loading", "ready", "restarting", "failed", "stopped", "dead", "unreachable"]
-ACTIVE = {"starting", "loading", "ready", "restarting"}
+# Statuses: starting -> loading -> ready; restarting after a crash or a hang; draining before a replica
+# is replaced; failed; stopped.
+Status = Literal["starting", "loading", "ready", "restarting", "draining", "failed", "stopped", "dead", "unreachable"]
+ACTIVE = {"starting", "loading", "ready", "restarting", "draining"}
 
 
 class LocalState(BaseModel):
@@ -185,7 +186,7 @@ def _unit(row: sqlite3.Row) -> Unit:
 def _status_of(units: list[Unit]) -> str:
     """A deployment's status from its replicas': ready when all are; a failed or restarting one shows."""
     statuses = {u.status for u in units}
-    for status in ("failed", "restarting", "loading", "starting"):
+    for status in ("failed", "restarting", "draining", "loading", "starting"):
         if status in statuses:
             return status
     return "ready" if statuses == {"ready"} else "stopped"

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmnest.runtimes.process import pid_alive
 from llmnest.supervisor import LIVENESS_ENV
-from tests.conftest import cli_env, free_port, run_cli, serving_on
+from tests.conftest import cli_env, free_port, processes_of, run_cli, serving_on
 
 
 @dataclass
@@ -48,6 +47,15 @@ class Demo:
             timeout=120,
         )
 
+    def replica(self, index: int = 0) -> dict:
+        """The status of one engine replica: pid, supervisor_pid, port, restarts."""
+        return self.status()["replicas"][index]
+
+    @property
+    def engine_key(self) -> str:
+        """The key the engines take behind the gateway (nobody's user key)."""
+        return (self.home / "deployments" / self.name / "engine_key").read_text()
+
     def wait_ready(self, timeout: float = 600) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -69,7 +77,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     info = json.loads(done.stdout)
     demo = Demo("demo", info["base_url"], info["api_key"], info["served_model_name"], home, env, port)
     yield demo
-    pids = {demo.status().get("pid"), demo.status().get("supervisor_pid")} - {None}
+    assert processes_of(home), "the deployment's processes are found by their LLMNEST_HOME"
     down = run_cli(env, "down", "demo")
     assert down.returncode == 0, down.stderr
-    assert not serving_on(port) and not any(pid_alive(p) for p in pids), "down left processes behind"
+    assert "and the gateway on port" in down.stdout
+    assert not serving_on(port) and not processes_of(home), "down left processes behind"

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port, serving_on
+from tests.conftest import free_port, processes_of, serving_on
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +32,21 @@ def test_wrong_or_missing_key_gets_401(demo):
     assert no_key.status_code == 401
 
 
+def test_the_engine_listens_on_loopback_with_a_key_that_is_nobodys(demo):
+    """Behind the gateway the engine has its own loopback port and internal key: the user's key does not
+    open it, the internal key is no key of the gateway, and it appears in no printed command."""
+    engine = f"http://127.0.0.1:{demo.replica()['port']}/v1/chat/completions"
+    body = {"model": demo.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    assert demo.replica()["port"] != demo.port
+    assert httpx.post(engine, json=body, headers={"Authorization": f"Bearer {demo.api_key}"}, timeout=60).status_code == 401
+    assert httpx.post(engine, json=body, headers={"Authorization": f"Bearer {demo.engine_key}"}, timeout=60).status_code == 200
+    assert demo.chat("Hi", key=demo.engine_key).status_code == 401
+    shown = demo.cli("show", "demo", "--as", "script").stdout
+    assert demo.engine_key not in shown and demo.api_key not in shown and "engine_key)" in shown
+    keys = json.loads(demo.cli("keys", "ls", "--json").stdout)
+    assert "default" in [k["name"] for k in keys] and demo.api_key not in json.dumps(keys)
+
+
 def test_status_ls_and_show_describe_the_deployment(demo):
     info = demo.status()
     assert info["status"] == "ready" and info["base_url"] == demo.base_url
@@ -46,9 +61,12 @@ def test_status_ls_and_show_describe_the_deployment(demo):
 
 
 def test_shown_command_run_by_hand_starts_the_same_server(demo):
-    command = demo.cli("show", "demo", "--as", "command").stdout
+    shown = demo.cli("show", "demo", "--as", "command").stdout
+    blocks = re.split(r"^# .*\n", shown, flags=re.M)
+    engine, gateway = blocks[1], blocks[2]  # the engine replica's command, then the gateway's
+    assert f"gateway serve --host 127.0.0.1 --port {demo.port} --deployments-on-port" in " ".join(gateway.split())
     port = free_port()
-    command = re.sub(r"--port \d+", f"--port {port}", command)
+    command = re.sub(r"--port \d+", f"--port {port}", engine)
     proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -58,7 +76,7 @@ def test_shown_command_run_by_hand_starts_the_same_server(demo):
         while time.monotonic() < deadline:
             assert proc.poll() is None, "the shown command exited"
             try:
-                ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {demo.api_key}"}, timeout=10)
+                ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {demo.engine_key}"}, timeout=10)
                 if ok.status_code == 200:
                     break
             except httpx.TransportError:
@@ -75,26 +93,36 @@ def test_shown_command_run_by_hand_starts_the_same_server(demo):
 def test_port_and_name_in_use_are_refused(demo):
     taken = demo.cli("up", "--name", "demo", "--port", str(free_port()))
     assert taken.returncode == 3 and "exists" in taken.stderr and "Traceback" not in taken.stderr
-    busy = demo.cli("up", "--name", "other", "--port", str(demo.port))
+    busy = demo.cli("up", "--name", "other", "--port", str(demo.port), "--no-gateway")
     assert busy.returncode == 3 and "already in use" in busy.stderr
+    other_host = demo.cli("up", "--name", "other", "--port", str(demo.port), "--host", "0.0.0.0")
+    assert other_host.returncode == 3 and "listens on 127.0.0.1; pass --host 127.0.0.1" in other_host.stderr
+    with socket.socket() as sock:  # a port someone else listens on
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        foreign = demo.cli("up", "--name", "other", "--port", str(sock.getsockname()[1]))
+    assert foreign.returncode == 3 and "already in use" in foreign.stderr
     assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
 
 
 def test_rejected_engine_flag_shows_the_engine_error_and_leaves_nothing(demo):
+    before = processes_of(demo.home)
     done = demo.cli("up", "--name", "badflag", "--port", str(free_port()), "--set", "no-such-flag=1", timeout=600)
     assert done.returncode == 1
     error = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "unrecognized arguments: --no-such-flag" in error[0], done.stderr
     assert "engine.log" in error[0] and "Traceback" not in done.stderr
     assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
+    assert processes_of(demo.home) <= before, "its engine, supervisor or gateway is left"
 
 
 def test_startup_timeout_stops_the_engine(demo):
     port = free_port()
+    before = processes_of(demo.home)
     done = demo.cli("up", "--name", "slow", "--port", str(port), "--timeout", "3", timeout=300)
     assert done.returncode == 1 and "did not answer within 3 s" in done.stderr
     time.sleep(1)
-    assert not serving_on(port)
+    assert not serving_on(port) and processes_of(demo.home) <= before
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # the port is free again
 
@@ -103,7 +131,8 @@ def test_redeploy_keeps_the_key_and_changes_the_context(demo):
     done = demo.cli("redeploy", "demo", "--set", "max_model_len=2048", "--json", timeout=1200)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["api_key"] == demo.api_key
-    models = httpx.get(f"{demo.base_url}/models", headers={"Authorization": f"Bearer {demo.api_key}"}, timeout=30)
+    engine = f"http://127.0.0.1:{demo.replica()['port']}/v1/models"
+    models = httpx.get(engine, headers={"Authorization": f"Bearer {demo.engine_key}"}, timeout=30)
     assert models.json()["data"][0]["max_model_len"] == 2048
     assert demo.chat("Name three primary colors.").status_code == 200
     bad = demo.cli("redeploy", "demo", "--set", "port=0")
@@ -113,14 +142,15 @@ def test_redeploy_keeps_the_key_and_changes_the_context(demo):
 
 def test_killed_engine_is_restarted_by_the_supervisor(demo):
     before = demo.status()
-    os.kill(before["pid"], signal.SIGKILL)
+    pid = demo.replica()["pid"]
+    os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while demo.status()["restarts"] == before["restarts"]:
         assert time.monotonic() < deadline, "no restart recorded"
         time.sleep(0.5)
     info = demo.wait_ready()
     assert info["restarts"] == before["restarts"] + 1
-    assert "SIGKILL" in info["last_error"] and info["pid"] != before["pid"]
+    assert "SIGKILL" in info["last_error"] and info["replicas"][0]["pid"] != pid
     assert demo.chat("Hi", max_tokens=4).status_code == 200
     assert "starting engine (attempt 2)" in demo.cli("logs", "demo", "--tail", "100000").stdout
 
@@ -128,7 +158,8 @@ def test_killed_engine_is_restarted_by_the_supervisor(demo):
 def test_a_hung_engine_is_noticed_and_restarted(demo):
     """A hang (the engine still runs but stops answering) is found by the liveness probe, not by an exit."""
     before = demo.status()
-    os.kill(before["pid"], signal.SIGSTOP)
+    pid = demo.replica()["pid"]
+    os.kill(pid, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 120
         while demo.status()["restarts"] == before["restarts"]:
@@ -136,20 +167,21 @@ def test_a_hung_engine_is_noticed_and_restarted(demo):
             time.sleep(1)
     finally:
         try:
-            os.kill(before["pid"], signal.SIGCONT)  # gone already when the restart killed it
+            os.kill(pid, signal.SIGCONT)  # gone already when the restart killed it
         except ProcessLookupError:
             pass
     info = demo.wait_ready()
-    assert "stopped answering /health" in info["last_error"] and info["pid"] != before["pid"]
+    assert "stopped answering /health" in info["last_error"] and info["replicas"][0]["pid"] != pid
     assert demo.chat("Hi", max_tokens=4).status_code == 200
 
 
 def test_ctrl_c_during_up_says_what_it_stops_and_leaves_nothing(demo):
     port = free_port()
+    before = processes_of(demo.home)
     proc = subprocess.Popen([*demo.argv, "up", "--name", "interrupted", "--port", str(port)], env=demo.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not set(serving_on(port)) - {str(proc.pid)}:  # the engine runs; the CLI waits for its answer
+    while not processes_of(demo.home) - before - {proc.pid} or not serving_on(port):  # engine and gateway run
         assert time.monotonic() < deadline and proc.poll() is None, "the engine did not start"
         time.sleep(0.5)
     t0 = time.monotonic()
@@ -159,4 +191,4 @@ def test_ctrl_c_during_up_says_what_it_stops_and_leaves_nothing(demo):
     assert "interrupted: stopping interrupted (supervisor pid" in err and err.rstrip().endswith("interrupted")
     assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
     time.sleep(1)
-    assert not serving_on(port)
+    assert not serving_on(port) and processes_of(demo.home) <= before

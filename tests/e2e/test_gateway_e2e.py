@@ -1,4 +1,4 @@
-"""The gateway in front of the real demo vLLM (found through llmnest's own deployment store): usage
+"""The gateway `up` runs in front of the real demo vLLM: usage
 equals vLLM's own token counters, streaming usage is stripped when not asked for, and every metric
 the Grafana dashboard queries exists in the gateway's or vLLM's real /metrics."""
 
@@ -9,12 +9,7 @@ import json
 import httpx
 import pytest
 
-from llmnest.gateway import keys, usage
-from llmnest.gateway.app import Gateway
 from llmnest.gateway.dashboard import exposed_metrics, query_metrics
-from llmnest.gateway.db import Database
-from llmnest.gateway.server import ThreadedServer
-from llmnest.gateway.upstreams import StateProvider
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -30,58 +25,65 @@ def vllm_tokens(root: str) -> tuple[float, float]:
     return totals["vllm:prompt_tokens_total"], totals["vllm:generation_tokens_total"]
 
 
-def test_usage_through_the_gateway_equals_vllms_counters(demo, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("LLMNEST_HOME", str(demo.home))  # the provider reads the demo's deployment store
-    db = Database(f"sqlite:///{tmp_path / 'gateway.db'}")
-    _, k1 = keys.create(db, "one")
-    _, k2 = keys.create(db, "two")
-    root = demo.base_url.removesuffix("/v1")
-    with ThreadedServer(Gateway(db, StateProvider())) as gw:
-        before = vllm_tokens(root)
-        received = [0, 0]
-        for i in range(6):
-            key = k1 if i % 2 else k2
-            chat = i % 3 != 2
-            path = "/v1/chat/completions" if chat else "/v1/completions"
-            body = {"model": demo.model, "max_tokens": 6 + i, "temperature": 0,
-                    **({"messages": [{"role": "user", "content": f"Count to {i + 3}."}]} if chat
-                       else {"prompt": f"Once upon a time, {i}"})}
-            headers = {"Authorization": f"Bearer {key}"}
-            if i < 2:
-                got = httpx.post(gw.url + path, headers=headers, json=body, timeout=120).json()["usage"]
-            else:
-                events = []
-                options = {"stream_options": {"include_usage": True}} if i != 5 else {}
-                with httpx.stream("POST", gw.url + path, headers=headers, json={**body, "stream": True, **options},
-                                  timeout=120) as resp:
-                    assert resp.status_code == 200
-                    events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
-                assert events[-1] == "[DONE]"
-                chunks = [json.loads(e) for e in events[:-1]]
-                usage_chunks = [c for c in chunks if c.get("usage")]
-                if i == 5:  # not asked for: the gateway asked vLLM and stripped it again
-                    assert usage_chunks == [] and all("usage" not in c for c in chunks)
-                    continue
-                assert len(usage_chunks) == 1 and usage_chunks[0]["choices"] == []
-                got = usage_chunks[0]["usage"]
-            received[0] += got["prompt_tokens"]
-            received[1] += got["completion_tokens"]
-        after = vllm_tokens(root)
-        rows = usage.summarize(db, "model")
-        (row,) = rows
-        assert row["requests"] == 6 and row["errors"] == 0
-        engine = (after[0] - before[0], after[1] - before[1])
-        assert (row["prompt_tokens"], row["completion_tokens"]) == engine
-        last = db.query("SELECT prompt_tokens, completion_tokens FROM usage ORDER BY id DESC LIMIT 1")[0]
-        assert (received[0] + last["prompt_tokens"], received[1] + last["completion_tokens"]) == engine
+def _usage_of(demo, *names: str) -> dict[str, dict]:
+    rows = json.loads(demo.cli("usage", "--by", "key", "--json").stdout)
+    return {r["key_name"]: r for r in rows if r["key_name"] in names}
 
-        _, tight = keys.create(db, "tight", rpm=1)  # one refused request, so the rejection counter has a sample
-        codes = [httpx.post(gw.url + "/v1/completions", headers={"Authorization": f"Bearer {tight}"}, timeout=120,
-                            json={"model": demo.model, "prompt": "Hi", "max_tokens": 2}).status_code for _ in range(2)]
-        assert codes == [200, 429]
-        wanted = query_metrics(REPO / "dashboards" / "llmnest.json")
-        exposed = exposed_metrics(httpx.get(gw.url + "/metrics").text) | exposed_metrics(
-            httpx.get(f"{root}/metrics", timeout=10).text)
-        assert {m for m in wanted if m.startswith("vllm:")}, "the dashboard shows engine metrics too"
-        assert not (wanted - exposed), f"dashboard queries metrics nobody exposes: {wanted - exposed}"
-    db.close()
+
+def test_usage_through_the_gateway_equals_vllms_counters(demo) -> None:
+    """Keys made with the CLI, traffic through the gateway `up` started, usage read back with the CLI."""
+    k1 = json.loads(demo.cli("keys", "create", "one", "--json").stdout)["key"]
+    k2 = json.loads(demo.cli("keys", "create", "two", "--json").stdout)["key"]
+    gw = demo.base_url.removesuffix("/v1")
+    root = f"http://127.0.0.1:{demo.replica()['port']}"  # the engine itself, for vLLM's own counters
+    before = vllm_tokens(root)
+    received = [0, 0]
+    for i in range(6):
+        key = k1 if i % 2 else k2
+        chat = i % 3 != 2
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        body = {"model": demo.model, "max_tokens": 6 + i, "temperature": 0,
+                **({"messages": [{"role": "user", "content": f"Count to {i + 3}."}]} if chat
+                   else {"prompt": f"Once upon a time, {i}"})}
+        headers = {"Authorization": f"Bearer {key}"}
+        if i < 2:
+            got = httpx.post(gw + path, headers=headers, json=body, timeout=120).json()["usage"]
+        else:
+            options = {"stream_options": {"include_usage": True}} if i != 5 else {}
+            with httpx.stream("POST", gw + path, headers=headers, json={**body, "stream": True, **options},
+                              timeout=120) as resp:
+                assert resp.status_code == 200
+                events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            chunks = [json.loads(e) for e in events[:-1]]
+            usage_chunks = [c for c in chunks if c.get("usage")]
+            if i == 5:  # not asked for: the gateway asked vLLM and stripped it again
+                assert usage_chunks == [] and all("usage" not in c for c in chunks)
+                continue
+            assert len(usage_chunks) == 1 and usage_chunks[0]["choices"] == []
+            got = usage_chunks[0]["usage"]
+        received[0] += got["prompt_tokens"]
+        received[1] += got["completion_tokens"]
+    after = vllm_tokens(root)
+    rows = _usage_of(demo, "one", "two")
+    assert rows["one"]["requests"] == 3 and rows["two"]["requests"] == 3
+    assert rows["one"]["errors"] == 0 and rows["two"]["errors"] == 0
+    recorded = tuple(sum(r[f] for r in rows.values()) for f in ("prompt_tokens", "completion_tokens"))
+    engine = (after[0] - before[0], after[1] - before[1])
+    assert recorded == engine
+    assert recorded[0] > received[0] and recorded[1] > received[1]  # the 6th request's tokens, not shown to it
+
+    tight = json.loads(demo.cli("keys", "create", "tight", "--rpm", "1", "--json").stdout)["key"]
+    codes = [httpx.post(gw + "/v1/completions", headers={"Authorization": f"Bearer {tight}"}, timeout=120,
+                        json={"model": demo.model, "prompt": "Hi", "max_tokens": 2}) for _ in range(2)]
+    assert [c.status_code for c in codes] == [200, 429] and int(codes[1].headers["Retry-After"]) > 0
+    assert demo.cli("keys", "revoke", "tight").returncode == 0
+    revoked = httpx.post(gw + "/v1/completions", headers={"Authorization": f"Bearer {tight}"}, timeout=60,
+                         json={"model": demo.model, "prompt": "Hi", "max_tokens": 2})
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]["message"]
+    wanted = query_metrics(REPO / "dashboards" / "llmnest.json")
+    gateway_metrics = httpx.get(gw + "/metrics").text
+    exposed = exposed_metrics(gateway_metrics) | exposed_metrics(httpx.get(f"{root}/metrics", timeout=10).text)
+    assert {m for m in wanted if m.startswith("vllm:")}, "the dashboard shows engine metrics too"
+    assert not (wanted - exposed), f"dashboard queries metrics nobody exposes: {wanted - exposed}"
+    assert k1 not in gateway_metrics and demo.api_key not in gateway_metrics and 'key_name="one"' in gateway_metrics

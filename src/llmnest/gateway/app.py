@@ -132,7 +132,8 @@ class Gateway:
         except httpx.HTTPError as exc:
             ok, refused = False, isinstance(exc, httpx.ConnectError)
         replica.failed_checks = 0 if ok else replica.failed_checks + 1
-        replica.healthy = ok or (not refused and replica.failed_checks < HEALTH_FAILURES)
+        # one slow answer does not take a healthy replica out, nor bring back one that was out
+        replica.healthy = ok or (replica.healthy and not refused and replica.failed_checks < HEALTH_FAILURES)
         self.metrics.replica_up.labels(replica.upstream.model, replica.id).set(1 if replica.healthy else 0)
 
     # ---- endpoints -------------------------------------------------------------------------------

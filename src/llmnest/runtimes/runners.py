@@ -124,7 +124,8 @@ class GatewayRunner(ChildRunner):
 
 def gateway_command(host: str, port: int, python: str = sys.executable) -> list[str]:
     """The gateway process `up` supervises: it routes to the deployments on its port."""
-    return [python, "-m", "llmnest", "gateway", "serve", "--host", host, "--port", str(port), "--deployments-on-port"]
+    return [python, "-m", "llmnest", "gateway", "serve", "--host", host, "--port", str(port), "--deployments-on-port",
+            "--health-interval", "2"]
 
 
 class ContainerRunner:

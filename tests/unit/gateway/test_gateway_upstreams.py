@@ -47,8 +47,9 @@ def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp
         state.engine_key_path(spec.name).write_text(f"internal-{spec.name}")
     for index, port in enumerate((18011, 18012)):
         state.put_unit(state.Unit(state.replica_id("front", index), "engine", "front", index, "127.0.0.1", port))
-    state.put_unit(state.Unit(state.replica_id("other", 0), "engine", "other", 0, "127.0.0.1", 18013))
-    state.update_unit("front/1", status="failed")  # out of rotation
+    state.put_unit(state.Unit(state.replica_id("other", 0), "engine", "other", 0, "127.0.0.1", 18013, status="ready"))
+    state.update_unit("front/0", status="ready")
+    state.update_unit("front/1", status="restarting")  # out of rotation until it answers again
     model = front.served_model_name
     assert StateProvider(port=8080).upstreams() == [Upstream(model, "front/0", "http://127.0.0.1:18011/v1", "internal-front")]
     assert [u.replica_id for u in StateProvider(port=9090).upstreams()] == ["other/0"]

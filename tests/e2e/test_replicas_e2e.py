@@ -1,0 +1,174 @@
+"""Two real vLLM replicas behind the gateway `up` runs (`llmnest up --replicas 2`): both serve, usage is
+exact across them, a killed replica or gateway costs no request that starts after the kill, and a
+rolling redeploy never stops the endpoint from answering."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from llmnest.supervisor import LIVENESS_ENV
+from tests.conftest import cli_env, free_port, processes_of, run_cli, serving_on
+from tests.e2e.conftest import Demo
+from tests.e2e.test_gateway_e2e import vllm_tokens
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    home = tmp_path_factory.mktemp("llmnest-replicas")
+    env = {**cli_env(home), LIVENESS_ENV: "3"}
+    port = free_port()
+    done = run_cli(env, "up", "--name", "pair", "--replicas", "2", "--port", str(port), "--json", timeout=1800)
+    assert done.returncode == 0, f"llmnest up --replicas 2 failed:\n{done.stderr}"
+    info = json.loads(done.stdout)
+    demo = Demo("pair", info["base_url"], info["api_key"], info["served_model_name"], home, env, port)
+    yield demo
+    down = run_cli(env, "down", "pair")
+    assert down.returncode == 0, down.stderr
+    assert not serving_on(port) and not processes_of(home), "down left processes behind"
+
+
+@dataclass
+class Outcome:
+    started: float
+    ended: float
+    ok: bool
+    detail: str
+
+
+class Load:
+    """Steady streaming chat requests from `workers` threads until stopped; every outcome kept."""
+
+    def __init__(self, demo: Demo, key: str, workers: int = 2, max_tokens: int = 8) -> None:
+        self.demo, self.key, self.max_tokens = demo, key, max_tokens
+        self.outcomes: list[Outcome] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
+
+    def _one(self, n: int) -> Outcome:
+        t0 = time.monotonic()
+        body = {"model": self.demo.model, "max_tokens": self.max_tokens, "stream": True,
+                "messages": [{"role": "user", "content": f"Say a word about the number {n}."}]}
+        try:
+            with httpx.stream("POST", f"{self.demo.base_url}/chat/completions", json=body, timeout=90,
+                              headers={"Authorization": f"Bearer {self.key}"}) as resp:
+                if resp.status_code != 200:
+                    return Outcome(t0, time.monotonic(), False, f"HTTP {resp.status_code}: {resp.read()[:200]!r}")
+                events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+        except httpx.HTTPError as exc:
+            return Outcome(t0, time.monotonic(), False, type(exc).__name__)
+        errors = [e for e in events if '"error"' in e]
+        ok = not errors and events[-1:] == ["[DONE]"]
+        return Outcome(t0, time.monotonic(), ok, errors[0] if errors else ("" if ok else "no [DONE]"))
+
+    def _run(self, worker: int) -> None:
+        n = worker * 100_000
+        while not self.stop.is_set():
+            self.outcomes.append(self._one(n))
+            n += 1
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in self.threads), "a request hung"
+
+
+def _key(demo: Demo, name: str) -> str:
+    done = demo.cli("keys", "create", name, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["key"]
+
+
+def _requests_of(demo: Demo, key_name: str) -> dict:
+    rows = json.loads(demo.cli("usage", "--by", "key", "--json").stdout)
+    return next(r for r in rows if r["key_name"] == key_name)
+
+
+def _wait_all_ready(demo: Demo, timeout: float = 900) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = demo.status()
+        if info["ready_replicas"] == 2 and info["status"] == "ready":
+            return info
+        time.sleep(1)
+    raise AssertionError(f"replicas not ready again: {info['replicas']}")
+
+
+def test_both_replicas_serve_and_usage_equals_their_counters(pair) -> None:
+    key = _key(pair, "mixed")
+    roots = [f"http://127.0.0.1:{r['port']}" for r in pair.status()["replicas"]]
+    before = [vllm_tokens(root) for root in roots]
+    with Load(pair, key, workers=4) as load:
+        time.sleep(20)
+    assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
+    after = [vllm_tokens(root) for root in roots]
+    served = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
+    assert all(s > 0 for s in served), f"a replica got no work: {served}"
+    row = _requests_of(pair, "mixed")
+    assert row["requests"] == len(load.outcomes)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (
+        sum(a[0] - b[0] for a, b in zip(after, before, strict=True)), sum(served))
+
+
+def test_a_killed_replica_costs_no_request_that_starts_after_it(pair) -> None:
+    key = _key(pair, "replica-fault")
+    victim = pair.status()["replicas"][1]
+    with Load(pair, key) as load:
+        time.sleep(5)
+        killed_at = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+        time.sleep(15)
+    later = [o for o in load.outcomes if o.started > killed_at + 0.5]  # the OS needs a moment to close its port
+    assert later and all(o.ok for o in later), [o.detail for o in later if not o.ok]
+    during = [o for o in load.outcomes if not o.ok]
+    assert all("replica failed mid-stream" in o.detail or "HTTP 5" in o.detail for o in during), during
+    info = _wait_all_ready(pair)
+    assert info["replicas"][1]["restarts"] == victim["restarts"] + 1 and "SIGKILL" in info["replicas"][1]["last_error"]
+
+
+def test_a_killed_gateway_comes_back_and_loses_no_completed_usage(pair) -> None:
+    key = _key(pair, "gateway-fault")
+    gateway = pair.status()["gateway"]
+    with Load(pair, key) as load:
+        time.sleep(5)
+        os.kill(gateway["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while pair.status()["gateway"]["restarts"] == gateway["restarts"]:
+            assert time.monotonic() < deadline, "the gateway was not restarted"
+            time.sleep(0.5)
+        time.sleep(10)
+    completed = [o for o in load.outcomes if o.ok]
+    assert completed and load.outcomes[-1].ok, [o.detail for o in load.outcomes[-3:]]
+    assert _requests_of(pair, "gateway-fault")["requests"] >= len(completed)
+    assert "SIGKILL" in pair.status()["gateway"]["last_error"]
+
+
+def test_rolling_redeploy_never_stops_answering(pair) -> None:
+    key = _key(pair, "rolling")
+    with Load(pair, key, workers=1) as load:
+        done = pair.cli("redeploy", "pair", "--set", "max_model_len=2048", "--json", timeout=1800)
+        time.sleep(2)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["api_key"] == pair.api_key
+    assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
+    info = _wait_all_ready(pair)
+    for replica in info["replicas"]:
+        models = httpx.get(f"http://127.0.0.1:{replica['port']}/v1/models", timeout=30,
+                           headers={"Authorization": f"Bearer {pair.engine_key}"}).json()
+        assert models["data"][0]["max_model_len"] == 2048
