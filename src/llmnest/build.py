@@ -80,6 +80,7 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | No
         served = local.name
         path = str(local)
 
+    replicas = req.options.get("replicas") or 1
     docker_here = facts is not None and facts.has_docker_engine and device == "cuda"
     runtime = req.runtime or ("docker" if cloud or docker_here else "process")
     data: dict[str, object] = {
@@ -96,10 +97,10 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | No
         "port": req.port or 8080,
         "api_key_enabled": not req.no_api_key,
         "gateway": not (cloud or req.no_api_key or req.options.get("no_gateway")),
-        "replicas": req.options.get("replicas") or 1,
+        "replicas": replicas,
         "max_model_len": req.max_model_len or (model.max_model_len if model else None),
         "gpu_memory_utilization": model.gpu_memory_utilization if model else 0.9,
-        "tensor_parallel_size": default_tp(model, gpu_count) if device == "cuda" else 1,
+        "tensor_parallel_size": default_tp(model, max(gpu_count // replicas, 1)) if device == "cuda" else 1,
         "enforce_eager": device == "cpu",  # CPU: 27 s to ready instead of 137 s with torch.compile
         "reasoning_parser": model.reasoning if model else None,
         "trust_remote_code": model.trust_remote_code if model else False,

@@ -79,8 +79,9 @@ def test_answers_in_a_container_and_requires_the_key(docker_demo: Demo) -> None:
 
 
 def test_the_container_runs_the_rendered_docker_run(docker_demo: Demo) -> None:
-    """What the container runs is `run_argv` of the deployment's spec, option by option."""
-    spec = _spec(docker_demo)
+    """What the container runs is `run_argv` of the deployment's spec (its replica's, on the loopback port
+    behind the gateway), option by option."""
+    spec = _spec(docker_demo).listening_on("127.0.0.1", docker_demo.replica()["port"])
     argv, _ = run_argv(spec, spec.model_path or "", "key")
     fmt = ("{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{.HostConfig.RestartPolicy.Name}}|"
            "{{.HostConfig.NetworkMode}}|{{.HostConfig.IpcMode}}|{{json .HostConfig.Binds}}")
@@ -99,7 +100,8 @@ def test_cloud_bootstrap_runs_the_same_docker_run(docker_demo: Demo) -> None:
     path, the GPU (`--gpus all`) and device settings passed as `--env`; the engine flags tested here
     are all in it (the cloud adds GPU flags and binds 0.0.0.0)."""
     local = _spec(docker_demo)
-    cloud = resolve(local.model_copy(update={"target": "aliyun", "aliyun": AliyunPlacement(region="cn-hangzhou")}))
+    cloud = resolve(local.model_copy(update={"target": "aliyun", "aliyun": AliyunPlacement(region="cn-hangzhou"),
+                                             "gateway": False}))
     script = bootstrap.bootstrap_body(cloud).replace("\\\n", " ")
     runs = [shlex.split(line) for line in script.splitlines() if line.lstrip().startswith("docker run ")]
     assert len(runs) == 1, runs
@@ -155,7 +157,8 @@ def test_a_crashed_engine_comes_back_by_itself(docker_demo: Demo) -> None:
         pytest.fail("the container did not restart and answer again within 600 s")
     assert int(restarted[1]) != pid
     info = docker_demo.wait_ready(timeout=120)  # the supervisor saw the restart and the engine answer again
-    assert info["container"]["restarts_by_docker"] >= 1 and info["container"]["state"] == "running"
+    container = info["replicas"][0]["container"]
+    assert container["restarts_by_docker"] >= 1 and container["state"] == "running"
     assert info["restarts"] >= 1 and "Docker restarted it" in (info["last_error"] or "")
     assert docker_demo.chat("Hi", key="sk-wrong-key").status_code == 401
 

@@ -1,0 +1,137 @@
+"""The gateway `up` puts in front of local deployments: the spec's gateway and replicas, the key `up`
+prints (the gateway's `default`), what `show` prints, and what is refused before anything starts.
+(The real processes are in tests/e2e/test_replicas_e2e.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnest import lifecycle, state
+from llmnest.build import UpRequest, build_spec
+from llmnest.catalog import get_model
+from llmnest.errors import BadInput, Conflict
+from llmnest.gateway import keys
+from llmnest.gateway.db import Database
+from llmnest.host import Gpu, HostFacts
+from llmnest.plan.on_host import plan_for_spec
+from llmnest.spec import AliyunPlacement
+from llmnest.targets import Context, local_gateway
+from tests.conftest import run_cli
+
+CPU = HostFacts(gpus=(), has_docker_engine=False)
+A10x8 = HostFacts(gpus=tuple(Gpu("NVIDIA A10", 23028) for _ in range(8)), has_docker_engine=True)
+
+
+def spec_for(facts: HostFacts = CPU, model: str = "smollm2-135m", **kw):
+    return build_spec(UpRequest(model=model, **kw), get_model(model), facts)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_local_deployments_are_behind_the_gateway_unless_asked_not_to():
+    assert spec_for()[0].gateway and spec_for()[0].replicas == 1
+    assert not spec_for(options={"no_gateway": True})[0].gateway
+    direct, key = spec_for(no_api_key=True)  # the gateway is the keyed front: no key, no gateway
+    assert not direct.gateway and key is None
+    cloud, _ = build_spec(UpRequest(model="Qwen/QwQ-32B"), get_model("Qwen/QwQ-32B"), None,
+                          aliyun=AliyunPlacement(region="cn-hangzhou"))
+    assert not cloud.gateway
+    assert spec_for(options={"replicas": 3})[0].replicas == 3
+
+
+def test_replicas_need_the_gateway_and_their_gpus():
+    with pytest.raises(BadInput, match="several replicas need the gateway in front of them: drop --no-gateway"):
+        spec_for(options={"replicas": 2, "no_gateway": True})
+    with pytest.raises(BadInput, match="x replicas 3 = 12 exceeds the 8 GPUs"):
+        spec_for(A10x8, "Qwen/QwQ-32B", options={"replicas": 3}, sets={"tensor_parallel_size": "4"})
+    spec, _ = spec_for(A10x8, "Qwen/QwQ-32B", options={"replicas": 2})  # each replica gets half the GPUs
+    assert spec.tensor_parallel_size == 4
+    assert [spec.listening_on("127.0.0.1", 9000 + i, i).env["CUDA_VISIBLE_DEVICES"] for i in range(2)] == [
+        "0,1,2,3", "4,5,6,7"]
+    one = spec.model_copy(update={"replicas": 1}).listening_on("127.0.0.1", 9000)
+    assert "CUDA_VISIBLE_DEVICES" not in one.env and (one.host, one.port) == ("127.0.0.1", 9000)
+
+
+def test_the_plan_counts_every_replicas_memory(monkeypatch):
+    spec, _ = spec_for(sets={"cpu_kv_cache_gib": "6"})
+    model = get_model("smollm2-135m")
+    monkeypatch.setattr("llmnest.plan.on_host.host_memory_bytes", lambda: 16 * 2**30)
+    assert plan_for_spec(spec.model_copy(update={"replicas": 2}), model, ()).fits
+    crowded = plan_for_spec(spec.model_copy(update={"replicas": 3}), model, ())
+    assert not crowded.fits and crowded.reason.startswith("does not fit: 3 x (weights ")
+
+
+def test_up_prints_the_gateways_default_key_and_keeps_it(home):
+    first = local_gateway.user_key(None)
+    assert first == local_gateway.user_key(None) == (home / "gateway" / "default_key").read_text()
+    assert oct((home / "gateway" / "default_key").stat().st_mode & 0o777) == "0o600"
+    db = Database(None)
+    assert [k.name for k in keys.list_keys(db)] == ["default"]
+    _, alice = keys.create(db, "alice")
+    assert local_gateway.user_key(alice) == alice  # a key of the gateway may be given with --api-key
+    with pytest.raises(Conflict, match="--api-key is not a usable key of the gateway"):
+        local_gateway.user_key("sk-someone-elses-key")
+    keys.revoke(db, "default")
+    fresh = local_gateway.user_key(None)  # a revoked default is replaced, and printed from then on
+    assert fresh != first and keys.authenticate(db, fresh).name == "default"
+    db.close()
+
+
+def test_a_default_key_up_did_not_make_is_not_printed(home):
+    db = Database(None)
+    keys.create(db, "default")
+    with pytest.raises(Conflict, match="a key named `default` exists but `up` did not make it"):
+        local_gateway.user_key(None)
+    db.close()
+
+
+def test_the_first_api_key_given_becomes_the_default(home):
+    assert local_gateway.user_key("sk-chosen-by-me-1234") == "sk-chosen-by-me-1234"
+    db = Database(None)
+    assert keys.authenticate(db, "sk-chosen-by-me-1234").name == "default"
+    db.close()
+
+
+def test_show_prints_each_replica_and_the_gateway_reading_keys_from_files(home):
+    spec, key = spec_for(options={"replicas": 2}, port=18600)
+    spec = spec.model_copy(update={"model_path": "/models/smollm2"})
+    state.create(spec, key)
+    state.engine_key_path(spec.name).write_text("sk-internal-secret")
+    for index, port in enumerate((18601, 18602)):
+        state.put_unit(state.Unit(state.replica_id(spec.name, index), "engine", spec.name, index, "127.0.0.1", port))
+    command = lifecycle.show(spec.name, "command")
+    assert "sk-internal-secret" not in command and key not in command
+    assert command.count("engine_key)") == 2 and "--port 18601" in command and "--port 18602" in command
+    assert "\n# the gateway on 127.0.0.1:18600\n" in command
+    script = lifecycle.show(spec.name, "script").splitlines()
+    backgrounded = [i for i, line in enumerate(script) if line.endswith(" &")]
+    execs = [i for i, line in enumerate(script) if line.startswith("exec ")]
+    assert len(backgrounded) == 2 and len(execs) == 1 and execs[0] > backgrounded[-1]  # engines, then the gateway
+    assert "--deployments-on-port" in lifecycle.show(spec.name, "script")
+
+
+def test_a_port_someone_else_uses_is_refused_before_anything(home):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(Conflict, match=f"port {port} on 127.0.0.1 is already in use"):
+            lifecycle.up(UpRequest(model="smollm2-135m", port=port), Context())
+    assert state.names() == [] and not (home / "gateway.db").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--replicas", "2", "--no-gateway"], "several replicas need the gateway in front of them"),
+    (["--replicas", "2", "--target", "aliyun", "--region", "cn-hangzhou"],
+     "--replicas is for --target local: add --target local, or drop it to deploy on Alibaba Cloud"),
+    (["--replicas", "0"], "Invalid value for '--replicas'"),
+])
+def test_bad_replica_options_get_one_line(args, message, home):
+    done = run_cli({"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}, "up", *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
