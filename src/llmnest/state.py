@@ -196,6 +196,10 @@ def _row(conn: sqlite3.Connection, row: sqlite3.Row) -> Deployment:
     spec = DeploymentSpec.from_json(row["spec"])
     units = [_unit(u) for u in conn.execute(
         "SELECT * FROM units WHERE deployment = ? AND kind = 'engine' ORDER BY idx", (spec.name,))]
+    if not units and spec.target == "local" and row["supervisor_pid"]:  # recorded before replicas were
+        units = [Unit(replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port, row["status"],
+                      row["pid"], row["supervisor_pid"], row["started_at"], row["ready_at"], row["restarts"],
+                      row["last_error"])]
     if units:  # the replicas' supervisors keep these; the deployment shows them together
         errors = [u.last_error for u in units if u.last_error]
         status = _status_of(units)

@@ -44,24 +44,38 @@ class Outcome:
     ended: float
     ok: bool
     detail: str
+    usage: tuple[int, int] = (0, 0)  # prompt and completion tokens, as the client received them
 
 
 class Load:
-    """Steady streaming chat requests from `workers` threads until stopped; every outcome kept."""
+    """Requests from `workers` threads until stopped, every outcome kept. With `mixed`, worker i uses
+    key i % 2 and each request is one of chat or completions, streamed (usage asked for) or not."""
 
-    def __init__(self, demo: Demo, key: str, workers: int = 2, max_tokens: int = 8) -> None:
-        self.demo, self.key, self.max_tokens = demo, key, max_tokens
+    def __init__(self, demo: Demo, keys: list[str], workers: int = 2, mixed: bool = False) -> None:
+        self.demo, self.keys, self.mixed = demo, keys, mixed
         self.outcomes: list[Outcome] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
 
-    def _one(self, n: int) -> Outcome:
+    def _one(self, n: int, key: str) -> Outcome:
         t0 = time.monotonic()
-        body = {"model": self.demo.model, "max_tokens": self.max_tokens, "stream": True,
-                "messages": [{"role": "user", "content": f"Say a word about the number {n}."}]}
+        chat, stream = (n % 2 == 0, n % 3 != 0) if self.mixed else (True, True)
+        body: dict = {"model": self.demo.model, "max_tokens": 8 + n % 5, "stream": stream,
+                      **({"stream_options": {"include_usage": True}} if stream else {})}
+        if chat:
+            body["messages"] = [{"role": "user", "content": f"Say a word about the number {n}."}]
+        else:
+            body["prompt"] = f"The number {n} is"
+        url = f"{self.demo.base_url}/{'chat/completions' if chat else 'completions'}"
+        headers = {"Authorization": f"Bearer {key}"}
         try:
-            with httpx.stream("POST", f"{self.demo.base_url}/chat/completions", json=body, timeout=90,
-                              headers={"Authorization": f"Bearer {self.key}"}) as resp:
+            if not stream:
+                resp = httpx.post(url, json=body, headers=headers, timeout=90)
+                if resp.status_code != 200:
+                    return Outcome(t0, time.monotonic(), False, f"HTTP {resp.status_code}: {resp.text[:200]}")
+                used = resp.json()["usage"]
+                return Outcome(t0, time.monotonic(), True, "", (used["prompt_tokens"], used["completion_tokens"]))
+            with httpx.stream("POST", url, json=body, timeout=90, headers=headers) as resp:
                 if resp.status_code != 200:
                     return Outcome(t0, time.monotonic(), False, f"HTTP {resp.status_code}: {resp.read()[:200]!r}")
                 events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
@@ -69,12 +83,14 @@ class Load:
             return Outcome(t0, time.monotonic(), False, type(exc).__name__)
         errors = [e for e in events if '"error"' in e]
         ok = not errors and events[-1:] == ["[DONE]"]
-        return Outcome(t0, time.monotonic(), ok, errors[0] if errors else ("" if ok else "no [DONE]"))
+        usage = [json.loads(e)["usage"] for e in events[:-1] if ok and json.loads(e).get("usage")]
+        received = (usage[-1]["prompt_tokens"], usage[-1]["completion_tokens"]) if usage else (0, 0)
+        return Outcome(t0, time.monotonic(), ok, errors[0] if errors else ("" if ok else "no [DONE]"), received)
 
     def _run(self, worker: int) -> None:
         n = worker * 100_000
         while not self.stop.is_set():
-            self.outcomes.append(self._one(n))
+            self.outcomes.append(self._one(n, self.keys[worker % len(self.keys)]))
             n += 1
 
     def __enter__(self) -> Load:
@@ -110,26 +126,30 @@ def _wait_all_ready(demo: Demo, timeout: float = 900) -> dict:
     raise AssertionError(f"replicas not ready again: {info['replicas']}")
 
 
-def test_both_replicas_serve_and_usage_equals_their_counters(pair) -> None:
-    key = _key(pair, "mixed")
+def test_both_replicas_serve_and_usage_is_exact(pair) -> None:
+    """A mixed run (chat and completions, streamed and not, two keys, two replicas): the usage rows sum to
+    what the clients received and to the change in the replicas' own vLLM token counters."""
+    keys = [_key(pair, "mixed-a"), _key(pair, "mixed-b")]
     roots = [f"http://127.0.0.1:{r['port']}" for r in pair.status()["replicas"]]
     before = [vllm_tokens(root) for root in roots]
-    with Load(pair, key, workers=4) as load:
-        time.sleep(20)
+    with Load(pair, keys, workers=4, mixed=True) as load:
+        time.sleep(30)
     assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
     after = [vllm_tokens(root) for root in roots]
     served = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
     assert all(s > 0 for s in served), f"a replica got no work: {served}"
-    row = _requests_of(pair, "mixed")
-    assert row["requests"] == len(load.outcomes)
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (
-        sum(a[0] - b[0] for a, b in zip(after, before, strict=True)), sum(served))
+    rows = [_requests_of(pair, "mixed-a"), _requests_of(pair, "mixed-b")]
+    assert sum(r["requests"] for r in rows) == len(load.outcomes) and all(r["requests"] for r in rows)
+    recorded = (sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows))
+    received = (sum(o.usage[0] for o in load.outcomes), sum(o.usage[1] for o in load.outcomes))
+    engines = (sum(a[0] - b[0] for a, b in zip(after, before, strict=True)), sum(served))
+    assert recorded == received == engines
 
 
 def test_a_killed_replica_costs_no_request_that_starts_after_it(pair) -> None:
     key = _key(pair, "replica-fault")
     victim = pair.status()["replicas"][1]
-    with Load(pair, key) as load:
+    with Load(pair, [key]) as load:
         time.sleep(5)
         killed_at = time.monotonic()
         os.kill(victim["pid"], signal.SIGKILL)
@@ -145,7 +165,7 @@ def test_a_killed_replica_costs_no_request_that_starts_after_it(pair) -> None:
 def test_a_killed_gateway_comes_back_and_loses_no_completed_usage(pair) -> None:
     key = _key(pair, "gateway-fault")
     gateway = pair.status()["gateway"]
-    with Load(pair, key) as load:
+    with Load(pair, [key]) as load:
         time.sleep(5)
         os.kill(gateway["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -161,7 +181,7 @@ def test_a_killed_gateway_comes_back_and_loses_no_completed_usage(pair) -> None:
 
 def test_rolling_redeploy_never_stops_answering(pair) -> None:
     key = _key(pair, "rolling")
-    with Load(pair, key, workers=1) as load:
+    with Load(pair, [key], workers=1) as load:
         done = pair.cli("redeploy", "pair", "--set", "max_model_len=2048", "--json", timeout=1800)
         time.sleep(2)
     assert done.returncode == 0, done.stderr
