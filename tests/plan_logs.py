@@ -35,9 +35,14 @@ def _model(entry: str | dict[str, Any]) -> CatalogModel:
 
 
 def _gpu(case: dict[str, Any]) -> tuple[GpuModel, int | None]:
-    """The catalog card (its CUDA total is what is tested), or a stand-in with the logged total."""
+    """The catalog card (its CUDA total is what is tested), or a stand-in with the logged total.
+
+    `nvlink`, when a case states it, is the link the log shows (e.g. "custom allreduce is disabled because your
+    platform lacks GPU P2P capability", or a group that spans nodes): it overrides the catalog card's.
+    """
     if case["catalog_gpu"]:
-        return gpu_model(case["catalog_gpu"]), None
+        card = gpu_model(case["catalog_gpu"])
+        return (card.model_copy(update={"nvlink": case["nvlink"]}) if "nvlink" in case else card), None
     mib = round(case["cuda_total_gib"] * 1024)
     card = GpuModel(key=case["gpu"], display_name=case["gpu"], memory_gb=max(1, mib // 1024), memory_mib=mib,
                     cuda_total_mib=mib, cuda_total_measured=True, cuda_total_source="the log",

@@ -40,11 +40,20 @@ LOGITS_BYTES = 4  # the sampler works on fp32 logits
 # fp32 copy and the probabilities; one vLLM 0.11 log gives 3.0.
 SAMPLER_COPIES_NATIVE = 10
 SAMPLER_COPIES_FLASHINFER = 3
-NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.08 to 0.20 GiB.
-# NCCL buffers per other tensor-parallel rank: NCCL opens many channels over NVLink / NVSwitch and few over
-# PCIe. Logs: 8 x A100-SXM4 (NVLink) 2.10 GiB at tp 8; PCIe cards 0.20 to 0.43 GiB at tp 4.
-NON_TORCH_PER_PEER_NVLINK = round(0.28 * GIB)
-NON_TORCH_PER_PEER_PCIE = round(0.08 * GIB)
+NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.01 to 0.20 GiB.
+# NCCL buffers on each GPU once tp > 1. NCCL allocates them per channel (a ring channel has one peer to send
+# to and one to receive from whatever the tp size), and the channel count follows the link's bandwidth, not
+# the rank count: many channels over NVLink / NVSwitch, a few over PCIe, shared memory or a network. So the
+# term is one figure per link kind, not a figure per peer. vLLM up to 0.10 (and V0) takes its baseline
+# snapshot before NCCL starts, so these buffers land in its non_torch_memory; vLLM PR #25359 moved the
+# snapshot after NCCL's start-up (which release first carries it was not established), after which only
+# buffers NCCL allocates during the profiling forward count. The plan counts them always: the safe side.
+# NVLink: 8 x A100-SXM4 (p4d) logged 2.10 GiB at tp 8, so 1.95 above the base; the same figure is charged
+# at tp 2 and 4, where NCCL opens as many channels. PCIe and no-P2P: 22 GB cards 0.20 GiB at tp 4,
+# A100-PCIE 0.34 to 0.43 GiB at tp 4 (vllm-project/vllm#16570), 2 x 48 GB cards 0.32 GiB at tp 2 and
+# 44.39 GiB PCIe cards 0.36 GiB at tp 4 (docs/plan.md); the largest, 0.43, less the base.
+NCCL_NVLINK = round(1.95 * GIB)
+NCCL_PCIE = round(0.28 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
 # Not calibrated (no published log with the figure): vLLM >= 0.21 subtracts its CUDA graph estimate.
 CUDA_GRAPH_BYTES = round(0.75 * GIB)
@@ -170,8 +179,10 @@ def activation_bytes(
 
 
 def non_torch_bytes(tp: int, nvlink: bool) -> int:
-    """vLLM's "non_torch_memory" on one GPU: a base plus NCCL buffers per other TP rank."""
-    return NON_TORCH_BASE + (NON_TORCH_PER_PEER_NVLINK if nvlink else NON_TORCH_PER_PEER_PCIE) * (tp - 1)
+    """vLLM's "non_torch_memory" on one GPU: a base, plus NCCL's buffers once there is a peer to talk to."""
+    if tp <= 1:
+        return NON_TORCH_BASE
+    return NON_TORCH_BASE + (NCCL_NVLINK if nvlink else NCCL_PCIE)
 
 
 def cuda_graph_bytes(vllm_version: str, enforce_eager: bool) -> int:
