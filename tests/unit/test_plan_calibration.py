@@ -16,11 +16,9 @@ from tests.plan_logs import CALIBRATION, HELD_OUT, load, replay
 CALIBRATION_CASES = load(CALIBRATION)
 HELD_OUT_CASES = load(HELD_OUT)
 # Held-out logs the planner misses by more than 3%, each on the safe side (under), and why.
-# Both come from the NCCL term: the catalog's A100 is taken as NVLink-connected (Alibaba's A100 types are) and
-# every PCIe peer is charged 0.08 GiB, while these runs kept 0.1 to 0.2 GiB of non-torch memory in all.
 KNOWN_MISSES = {
-    "qwen2-7b-a100-40g-tp2-two-nodes-util0.5": "-3.2%: tensor parallel over Ray across two nodes (no NVLink)",
-    "qwen3-235b-a22b-fp8-l40s-tp8-ep": "-3.7%: 8 PCIe L40S logged 0.21 GiB of non-torch memory, planned 0.71",
+    "qwen2-7b-a100-40g-tp2-two-nodes-util0.5": "-3.2%: tensor parallel over Ray across two nodes; NCCL over the"
+    " network keeps its buffers in host memory, the plan charges the PCIe figure (0.28 GiB)",
 }
 
 
@@ -68,5 +66,5 @@ def test_the_sets_are_disjoint_and_every_case_is_sourced():
 def test_the_catalog_total_matters():
     """Taking the A100 40 GB at its nominal 40 GiB would over-predict the held-out log: the bar would catch it."""
     case = next(c for c in HELD_OUT_CASES if c["catalog_gpu"] == "A100-40G")
-    nominal = {**case, "catalog_gpu": None, "cuda_total_gib": 40.0, "nvlink": True}
+    nominal = {**case, "catalog_gpu": None, "cuda_total_gib": 40.0, "nvlink": case.get("nvlink", True)}
     assert replay(nominal).predicted_gib > replay(case).predicted_gib + 0.3
