@@ -11,7 +11,7 @@ import pytest
 
 from llmnest.plan import confidence
 
-from tests.plan_logs import CALIBRATION, HELD_OUT, load, replay
+from tests.plan_logs import CALIBRATION, DOCS, HELD_OUT, load, replay, table
 
 CALIBRATION_CASES = load(CALIBRATION)
 HELD_OUT_CASES = load(HELD_OUT)
@@ -68,3 +68,9 @@ def test_the_catalog_total_matters():
     case = next(c for c in HELD_OUT_CASES if c["catalog_gpu"] == "A100-40G")
     nominal = {**case, "catalog_gpu": None, "cuda_total_gib": 40.0, "nvlink": case.get("nvlink", True)}
     assert replay(nominal).predicted_gib > replay(case).predicted_gib + 0.3
+
+
+def test_the_docs_show_the_tables_the_fixtures_give():
+    """docs/plan.md's predicted-vs-logged tables are generated (python -m tests.plan_logs --write), not typed."""
+    doc = DOCS.read_text()
+    assert table(CALIBRATION) in doc and table(HELD_OUT) in doc
