@@ -45,9 +45,9 @@ NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per G
 # to and one to receive from whatever the tp size), and the channel count follows the link's bandwidth, not
 # the rank count: many channels over NVLink / NVSwitch, a few over PCIe, shared memory or a network. So the
 # term is one figure per link kind, not a figure per peer. vLLM up to 0.10 (and V0) takes its baseline
-# snapshot before NCCL starts, so these buffers land in its non_torch_memory; vLLM PR #25359 moved the
-# snapshot after NCCL's start-up (which release first carries it was not established), after which only
-# buffers NCCL allocates during the profiling forward count. The plan counts them always: the safe side.
+# snapshot before NCCL starts, so these buffers land in its non_torch_memory; from 0.11.0 (vLLM PR #25359)
+# the snapshot follows NCCL's start-up, and only buffers NCCL allocates during the profiling forward count.
+# No 0.11 log with tp > 1 sized that remainder, so the plan charges the full figure always: the safe side.
 # NVLink: 8 x A100-SXM4 (p4d) logged 2.10 GiB at tp 8, so 1.95 above the base; the same figure is charged
 # at tp 2 and 4, where NCCL opens as many channels. PCIe and no-P2P: 22 GB cards 0.20 GiB at tp 4,
 # A100-PCIE 0.34 to 0.43 GiB at tp 4 (vllm-project/vllm#16570), 2 x 48 GB cards 0.32 GiB at tp 2 and
