@@ -35,10 +35,13 @@ MIB = 1024**2
 LOGITS_BYTES = 4  # the sampler works on fp32 logits
 # Fitted to the calibration logs (tests/data/vllm_gpu_logs.yaml; each constant names the logs it came from):
 # fp32 [max_num_seqs x vocab] buffers alive at the profiling sampler's peak. PyTorch-native top-k/top-p (V0,
-# and V1 without FlashInfer) sorts the logits: values, int64 indices, softmax, the exponential draw; logs give
-# 9.1 to 9.6. FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their
-# fp32 copy and the probabilities; one vLLM 0.11 log gives 3.0.
-SAMPLER_COPIES_NATIVE = 10
+# and V1 without FlashInfer; vllm/v1/sample/ops/topk_topp_sampler.py apply_top_k_top_p) sorts the fp32 logits,
+# and the peak is inside that sort: the 16-bit logits (0.5) and their fp32 copy (1) stay alive, and PyTorch's
+# segmented sort holds the sorted values (1), an int64 index iota as input (2), the int64 indices out (2) and
+# cub's alternate key and value buffers (1 + 2): 9.5. The calibration logs imply 9.1 to 9.6.
+SAMPLER_COPIES_NATIVE = 9.5
+# FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their fp32 copy
+# and the probabilities; one vLLM 0.11 log gives 3.0.
 SAMPLER_COPIES_FLASHINFER = 3
 NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.01 to 0.20 GiB.
 # NCCL buffers on each GPU once tp > 1. NCCL allocates them per channel (a ring channel has one peer to send
@@ -165,7 +168,7 @@ def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp
 def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, flashinfer: bool = True) -> int:
     """Peak of the profiling pass's sampler: fp32 rows of vocab logits for every request it samples."""
     copies = SAMPLER_COPIES_FLASHINFER if flashinfer else SAMPLER_COPIES_NATIVE
-    return copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES
+    return round(copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES)
 
 
 def activation_bytes(
