@@ -175,3 +175,11 @@ def test_old_gpus_fall_back_to_fp16_and_refuse_bf16_and_fp8():
         with pytest.raises(BadInput):
             plan_gpus(qwen7, gpu_model("T4"), 1, dtype=dtype)
     assert plan_gpus(qwen7, gpu_model("L20"), 1, dtype="fp8").weights_bytes == qwen7.params + 2 * 152064 * 3584
+
+
+def test_pipeline_stages_are_charged_nccl_buffers_too():
+    """tp 1 x pp 2 talks over NCCL between stages: the same link-kind term as tp 2, none on one GPU."""
+    qwen8, a10 = get_model("Qwen/Qwen3-8B"), gpu_model("A10")
+    staged = plan_gpus(qwen8, a10, 2, tensor_parallel_size=1, pipeline_parallel_size=2)
+    single = plan_gpus(qwen8, a10, 1, tensor_parallel_size=1)
+    assert staged.overhead_bytes - single.overhead_bytes == mem.NCCL_PCIE

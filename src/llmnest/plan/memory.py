@@ -53,8 +53,9 @@ NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per G
 # No 0.11 log with tp > 1 sized that remainder, so the plan charges the full figure always: the safe side.
 # NVLink: 8 x A100-SXM4 (p4d) logged 2.10 GiB at tp 8, so 1.95 above the base; the same figure is charged
 # at tp 2 and 4, where NCCL opens as many channels. PCIe and no-P2P: 22 GB cards 0.20 GiB at tp 4,
-# A100-PCIE 0.34 to 0.43 GiB at tp 4 (vllm-project/vllm#16570), 2 x 48 GB cards 0.32 GiB at tp 2 and
-# 44.39 GiB PCIe cards 0.36 GiB at tp 4 (docs/plan.md); the largest, 0.43, less the base.
+# A100-PCIE 0.34 to 0.43 GiB at tp 4 (vllm-project/vllm#16570), 2 x A40 0.32 GiB at tp 2 and 44.39 GiB
+# PCIe cards 0.36 GiB at tp 4 or more (docs/plan.md); the largest, 0.43, less the base. Pipeline-parallel
+# stages talk over NCCL too, so the term counts every rank of tp x pp.
 NCCL_NVLINK = round(1.95 * GIB)
 NCCL_PCIE = round(0.28 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
@@ -181,9 +182,9 @@ def activation_bytes(
     return peak + round(batched_tokens * model.hidden_size * act_bytes)
 
 
-def non_torch_bytes(tp: int, nvlink: bool) -> int:
+def non_torch_bytes(ranks: int, nvlink: bool) -> int:
     """vLLM's "non_torch_memory" on one GPU: a base, plus NCCL's buffers once there is a peer to talk to."""
-    if tp <= 1:
+    if ranks <= 1:
         return NON_TORCH_BASE
     return NON_TORCH_BASE + (NCCL_NVLINK if nvlink else NCCL_PCIE)
 
@@ -240,7 +241,7 @@ def gpu_budget(
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
         activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler),
-        non_torch=non_torch_bytes(tp, nvlink),
+        non_torch=non_torch_bytes(tp * pp, nvlink),
         cuda_graphs=cuda_graph_bytes(engine.vllm_version, engine.enforce_eager), batched_tokens=batched,
         max_seqs=seqs,
     )
