@@ -1,6 +1,7 @@
 """Replays a published vLLM startup log (tests/data/vllm_gpu_logs*.yaml) through the planner.
 
-`python -m tests.plan_logs` prints the predicted-vs-logged table docs/plan.md shows.
+`python -m tests.plan_logs` prints the predicted-vs-logged tables; `python -m tests.plan_logs --write` puts them
+into docs/plan.md between its `<!-- plan_logs: NAME -->` and `<!-- /plan_logs -->` lines.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import sys
 
 import yaml
 
@@ -17,6 +20,7 @@ from llmnest.plan.hardware import GpuModel
 from llmnest.plan.memory import EngineSettings
 
 DATA = Path(__file__).resolve().parent / "data"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "plan.md"
 CALIBRATION = DATA / "vllm_gpu_logs.yaml"
 HELD_OUT = DATA / "vllm_gpu_logs_heldout.yaml"
 GIB = 1024**3
@@ -35,9 +39,14 @@ def _model(entry: str | dict[str, Any]) -> CatalogModel:
 
 
 def _gpu(case: dict[str, Any]) -> tuple[GpuModel, int | None]:
-    """The catalog card (its CUDA total is what is tested), or a stand-in with the logged total."""
+    """The catalog card (its CUDA total is what is tested), or a stand-in with the logged total.
+
+    `nvlink`, when a case states it, is the link the log shows (e.g. "custom allreduce is disabled because your
+    platform lacks GPU P2P capability", or a group that spans nodes): it overrides the catalog card's.
+    """
     if case["catalog_gpu"]:
-        return gpu_model(case["catalog_gpu"]), None
+        card = gpu_model(case["catalog_gpu"])
+        return (card.model_copy(update={"nvlink": case["nvlink"]}) if "nvlink" in case else card), None
     mib = round(case["cuda_total_gib"] * 1024)
     card = GpuModel(key=case["gpu"], display_name=case["gpu"], memory_gb=max(1, mib // 1024), memory_mib=mib,
                     cuda_total_mib=mib, cuda_total_measured=True, cuda_total_source="the log",
@@ -90,7 +99,24 @@ def table(path: Path) -> str:
     return "\n".join(rows)
 
 
+def write_docs(doc: Path = DOCS) -> None:
+    """Replace each generated table in `doc` with a fresh one."""
+    lines, out, skipping = doc.read_text().splitlines(), [], False
+    for line in lines:
+        if line.startswith("<!-- plan_logs: "):
+            name = line.removeprefix("<!-- plan_logs: ").removesuffix(" -->")
+            out += [line, table({"calibration": CALIBRATION, "held out": HELD_OUT}[name])]
+            skipping = True
+        elif line == "<!-- /plan_logs -->":
+            skipping = False
+        if not skipping:
+            out.append(line)
+    doc.write_text("\n".join(out) + "\n")
+
+
 if __name__ == "__main__":
-    for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT)):
-        if path.exists():
+    if "--write" in sys.argv[1:]:
+        write_docs()
+    else:
+        for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT)):
             print(f"{name}:\n{table(path)}\n")

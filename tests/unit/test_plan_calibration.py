@@ -11,17 +11,10 @@ import pytest
 
 from llmnest.plan import confidence
 
-from tests.plan_logs import CALIBRATION, HELD_OUT, load, replay
+from tests.plan_logs import CALIBRATION, DOCS, HELD_OUT, load, replay, table
 
 CALIBRATION_CASES = load(CALIBRATION)
 HELD_OUT_CASES = load(HELD_OUT)
-# Held-out logs the planner misses by more than 3%, each on the safe side (under), and why.
-# Both come from the NCCL term: the catalog's A100 is taken as NVLink-connected (Alibaba's A100 types are) and
-# every PCIe peer is charged 0.08 GiB, while these runs kept 0.1 to 0.2 GiB of non-torch memory in all.
-KNOWN_MISSES = {
-    "qwen2-7b-a100-40g-tp2-two-nodes-util0.5": "-3.2%: tensor parallel over Ray across two nodes (no NVLink)",
-    "qwen3-235b-a22b-fp8-l40s-tp8-ep": "-3.7%: 8 PCIe L40S logged 0.21 GiB of non-torch memory, planned 0.71",
-}
 
 
 def _ids(cases):
@@ -34,10 +27,7 @@ def test_held_out_logs_meet_the_bar(case):
     assert result.error_pct <= 1.0, f"over-predicts {case['id']} by {result.error_pct:+.1f}%"
     if result.logged_tokens:  # the capacity vLLM logs, in tokens, holds the same bar
         assert result.predicted_tokens <= 1.01 * result.logged_tokens
-    if case["id"] in KNOWN_MISSES:
-        assert -4.0 <= result.error_pct < -3.0, (case["id"], result.error_pct)
-    else:
-        assert result.error_pct >= -3.0, (case["id"], result.error_pct)
+    assert result.error_pct >= -3.0, (case["id"], result.error_pct)
 
 
 @pytest.mark.parametrize("case", CALIBRATION_CASES, ids=_ids(CALIBRATION_CASES))
@@ -68,5 +58,11 @@ def test_the_sets_are_disjoint_and_every_case_is_sourced():
 def test_the_catalog_total_matters():
     """Taking the A100 40 GB at its nominal 40 GiB would over-predict the held-out log: the bar would catch it."""
     case = next(c for c in HELD_OUT_CASES if c["catalog_gpu"] == "A100-40G")
-    nominal = {**case, "catalog_gpu": None, "cuda_total_gib": 40.0, "nvlink": True}
+    nominal = {**case, "catalog_gpu": None, "cuda_total_gib": 40.0, "nvlink": case.get("nvlink", True)}
     assert replay(nominal).predicted_gib > replay(case).predicted_gib + 0.3
+
+
+def test_the_docs_show_the_tables_the_fixtures_give():
+    """docs/plan.md's predicted-vs-logged tables are generated (python -m tests.plan_logs --write), not typed."""
+    doc = DOCS.read_text()
+    assert table(CALIBRATION) in doc and table(HELD_OUT) in doc

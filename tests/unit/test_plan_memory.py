@@ -83,7 +83,7 @@ def test_gpu_arithmetic_by_hand():
     forward = 2048 * (3 * 5120 + 3 * 27648 / 4) * 2
     sampler = 3 * 256 * 152064 * 4  # FlashInfer's sampler, larger than the forward: the activation peak
     activations = sampler + 2048 * 5120 * 2
-    non_torch = round(0.15 * GIB) + 3 * round(0.08 * GIB)
+    non_torch = round(0.15 * GIB) + round(0.28 * GIB)  # the base and NCCL's buffers over PCIe
     assert sampler > forward
     kv = usable - weights - activations - non_torch
     assert plan.kv_cache_bytes == kv and plan.overhead_bytes == activations + non_torch
@@ -111,9 +111,10 @@ def test_overhead_follows_the_profilers_terms():
     assert mem.sampler_bytes(qwen8, 1024, 512) == mem.sampler_bytes(qwen8, 512, 512)  # at most one per token
     # PyTorch's own top-k/top-p sorts the logits: far more memory than FlashInfer's sampler
     assert mem.sampler_bytes(qwen8, 256, 2048, flashinfer=False) > 3 * mem.sampler_bytes(qwen8, 256, 2048)
-    # NCCL buffers grow with the peers, more over NVLink; a single GPU has only the base
+    # NCCL's buffers come with the first peer and follow the link, not the peer count; one GPU has only the base
     assert mem.non_torch_bytes(1, True) == mem.non_torch_bytes(1, False) == mem.NON_TORCH_BASE
-    assert mem.non_torch_bytes(8, True) > mem.non_torch_bytes(8, False) > mem.non_torch_bytes(2, False)
+    assert mem.non_torch_bytes(2, False) == mem.non_torch_bytes(8, False) == mem.NON_TORCH_BASE + mem.NCCL_PCIE
+    assert mem.non_torch_bytes(2, True) == mem.non_torch_bytes(8, True) > mem.non_torch_bytes(8, False)
     # CUDA graphs are subtracted only by vLLM >= 0.21 and never in eager mode
     assert mem.cuda_graph_bytes("0.11.0", False) == 0
     assert mem.cuda_graph_bytes("0.33.0", False) == mem.CUDA_GRAPH_BYTES
@@ -174,3 +175,11 @@ def test_old_gpus_fall_back_to_fp16_and_refuse_bf16_and_fp8():
         with pytest.raises(BadInput):
             plan_gpus(qwen7, gpu_model("T4"), 1, dtype=dtype)
     assert plan_gpus(qwen7, gpu_model("L20"), 1, dtype="fp8").weights_bytes == qwen7.params + 2 * 152064 * 3584
+
+
+def test_pipeline_stages_are_charged_nccl_buffers_too():
+    """tp 1 x pp 2 talks over NCCL between stages: the same link-kind term as tp 2, none on one GPU."""
+    qwen8, a10 = get_model("Qwen/Qwen3-8B"), gpu_model("A10")
+    staged = plan_gpus(qwen8, a10, 2, tensor_parallel_size=1, pipeline_parallel_size=2)
+    single = plan_gpus(qwen8, a10, 1, tensor_parallel_size=1)
+    assert staged.overhead_bytes - single.overhead_bytes == mem.NCCL_PCIE

@@ -12,10 +12,12 @@ if TYPE_CHECKING:
     from .hardware import GpuModel
     from .memory import GpuBudget
 
+from .memory import NON_TORCH_BASE
+
 GIB = 1024**3
 # The KV cache's lowest and highest error on the held-out logs, percent (tests/unit/test_plan_calibration.py
 # recomputes both from the logs, so this cannot drift from them).
-HELD_OUT_ERROR = (-3.7, -0.3)
+HELD_OUT_ERROR = (-2.6, -0.3)
 OVERHEAD_SPREAD = round(0.4 * GIB)  # the largest miss, per GPU, on any calibration or held-out log
 
 CPU_PROVENANCE = (
@@ -27,6 +29,15 @@ CPU_PROVENANCE = (
 
 def _gib(n: float) -> str:
     return f"{n / GIB:,.2f} GiB"
+
+
+def _nccl(gpu: GpuModel, budget: GpuBudget) -> str:
+    """What of the non-torch term is NCCL's, and over which link (nothing on one GPU)."""
+    nccl = budget.non_torch - NON_TORCH_BASE
+    if not nccl:
+        return ""
+    link = "NVLink" if gpu.nvlink else "PCIe"
+    return f" (of which NCCL's buffers over {link} {_gib(nccl)}, whatever the tp size)"
 
 
 def gpu_provenance(gpu: GpuModel, total: int, budget: GpuBudget) -> tuple[str, ...]:
@@ -46,8 +57,8 @@ def gpu_provenance(gpu: GpuModel, total: int, budget: GpuBudget) -> tuple[str, .
         "exact: weights from the parameter count (every expert), KV bytes per token from the architecture,"
         " blocks and the logged capacity rounded as vLLM does",
         f"estimate: activation peak {_gib(budget.activations)} (the larger of a {budget.batched_tokens}-token"
-        f" forward and a {budget.max_seqs}-request sampler), non-torch {_gib(budget.non_torch)}, CUDA graphs"
-        f" {_gib(budget.cuda_graphs)}: vLLM's profiler terms, fitted to published startup logs",
+        f" forward and a {budget.max_seqs}-request sampler), non-torch {_gib(budget.non_torch)}{_nccl(gpu, budget)},"
+        f" CUDA graphs {_gib(budget.cuda_graphs)}: vLLM's profiler terms, fitted to published startup logs",
         f"how sure: on held-out published logs the KV cache came out {HELD_OUT_ERROR[0]:+.1f}% to"
         f" {HELD_OUT_ERROR[1]:+.1f}% of what vLLM logged; the overhead terms missed by up to {spread} per GPU{band}."
         " Assumes vLLM's CUDA image (FlashInfer sampler); without FlashInfer the sampler needs about 3 times more",

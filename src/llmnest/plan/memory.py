@@ -35,16 +35,29 @@ MIB = 1024**2
 LOGITS_BYTES = 4  # the sampler works on fp32 logits
 # Fitted to the calibration logs (tests/data/vllm_gpu_logs.yaml; each constant names the logs it came from):
 # fp32 [max_num_seqs x vocab] buffers alive at the profiling sampler's peak. PyTorch-native top-k/top-p (V0,
-# and V1 without FlashInfer) sorts the logits: values, int64 indices, softmax, the exponential draw; logs give
-# 9.1 to 9.6. FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their
-# fp32 copy and the probabilities; one vLLM 0.11 log gives 3.0.
-SAMPLER_COPIES_NATIVE = 10
+# and V1 without FlashInfer; vllm/v1/sample/ops/topk_topp_sampler.py apply_top_k_top_p) sorts the fp32 logits,
+# and the peak is inside that sort: the 16-bit logits (0.5) and their fp32 copy (1) stay alive, and PyTorch's
+# segmented sort holds the sorted values (1), an int64 index iota as input (2), the int64 indices out (2) and
+# cub's alternate key and value buffers (1 + 2): 9.5. The calibration logs imply 9.1 to 9.6.
+SAMPLER_COPIES_NATIVE = 9.5
+# FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their fp32 copy
+# and the probabilities; one vLLM 0.11 log gives 3.0.
 SAMPLER_COPIES_FLASHINFER = 3
-NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.08 to 0.20 GiB.
-# NCCL buffers per other tensor-parallel rank: NCCL opens many channels over NVLink / NVSwitch and few over
-# PCIe. Logs: 8 x A100-SXM4 (NVLink) 2.10 GiB at tp 8; PCIe cards 0.20 to 0.43 GiB at tp 4.
-NON_TORCH_PER_PEER_NVLINK = round(0.28 * GIB)
-NON_TORCH_PER_PEER_PCIE = round(0.08 * GIB)
+NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.01 to 0.20 GiB.
+# NCCL buffers on each GPU once tp > 1. NCCL allocates them per channel (a ring channel has one peer to send
+# to and one to receive from whatever the tp size), and the channel count follows the link's bandwidth, not
+# the rank count: many channels over NVLink / NVSwitch, a few over PCIe, shared memory or a network. So the
+# term is one figure per link kind, not a figure per peer. vLLM up to 0.10 (and V0) takes its baseline
+# snapshot before NCCL starts, so these buffers land in its non_torch_memory; from 0.11.0 (vLLM PR #25359)
+# the snapshot follows NCCL's start-up, and only buffers NCCL allocates during the profiling forward count.
+# No 0.11 log with tp > 1 sized that remainder, so the plan charges the full figure always: the safe side.
+# NVLink: 8 x A100-SXM4 (p4d) logged 2.10 GiB at tp 8, so 1.95 above the base; the same figure is charged
+# at tp 2 and 4, where NCCL opens as many channels. PCIe and no-P2P: 22 GB cards 0.20 GiB at tp 4,
+# A100-PCIE 0.34 to 0.43 GiB at tp 4 (vllm-project/vllm#16570), 2 x A40 0.32 GiB at tp 2 and 44.39 GiB
+# PCIe cards 0.36 GiB at tp 4 or more (docs/plan.md); the largest, 0.43, less the base. Pipeline-parallel
+# stages talk over NCCL too, so the term counts every rank of tp x pp.
+NCCL_NVLINK = round(1.95 * GIB)
+NCCL_PCIE = round(0.28 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
 # Not calibrated (no published log with the figure): vLLM >= 0.21 subtracts its CUDA graph estimate.
 CUDA_GRAPH_BYTES = round(0.75 * GIB)
@@ -156,7 +169,7 @@ def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp
 def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, flashinfer: bool = True) -> int:
     """Peak of the profiling pass's sampler: fp32 rows of vocab logits for every request it samples."""
     copies = SAMPLER_COPIES_FLASHINFER if flashinfer else SAMPLER_COPIES_NATIVE
-    return copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES
+    return round(copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES)
 
 
 def activation_bytes(
@@ -169,9 +182,11 @@ def activation_bytes(
     return peak + round(batched_tokens * model.hidden_size * act_bytes)
 
 
-def non_torch_bytes(tp: int, nvlink: bool) -> int:
-    """vLLM's "non_torch_memory" on one GPU: a base plus NCCL buffers per other TP rank."""
-    return NON_TORCH_BASE + (NON_TORCH_PER_PEER_NVLINK if nvlink else NON_TORCH_PER_PEER_PCIE) * (tp - 1)
+def non_torch_bytes(ranks: int, nvlink: bool) -> int:
+    """vLLM's "non_torch_memory" on one GPU: a base, plus NCCL's buffers once there is a peer to talk to."""
+    if ranks <= 1:
+        return NON_TORCH_BASE
+    return NON_TORCH_BASE + (NCCL_NVLINK if nvlink else NCCL_PCIE)
 
 
 def cuda_graph_bytes(vllm_version: str, enforce_eager: bool) -> int:
@@ -226,7 +241,7 @@ def gpu_budget(
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
         activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler),
-        non_torch=non_torch_bytes(tp, nvlink),
+        non_torch=non_torch_bytes(tp * pp, nvlink),
         cuda_graphs=cuda_graph_bytes(engine.vllm_version, engine.enforce_eager), batched_tokens=batched,
         max_seqs=seqs,
     )
