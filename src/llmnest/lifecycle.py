@@ -104,6 +104,8 @@ def summary(dep: state.Deployment, api_key: str | None, extra: dict[str, Any] | 
         "target": dep.spec.target,
         "status": dep.status,
         "where": target.where(dep),
+        "gateway": dep.spec.gateway,
+        "replicas": dep.spec.replicas,
         "endpoints": [as_dict(e) for e in eps],
         "log": target.log_file(dep),
         "follow_logs": target.refusal(Capability.FOLLOW_LOGS) is None,

@@ -71,7 +71,7 @@ def up(
                                                "`make image` builds llmnest/vllm-cpu:local: --set image=llmnest/vllm-cpu:local)."),
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind. Default 127.0.0.1 (private)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port of the OpenAI-compatible API."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="API key to require (default: a generated one)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="API key to require (default: generated; behind the gateway, its key `default`)."),
     no_api_key: bool = typer.Option(False, "--no-api-key", help="Serve without a key (loopback only unless --insecure)."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow --no-api-key on a non-loopback address."),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1, help="Served context length."),

@@ -27,7 +27,8 @@ def endpoint_text(summary: dict[str, Any]) -> str:
     """The block a person pastes from: endpoints, key, curl, Python, Chatbox, next commands."""
     eps = [Endpoint(e["base_url"], e["api_key"], e["model"], e["label"]) for e in summary["endpoints"]]
     out = [f"  {'Endpoint (' + e.label + ')':<22} {e.base_url}" for e in eps]
-    out += [f"  {'API key':<22} {summary['api_key'] or '(none: open endpoint)'}",
+    label = "API key (default)" if summary.get("gateway") else "API key"
+    out += [f"  {label:<22} {summary['api_key'] or '(none: open endpoint)'}",
             f"  {'Model':<22} {summary['served_model_name']}", ""]
     if eps:
         ep = eps[0]
@@ -38,6 +39,8 @@ def endpoint_text(summary: dict[str, Any]) -> str:
     logs = "-f" if summary["follow_logs"] else "--tail 100"
     out += ["", f"Operate: llmnest status {name} | logs {name} {logs} | show {name} --as script | "
                 f"redeploy {name} --set KEY=VALUE | bench {name} | down {name}"]
+    if summary.get("gateway"):
+        out += ["Team:    llmnest keys create NAME (a key per person or app, with limits) | keys ls | usage --by key"]
     return "\n".join(out)
 
 
