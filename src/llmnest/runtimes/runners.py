@@ -74,6 +74,8 @@ class ChildRunner:
         return engine_command(*replica_launch(self.unit))
 
     def start(self, attempt: int) -> int | None:
+        if self.proc is not None:  # what a crashed attempt left in its group (vLLM's engine core, its resource tracker)
+            kill_group(self.proc.pid, signal.SIGKILL)
         argv, env = self.command()
         with self.log().open("ab") as log:
             log.write(f"{ATTEMPT_MARK} starting {self.what} (attempt {attempt}) at {time.ctime()}\n".encode())
