@@ -31,6 +31,11 @@ def log_path(name: str, replica: int = 0) -> Path:
     return deployment_dir(name) / ("engine.log" if replica == 0 else f"engine-{replica}.log")
 
 
+def supervisor_log_path(name: str, replica: int = 0) -> Path:
+    """What a replica's supervisor itself printed (its crashes, not the engine's)."""
+    return deployment_dir(name) / ("supervisor.log" if replica == 0 else f"supervisor-{replica}.log")
+
+
 def gateway_log_path(port: int) -> Path:
     """The log of the gateway that `up` runs on `port`."""
     path = home() / "gateway"

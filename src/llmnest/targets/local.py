@@ -24,7 +24,7 @@ from ..endpoints import local_endpoints
 from ..errors import BadInput, Conflict, LlmnestError
 from ..examples import Endpoint
 from ..gateway.upstreams import Upstream
-from ..home import deployment_dir, gateway_log_path, log_path, write_secret
+from ..home import gateway_log_path, log_path, supervisor_log_path, write_secret
 from ..host import host_facts, port_is_free
 from ..logs import follow as follow_file
 from ..logs import last_attempt, tail
@@ -166,7 +166,7 @@ class LocalTarget(Target):
     def _start_unit(unit: state.Unit) -> None:
         state.update_unit(unit.id, status="starting", pid=None, ready_at=None, last_error=None, stage=None)
         assert unit.deployment is not None
-        log = deployment_dir(unit.deployment) / ("supervisor.log" if unit.index == 0 else f"supervisor-{unit.index}.log")
+        log = supervisor_log_path(unit.deployment, unit.index)
         state.update_unit(unit.id, supervisor_pid=process.start_supervisor(unit.id, log))
 
     def _discard(self, name: str, ctx: Context, interrupted: bool) -> None:
@@ -209,9 +209,8 @@ class LocalTarget(Target):
             if bad is not None and bad.status == "failed":
                 raise LlmnestError(f"{bad.last_error} (log: {logfile})", detail="\n".join(lines[-20:]))
             if bad is not None:
-                supervisor_log = deployment_dir(name) / ("supervisor.log" if bad.index == 0 else f"supervisor-{bad.index}.log")
                 raise LlmnestError(f"the supervisor of {bad.id!r} exited unexpectedly (log: {logfile})",
-                                   detail="\n".join(tail(supervisor_log, 20)))
+                                   detail="\n".join(tail(supervisor_log_path(name, bad.index), 20)))
             if time.monotonic() > deadline:
                 raise LlmnestError(
                     f"{name!r} did not answer within {ctx.timeout:.0f} s; it was stopped (log: {logfile}). "
@@ -313,10 +312,9 @@ class LocalTarget(Target):
         key = state.engine_key(dep.name)
         secrets = {**process.key_secrets(dep.name, state.api_key(dep.name)),
                    **({key: f'"$(cat {state.engine_key_path(dep.name)})"'} if key and dep.spec.gateway else {})}
-        several = dep.spec.gateway
         commands = []
         for unit in dep.replicas or replica_units(dep.spec):
-            if several:
+            if dep.spec.gateway:
                 commands.append(f"# engine replica {unit.index} on {unit.host}:{unit.port}")
             spec = dep.spec.listening_on(unit.host, unit.port, unit.index)
             if dep.spec.runtime == "process":
@@ -352,6 +350,7 @@ class LocalTarget(Target):
         """Out of the gateway's rotation first (it reads the store every few seconds), then stopped once
         what it was answering is done, then started and waited for."""
         ctx.say(f"replacing replica {unit.index} of {dep.name}")
+        unit = state.unit(unit.id)  # its supervisor now, which an earlier attempt may have replaced
         state.update_unit(unit.id, status="draining")
         time.sleep(DRAIN_SECONDS)
         self._stop_unit(dep, unit)
@@ -369,13 +368,14 @@ class LocalTarget(Target):
             new.host, new.port, new.gateway)
         if rolling:
             state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
-            for unit in dep.replicas:
+            for done, unit in enumerate(dep.replicas):
                 try:
                     self._replace_unit(dep, unit, ctx)
                 except LlmnestError:
                     state.update(dep.name, spec=old)
-                    ctx.say(f"replica {unit.index} failed on the new spec; putting it back on the old one")
-                    self._replace_unit(state.get(dep.name), unit, ctx)
+                    ctx.say(f"replica {unit.index} failed on the new spec; putting replicas back on the old one")
+                    for back in dep.replicas[: done + 1]:
+                        self._replace_unit(state.get(dep.name), back, ctx)
                     raise
             return
         self._stop(dep)
