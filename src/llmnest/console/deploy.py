@@ -20,11 +20,11 @@ from ..targets import Context
 from .jobs import Job
 from .web import call, field_of, http_status, render
 
-FIELDS = {"port": ("--port",), "max_model_len": ("--max-model-len", "max_model_len", "max-model-len"),
+FIELDS = {"sets": ("--set",), "port": ("--port",), "max_model_len": ("--max-model-len", "max_model_len", "max-model-len"),
           "name": ("--name",), "engine": ("--engine", "engine"), "runtime": ("--runtime", "runtime"),
           "host": ("--host", "--insecure", "--no-api-key"), "region": ("--region",), "zone": ("--zone",),
           "instance_type": ("--instance-type",), "timeout": ("--timeout",), "target": ("--target",),
-          "sets": ("--set",), "model": ("model", "MODEL")}
+          "model": ("model", "MODEL")}
 ALIYUN_OPTIONS = ("region", "zone", "instance_type", "allow_cidr")
 
 

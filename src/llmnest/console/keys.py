@@ -55,8 +55,8 @@ def _create(form: dict[str, str]) -> str:
 
 async def page(request: Request, *, status: int = 200, **extra: Any) -> Response:
     rows = await call(lambda: key_rows(_database()))
-    return render(request, "keys.html", status, rows=rows, form={}, error=None, field=None, secret=None,
-                  created=None, **extra)
+    base = {"form": {}, "error": None, "field": None, "secret": None, "created": None}
+    return render(request, "keys.html", status, rows=rows, **{**base, **extra})
 
 
 async def create(request: Request) -> Response:
