@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from markupsafe import Markup
-
 COLORS = ("#2f6fdb", "#f29e38", "#3aa76d", "#c8486d")
 WIDTH, BAR_H, GAP, LEFT, RIGHT = 760, 22, 8, 220, 90
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, dict[str, int]]]) -> Markup:
+def bar_chart(title: str, bars: Sequence[tuple[str, dict[str, int]]]) -> str:
     """One horizontal stacked bar per label; the series (dict keys) share colours and a legend."""
     series = list(dict.fromkeys(k for _, parts in bars for k in parts))
     top = max((sum(p.values()) for _, p in bars), default=0) or 1
@@ -39,4 +37,4 @@ def bar_chart(title: str, bars: Sequence[tuple[str, dict[str, int]]]) -> Markup:
             x0 += w
         out.append(f'<text x="{x0 + 6:.1f}" y="{y + 15}">{sum(parts.values()):,}</text>')
     out.append("</svg>")
-    return Markup("".join(out))
+    return "".join(out)  # every text in it is escaped
