@@ -21,8 +21,8 @@ templates.env.filters["duration"] = duration
 STATUS_OF = {2: 400, 3: 409, 4: 404}  # the CLI's exit code -> an HTTP status
 
 
-def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"csrf": request.scope.get("state", {}).get("csrf", ""),
+def render(request: Request, template: str, status: int = 200, /, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, {"csrf": request.scope.get("state", {}).get("csrf", ""),
                                                       **context}, status_code=status)
 
 
