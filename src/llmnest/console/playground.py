@@ -81,11 +81,13 @@ def figures(t0: float, first: float | None, end: float, usage: dict[str, Any] | 
     }
 
 
-async def _stream(url: str, key: str | None, payload: dict[str, Any], name: str) -> AsyncIterator[str]:
+async def stream(url: str, key: str | None, payload: dict[str, Any], name: str,
+                 transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[str]:
+    """The engine's OpenAI stream as the playground's events (`transport`: where the HTTP goes, for tests)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     t0, first, usage, pieces = time.monotonic(), None, None, 0
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10)) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), transport=transport) as client:
             async with client.stream("POST", url, json=payload, headers=headers) as resp:
                 if resp.status_code != 200:
                     text = (await resp.aread()).decode("utf-8", "replace")
@@ -128,5 +130,5 @@ async def chat(request: Request) -> Response:
         url, key, payload, name = await call(_request, body if isinstance(body, dict) else {})
     except LlmnestError as exc:
         return JSONResponse({"error": exc.message}, status_code=http_status(exc))
-    return StreamingResponse(_stream(url, key, payload, name), media_type="text/event-stream",
+    return StreamingResponse(stream(url, key, payload, name), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
