@@ -16,7 +16,7 @@ def bar_chart(title: str, bars: Sequence[tuple[str, dict[str, int]]]) -> str:
     span = WIDTH - LEFT - RIGHT
     height = 40 + len(bars) * (BAR_H + GAP)
     out = [f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {WIDTH} {height}" '
-           f'width="100%" xmlns="http://www.w3.org/2000/svg">',
+           f'width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
            f'<text x="0" y="16" class="chart-title">{escape(title)}</text>']
     x = LEFT
     for i, name in enumerate(series):
