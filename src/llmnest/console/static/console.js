@@ -77,8 +77,11 @@ function liveJob() {
     $("#job-line").textContent = job.line;
     $("#job-elapsed").textContent = job.elapsed;
     const p = job.progress;
-    if (p && p.stage) $("#job-progress").textContent =
-      `stage ${p.stage} (QPS ${p.qps}): ${p.done}/${p.total} done, ${p.failed} failed, ${p.in_flight} in flight`;
+    if (p && p.stage) {
+      $(".progress").hidden = false;
+      $("#job-bar").max = p.total; $("#job-bar").value = p.done + p.failed;
+      $("#job-progress").textContent = `stage ${p.stage} (QPS ${p.qps}): ${p.done}/${p.total} done, ${p.failed} failed, ${p.in_flight} in flight`;
+    }
     if (job.state !== "running") { clearInterval(timer); location.reload(); }
   }, 1000);
 }
