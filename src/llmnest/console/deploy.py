@@ -80,9 +80,10 @@ def plan_for(form: dict[str, str]) -> dict[str, Any]:
         entry = model or model_from_dir(Path(spec.model_path or spec.model))
         plan = plan_for_spec(spec, entry, host_facts().gpus)
         return {"kind": "local", "spec": spec.name, "plan": plan.to_dict()}
-    from ..plan import evaluate_instances
+    from ..plan import rank_instances
 
-    fits = [f.to_dict() for f in evaluate_instances(model, spec.max_model_len)] if model else []
+    fits = [{**f.to_dict(), "price_label": f.instance.price.label()}
+            for f in rank_instances(model, spec.max_model_len)] if model else []
     dry = lifecycle.dry_run(req, Context(dry_run=True))
     return {"kind": "cloud", "spec": spec.name, "instances": fits, "preflight": dry.get("preflight", []),
             "template": yaml.safe_dump(dry.get("template"), sort_keys=False),

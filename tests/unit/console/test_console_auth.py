@@ -144,3 +144,14 @@ def test_bench_and_chat_refuse_bad_input(client) -> None:
     assert chat.status_code == 404 and "ghost" in chat.json()["error"]
     empty = client.post("/api/chat", json={"deployment": "ghost", "messages": []}, headers={"x-csrf-token": csrf})
     assert empty.status_code == 400 and "messages" in empty.json()["error"]
+
+
+def test_cloud_plan_lists_fitting_types_with_price_and_the_dry_run(client) -> None:
+    csrf = csrf_of(client.get("/deploy").text)
+    resp = client.post("/deploy/plan", data={"model": "Qwen/QwQ-32B", "target": "aliyun", "region": "cn-hangzhou"},
+                       headers={"x-csrf-token": csrf})
+    assert resp.status_code == 200, resp.text
+    rows = re.findall(r"<tr><td>(ecs\.[\w.-]+)</td>.*?CNY/h</td>", resp.text, re.S)
+    assert rows and "ROS template" in resp.text and "Bootstrap script" in resp.text
+    assert 'data-filename="qwq-32b-template.yaml"' in resp.text
+    assert state.names() == []
