@@ -17,8 +17,7 @@ def console_cmd(
 ) -> None:
     """Deployments, deploy with a plan, logs, playground, keys and usage, benchmarks: in a browser.
 
-    Prints a URL with a login token (kept 0600 in $LLMNEST_HOME/console_token); open it once, the
-    browser then keeps a session cookie.
+    Prints a URL with a login token (kept 0600 in $LLMNEST_HOME/console_token); open it once, the browser then keeps a session cookie.
     """
     import uvicorn
 

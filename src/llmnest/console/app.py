@@ -53,6 +53,7 @@ def create_app(token: str) -> Guard:
         Route("/keys", keys.page),
         Route("/keys/create", keys.create, methods=["POST"]),
         Route("/keys/{name}/revoke", keys.revoke, methods=["POST"]),
+        Route("/keys/{name}", keys.edit, methods=["GET", "POST"]),
         Route("/usage", keys.usage_page),
         Route("/usage.csv", keys.usage_csv),
         Route("/bench", bench.page, methods=["GET", "POST"]),

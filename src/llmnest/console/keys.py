@@ -46,6 +46,25 @@ def _form_args(form: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _form_of(key: Any) -> dict[str, str]:
+    """A stored key's limits as the form shows them (blank: no limit)."""
+    import datetime as dt
+
+    expires = dt.datetime.fromtimestamp(key.expires_at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M") if key.expires_at else ""
+    return {"name": key.name, "models": ",".join(key.models or []), "budget_period": key.budget_period or "",
+            "expires": expires, **{f: str(getattr(key, f) or "") for f in LIMITS}}
+
+
+def _update(name: str, form: dict[str, str]) -> None:
+    """Set what the form fills in; a field left blank removes that limit."""
+    from ..gateway import keys
+
+    db = _database()
+    args = _form_args(form)
+    clear = tuple(f for f in (*LIMITS, "models", "expires_at") if args[f] is None)
+    keys.update(db, name, clear=clear, **{k: v for k, v in args.items() if v is not None})
+
+
 def _create(form: dict[str, str]) -> str:
     from ..gateway import keys
 
@@ -67,6 +86,26 @@ async def create(request: Request) -> Response:
         return await page(request, status=http_status(exc), form=form, error=exc.message,
                           field=field_of(exc.message, KEY_FIELDS) or "name")
     return await page(request, secret=secret, created=form.get("name", "").strip())
+
+
+async def edit(request: Request) -> Response:
+    """GET: the key's limits in a form; POST: change them (the secret stays the same)."""
+    from ..gateway import keys
+
+    name = request.path_params["name"]
+    if request.method == "GET":
+        try:
+            key = await call(lambda: keys.get(_database(), name))
+        except LlmnestError as exc:
+            return render(request, "error.html", http_status(exc), message=exc.message)
+        return render(request, "key_edit.html", name=name, form=_form_of(key), error=None, field=None)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        await call(_update, name, form)
+    except LlmnestError as exc:
+        return render(request, "key_edit.html", http_status(exc), name=name, form=form, error=exc.message,
+                      field=field_of(exc.message, KEY_FIELDS))
+    return RedirectResponse("/keys", status_code=303)
 
 
 async def revoke(request: Request) -> Response:

@@ -155,3 +155,18 @@ def test_cloud_plan_lists_fitting_types_with_price_and_the_dry_run(client) -> No
     assert rows and "ROS template" in resp.text and "Bootstrap script" in resp.text
     assert 'data-filename="qwq-32b-template.yaml"' in resp.text
     assert state.names() == []
+
+
+def test_key_limits_change_and_blank_removes_a_limit(client) -> None:
+    keys.create(Database(None), "erin", rpm=10, models=["a", "b"])
+    page = client.get("/keys/erin")
+    assert page.status_code == 200 and 'name="rpm" value="10"' in page.text and 'value="a,b"' in page.text
+    csrf = csrf_of(page.text)
+    bad = client.post("/keys/erin", data={"rpm": "10", "tpm": "-1", "models": "a,b", "csrf": csrf})
+    assert bad.status_code == 400 and re.search(r'name="tpm"[^>]*class="invalid"', bad.text)
+    assert keys.get(Database(None), "erin").tpm is None
+    ok = client.post("/keys/erin", data={"rpm": "", "tpm": "500", "models": "", "csrf": csrf})
+    assert ok.status_code == 303
+    key = keys.get(Database(None), "erin")
+    assert (key.rpm, key.tpm, key.models) == (None, 500, None)
+    assert client.get("/keys/ghost").status_code == 404
