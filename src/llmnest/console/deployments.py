@@ -17,12 +17,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from .. import lifecycle, state, targets
 from ..errors import BadInput, LlmnestError
 from ..examples import as_dict
-from ..spec import parse_sets
+from ..spec import apply_sets, parse_sets
 from ..targets import Capability, Context
 from .jobs import Job, Jobs
 from .web import call, field_of, http_status, render
 
 KEY_PLACEHOLDER = "YOUR_API_KEY"
+# Spec fields the redeploy form shows with their current values (others go in as KEY=VALUE lines).
+REDEPLOY_FIELDS = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "cpu_kv_cache_gib",
+                   "enforce_eager", "reasoning_parser")
 LOG_TAIL = 300
 
 
@@ -47,9 +50,12 @@ def _detail(name: str) -> dict[str, Any]:
     info = lifecycle.status(name)
     dep = state.get(info["name"])
     spec_text = lifecycle.show(dep.name, "spec")
-    command = lifecycle.show(dep.name, "command")
+    try:
+        command = lifecycle.show(dep.name, "command")
+    except (LlmnestError, ValueError) as exc:  # a record the target cannot render (yet) stays inspectable
+        command = f"(not available: {exc})"
     target = targets.get(dep.spec.target)
-    return {"info": info, "dep": dep, "examples": examples(dep), "spec_text": spec_text, "command": command,
+    return {"info": info, "dep": dep, "examples": examples(dep), "fields": _detail_fields(dep), "spec_text": spec_text, "command": command,
             "key_file": str(state.key_path(dep.name)) if dep.spec.api_key_enabled else None,
             "follow": target.refusal(Capability.FOLLOW_LOGS) is None}
 
@@ -62,7 +68,7 @@ async def detail(request: Request) -> Response:
         return render(request, "error.html", http_status(exc), message=exc.message)
     job = request.app.state.jobs.running_for(name)
     return render(request, "deployment.html", **data, job=job.view() if job else None, error=None, field=None,
-                  sets=request.query_params.get("sets", ""))
+                  sets="", posted={})
 
 
 def _start(jobs: Jobs, kind: str, name: str, work: Any) -> Job:
@@ -82,9 +88,10 @@ async def action(request: Request) -> Response:
             job = _start(jobs, verb, dep.name, lambda j: lifecycle.restart(dep.name, Context(on_phase=j.on_phase)))
         elif verb == "redeploy":
             lines = [s.strip() for s in str(form.get("sets", "")).splitlines() if s.strip()]
-            sets = parse_sets(lines)
+            sets = {**changed_fields(dep, form), **parse_sets(lines)}
             if not sets:
                 raise BadInput("nothing to change: give KEY=VALUE lines (for example max_model_len=2048)")
+            apply_sets(dep.spec, sets)  # bad values refused now, in the page, before the job starts
             job = _start(jobs, verb, dep.name, lambda j: _redeploy(j, dep.name, sets, bool(form.get("force"))))
         elif verb == "down":
             yes = bool(form.get("yes"))
@@ -97,8 +104,21 @@ async def action(request: Request) -> Response:
             return render(request, "error.html", http_status(exc), message=exc.message)
         return render(request, "deployment.html", http_status(exc), **data, job=None, error=exc.message,
                       field=field_of(exc.message, {"sets": ("--set", "set")}) or "sets",
-                      sets=str(form.get("sets", "")))
+                      sets=str(form.get("sets", "")), posted={k: str(v) for k, v in form.items()})
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+def changed_fields(dep: state.Deployment, form: Any) -> dict[str, str]:
+    """The redeploy form's spec fields whose value differs from the deployment's, as `--set` pairs."""
+    current = _detail_fields(dep)
+    return {f: str(form.get(f"field.{f}", "")).strip() for f in current
+            if f"field.{f}" in form and str(form.get(f"field.{f}", "")).strip() != current[f]}
+
+
+def _detail_fields(dep: state.Deployment) -> dict[str, str]:
+    current = dep.spec.model_dump(mode="json")
+    return {f: "" if current.get(f) is None else str(current[f]).lower() if isinstance(current[f], bool)
+            else str(current[f]) for f in REDEPLOY_FIELDS if f in current}
 
 
 def _redeploy(job: Job, name: str, sets: dict[str, str], force: bool) -> None:

@@ -170,3 +170,22 @@ def test_key_limits_change_and_blank_removes_a_limit(client) -> None:
     key = keys.get(Database(None), "erin")
     assert (key.rpm, key.tpm, key.models) == (None, 500, None)
     assert client.get("/keys/ghost").status_code == 404
+
+
+def test_redeploy_form_refuses_bad_values_before_anything_stops(client) -> None:
+    from llmnest import targets
+    from llmnest.build import UpRequest
+
+    resolved = targets.get("local").resolve(UpRequest(model="", name="idle", port=18999))
+    spec = resolved.spec.model_copy(update={"model_path": "/models/smollm2-135m"})
+    state.create(spec, resolved.api_key)  # recorded, never started
+    page = client.get("/deployments/idle")
+    assert page.status_code == 200 and 'name="field.max_model_len" value="4096"' in page.text
+    assert resolved.api_key not in page.text and "YOUR_API_KEY" in page.text
+    csrf = csrf_of(page.text)
+    same = client.post("/deployments/idle/redeploy", data={"field.max_model_len": "4096", "csrf": csrf})
+    assert same.status_code == 400 and "nothing to change" in same.text
+    bad = client.post("/deployments/idle/redeploy", data={"field.max_model_len": "lots", "csrf": csrf})
+    assert bad.status_code == 400 and 'value="lots"' in bad.text and "max_model_len" in bad.text
+    assert re.search(r'<textarea name="sets"[^>]*class="invalid"', bad.text)
+    assert state.get("idle").spec.max_model_len == 4096 and "Recent jobs" not in client.get("/").text
