@@ -189,3 +189,34 @@ def test_redeploy_form_refuses_bad_values_before_anything_stops(client) -> None:
     assert bad.status_code == 400 and 'value="lots"' in bad.text and "max_model_len" in bad.text
     assert re.search(r'<textarea name="sets"[^>]*class="invalid"', bad.text)
     assert state.get("idle").spec.max_model_len == 4096 and "Recent jobs" not in client.get("/").text
+
+
+def test_a_failed_job_shows_its_line_and_the_engine_tail_and_a_secret_only_once(token) -> None:
+    import time
+
+    from llmnest.errors import LlmnestError
+
+    app = create_app(token)
+    c = TestClient(app, follow_redirects=False)
+    c.get(f"/?token={token}")
+    jobs = app.app.state.jobs
+
+    def fail(job) -> None:
+        job.on_phase("loading model", "INFO loading weights")
+        raise LlmnestError("the engine exited during start-up: unrecognized arguments: --bogus",
+                           detail="vllm: error: unrecognized arguments: --bogus")
+
+    def succeed(job) -> None:
+        job.secret = "sk-only-once-0123456789"
+        job.result = {"message": "demo answers"}
+
+    failed, done = jobs.start("up", "demo", fail), jobs.start("up", "demo", succeed)
+    while failed.state == "running" or done.state == "running":
+        time.sleep(0.01)
+    page = c.get(f"/jobs/{failed.id}")
+    assert "error: the engine exited during start-up: unrecognized arguments: --bogus" in page.text
+    assert "vllm: error: unrecognized arguments" in page.text and "loading model" in page.text
+    assert c.get(f"/api/jobs/{failed.id}").json()["state"] == "failed"
+    assert "sk-only-once-0123456789" in c.get(f"/jobs/{done.id}").text
+    assert "sk-only-once-0123456789" not in c.get(f"/jobs/{done.id}").text
+    assert "sk-only" not in c.get(f"/api/jobs/{done.id}").text
