@@ -40,6 +40,19 @@ function liveTable() {
   }, 3000);
 }
 
+// One deployment's page keeps its status badge current.
+function liveStatus() {
+  const badge = $("#dep-status");
+  if (!badge) return;
+  setInterval(async () => {
+    try {
+      const row = (await (await fetch("/api/deployments")).json()).find((r) => r.name === badge.dataset.name);
+      const status = row ? row.status : "removed";
+      badge.textContent = status; badge.className = "status s-" + status;
+    } catch (e) { /* keep the last status while the console is unreachable */ }
+  }, 3000);
+}
+
 // The engine log over server-sent events, with search; EventSource reconnects by itself and the
 // server starts again with "reset" and the tail, so a reconnect resumes the view.
 function liveLog() {
@@ -187,4 +200,4 @@ function playground() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => { liveTable(); liveLog(); liveJob(); deployForm(); playground(); });
+document.addEventListener("DOMContentLoaded", () => { liveTable(); liveStatus(); liveLog(); liveJob(); deployForm(); playground(); });
