@@ -39,8 +39,11 @@ class Guard:
         self.login_page = login_page  # (next path, message) -> HTML
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # the console has no websockets; refuse rather than pass one unguarded
+            await send({"type": "websocket.close", "code": 1008})
             return
         path: str = scope["path"]
         headers = _headers(scope)
