@@ -15,8 +15,8 @@ def bar_chart(title: str, bars: Sequence[tuple[str, dict[str, int]]]) -> str:
     top = max((sum(p.values()) for _, p in bars), default=0) or 1
     span = WIDTH - LEFT - RIGHT
     height = 40 + len(bars) * (BAR_H + GAP)
-    out = [f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {WIDTH} {height}" '
-           f'width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+    out = [(f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {WIDTH} {height}" '
+            f'width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">'),
            f'<text x="0" y="16" class="chart-title">{escape(title)}</text>']
     x = LEFT
     for i, name in enumerate(series):

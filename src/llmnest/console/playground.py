@@ -87,25 +87,25 @@ async def stream(url: str, key: str | None, payload: dict[str, Any], name: str,
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     t0, first, usage, pieces = time.monotonic(), None, None, 0
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), transport=transport) as client:
-            async with client.stream("POST", url, json=payload, headers=headers) as resp:
-                if resp.status_code != 200:
-                    text = (await resp.aread()).decode("utf-8", "replace")
-                    yield _event("error", message=f"{name} answered HTTP {resp.status_code}: {_message(text)}")
-                    return
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        for kind, text in (("reasoning", delta.get("reasoning_content") or delta.get("reasoning")),
-                                           ("content", delta.get("content"))):
-                            if text:
-                                first = first or time.monotonic()
-                                pieces += 1
-                                yield _event(kind, text=text)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), transport=transport) as client, \
+                client.stream("POST", url, json=payload, headers=headers) as resp:
+            if resp.status_code != 200:
+                text = (await resp.aread()).decode("utf-8", "replace")
+                yield _event("error", message=f"{name} answered HTTP {resp.status_code}: {_message(text)}")
+                return
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    for kind, text in (("reasoning", delta.get("reasoning_content") or delta.get("reasoning")),
+                                       ("content", delta.get("content"))):
+                        if text:
+                            first = first or time.monotonic()
+                            pieces += 1
+                            yield _event(kind, text=text)
     except httpx.HTTPError as exc:
         yield _event("error", message=f"cannot reach {name} at {url} ({type(exc).__name__}); see its status and log")
         return

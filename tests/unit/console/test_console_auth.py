@@ -151,7 +151,7 @@ def test_cloud_plan_lists_fitting_types_with_price_and_the_dry_run(client) -> No
     resp = client.post("/deploy/plan", data={"model": "Qwen/QwQ-32B", "target": "aliyun", "region": "cn-hangzhou"},
                        headers={"x-csrf-token": csrf})
     assert resp.status_code == 200, resp.text
-    rows = re.findall(r"<tr><td>(ecs\.[\w.-]+)</td>.*?CNY/h</td>", resp.text, re.S)
+    rows = re.findall(r"<tr><td>(ecs\.[\w.-]+)</td>.*?CNY/h</td>", resp.text, re.DOTALL)
     assert rows and "ROS template" in resp.text and "Bootstrap script" in resp.text
     assert 'data-filename="qwq-32b-template.yaml"' in resp.text
     assert state.names() == []
