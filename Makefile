@@ -59,8 +59,9 @@ docker:
 image: docker
 	IMAGE=$(IMAGE) bash scripts/build-image.sh $(QUIET)
 
-# Servers the tests start themselves (the gateway's PostgreSQL and Redis); apt-get only when missing.
-TEST_DEBS := postgresql redis-server
+# Servers the tests start themselves (the gateway's PostgreSQL and Redis) and the browser the console's
+# end-to-end test drives through Playwright; apt-get only when missing.
+TEST_DEBS := postgresql redis-server chromium
 
 test-debs:
 	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_DEBS); }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -55,15 +56,10 @@ def _when(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
 
-@handle_errors
-def ls(
-    json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON."),
-    db: str = typer.Option(None, "--db", help=DB_HELP),
-) -> None:
-    """List keys with their limits and usage so far (never the secret)."""
+def key_rows(database: Any) -> list[dict[str, Any]]:
+    """Every key with its limits and usage so far (never the secret); `keys ls` and the console show these."""
     from ..gateway import keys, usage
 
-    database = _db(db)
     totals = usage.totals_by_key(database)
     rows = []
     for k in keys.list_keys(database):
@@ -76,6 +72,16 @@ def ls(
             "budget_period": k.budget_period, "budget_used": budget_used, "expires": _when(k.expires_at),
             "created": _when(k.created_at), **used,
         })
+    return rows
+
+
+@handle_errors
+def ls(
+    json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+) -> None:
+    """List keys with their limits and usage so far (never the secret)."""
+    rows = key_rows(_db(db))
     if json_out:
         print_json(rows)
         return

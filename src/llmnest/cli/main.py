@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-COMMAND_MODULES = ("models_cmd", "deploy_cmd", "bench_cmd", "plan_cmd", "keys_cmd", "usage_cmd", "gateway_cmd",)
+COMMAND_MODULES = ("models_cmd", "deploy_cmd", "bench_cmd", "plan_cmd", "keys_cmd", "usage_cmd", "gateway_cmd", "console_cmd")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,40 @@
+"""Stacked bar charts as inline SVG, drawn on the server: no chart library, nothing to download."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+COLORS = ("#2f6fdb", "#f29e38", "#3aa76d", "#c8486d")
+WIDTH, BAR_H, GAP, LEFT, RIGHT = 760, 22, 8, 220, 90
+
+
+def bar_chart(title: str, bars: Sequence[tuple[str, dict[str, int]]]) -> str:
+    """One horizontal stacked bar per label; the series (dict keys) share colours and a legend."""
+    series = list(dict.fromkeys(k for _, parts in bars for k in parts))
+    top = max((sum(p.values()) for _, p in bars), default=0) or 1
+    span = WIDTH - LEFT - RIGHT
+    height = 40 + len(bars) * (BAR_H + GAP)
+    out = [(f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {WIDTH} {height}" '
+            f'width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">'),
+           f'<text x="0" y="16" class="chart-title">{escape(title)}</text>']
+    x = LEFT
+    for i, name in enumerate(series):
+        out.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{COLORS[i % len(COLORS)]}"/>'
+                   f'<text x="{x + 16}" y="16">{escape(name)}</text>')
+        x += 30 + 8 * len(name)
+    for row, (label, parts) in enumerate(bars):
+        y = 32 + row * (BAR_H + GAP)
+        shown = label if len(label) <= 30 else label[:29] + "…"
+        out.append(f'<text x="{LEFT - 8}" y="{y + 15}" text-anchor="end"><title>{escape(label)}</title>'
+                   f'{escape(shown)}</text>')
+        x0 = float(LEFT)
+        for i, name in enumerate(series):
+            w = span * parts.get(name, 0) / top
+            if w > 0:
+                out.append(f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{BAR_H}" '
+                           f'fill="{COLORS[i % len(COLORS)]}"><title>{escape(name)}: {parts[name]:,}</title></rect>')
+            x0 += w
+        out.append(f'<text x="{x0 + 6:.1f}" y="{y + 15}">{sum(parts.values()):,}</text>')
+    out.append("</svg>")
+    return "".join(out)  # every text in it is escaped
