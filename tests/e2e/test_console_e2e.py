@@ -42,20 +42,17 @@ def _serve(argv: list[str], env: dict[str, str], ready: str, log: Path) -> subpr
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The gateway and the console in a home of this module's own (the test deploys through the console)."""
+    """The console in a home of this module's own (the test deploys through the console; `up` puts the
+    gateway in front of the deployment)."""
     home = tmp_path_factory.mktemp("llmnest-console")
     env = cli_env(home)
-    gw_port, console_port = free_port(), free_port()
-    procs = [_serve(["gateway", "serve", "--port", str(gw_port)], env, f"http://127.0.0.1:{gw_port}/health",
-                    home / "gateway.out")]
+    console_port = free_port()
     console = _serve(["console", "--port", str(console_port)], env, f"http://127.0.0.1:{console_port}/login",
                      home / "console.err")
-    procs.append(console)
     url = console.stdout.readline().split(": ", 1)[1].strip()
-    yield {"home": home, "env": env, "url": url, "base": url.split("/?")[0], "gateway": f"http://127.0.0.1:{gw_port}/v1"}
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=30)
+    yield {"home": home, "env": env, "url": url, "base": url.split("/?")[0]}
+    console.terminate()
+    console.wait(timeout=30)
     if NAME in run_cli(env, "ls", "--json").stdout:
         run_cli(env, "down", NAME)
 
@@ -108,7 +105,8 @@ def test_console_end_to_end(stack, page) -> None:
     shot(page, "04-deploy-done")
     page.reload()
     assert secret_of_demo not in page.content()  # shown once
-    model = json.loads(run_cli(stack["env"], "status", NAME, "--json").stdout)["model"]
+    deployed = json.loads(run_cli(stack["env"], "status", NAME, "--json").stdout)
+    model, base_url = deployed["model"], deployed["base_url"]
 
     page.goto(base + "/")
     row = page.locator(f'tr[data-name="{NAME}"]')
@@ -155,7 +153,7 @@ def test_console_end_to_end(stack, page) -> None:
     body = json.dumps({"model": model, "max_tokens": 8,
                        "messages": [{"role": "user", "content": "Say hi."}]})
     curl = subprocess.run(["curl", "-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}",
-                           f"{stack['gateway']}/chat/completions", "-H", "Content-Type: application/json",
+                           f"{base_url}/chat/completions", "-H", "Content-Type: application/json",
                            "-H", f"Authorization: Bearer {secret}", "-d", body], check=False, capture_output=True, text=True,
                           timeout=180)
     answer, code = curl.stdout.rsplit("\n", 1)
