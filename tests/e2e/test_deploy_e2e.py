@@ -64,7 +64,7 @@ def test_shown_command_run_by_hand_starts_the_same_server(demo):
     shown = demo.cli("show", "demo", "--as", "command").stdout
     blocks = re.split(r"^# .*\n", shown, flags=re.M)
     engine, gateway = blocks[1], blocks[2]  # the engine replica's command, then the gateway's
-    assert f"gateway serve --host 127.0.0.1 --port {demo.port} --deployments-on-port" in " ".join(gateway.split())
+    assert f"gateway serve --host 127.0.0.1 --port {demo.port} --deployments-on-port" in " ".join(gateway.replace("\\", " ").split())
     port = free_port()
     command = re.sub(r"--port \d+", f"--port {port}", engine)
     proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

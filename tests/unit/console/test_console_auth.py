@@ -176,12 +176,12 @@ def test_redeploy_form_refuses_bad_values_before_anything_stops(client) -> None:
     from llmnest import targets
     from llmnest.build import UpRequest
 
-    resolved = targets.get("local").resolve(UpRequest(model="", name="idle", port=18999))
+    resolved = targets.get("local").resolve(UpRequest(model="", name="idle", port=18999, api_key="sk-idle-secret"))
     spec = resolved.spec.model_copy(update={"model_path": "/models/smollm2-135m"})
     state.create(spec, resolved.api_key)  # recorded, never started
     page = client.get("/deployments/idle")
     assert page.status_code == 200 and 'name="field.max_model_len" value="4096"' in page.text
-    assert resolved.api_key not in page.text and "YOUR_API_KEY" in page.text
+    assert "sk-idle-secret" not in page.text and "YOUR_API_KEY" in page.text
     csrf = csrf_of(page.text)
     same = client.post("/deployments/idle/redeploy", data={"field.max_model_len": "4096", "csrf": csrf})
     assert same.status_code == 400 and "nothing to change" in same.text
