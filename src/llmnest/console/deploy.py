@@ -24,7 +24,7 @@ FIELDS = {"sets": ("--set",), "port": ("--port",), "max_model_len": ("--max-mode
           "name": ("--name",), "engine": ("--engine", "engine"), "runtime": ("--runtime", "runtime"),
           "host": ("--host", "--insecure", "--no-api-key"), "region": ("--region",), "zone": ("--zone",),
           "instance_type": ("--instance-type",), "timeout": ("--timeout",), "target": ("--target",),
-          "model": ("model", "MODEL")}
+          "model": ("model", "MODEL"), "replicas": ("--replicas", "replicas")}
 ALIYUN_OPTIONS = ("region", "zone", "instance_type", "allow_cidr")
 
 
@@ -45,6 +45,8 @@ def request_from(form: dict[str, str]) -> UpRequest:
         options["public"] = True
     if target != "aliyun" and options:
         options = {}  # the aliyun fields stay in the page, hidden, when another target is chosen
+    if replicas := _int(form, "replicas", "--replicas", 1, 16):
+        options["replicas"] = replicas  # refused with one line for a target other than this machine
     return UpRequest(
         model=form.get("model", "").strip(), name=form.get("name", "").strip() or None,
         engine=form.get("engine") or None, runtime=form.get("runtime") or None, host=form.get("host", "").strip() or None,

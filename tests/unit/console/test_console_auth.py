@@ -113,7 +113,8 @@ def test_deploy_form_bad_input_starts_nothing(client) -> None:
     cases = {"port": ({"port": "99999"}, "--port must be a whole number from 1 to 65535"),
              "model": ({"model": "no-such-model-xyz"}, "unknown model"),
              "max_model_len": ({"max_model_len": "many"}, "--max-model-len must be a whole number"),
-             "sets": ({"sets": "justaword"}, "KEY=VALUE")}
+             "sets": ({"sets": "justaword"}, "KEY=VALUE"),
+             "replicas": ({"replicas": "0"}, "--replicas must be a whole number from 1 to 16")}
     for field, (values, line) in cases.items():
         resp = client.post("/deploy", data={"model": "", "target": "local", "csrf": csrf, **values})
         assert resp.status_code == 400, (field, resp.text[:300])
