@@ -46,6 +46,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.got_bytes = False
         self.complete = False
+        self.keep_alive = False
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
@@ -92,6 +93,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # (asked later, the parser has forgotten)
         self._wake()
 
     # ---- used by the client ----------------------------------------------------------------------
@@ -168,7 +170,7 @@ class UpstreamResponse:
         """Done with the answer: a completely read connection goes back to the pool, any other is closed
         (which tells the engine to stop generating)."""
         conn = self._conn
-        if conn.complete and not conn.closed and conn.parser.should_keep_alive():
+        if conn.complete and conn.keep_alive and not conn.closed:
             self._client._put(self._origin, conn)
         else:
             conn.close()
