@@ -41,6 +41,7 @@ KEY_CACHE_S = 2.0
 KEY_CACHE_MAX = 10_000
 RETRY_STATUSES = {502, 503, 504}
 HEALTH_TIMEOUT_S = 3.0
+END_WAIT_S = 1.0  # how long the end of an engine's answer after [DONE] is awaited (to reuse its connection)
 HEALTH_FAILURES = 2  # failed checks in a row (other than a refused connection) that take a replica out
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
@@ -310,47 +311,45 @@ class Gateway:
             await self._relay(call, resp, StreamTap(wants_usage, wants_continuous), send)
         finally:
             watcher.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return None
 
     async def _relay(self, call: Call, resp: UpstreamResponse, tap: StreamTap, send: Send) -> None:
-        """Pass the engine's events on as they come (all that arrived since the last send in one piece);
-        usage is written before the client gets [DONE]."""
+        """Pass the engine's events on as they come (all that arrived since the last send in one piece)
+        and end the response. Usage is written before the client gets [DONE]."""
         status = 499  # until the stream ends: the client went away
+        end: bytes | None = b""  # what the response's last write carries (None: sent)
         try:
             while data := await resp.next():
-                if tap.done:
-                    continue  # after [DONE]: read to the end, so the connection can be reused
                 events = tap.feed(data)
-                if tap.done:
-                    before = [e for e in events if not e.startswith(DONE)]
-                    if before:
-                        await send({"type": "http.response.body", "body": b"".join(before), "more_body": True})
+                if tap.done:  # the rest goes with [DONE], in the response's last write
                     self._release(call, tap)
                     await self._settle(call, 200)
-                    await send({"type": "http.response.body", "body": DONE + b"\n\n", "more_body": True})
                     status = 200
-                elif events:
+                    end = b"".join(e for e in events if not e.startswith(DONE)) + DONE + b"\n\n"
+                    await send({"type": "http.response.body", "body": end, "more_body": False})
+                    end = None
+                    await resp.finish(END_WAIT_S)
+                    return
+                if events:
                     await send({"type": "http.response.body", "more_body": True,
                                 "body": b"".join(events) if len(events) > 1 else events[0]})
-            if not tap.done:
-                if rest := tap.flush():
-                    await send({"type": "http.response.body", "body": b"".join(rest), "more_body": True})
-                raise UpstreamError("the stream ended without [DONE]")
+            end = b"".join(tap.flush())
+            raise UpstreamError("the stream ended without [DONE]")
         except UpstreamError as exc:
             if not call.client_gone:  # the engine died mid-stream: tell the client, do not hang
                 status = 502
                 if call.replica:
                     call.replica.healthy = False
-                await send({"type": "http.response.body", "more_body": True, "body": b"data: " + json.dumps(
-                    {"error": {"message": f"the engine replica failed mid-stream ({exc}); the answer is incomplete",
-                               "type": "upstream_error", "param": None, "code": "upstream_failed"}}).encode()
-                    + b"\n\n"})
+                end = (end or b"") + b"data: " + json.dumps({"error": {
+                    "message": f"the engine replica failed mid-stream ({exc}); the answer is incomplete",
+                    "type": "upstream_error", "param": None, "code": "upstream_failed"}}).encode() + b"\n\n"
         finally:
             if not call.settled:
                 self._release(call, tap)
                 self._settle_later(call, status)
             resp.close()
+            if end is not None:
+                await send({"type": "http.response.body", "body": end, "more_body": False})
 
     def _release(self, call: Call, tap: StreamTap | None = None) -> None:
         """The replica is done with the call: count what it used."""

@@ -142,6 +142,7 @@ class UpstreamResponse:
 
     def __init__(self, client: UpstreamClient, origin: tuple[str, str, int], conn: _Connection) -> None:
         self._client, self._origin, self._conn = client, origin, conn
+        self._closed = False
         self.status = conn.status
         self.headers = conn.headers
 
@@ -162,6 +163,15 @@ class UpstreamResponse:
             chunks.append(data)
         return b"".join(chunks)
 
+    async def finish(self, timeout: float) -> None:
+        """Read and drop what is left of the body for up to `timeout` seconds (the engine's last bytes
+        after [DONE]), so the connection can be reused; then close."""
+        conn = self._conn
+        while not conn.complete and conn.error is None and not conn.closed:
+            conn.take()
+            await conn.wait(timeout)
+        self.close()
+
     def abort(self) -> None:
         """Close the connection now (the engine stops generating); a waiting `next` raises UpstreamError."""
         self._conn.close()
@@ -169,8 +179,10 @@ class UpstreamResponse:
     def close(self) -> None:
         """Done with the answer: a completely read connection goes back to the pool, any other is closed
         (which tells the engine to stop generating)."""
-        conn = self._conn
-        if conn.complete and conn.keep_alive and not conn.closed:
+        conn, was_closed, self._closed = self._conn, self._closed, True
+        if was_closed:
+            return
+        if conn.complete and conn.keep_alive and not conn.closed and not conn.body:
             self._client._put(self._origin, conn)
         else:
             conn.close()
