@@ -89,13 +89,16 @@ async def streams(side: Side, model: str, n: int, max_tokens: int, first: int = 
             "chunks": sum(len(r.chunks) for r in records), "wall": wall}
 
 
-def pairs(direct: Side, gateway: Side, model: str, gw_pid: int, count: int, n: int, max_tokens: int) -> list[dict]:
+def pairs(label: str, columns: list[tuple[str, str, str]], direct: Side, gateway: Side, model: str, gw_pid: int,
+          count: int, n: int, max_tokens: int) -> dict:
     """`count` pairs of rounds, one straight and one through the gateway, the order swapped every pair
     (after a round each way that is not counted: connections opened, the same prompts in the engine's
-    prefix cache for every counted round)."""
+    prefix cache for every counted round). Prints each pair as it ends, then the medians."""
+    print(f"\n== {label}")
+    print("pair " + "".join(f"{title:>22}" for title, _, _ in columns) + f"{'load':>8}", flush=True)
     for side in (direct, gateway):
         asyncio.run(streams(side, model, n, max_tokens))
-    out = []
+    rows = []
     for p in range(count):
         got: dict[str, dict] = {}
         before = load()
@@ -104,21 +107,16 @@ def pairs(direct: Side, gateway: Side, model: str, gw_pid: int, count: int, n: i
             got[side] = asyncio.run(streams(direct if side == "direct" else gateway, model, n, max_tokens))
             got[side]["cpu"] = cpu_seconds(gw_pid) - cpu
         d, g = got["direct"], got["gateway"]
-        out.append({"ttft_added_ms": 1000 * (g["ttft"] - d["ttft"]), "direct_ttft_ms": 1000 * d["ttft"],
-                    "gateway_ttft_ms": 1000 * g["ttft"],
-                    "tokens_ratio": (g["tokens"] / g["wall"]) / (d["tokens"] / d["wall"]),
-                    "direct_tokens_per_s": d["tokens"] / d["wall"],
-                    "chunks_ratio": (g["chunks"] / g["wall"]) / (d["chunks"] / d["wall"]),
-                    "direct_chunks_per_s": d["chunks"] / d["wall"],
-                    "cpu_us_per_chunk": 1e6 * g["cpu"] / max(1, g["chunks"]), "load": (before + load()) / 2})
-    return out
-
-
-def show_pairs(label: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> dict:
-    print(f"\n== {label}")
-    print("pair " + "".join(f"{title:>22}" for title, _, _ in columns) + f"{'load':>8}")
-    for i, row in enumerate(rows, 1):
-        print(f"{i:4} " + "".join(f"{format(row[k], fmt):>22}" for _, k, fmt in columns) + f"{row['load']:8.1f}")
+        rows.append({"ttft_added_ms": 1000 * (g["ttft"] - d["ttft"]), "direct_ttft_ms": 1000 * d["ttft"],
+                     "gateway_ttft_ms": 1000 * g["ttft"],
+                     "tokens_ratio": (g["tokens"] / g["wall"]) / (d["tokens"] / d["wall"]),
+                     "direct_tokens_per_s": d["tokens"] / d["wall"],
+                     "chunks_ratio": (g["chunks"] / g["wall"]) / (d["chunks"] / d["wall"]),
+                     "direct_chunks_per_s": d["chunks"] / d["wall"],
+                     "cpu_us_per_chunk": 1e6 * g["cpu"] / max(1, g["chunks"]), "load": (before + load()) / 2})
+        row = rows[-1]
+        print(f"{p + 1:4} " + "".join(f"{format(row[k], fmt):>22}" for _, k, fmt in columns) + f"{row['load']:8.1f}",
+              flush=True)
     median = {k: statistics.median(r[k] for r in rows) for _, k, _ in columns}
     median["load"] = statistics.median(r["load"] for r in rows)
     print("med. " + "".join(f"{format(median[k], fmt):>22}" for _, k, fmt in columns) + f"{median['load']:8.1f}")
@@ -153,6 +151,10 @@ def start_gateway(env: dict[str, str], upstreams: list[dict], tmp: Path) -> tupl
     return proc, f"http://127.0.0.1:{port}/v1", key
 
 
+def ms(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f} ms"
+
+
 def summary(results: dict) -> None:
     """The bar's figures side by side."""
     print("\n== the bar (issue 11), medians")
@@ -160,19 +162,19 @@ def summary(results: dict) -> None:
     if "engine" in results:
         e = results["engine"]
         print(f"{'demo engine, 8 streams: mean TTFT (ms)':46}{e['direct_ttft_ms']:12.1f}{e['gateway_ttft_ms']:12.1f}"
-              f"{'%+.1f ms' % e['ttft_added_ms']:>16}{e['load']:7.1f}   (bar: <= +5 ms)")
+              f"{ms(e['ttft_added_ms'], 1):>16}{e['load']:7.1f}   (bar: <= +5 ms)")
         print(f"{'demo engine, 8 streams: output tokens/s':46}{e['direct_tokens_per_s']:12.1f}"
               f"{e['direct_tokens_per_s'] * e['tokens_ratio']:12.1f}{e['tokens_ratio']:15.3f}x{e['load']:7.1f}"
               "   (bar: >= 0.97x)")
         s = results["engine_sequential"]
         print(f"{'demo engine, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.1f}{s['gateway_ms']:12.1f}"
-              f"{'%+.1f ms' % s['added_ms']:>16}{s['load']:7.1f}")
+              f"{ms(s['added_ms'], 1):>16}{s['load']:7.1f}")
     f, s = results["fast"], results["fast_sequential"]
     print(f"{'stand-in, 8 streams: chunks/s':46}{f['direct_chunks_per_s']:12.0f}"
           f"{f['direct_chunks_per_s'] * f['chunks_ratio']:12.0f}{f['chunks_ratio']:15.3f}x{f['load']:7.1f}")
     print(f"{'stand-in: gateway CPU per streamed chunk (us)':46}{'':12}{f['cpu_us_per_chunk']:12.1f}{'':16}{f['load']:7.1f}")
     print(f"{'stand-in, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.2f}{s['gateway_ms']:12.2f}"
-          f"{'%+.2f ms' % s['added_ms']:>16}{s['load']:7.1f}")
+          f"{ms(s['added_ms'], 2):>16}{s['load']:7.1f}")
 
 
 def main() -> None:
@@ -208,7 +210,7 @@ def main() -> None:
                     engine = (args.base_url.rstrip("/"), args.api_key, args.model)
                 else:
                     print("deploying the demo engine with `llmnest up` ...", flush=True)
-                    done = cli(env, "up", "--name", "gwbench", "--port", str(free_port()), "--json")
+                    done = cli(env, "up", "--name", "gwbench", "--port", str(free_port()), "--no-gateway", "--json")
                     if done.returncode:
                         raise SystemExit(done.stderr)
                     deployed = True
@@ -221,20 +223,19 @@ def main() -> None:
             gateway: Side = (gw_url, key)
             results: dict = {}
             if engine:
-                rows = pairs((engine[0], engine[1]), gateway, engine[2], gw.pid, args.pairs, args.streams,
-                             args.max_tokens)
-                results["engine"] = show_pairs(
-                    f"demo engine (real vLLM): {args.streams} concurrent streams, max_tokens {args.max_tokens}", rows,
+                results["engine"] = pairs(
+                    f"demo engine (real vLLM): {args.streams} concurrent streams, max_tokens {args.max_tokens}",
                     [("straight TTFT ms", "direct_ttft_ms", ".1f"), ("gateway TTFT ms", "gateway_ttft_ms", ".1f"),
                      ("TTFT added ms", "ttft_added_ms", "+.1f"), ("straight tok/s", "direct_tokens_per_s", ".1f"),
-                     ("tok/s ratio", "tokens_ratio", ".3f")])
+                     ("tok/s ratio", "tokens_ratio", ".3f")],
+                    (engine[0], engine[1]), gateway, engine[2], gw.pid, args.pairs, args.streams, args.max_tokens)
                 results["engine_sequential"] = sequential_ttft((engine[0], engine[1]), gateway, engine[2],
                                                                args.sequential)
-            rows = pairs(fast, gateway, "fast", gw.pid, args.fast_pairs, args.streams, args.fast_max_tokens)
-            results["fast"] = show_pairs(
-                f"fast stand-in: {args.streams} concurrent streams of {args.fast_max_tokens} chunks", rows,
+            results["fast"] = pairs(
+                f"fast stand-in: {args.streams} concurrent streams of {args.fast_max_tokens} chunks",
                 [("straight chunks/s", "direct_chunks_per_s", ".0f"), ("chunks/s ratio", "chunks_ratio", ".3f"),
-                 ("gateway CPU us/chunk", "cpu_us_per_chunk", ".1f")])
+                 ("gateway CPU us/chunk", "cpu_us_per_chunk", ".1f")],
+                fast, gateway, "fast", gw.pid, args.fast_pairs, args.streams, args.fast_max_tokens)
             results["fast_sequential"] = sequential_ttft(fast, gateway, "fast", args.sequential)
             summary(results)
             print("\n" + json.dumps(results))

@@ -34,6 +34,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.timed_out = False
         self.idle_since = 0.0
         self.reused = False
         self._reset()
@@ -109,6 +110,7 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self, waiter: asyncio.Future[None], timeout: float) -> None:
         if not waiter.done():
+            self.timed_out = True
             self._fail(f"the engine sent nothing for {timeout:g} s")
             self.close()
 
@@ -211,9 +213,9 @@ class UpstreamClient:
                     if conn.error is not None:
                         raise conn.error
                     await conn.wait(self.timeout)
-            except UpstreamError as exc:
+            except UpstreamError:
                 conn.close()
-                if conn.reused and exc.before_response and not conn.got_bytes:
+                if conn.reused and not conn.got_bytes and not conn.timed_out:
                     continue  # a kept-alive connection the engine had just closed: again on a fresh one
                 raise
             except BaseException:
