@@ -81,6 +81,7 @@ class Gateway:
         self.max_body = max_body
         self.admin_key = admin_key
         self.upstream = UpstreamClient(upstream_timeout)  # completions: the hot path
+        self.usage = usagestore.Writer(db)
         self.client: httpx.AsyncClient | None = None  # health checks
         self._keys: dict[str, tuple[float, Key | None]] = {}
         self._lookups: dict[str, asyncio.Future] = {}
@@ -402,7 +403,7 @@ class Gateway:
             await self.limiter.release(call.key)
             await self.limiter.charge(call.key, row.prompt_tokens + row.completion_tokens)
         finally:
-            await asyncio.to_thread(usagestore.record, self.db, row)
+            await self.usage.write(row)
 
     async def _tokens_used(self, key_name: str, since: float) -> int:
         return await asyncio.to_thread(usagestore.tokens_since, self.db, key_name, since)
