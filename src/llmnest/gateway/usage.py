@@ -74,7 +74,7 @@ class Writer:
                 assert stored is not None
                 try:
                     await asyncio.to_thread(record, self.db, *rows)
-                except Exception as exc:  # every waiter of this batch learns it (the database is away)
+                except Exception as exc:  # noqa: BLE001  (each waiter of this batch raises it)
                     stored.set_exception(exc)
                     stored.exception()  # (retrieved: a waiter that has gone must not warn)
                 else:
