@@ -470,8 +470,9 @@ async def _watch_disconnect(receive: Receive, call: Call, resp: UpstreamResponse
     (the engine stops generating); the relay then ends and records the usage so far."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    call.client_gone = True
-    resp.abort()
+    if not call.settled:  # (once the answer is complete, the server reports a disconnect too)
+        call.client_gone = True
+        resp.abort()
 
 
 def _usage_of(content: bytes) -> tuple[int, int]:

@@ -223,6 +223,10 @@ class UpstreamClient:
                 raise
             return UpstreamResponse(self, origin, conn)
 
+    def idle(self) -> int:
+        """Kept-alive connections waiting for the next request."""
+        return sum(not c.closed for conns in self._idle.values() for c in conns)
+
     def close(self) -> None:
         for conns in self._idle.values():
             for conn in conns:

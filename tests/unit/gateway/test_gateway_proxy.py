@@ -183,3 +183,14 @@ def test_a_key_in_use_is_reread_in_the_background_and_its_revocation_still_appli
     time.sleep(KEY_CACHE_S + 0.1)
     assert_openai_error(post(gw.url, key, chat("m1", "x")), 401, "revoked_api_key")
     assert len(calls) == 1
+
+
+def test_a_finished_stream_leaves_its_engine_connection_open_for_the_next_request(sqlite_db, gateway, replicas) -> None:
+    _, key = keys.create(sqlite_db, "k")
+    gw = gateway([replicas["a"].upstream()])
+    for _ in range(3):
+        assert stream(gw.url, key, chat("m1", "x"))[-1] == "[DONE]"
+    deadline = time.monotonic() + 5
+    while not gw.gateway.upstream.idle() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gw.gateway.upstream.idle() >= 1
