@@ -4,8 +4,10 @@
 1. The demo engine (real vLLM, SmolLM2-135M): rounds of 8 concurrent streams in pairs, one round
    straight and one through the gateway (the order swapped every pair, so drift in the engine's
    speed hits both sides alike). Per pair: mean TTFT added by the gateway (ms) and output tokens/s
-   through it / straight; the bar is the median over the pairs. One-token streams one at a time
-   (alternating) show the TTFT one request pays without any queueing.
+   through it / straight; the bar is the median over the pairs. On a busy machine the engine's own
+   speed moves between rounds by more than the bar, so rounds of 8 streams with half of them through
+   the gateway (the same engine batches for both halves) give the same two figures free of that
+   drift. One-token streams one at a time (alternating) show the TTFT a lone request pays.
 2. The fast stand-in upstream (benchmarks/standin_server.py: no model, vLLM-shaped chunks with
    per-chunk usage, as fast as the loop can send them), so the gateway's own cost shows: streamed
    chunks/s through the gateway / straight, and the gateway process's CPU time (user + system, from
@@ -123,6 +125,44 @@ def pairs(label: str, columns: list[tuple[str, str, str]], direct: Side, gateway
     return median
 
 
+def mixed(direct: Side, gateway: Side, model: str, rounds: int, n: int, max_tokens: int) -> dict:
+    """Rounds of n concurrent streams, half straight and half through the gateway (which half swaps every
+    round): both halves share the engine's batches, so its speed, which a busy machine moves by seconds,
+    cancels out. Per round: mean TTFT through the gateway minus straight, and per-stream output
+    tokens/s (tokens / time to the last token) through the gateway / straight; medians over rounds."""
+    async def one(r: int) -> dict:
+        clients = [Client(side[0], side[1], model, endpoint="completions", ignore_eos=True, temperature=0)
+                   for side in (direct, gateway)]
+        async with clients[0], clients[1]:
+            t0 = time.perf_counter()
+            records = await asyncio.gather(*(clients[(i + r) % 2].send(
+                Prompt(f"Write a short story about a {WORDS[i % len(WORDS)]} who learns to fly.", 0, max_tokens),
+                RequestRecord(i, 0.0, 0, max_tokens), t0) for i in range(n)))
+        if not all(rec.ok for rec in records):
+            raise SystemExit(f"a stream failed: {next(rec.detail for rec in records if not rec.ok)}")
+        group = {side: [rec for rec in records if (rec.index + r) % 2 == k] for k, side in enumerate(("d", "g"))}
+        ttft = {k: statistics.mean(rec.chunks[0] for rec in v) for k, v in group.items()}
+        rate = {k: statistics.mean((rec.output_tokens or 0) / rec.chunks[-1] for rec in v) for k, v in group.items()}
+        return {"ttft_added_ms": 1000 * (ttft["g"] - ttft["d"]), "tokens_ratio": rate["g"] / rate["d"],
+                "direct_ttft_ms": 1000 * ttft["d"]}
+
+    asyncio.run(one(0))  # not counted: connections, prefix cache
+    print(f"\n== demo engine, {n} concurrent streams, half of them through the gateway (same engine batches)")
+    print(f"{'round':>5}{'straight TTFT ms':>22}{'TTFT added ms':>22}{'per-stream tok/s ratio':>24}{'load':>8}", flush=True)
+    rows = []
+    for r in range(rounds):
+        before = load()
+        row = asyncio.run(one(r))
+        row["load"] = (before + load()) / 2
+        rows.append(row)
+        print(f"{r + 1:5}{row['direct_ttft_ms']:22.1f}{row['ttft_added_ms']:+22.1f}{row['tokens_ratio']:24.3f}"
+              f"{row['load']:8.1f}", flush=True)
+    median = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    print(f"{'med.':>5}{median['direct_ttft_ms']:22.1f}{median['ttft_added_ms']:+22.1f}{median['tokens_ratio']:24.3f}"
+          f"{median['load']:8.1f}")
+    return median
+
+
 def sequential_ttft(direct: Side, gateway: Side, model: str, requests: int) -> dict:
     """One-token streams one at a time, alternating: the TTFT the gateway adds to a lone request (key
     check, limits, routing, one more hop) with no queueing."""
@@ -166,6 +206,10 @@ def summary(results: dict) -> None:
         print(f"{'demo engine, 8 streams: output tokens/s':46}{e['direct_tokens_per_s']:12.1f}"
               f"{e['direct_tokens_per_s'] * e['tokens_ratio']:12.1f}{e['tokens_ratio']:15.3f}x{e['load']:7.1f}"
               "   (bar: >= 0.97x)")
+        m = results["engine_mixed"]
+        print(f"{'demo engine, 8 streams, half via gateway: TTFT':46}{m['direct_ttft_ms']:12.1f}"
+              f"{m['direct_ttft_ms'] + m['ttft_added_ms']:12.1f}{ms(m['ttft_added_ms'], 1):>16}{m['load']:7.1f}")
+        print(f"{'  same rounds: per-stream output tokens/s':46}{'':24}{m['tokens_ratio']:15.3f}x{m['load']:7.1f}")
         s = results["engine_sequential"]
         print(f"{'demo engine, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.1f}{s['gateway_ms']:12.1f}"
               f"{ms(s['added_ms'], 1):>16}{s['load']:7.1f}")
@@ -182,6 +226,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6, help="pairs of rounds against the demo engine")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--mixed-rounds", type=int, default=8, help="rounds half straight, half through the gateway")
     parser.add_argument("--fast-pairs", type=int, default=6)
     parser.add_argument("--fast-max-tokens", type=int, default=2000)
     parser.add_argument("--sequential", type=int, default=30, help="requests each way for the lone-request TTFT")
@@ -229,6 +274,8 @@ def main() -> None:
                      ("TTFT added ms", "ttft_added_ms", "+.1f"), ("straight tok/s", "direct_tokens_per_s", ".1f"),
                      ("tok/s ratio", "tokens_ratio", ".3f")],
                     (engine[0], engine[1]), gateway, engine[2], gw.pid, args.pairs, args.streams, args.max_tokens)
+                results["engine_mixed"] = mixed((engine[0], engine[1]), gateway, engine[2], args.mixed_rounds,
+                                                args.streams, args.max_tokens)
                 results["engine_sequential"] = sequential_ttft((engine[0], engine[1]), gateway, engine[2],
                                                                args.sequential)
             results["fast"] = pairs(
