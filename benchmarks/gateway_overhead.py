@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""What the gateway costs: the same load through `llmnest gateway serve` and straight to the engine.
+"""What the gateway costs: the same load through `llmnest gateway serve` and straight to the upstream.
 
-1. The demo engine (real vLLM, SmolLM2-135M): 8 concurrent streams, rounds alternating direct /
-   gateway. Mean TTFT added by the gateway (ms) and output tokens/s through it / direct. On a busy
-   machine the concurrent TTFT is dominated by the engine's queueing, so the script also sends
-   one-token streams one at a time, alternating, and prints the median TTFT each way.
-2. A fast stand-in upstream on loopback (tests/fakes/openai_upstream.py, no delay), so the gateway's
-   own cost shows: streamed chunks/s through the gateway / direct, and the gateway process's CPU
-   time (user + system, from /proc) per streamed chunk.
+1. The demo engine (real vLLM, SmolLM2-135M): rounds of 8 concurrent streams in pairs, one round
+   straight and one through the gateway (the order swapped every pair, so drift in the engine's
+   speed hits both sides alike). Per pair: mean TTFT added by the gateway (ms) and output tokens/s
+   through it / straight; the bar is the median over the pairs. On a busy machine the engine's own
+   speed moves between rounds by more than the bar, so rounds of 8 streams with half of them through
+   the gateway (the same engine batches for both halves) give the same two figures free of that
+   drift. One-token streams one at a time (alternating) show the TTFT a lone request pays.
+2. The fast stand-in upstream (benchmarks/standin_server.py: no model, vLLM-shaped chunks with
+   per-chunk usage, as fast as the loop can send them), so the gateway's own cost shows: streamed
+   chunks/s through the gateway / straight, and the gateway process's CPU time (user + system, from
+   /proc) per streamed chunk.
 
-The gateway runs as its own process (SQLite usage, in-memory limits, a key with no limits).
+The gateway runs as its own process, as in production (SQLite usage, in-memory limits, a key with no
+limits); the client is llmnest's own streaming client (a raw-socket reader, a few µs per chunk). The
+load average is printed with each figure: other processes on the machine move the engine's figures.
 Without --base-url the script deploys the demo with `llmnest up` in a temporary LLMNEST_HOME and
 removes it at the end.
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--rounds 3] [--max-tokens 64] [--skip-engine]
+    .venv/bin/python benchmarks/gateway_overhead.py [--pairs 6] [--max-tokens 32] [--skip-engine]
 """
 
 from __future__ import annotations
@@ -33,10 +39,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+from llmnest.bench.datasets import Prompt  # noqa: E402
+from llmnest.bench.record import RequestRecord  # noqa: E402
+from llmnest.bench.request import Client  # noqa: E402
 from tests.conftest import MODELS_CACHE, free_port  # noqa: E402
 
-PROMPTS = [f"Write a short story about a {w} who learns to fly." for w in
-           ("cat", "teacher", "robot", "fisherman", "painter", "child", "river", "clockmaker")]
+WORDS = ("cat", "teacher", "robot", "fisherman", "painter", "child", "river", "clockmaker")
+Side = tuple[str, str]  # (base URL, API key)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -47,6 +57,10 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> float:
+    return os.getloadavg()[0]
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -61,83 +75,113 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, key: str, model: str, prompt: str,
-                     max_tokens: int) -> tuple[float, int, int]:
-    """(TTFT s, completion tokens from usage, chunks) of one streamed completion."""
-    start = time.perf_counter()
-    ttft, chunks, tokens = None, 0, 0
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "ignore_eos": True, "stream_options": {"include_usage": True}}
-    async with client.stream("POST", f"{url}/completions", json=body, headers={"Authorization": f"Bearer {key}"}) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            obj = json.loads(line[6:])
-            if obj.get("choices"):
-                chunks += 1
-                ttft = ttft if ttft is not None else time.perf_counter() - start
-            if obj.get("usage"):
-                tokens = obj["usage"]["completion_tokens"]
-    return ttft or 0.0, tokens, chunks
+async def streams(side: Side, model: str, n: int, max_tokens: int, first: int = 0) -> dict:
+    """n concurrent streamed completions: mean TTFT, output tokens (engine usage), chunks, wall time."""
+    client = Client(side[0], side[1], model, endpoint="completions", ignore_eos=True, temperature=0)
+    async with client:
+        t0 = time.perf_counter()
+        records = await asyncio.gather(*(client.send(
+            Prompt(f"Write a short story about a {WORDS[(first + i) % len(WORDS)]} who learns to fly.", 0, max_tokens),
+            RequestRecord(i, 0.0, 0, max_tokens), t0) for i in range(n)))
+        wall = time.perf_counter() - t0
+    failed = [r for r in records if not r.ok]
+    if failed:
+        raise SystemExit(f"{side[0]}: {failed[0].error} {failed[0].detail}")
+    return {"ttft": statistics.mean(r.chunks[0] for r in records), "tokens": sum(r.output_tokens or 0 for r in records),
+            "chunks": sum(len(r.chunks) for r in records), "wall": wall}
 
 
-async def round_of(url: str, key: str, model: str, streams: int, max_tokens: int) -> dict:
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=streams * 2)) as client:
-        start = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, url, key, model, PROMPTS[i % len(PROMPTS)], max_tokens)
-                                         for i in range(streams)))
-        wall = time.perf_counter() - start
-    return {"ttft": statistics.mean(r[0] for r in results), "tokens": sum(r[1] for r in results),
-            "chunks": sum(r[2] for r in results), "wall": wall}
+def pairs(label: str, columns: list[tuple[str, str, str]], direct: Side, gateway: Side, model: str, gw_pid: int,
+          count: int, n: int, max_tokens: int) -> dict:
+    """`count` pairs of rounds, one straight and one through the gateway, the order swapped every pair
+    (after a round each way that is not counted: connections opened, the same prompts in the engine's
+    prefix cache for every counted round). Prints each pair as it ends, then the medians."""
+    print(f"\n== {label}")
+    print("pair " + "".join(f"{title:>22}" for title, _, _ in columns) + f"{'load':>8}", flush=True)
+    for side in (direct, gateway):
+        asyncio.run(streams(side, model, n, max_tokens))
+    rows = []
+    for p in range(count):
+        got: dict[str, dict] = {}
+        before = load()
+        for side in (("direct", "gateway") if p % 2 == 0 else ("gateway", "direct")):
+            cpu = cpu_seconds(gw_pid)
+            got[side] = asyncio.run(streams(direct if side == "direct" else gateway, model, n, max_tokens))
+            got[side]["cpu"] = cpu_seconds(gw_pid) - cpu
+        d, g = got["direct"], got["gateway"]
+        rows.append({"ttft_added_ms": 1000 * (g["ttft"] - d["ttft"]), "direct_ttft_ms": 1000 * d["ttft"],
+                     "gateway_ttft_ms": 1000 * g["ttft"],
+                     "tokens_ratio": (g["tokens"] / g["wall"]) / (d["tokens"] / d["wall"]),
+                     "direct_tokens_per_s": d["tokens"] / d["wall"],
+                     "chunks_ratio": (g["chunks"] / g["wall"]) / (d["chunks"] / d["wall"]),
+                     "direct_chunks_per_s": d["chunks"] / d["wall"],
+                     "cpu_us_per_chunk": 1e6 * g["cpu"] / max(1, g["chunks"]), "load": (before + load()) / 2})
+        row = rows[-1]
+        print(f"{p + 1:4} " + "".join(f"{format(row[k], fmt):>22}" for _, k, fmt in columns) + f"{row['load']:8.1f}",
+              flush=True)
+    median = {k: statistics.median(r[k] for r in rows) for _, k, _ in columns}
+    median["load"] = statistics.median(r["load"] for r in rows)
+    print("med. " + "".join(f"{format(median[k], fmt):>22}" for _, k, fmt in columns) + f"{median['load']:8.1f}")
+    return median
 
 
-def compare(label: str, direct: tuple[str, str], gateway: tuple[str, str], model: str, gw_pid: int,
-            rounds: int, streams: int, max_tokens: int) -> dict:
-    rows: dict[str, list[dict]] = {"direct": [], "gateway": []}
-    cpu = 0.0
-    for _ in range(rounds):  # alternate, so drift in the engine's speed hits both sides alike
-        rows["direct"].append(asyncio.run(round_of(*direct, model, streams, max_tokens)))
-        before = cpu_seconds(gw_pid)
-        rows["gateway"].append(asyncio.run(round_of(*gateway, model, streams, max_tokens)))
-        cpu += cpu_seconds(gw_pid) - before
-    out = {}
-    for side, rs in rows.items():
-        wall = sum(r["wall"] for r in rs)
-        out[side] = {"mean_ttft_ms": 1000 * statistics.mean(r["ttft"] for r in rs),
-                     "tokens_per_s": sum(r["tokens"] for r in rs) / wall,
-                     "chunks_per_s": sum(r["chunks"] for r in rs) / wall, "chunks": sum(r["chunks"] for r in rs)}
-    out["gateway_cpu_us_per_chunk"] = 1e6 * cpu / max(1, out["gateway"]["chunks"])
-    d, g = out["direct"], out["gateway"]
-    print(f"\n== {label}: {streams} concurrent streams x {rounds} rounds, max_tokens {max_tokens}")
-    print(f"{'':22}{'direct':>12}{'gateway':>12}{'gateway/direct':>16}")
-    print(f"{'mean TTFT (ms)':22}{d['mean_ttft_ms']:12.1f}{g['mean_ttft_ms']:12.1f}"
-          f"{'+%.1f ms' % (g['mean_ttft_ms'] - d['mean_ttft_ms']):>16}")
-    print(f"{'output tokens/s':22}{d['tokens_per_s']:12.1f}{g['tokens_per_s']:12.1f}"
-          f"{g['tokens_per_s'] / d['tokens_per_s']:15.3f}x")
-    print(f"{'streamed chunks/s':22}{d['chunks_per_s']:12.1f}{g['chunks_per_s']:12.1f}"
-          f"{g['chunks_per_s'] / d['chunks_per_s']:15.3f}x")
-    print(f"{'gateway CPU per chunk':22}{'':12}{out['gateway_cpu_us_per_chunk']:10.1f} us")
-    return out
+def mixed(direct: Side, gateway: Side, model: str, rounds: int, n: int, max_tokens: int) -> dict:
+    """Rounds of n concurrent streams, half straight and half through the gateway (which half swaps every
+    round): both halves share the engine's batches, so its speed, which a busy machine moves by seconds,
+    cancels out. Per round: mean TTFT through the gateway minus straight, and per-stream output
+    tokens/s (tokens / time to the last token) through the gateway / straight; medians over rounds."""
+    async def one(r: int) -> dict:
+        clients = [Client(side[0], side[1], model, endpoint="completions", ignore_eos=True, temperature=0)
+                   for side in (direct, gateway)]
+        async with clients[0], clients[1]:
+            t0 = time.perf_counter()
+            records = await asyncio.gather(*(clients[(i + r) % 2].send(
+                Prompt(f"Write a short story about a {WORDS[i % len(WORDS)]} who learns to fly.", 0, max_tokens),
+                RequestRecord(i, 0.0, 0, max_tokens), t0) for i in range(n)))
+        if not all(rec.ok for rec in records):
+            raise SystemExit(f"a stream failed: {next(rec.detail for rec in records if not rec.ok)}")
+        group = {side: [rec for rec in records if (rec.index + r) % 2 == k] for k, side in enumerate(("d", "g"))}
+        ttft = {k: statistics.mean(rec.chunks[0] for rec in v) for k, v in group.items()}
+        rate = {k: statistics.mean((rec.output_tokens or 0) / rec.chunks[-1] for rec in v) for k, v in group.items()}
+        return {"ttft_added_ms": 1000 * (ttft["g"] - ttft["d"]), "tokens_ratio": rate["g"] / rate["d"],
+                "direct_ttft_ms": 1000 * ttft["d"]}
+
+    asyncio.run(one(0))  # not counted: connections, prefix cache
+    print(f"\n== demo engine, {n} concurrent streams, half of them through the gateway (same engine batches)")
+    print(f"{'round':>5}{'straight TTFT ms':>22}{'TTFT added ms':>22}{'per-stream tok/s ratio':>24}{'load':>8}", flush=True)
+    rows = []
+    for r in range(rounds):
+        before = load()
+        row = asyncio.run(one(r))
+        row["load"] = (before + load()) / 2
+        rows.append(row)
+        print(f"{r + 1:5}{row['direct_ttft_ms']:22.1f}{row['ttft_added_ms']:+22.1f}{row['tokens_ratio']:24.3f}"
+              f"{row['load']:8.1f}", flush=True)
+    median = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    print(f"{'med.':>5}{median['direct_ttft_ms']:22.1f}{median['ttft_added_ms']:+22.1f}{median['tokens_ratio']:24.3f}"
+          f"{median['load']:8.1f}")
+    # A stream that reaches the engine after its step has begun waits one step: TTFT added comes in
+    # multiples of the engine's step, so its mean says more than its median.
+    median["ttft_added_mean_ms"] = statistics.mean(row["ttft_added_ms"] for row in rows)
+    print(f"{'mean':>5}{'':22}{median['ttft_added_mean_ms']:+22.1f}")
+    return median
 
 
-def added_ttft(direct: tuple[str, str], gateway: tuple[str, str], model: str, requests: int) -> dict:
-    """One stream at a time, one token each, alternating direct / gateway: the TTFT the gateway adds to
-    a request (key check, limits, routing, one more hop) without queueing noise."""
+def sequential_ttft(direct: Side, gateway: Side, model: str, requests: int) -> dict:
+    """One-token streams one at a time, alternating: the TTFT the gateway adds to a lone request (key
+    check, limits, routing, one more hop) with no queueing."""
     async def run() -> dict[str, list[float]]:
         out: dict[str, list[float]] = {"direct": [], "gateway": []}
-        async with httpx.AsyncClient(timeout=60) as client:
-            for i in range(requests):
-                for side, (url, key) in (("direct", direct), ("gateway", gateway)):
-                    ttft, _, _ = await one_stream(client, url, key, model, PROMPTS[i % len(PROMPTS)], 1)
-                    out[side].append(ttft)
+        for i in range(requests):
+            for side in ("direct", "gateway"):
+                got = await streams(direct if side == "direct" else gateway, model, 1, 1, i)
+                out[side].append(got["ttft"])
         return out
 
+    before = load()
     got = asyncio.run(run())
     d, g = (1000 * statistics.median(got[s]) for s in ("direct", "gateway"))
-    print(f"\n== TTFT added, {requests} sequential 1-token streams each way ({model})")
-    print(f"{'median TTFT (ms)':22}{d:12.2f}{g:12.2f}{'+%.2f ms' % (g - d):>16}")
-    return {"direct_median_ttft_ms": d, "gateway_median_ttft_ms": g}
+    return {"direct_ms": d, "gateway_ms": g, "added_ms": g - d, "load": (before + load()) / 2}
 
 
 def start_gateway(env: dict[str, str], upstreams: list[dict], tmp: Path) -> tuple[subprocess.Popen, str, str]:
@@ -151,13 +195,46 @@ def start_gateway(env: dict[str, str], upstreams: list[dict], tmp: Path) -> tupl
     return proc, f"http://127.0.0.1:{port}/v1", key
 
 
+def ms(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f} ms"
+
+
+def summary(results: dict) -> None:
+    """The bar's figures side by side."""
+    print("\n== the bar (issue 11), medians")
+    print(f"{'figure':46}{'straight':>12}{'gateway':>12}{'ratio / added':>16}{'load':>7}")
+    if "engine" in results:
+        e = results["engine"]
+        print(f"{'demo engine, 8 streams: mean TTFT (ms)':46}{e['direct_ttft_ms']:12.1f}{e['gateway_ttft_ms']:12.1f}"
+              f"{ms(e['ttft_added_ms'], 1):>16}{e['load']:7.1f}   (bar: <= +5 ms)")
+        print(f"{'demo engine, 8 streams: output tokens/s':46}{e['direct_tokens_per_s']:12.1f}"
+              f"{e['direct_tokens_per_s'] * e['tokens_ratio']:12.1f}{e['tokens_ratio']:15.3f}x{e['load']:7.1f}"
+              "   (bar: >= 0.97x)")
+        m = results["engine_mixed"]
+        print(f"{'demo engine, 8 streams, half via gateway: TTFT':46}{m['direct_ttft_ms']:12.1f}"
+              f"{m['direct_ttft_ms'] + m['ttft_added_ms']:12.1f}{ms(m['ttft_added_ms'], 1):>16}{m['load']:7.1f}"
+              f"   (mean {ms(m['ttft_added_mean_ms'], 1)})")
+        print(f"{'  same rounds: per-stream output tokens/s':46}{'':24}{m['tokens_ratio']:15.3f}x{m['load']:7.1f}")
+        s = results["engine_sequential"]
+        print(f"{'demo engine, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.1f}{s['gateway_ms']:12.1f}"
+              f"{ms(s['added_ms'], 1):>16}{s['load']:7.1f}")
+    f, s = results["fast"], results["fast_sequential"]
+    print(f"{'stand-in, 8 streams: chunks/s':46}{f['direct_chunks_per_s']:12.0f}"
+          f"{f['direct_chunks_per_s'] * f['chunks_ratio']:12.0f}{f['chunks_ratio']:15.3f}x{f['load']:7.1f}")
+    print(f"{'stand-in: gateway CPU per streamed chunk (us)':46}{'':12}{f['cpu_us_per_chunk']:12.1f}{'':16}{f['load']:7.1f}")
+    print(f"{'stand-in, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.2f}{s['gateway_ms']:12.2f}"
+          f"{ms(s['added_ms'], 2):>16}{s['load']:7.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=6, help="pairs of rounds against the demo engine")
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--mixed-rounds", type=int, default=8, help="rounds half straight, half through the gateway")
+    parser.add_argument("--fast-pairs", type=int, default=6)
     parser.add_argument("--fast-max-tokens", type=int, default=2000)
-    parser.add_argument("--sequential", type=int, default=40, help="requests each way for the added-TTFT probe")
+    parser.add_argument("--sequential", type=int, default=30, help="requests each way for the lone-request TTFT")
     parser.add_argument("--base-url", help="an engine already running (with --api-key and --model)")
     parser.add_argument("--api-key")
     parser.add_argument("--model")
@@ -171,18 +248,19 @@ def main() -> None:
         deployed = False
         try:
             fake_port = free_port()
-            procs.append(subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_upstream", "--port",
-                                           str(fake_port), "--model", "fast", "--api-key", "internal"], cwd=REPO))
+            procs.append(subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "standin_server.py"), "--port",
+                                           str(fake_port), "--model", "fast", "--api-key", "internal"],
+                                          stdout=subprocess.DEVNULL))
             wait_http(f"http://127.0.0.1:{fake_port}/health")
-            fast = f"http://127.0.0.1:{fake_port}/v1"
-            upstreams = [{"model": "fast", "replica_id": "fast", "base_url": fast, "internal_key": "internal"}]
+            fast: Side = (f"http://127.0.0.1:{fake_port}/v1", "internal")
+            upstreams = [{"model": "fast", "replica_id": "fast", "base_url": fast[0], "internal_key": fast[1]}]
             engine = None
             if not args.skip_engine:
                 if args.base_url:
                     engine = (args.base_url.rstrip("/"), args.api_key, args.model)
                 else:
                     print("deploying the demo engine with `llmnest up` ...", flush=True)
-                    done = cli(env, "up", "--name", "gwbench", "--port", str(free_port()), "--json")
+                    done = cli(env, "up", "--name", "gwbench", "--port", str(free_port()), "--no-gateway", "--json")
                     if done.returncode:
                         raise SystemExit(done.stderr)
                     deployed = True
@@ -192,15 +270,26 @@ def main() -> None:
                                   "internal_key": engine[1]})
             gw, gw_url, key = start_gateway(env, upstreams, tmp)
             procs.append(gw)
-            results = {}
+            gateway: Side = (gw_url, key)
+            results: dict = {}
             if engine:
-                results["engine"] = compare("demo engine (real vLLM)", (engine[0], engine[1]), (gw_url, key),
-                                            engine[2], gw.pid, args.rounds, args.streams, args.max_tokens)
-            results["fast_ttft"] = added_ttft((fast, "internal"), (gw_url, key), "fast", args.sequential)
-            if engine:
-                results["engine_ttft"] = added_ttft((engine[0], engine[1]), (gw_url, key), engine[2], args.sequential)
-            results["fast"] = compare("fast stand-in upstream", (fast, "internal"), (gw_url, key), "fast", gw.pid,
-                                      args.rounds, args.streams, args.fast_max_tokens)
+                results["engine"] = pairs(
+                    f"demo engine (real vLLM): {args.streams} concurrent streams, max_tokens {args.max_tokens}",
+                    [("straight TTFT ms", "direct_ttft_ms", ".1f"), ("gateway TTFT ms", "gateway_ttft_ms", ".1f"),
+                     ("TTFT added ms", "ttft_added_ms", "+.1f"), ("straight tok/s", "direct_tokens_per_s", ".1f"),
+                     ("tok/s ratio", "tokens_ratio", ".3f")],
+                    (engine[0], engine[1]), gateway, engine[2], gw.pid, args.pairs, args.streams, args.max_tokens)
+                results["engine_mixed"] = mixed((engine[0], engine[1]), gateway, engine[2], args.mixed_rounds,
+                                                args.streams, args.max_tokens)
+                results["engine_sequential"] = sequential_ttft((engine[0], engine[1]), gateway, engine[2],
+                                                               args.sequential)
+            results["fast"] = pairs(
+                f"fast stand-in: {args.streams} concurrent streams of {args.fast_max_tokens} chunks",
+                [("straight chunks/s", "direct_chunks_per_s", ".0f"), ("chunks/s ratio", "chunks_ratio", ".3f"),
+                 ("gateway CPU us/chunk", "cpu_us_per_chunk", ".1f")],
+                fast, gateway, "fast", gw.pid, args.fast_pairs, args.streams, args.fast_max_tokens)
+            results["fast_sequential"] = sequential_ttft(fast, gateway, "fast", args.sequential)
+            summary(results)
             print("\n" + json.dumps(results))
         finally:
             for p in procs:

@@ -3,7 +3,7 @@
 
 It answers GET /v1/models and streamed POST /v1/chat/completions and /v1/completions the way vLLM
 does (a role chunk, one chunk per token, the finish reason on the last one, a usage chunk when
-stream_options.include_usage is set, then [DONE]), with no model behind it: every request gets
+stream_options.include_usage is set, usage in every chunk too with continuous_usage_stats, then [DONE]), with no model behind it: every request gets
 `max_tokens` tokens, sent as fast as the loop can (`--itl-ms 0`, yielding between chunks so streams
 interleave) or paced. Its own cost per chunk is a few microseconds, so a client driven against it
 shows its own cost. HTTP/1.1 keep-alive, chunked transfer encoding, optional API key.
@@ -43,24 +43,40 @@ class Stream:
         self.n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
 
         def chunk(text: str | None, finish: str | None, role: bool = False) -> bytes:
+            """The chunk's JSON without its closing brace (per-chunk usage goes there)."""
             if chat:
                 delta = {"role": "assistant", "content": ""} if role else {"content": text}
                 choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
-            return frame(json.dumps({**head, "choices": [choice]}, separators=(",", ":")).encode())
+            return json.dumps({**head, "choices": [choice]}, separators=(",", ":")).encode()[:-1]
 
         prompt = body.get("prompt") or " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
         self.prompt_tokens = max(1, len(str(prompt).split()))
-        self.role = chunk(None, None, role=True) if chat else b""
+        options = body.get("stream_options") or {}
+        self.continuous = bool(options.get("include_usage") and options.get("continuous_usage_stats"))
+        self.role = self.frame(chunk(None, None, role=True), 0) if chat else b""
         self.token = chunk(" tok", None)
         self.last = chunk(" tok", "length")
         self.usage = b""
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if options.get("include_usage"):
             usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.n,
                      "total_tokens": self.prompt_tokens + self.n}
             self.usage = frame(json.dumps({**head, "choices": [], "usage": usage}, separators=(",", ":")).encode())
         self.done = frame(b"[DONE]")
+
+    def frame(self, unclosed: bytes, tokens: int) -> bytes:
+        """One chunk as one HTTP chunk, with the usage so far when continuous usage was asked for (as vLLM)."""
+        if self.continuous:
+            return frame(b'%s,"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}}' % (
+                unclosed, self.prompt_tokens, self.prompt_tokens + tokens, tokens))
+        return frame(unclosed + b"}")
+
+    def tokens(self) -> list[bytes]:
+        """The token chunks, built before sending (so the stand-in's own cost per chunk stays tiny)."""
+        if not self.continuous:
+            return [self.frame(self.token, 0)] * (self.n - 1) + [self.frame(self.last, 0)]
+        return [self.frame(self.last if i == self.n else self.token, i) for i in range(1, self.n + 1)]
 
 
 class Connection(asyncio.Protocol):
@@ -121,10 +137,10 @@ class Connection(asyncio.Protocol):
         write(HEAD + s.role)
         if self.args.ttft_ms:
             await asyncio.sleep(self.args.ttft_ms / 1000)
-        for i in range(s.n):
+        for token in s.tokens():
             if self.closed:
                 return
-            write(s.last if i == s.n - 1 else s.token)
+            write(token)
             if self.resumed is not None and not self.resumed.done():
                 await self.resumed
             await asyncio.sleep(itl)

@@ -9,18 +9,17 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import keys as keystore
@@ -32,6 +31,7 @@ from .limiter import Limiter
 from .metrics import Metrics
 from .router import Replica, Router, prompt_prefix
 from .stream import DONE, StreamTap, upstream_body
+from .upstream_client import UpstreamClient, UpstreamError, UpstreamResponse
 from .upstreams import Provider
 
 log = logging.getLogger("llmnest.gateway")
@@ -41,8 +41,12 @@ KEY_CACHE_S = 2.0
 KEY_CACHE_MAX = 10_000
 RETRY_STATUSES = {502, 503, 504}
 HEALTH_TIMEOUT_S = 3.0
+END_WAIT_S = 1.0  # how long the end of an engine's answer after [DONE] is awaited (to reuse its connection)
 HEALTH_FAILURES = 2  # failed checks in a row (other than a refused connection) that take a replica out
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Call:
     ttft_s: float | None = None
     released: bool = False  # the replica no longer counts it
     settled: bool = False  # usage written (or being written)
+    client_gone: bool = False  # the client disconnected mid-stream
 
 
 class Gateway:
@@ -75,15 +80,14 @@ class Gateway:
         self.health_interval = health_interval
         self.max_body = max_body
         self.admin_key = admin_key
-        self.timeout = httpx.Timeout(upstream_timeout, connect=5.0)
-        self.client: httpx.AsyncClient | None = None
+        self.upstream = UpstreamClient(upstream_timeout)  # completions: the hot path
+        self.usage = usagestore.Writer(db)
+        self.client: httpx.AsyncClient | None = None  # health checks
         self._keys: dict[str, tuple[float, Key | None]] = {}
         self._lookups: dict[str, asyncio.Future] = {}
         self._pending: set[asyncio.Task] = set()
-        self.app = Starlette(
+        self._starlette = Starlette(
             routes=[
-                Route("/v1/chat/completions", self.completions, methods=["POST"]),
-                Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.metrics_endpoint, methods=["GET"]),
@@ -92,21 +96,40 @@ class Gateway:
             lifespan=self._lifespan,
         )
 
+    async def app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The ASGI app: completions on a plain ASGI path (a streamed chunk costs one `send`), the rest
+        through Starlette."""
+        endpoint = ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self._starlette(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            response: Response | None = error_response(405, "Method Not Allowed", headers={"Allow": "POST"})
+        else:
+            try:
+                response = await self.completions(endpoint, scope, receive, send)
+            except Exception as exc:
+                log.error("gateway error on %s", scope["path"], exc_info=exc)
+                response = error_response(500, "internal gateway error; see the gateway's log", "internal_error")
+        if response is not None:
+            await response(scope, receive, send)
+
     # ---- lifecycle -------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=256, keepalive_expiry=30))
+        self.client = httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S)
         await self.refresh()
-        checker = asyncio.create_task(self._health_loop())
+        loops = [asyncio.create_task(self._health_loop()), asyncio.create_task(self._key_loop())]
         try:
             yield
         finally:
-            checker.cancel()
+            for task in loops:
+                task.cancel()
             if self._pending:  # usage being written when asked to stop
                 await asyncio.gather(*self._pending, return_exceptions=True)
             await self.client.aclose()
+            self.upstream.close()
 
     async def _health_loop(self) -> None:
         while True:
@@ -115,6 +138,23 @@ class Gateway:
                 await self.refresh()
             except Exception:  # a broken provider must not stop health checks for good
                 log.warning("refreshing upstreams failed", exc_info=True)
+
+    async def _key_loop(self) -> None:
+        """Re-read the cached keys twice per KEY_CACHE_S, so requests with a key in use never wait for
+        the database, while a revoked or changed key still takes effect within KEY_CACHE_S."""
+        while True:
+            await asyncio.sleep(KEY_CACHE_S / 2)
+            digests = [d for d, (_, key) in self._keys.items() if key is not None]
+            if not digests:
+                continue
+            read_at = time.monotonic()
+            try:
+                fresh = await asyncio.to_thread(keystore.by_digests, self.db, digests)
+            except Exception:  # the database is away: the cache runs out and requests look keys up themselves
+                log.warning("re-reading API keys failed", exc_info=True)
+                continue
+            for digest in digests:
+                self._keys[digest] = (read_at, fresh.get(digest))
 
     async def refresh(self) -> None:
         """Read the upstreams again and check every replica's /health."""
@@ -143,7 +183,7 @@ class Gateway:
 
     async def models(self, request: Request) -> Response:
         try:
-            key = await self._authenticate(request)
+            key = await self._authenticate(_bearer(request.headers.get("authorization", "")))
         except GatewayError as exc:
             return exc.response()
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "llmnest"}
@@ -152,7 +192,8 @@ class Gateway:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         if not _is_loopback(request.client.host if request.client else "") and not (
-                self.admin_key and hmac.compare_digest(_bearer(request).encode(), self.admin_key.encode())):
+                self.admin_key and hmac.compare_digest(_bearer(request.headers.get("authorization", "")).encode(),
+                                                   self.admin_key.encode())):
             return error_response(403, "/metrics is readable from loopback, or with the admin key as Bearer token")
         for model, reps in self.router.replicas.items():
             for r in reps:
@@ -160,10 +201,18 @@ class Gateway:
                 self.metrics.replica_up.labels(model, r.id).set(1 if r.healthy else 0)
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def completions(self, request: Request) -> Response:
+    async def completions(self, endpoint: str, scope: dict[str, Any], receive: Receive,
+                          send: Send) -> Response | None:
+        """A chat or completions request: the answer to send, or None when it was streamed here."""
+        secret, declared = "", None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                secret = _bearer(value.decode("latin-1"))
+            elif name == b"content-length":
+                declared = value
         try:
-            key = await self._authenticate(request)
-            body = await self._read_json(request)
+            key = await self._authenticate(secret)
+            raw, body = await self._read_json(declared, receive)
             model = body.get("model")
             if not isinstance(model, str) or not model:
                 raise GatewayError(400, "the request names no `model`", "missing_model")
@@ -180,12 +229,12 @@ class Gateway:
                                    rejection.limit, {"Retry-After": str(rejection.retry_after)})
         except GatewayError as exc:
             return exc.response()
-        call = Call(key, model, ENDPOINTS[request.url.path])
+        call = Call(key, model, endpoint)
         self.metrics.in_flight.labels(model).inc()
         try:
             if body.get("stream"):
-                return await self._stream(call, body)
-            return await self._unary(call, body, await request.body())
+                return await self._stream(call, body, receive, send)
+            return await self._unary(call, body, raw)
         except BaseException:  # the request broke off (or a bug): still free its replica and slot, write its row
             self._release(call)
             self._settle_later(call, 500)
@@ -193,111 +242,116 @@ class Gateway:
 
     # ---- proxying --------------------------------------------------------------------------------
 
-    async def _send(self, call: Call, body: dict[str, Any], raw: bytes, stream: bool) -> httpx.Response:
-        """Send to a replica, trying the next one when a replica fails before its first byte."""
-        assert self.client is not None
+    async def _send(self, call: Call, body: dict[str, Any], raw: bytes,
+                    stream: bool) -> tuple[UpstreamResponse, bytes]:
+        """Send to a replica, trying the next one when a replica fails before the answer's head (and,
+        unless streaming, before the whole answer): the response, and its body unless streaming."""
         tried: set[str] = set()
         prefix = prompt_prefix(body, self.router.affinity_chars)
         last_error = "no healthy replica"
+        path = "chat/completions" if call.endpoint == "chat" else "completions"
         while (replica := self.router.pick(call.model, prefix, frozenset(tried))) is not None:
             tried.add(replica.id)
             replica.outstanding += 1
-            url = f"{replica.upstream.base_url}/{'chat/completions' if call.endpoint == 'chat' else 'completions'}"
-            request = self.client.build_request("POST", url, content=raw, headers={
-                "Content-Type": "application/json", **_auth(replica.upstream.internal_key)})
             try:
-                resp = await self.client.send(request, stream=stream)
-            except httpx.TransportError as exc:  # refused, reset, timed out before any byte: out at once
+                resp = await self.upstream.post(f"{replica.upstream.base_url}/{path}", raw, {
+                    "Content-Type": "application/json", **_auth(replica.upstream.internal_key)})
+                content = b"" if stream and resp.status == 200 else await resp.read()
+            except UpstreamError as exc:  # refused, reset, timed out before the answer: out at once
                 replica.outstanding -= 1
                 replica.healthy = False
                 self.metrics.replica_up.labels(call.model, replica.id).set(0)
-                last_error = f"replica {replica.id}: {type(exc).__name__}"
+                last_error = f"replica {replica.id}: {exc}"
                 continue
             except BaseException:
                 replica.outstanding -= 1
                 raise
-            if resp.status_code in RETRY_STATUSES:
-                await resp.aclose()
+            if resp.status in RETRY_STATUSES:
+                resp.close()
                 replica.outstanding -= 1
-                last_error = f"replica {replica.id} answered {resp.status_code}"
+                last_error = f"replica {replica.id} answered {resp.status}"
                 continue
             call.replica = replica
-            return resp
+            return resp, content
         raise GatewayError(503, f"no replica of {call.model!r} can take the request ({last_error});"
                                 " retry shortly", "no_replica")
 
     async def _unary(self, call: Call, body: dict[str, Any], raw: bytes) -> Response:
         try:
-            resp = await self._send(call, body, raw, stream=False)
+            resp, content = await self._send(call, body, raw, stream=False)
         except GatewayError as exc:
             await self._settle(call, exc.status)
             return exc.response()
-        try:
-            content = resp.content
-            if resp.status_code == 401:
-                return await self._engine_refused(call)
-            if resp.status_code == 200:
-                used = _usage_of(content)
-                call.prompt_tokens, call.completion_tokens = used
-        finally:
-            self._release(call)
-        await self._settle(call, resp.status_code)
-        return Response(content, status_code=resp.status_code,
+        resp.close()
+        self._release(call)
+        if resp.status == 401:
+            return await self._engine_refused(call)
+        if resp.status == 200:
+            call.prompt_tokens, call.completion_tokens = _usage_of(content)
+        await self._settle(call, resp.status)
+        return Response(content, status_code=resp.status,
                         media_type=resp.headers.get("content-type", "application/json"))
 
-    async def _stream(self, call: Call, body: dict[str, Any]) -> Response:
+    async def _stream(self, call: Call, body: dict[str, Any], receive: Receive, send: Send) -> Response | None:
         sent, wants_usage, wants_continuous = upstream_body(body)
         try:
-            resp = await self._send(call, body, json.dumps(sent).encode(), stream=True)
+            resp, content = await self._send(call, body, json.dumps(sent).encode(), stream=True)
         except GatewayError as exc:
             await self._settle(call, exc.status)
             return exc.response()
-        if resp.status_code != 200:
-            content = await resp.aread()
-            await resp.aclose()
+        if resp.status != 200:
+            resp.close()
             self._release(call)
-            if resp.status_code == 401:
+            if resp.status == 401:
                 return await self._engine_refused(call)
-            await self._settle(call, resp.status_code)
-            return Response(content, status_code=resp.status_code,
+            await self._settle(call, resp.status)
+            return Response(content, status_code=resp.status,
                             media_type=resp.headers.get("content-type", "application/json"))
-        tap = StreamTap(wants_usage, wants_continuous)
-        return _ClientStream(self._relay(call, resp, tap), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
-
-    async def _relay(self, call: Call, resp: httpx.Response, tap: StreamTap) -> AsyncIterator[bytes]:
-        """Pass the engine's events on; usage is written before the client gets [DONE]."""
-        status = 499  # until the stream ends: the client went away
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, call, resp))
         try:
-            async for data in resp.aiter_raw():
+            await self._relay(call, resp, StreamTap(wants_usage, wants_continuous), send)
+        finally:
+            watcher.cancel()
+        return None
+
+    async def _relay(self, call: Call, resp: UpstreamResponse, tap: StreamTap, send: Send) -> None:
+        """Pass the engine's events on as they come (all that arrived since the last send in one piece)
+        and end the response. Usage is written before the client gets [DONE]."""
+        status = 499  # until the stream ends: the client went away
+        end: bytes | None = b""  # what the response's last write carries (None: sent)
+        try:
+            while data := await resp.next():
                 events = tap.feed(data)
-                if tap.done:
-                    before = [e for e in events if not e.startswith(DONE)]
-                    if before:
-                        yield b"".join(before)
+                if tap.done:  # the rest goes with [DONE], in the response's last write
                     self._release(call, tap)
                     await self._settle(call, 200)
-                    yield DONE + b"\n\n"
                     status = 200
-                    continue
+                    end = b"".join(e for e in events if not e.startswith(DONE)) + DONE + b"\n\n"
+                    await send({"type": "http.response.body", "body": end, "more_body": False})
+                    end = None
+                    await resp.finish(END_WAIT_S)
+                    return
                 if events:
-                    yield b"".join(events) if len(events) > 1 else events[0]
-            if not tap.done:
-                if rest := tap.flush():
-                    yield b"".join(rest)
-                raise httpx.RemoteProtocolError("the stream ended without [DONE]")
-        except httpx.HTTPError as exc:  # the engine died mid-stream: tell the client, do not hang
-            status = 502
-            if call.replica:
-                call.replica.healthy = False
-            yield b"data: " + json.dumps({"error": {
-                "message": f"the engine replica failed mid-stream ({type(exc).__name__}); the answer is incomplete",
-                "type": "upstream_error", "param": None, "code": "upstream_failed"}}).encode() + b"\n\n"
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": b"".join(events) if len(events) > 1 else events[0]})
+            end = b"".join(tap.flush())
+            raise UpstreamError("the stream ended without [DONE]")
+        except UpstreamError as exc:
+            if not call.client_gone:  # the engine died mid-stream: tell the client, do not hang
+                status = 502
+                if call.replica:
+                    call.replica.healthy = False
+                end = (end or b"") + b"data: " + json.dumps({"error": {
+                    "message": f"the engine replica failed mid-stream ({exc}); the answer is incomplete",
+                    "type": "upstream_error", "param": None, "code": "upstream_failed"}}).encode() + b"\n\n"
         finally:
             if not call.settled:
                 self._release(call, tap)
                 self._settle_later(call, status)
-            await resp.aclose()
+            resp.close()
+            if end is not None:
+                await send({"type": "http.response.body", "body": end, "more_body": False})
 
     def _release(self, call: Call, tap: StreamTap | None = None) -> None:
         """The replica is done with the call: count what it used."""
@@ -350,15 +404,14 @@ class Gateway:
             await self.limiter.release(call.key)
             await self.limiter.charge(call.key, row.prompt_tokens + row.completion_tokens)
         finally:
-            await asyncio.to_thread(usagestore.record, self.db, row)
+            await self.usage.write(row)
 
     async def _tokens_used(self, key_name: str, since: float) -> int:
         return await asyncio.to_thread(usagestore.tokens_since, self.db, key_name, since)
 
     # ---- request checks --------------------------------------------------------------------------
 
-    async def _authenticate(self, request: Request) -> Key:
-        secret = _bearer(request)
+    async def _authenticate(self, secret: str) -> Key:
         if not secret:
             raise GatewayError(401, "no API key; send `Authorization: Bearer sk-...`", "missing_api_key")
         digest = keystore.hash_secret(secret)
@@ -381,25 +434,28 @@ class Gateway:
             raise GatewayError(401, f"this API key is {problem}", f"{problem}_api_key")
         return key
 
-    async def _read_json(self, request: Request) -> dict[str, Any]:
-        declared = request.headers.get("content-length")
+    async def _read_json(self, declared: bytes | None, receive: Receive) -> tuple[bytes, dict[str, Any]]:
+        """The request body (at most max_body bytes) and the JSON object in it."""
         if declared and declared.isdigit() and int(declared) > self.max_body:
             raise GatewayError(413, f"the request body is over {self.max_body} bytes", "body_too_large")
-        chunks, size = [], 0
-        async for chunk in request.stream():
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(400, "the client left before sending the whole body", "client_disconnected")
+            chunk, more = message.get("body", b""), message.get("more_body", False)
             size += len(chunk)
             if size > self.max_body:
                 raise GatewayError(413, f"the request body is over {self.max_body} bytes", "body_too_large")
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        request._body = raw  # type: ignore[attr-defined]  (request.body() returns it again)
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             body = json.loads(raw)
         except ValueError as exc:
             raise GatewayError(400, f"the body is not valid JSON ({exc})", "invalid_json") from None
         if not isinstance(body, dict):
             raise GatewayError(400, "the body must be a JSON object", "invalid_json")
-        return body
+        return raw, body
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -410,25 +466,14 @@ class Gateway:
         return error_response(500, "internal gateway error; see the gateway's log", "internal_error")
 
 
-class _ClientStream(StreamingResponse):
-    """A streaming response that notices a client leaving even while the engine is silent, and then
-    closes the relay, which closes the engine's request (the engine stops generating)."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            async with anyio.create_task_group() as group:
-                async def stream() -> None:
-                    try:
-                        await self.stream_response(send)
-                    except OSError:
-                        pass  # the client is gone; the relay's finally does the accounting
-                    group.cancel_scope.cancel()
-
-                group.start_soon(stream)
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+async def _watch_disconnect(receive: Receive, call: Call, resp: UpstreamResponse) -> None:
+    """When the client leaves mid-stream, even while the engine is silent: close the engine's request
+    (the engine stops generating); the relay then ends and records the usage so far."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not call.settled:  # (once the answer is complete, the server reports a disconnect too)
+        call.client_gone = True
+        resp.abort()
 
 
 def _usage_of(content: bytes) -> tuple[int, int]:
@@ -439,8 +484,8 @@ def _usage_of(content: bytes) -> tuple[int, int]:
         return 0, 0
 
 
-def _bearer(request: Request) -> str:
-    value = request.headers.get("authorization", "")
+def _bearer(value: str) -> str:
+    """The token of an `Authorization: Bearer ...` header value."""
     return value[7:].strip() if value[:7].lower() == "bearer " else ""
 
 

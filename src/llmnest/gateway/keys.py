@@ -185,3 +185,13 @@ def authenticate(db: Database, secret: str) -> Key | None:
     if not rows or not hmac.compare_digest(rows[0]["key_hash"], digest):
         return None
     return _row(rows[0])
+
+
+def by_digests(db: Database, digests: list[str]) -> dict[str, Key]:
+    """The stored keys with these secret hashes (revoked and expired ones included), by hash."""
+    out: dict[str, Key] = {}
+    for i in range(0, len(digests), 500):
+        part = digests[i:i + 500]
+        rows = db.query(f"SELECT * FROM api_keys WHERE key_hash IN ({', '.join('?' * len(part))})", part)
+        out.update({row["key_hash"]: _row(row) for row in rows})
+    return out

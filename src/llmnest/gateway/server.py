@@ -12,7 +12,7 @@ from .app import Gateway
 
 
 def config(gateway: Gateway, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
-    return uvicorn.Config(gateway.app, host=host, port=port, log_level=log_level, access_log=False,
+    return uvicorn.Config(gateway.app, host=host, port=port, log_level=log_level, access_log=False, interface="asgi3",
                           timeout_graceful_shutdown=10, lifespan="on")
 
 

@@ -36,12 +36,51 @@ class StreamTap:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Events (each ending in a blank line) to pass on, from the next bytes of the stream."""
-        self._buf += data
+        buf = self._buf + data if self._buf else data
+        cut = buf.rfind(b"\n\n") + 2
+        if cut < 2:
+            self._buf = buf
+            return []
+        block, self._buf = (buf, b"") if cut == len(buf) else (buf[:cut], buf[cut:])
+        fast = self._block(block)
+        if fast is not None:
+            return [fast] if fast else []
         out: list[bytes] = []
-        while (end := self._buf.find(b"\n\n")) >= 0:
-            event, self._buf = self._buf[:end], self._buf[end + 2:]
-            if (kept := self._event(event)) is not None:
+        pos = 0
+        while (end := block.find(b"\n\n", pos)) >= 0:
+            kept = self._event(block[pos:end])
+            pos = end + 2
+            if kept is not None:
                 out.append(kept + b"\n\n")
+        return out
+
+    def _block(self, block: bytes) -> bytes | None:
+        """Whole events read as one block, the usual case mid-stream (every event one compact `data:`
+        line with choices, usage last or absent): what to pass on, found by C-speed scans and one
+        regex substitution instead of per-event work. None for anything else (then event by event)."""
+        events = block.count(b"\n\n")
+        if (block.count(b"\n") != 2 * events or not block.startswith(b"data: ")
+                or block.count(b"\n\ndata: ") != events - 1 or block.find(b"data: [DONE]") >= 0
+                or block.find(b'"choices":[]') >= 0 or block.find(b'"choices": []') >= 0):
+            return None
+        at = block.rfind(b',"usage":{')
+        if at >= 0:
+            if self.wants_continuous:
+                if block.count(b',"usage":{') != events or not _USAGE_TAIL.search(block, at):
+                    return None
+                out = block
+            else:
+                out, n = _USAGE_TAIL.subn(b"}\n\n", block)
+                if n != events:
+                    return None
+            self._usage_raw = block[at + 9:-3]
+        elif block.find(b'"usage":') >= 0:
+            return None
+        else:
+            out = block
+        self.content_chunks += events
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
         return out
 
     def flush(self) -> list[bytes]:
@@ -114,6 +153,8 @@ USAGE_KEYS = {b"prompt_tokens", b"completion_tokens", b"total_tokens", b"prompt_
               b"completion_tokens_details", b"cached_tokens", b"reasoning_tokens", b"audio_tokens",
               b"accepted_prediction_tokens", b"rejected_prediction_tokens"}
 _KEY = re.compile(rb'"([^"\\]*)"\s*:')
+# A compact top-level `"usage":{...}` that ends its event (exactly one brace closes the chunk after it).
+_USAGE_TAIL = re.compile(rb',"usage":\{[^{}\n]*\}\}\n\n')
 
 
 def _trailing_usage(event: bytes, at: int) -> tuple[bytes | None, bytes | None]:

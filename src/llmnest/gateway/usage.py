@@ -3,6 +3,7 @@ status), and summaries of them by key, model, day or hour."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -35,10 +36,51 @@ class Usage:
     ts: float = 0.0
 
 
-def record(db: Database, row: Usage) -> None:
-    row.ts = row.ts or time.time()
+def record(db: Database, *rows: Usage) -> None:
+    """Store the rows in one transaction."""
+    now = time.time()
+    for row in rows:
+        row.ts = row.ts or now
     names = ", ".join(f.name for f in fields(Usage))
-    db.execute(f"INSERT INTO usage ({names}) VALUES ({', '.join('?' * len(fields(Usage)))})", astuple(row))
+    with db.transaction() as cur:
+        cur.executemany(db._sql(f"INSERT INTO usage ({names}) VALUES ({', '.join('?' * len(fields(Usage)))})"),
+                        [astuple(row) for row in rows])
+
+
+class Writer:
+    """Stores usage rows from the event loop on a worker thread. Rows that come while a write is under
+    way go together in the next one: one commit and one thread hand-off for many finished requests."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._rows: list[Usage] = []
+        self._stored: asyncio.Future[None] | None = None  # resolves when the waiting rows are committed
+        self._writing: asyncio.Task[None] | None = None
+
+    async def write(self, row: Usage) -> None:
+        """Returns once the row is committed."""
+        self._rows.append(row)
+        if self._stored is None:
+            self._stored = asyncio.get_running_loop().create_future()
+        stored = self._stored
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write_all())
+        await asyncio.shield(stored)
+
+    async def _write_all(self) -> None:
+        try:
+            while self._rows:
+                rows, stored, self._rows, self._stored = self._rows, self._stored, [], None
+                assert stored is not None
+                try:
+                    await asyncio.to_thread(record, self.db, *rows)
+                except Exception as exc:  # noqa: BLE001  (each waiter of this batch raises it)
+                    stored.set_exception(exc)
+                    stored.exception()  # (retrieved: a waiter that has gone must not warn)
+                else:
+                    stored.set_result(None)
+        finally:
+            self._writing = None
 
 
 def parse_since(text: str) -> float:

@@ -164,3 +164,33 @@ def test_concurrent_requests_with_one_key_share_one_database_lookup(sqlite_db, g
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: post(gw.url, key, chat("m1", "x")).status_code, range(8)))
     assert codes == [200] * 8 and len(calls) == 1
+
+
+def test_a_key_in_use_is_reread_in_the_background_and_its_revocation_still_applies(
+        sqlite_db, gateway, replicas, monkeypatch) -> None:
+    from llmnest.gateway.app import KEY_CACHE_S
+
+    _, key = keys.create(sqlite_db, "k")
+    calls: list[str] = []
+    real = keys.authenticate
+    monkeypatch.setattr(keys, "authenticate", lambda db, secret: calls.append(secret) or real(db, secret))
+    gw = gateway([replicas["a"].upstream()])
+    until = time.monotonic() + 2 * KEY_CACHE_S
+    while time.monotonic() < until:  # requests for longer than a cached key lives: none waits for a lookup
+        assert post(gw.url, key, chat("m1", "x")).status_code == 200
+        time.sleep(0.1)
+    keys.revoke(sqlite_db, "k")
+    time.sleep(KEY_CACHE_S + 0.1)
+    assert_openai_error(post(gw.url, key, chat("m1", "x")), 401, "revoked_api_key")
+    assert len(calls) == 1
+
+
+def test_a_finished_stream_leaves_its_engine_connection_open_for_the_next_request(sqlite_db, gateway, replicas) -> None:
+    _, key = keys.create(sqlite_db, "k")
+    gw = gateway([replicas["a"].upstream()])
+    for _ in range(3):
+        assert stream(gw.url, key, chat("m1", "x"))[-1] == "[DONE]"
+    deadline = time.monotonic() + 5
+    while not gw.gateway.upstream.idle() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gw.gateway.upstream.idle() >= 1

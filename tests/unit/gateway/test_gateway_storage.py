@@ -126,3 +126,28 @@ def test_since_and_periods() -> None:
     assert usage.period_start("month", now) == 1_698_796_800.0
     assert usage.period_end("month", now) == 1_701_388_800.0
     assert usage.period_end("month", 1_702_000_000.0) == 1_704_067_200.0  # December rolls into January
+
+
+def test_the_usage_writer_stores_rows_that_wait_together_and_tells_every_waiter_of_a_failure(
+        db: Database, monkeypatch) -> None:
+    import asyncio
+
+    batches: list[int] = []
+    real = usage.record
+    monkeypatch.setattr(usage, "record", lambda database, *rows: batches.append(len(rows)) or real(database, *rows))
+    writer = usage.Writer(db)
+
+    async def finish(n: int) -> list:
+        return await asyncio.gather(*(writer.write(usage.Usage("k", "m", "r0", "chat", 200, i, 1)) for i in range(n)),
+                                    return_exceptions=True)
+
+    assert asyncio.run(finish(20)) == [None] * 20
+    assert sum(batches) == 20 and len(batches) <= 2  # the first row's write, then all that came meanwhile
+    assert sorted(r["prompt_tokens"] for r in db.query("SELECT prompt_tokens FROM usage")) == list(range(20))
+
+    def away(database: Database, *rows: usage.Usage) -> None:
+        raise OSError("the database is away")
+
+    monkeypatch.setattr(usage, "record", away)
+    failed = asyncio.run(finish(3))
+    assert len(failed) == 3 and all(isinstance(e, OSError) for e in failed)

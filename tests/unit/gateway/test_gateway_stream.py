@@ -55,3 +55,30 @@ def test_without_engine_usage_chunks_are_counted_and_a_partial_tail_is_flushed()
     tap = StreamTap(False, False)
     assert run(tap, ev(CHUNK) + ev(CHUNK) + b"data: {\"partial\"") == ev(CHUNK) + ev(CHUNK) + b'data: {\"partial\"\n\n'
     assert tap.usage is None and tap.completion_tokens == 3 and tap.first_token_at is not None and not tap.done
+
+
+def test_a_block_of_whole_events_is_passed_on_as_event_by_event() -> None:
+    """A relay that fell behind reads many events at once; the block path must give what feeding the
+    same bytes event by event gives, for every kind of client and for chunks it cannot take."""
+    def chunks(n: int, **usage_extra) -> bytes:
+        return b"".join(ev({**CHUNK, "usage": {**USAGE, "completion_tokens": i, **usage_extra}}) for i in range(1, n + 1))
+
+    plain = ev(CHUNK) * 5
+    nested = {"prompt_tokens_details": {"cached_tokens": 3}}
+    for mid, stripped in ((chunks(5), plain), (chunks(5, **nested), plain), (plain, plain),
+                          (b": ping\n\n" + chunks(2), b": ping\n\n" + ev(CHUNK) * 2)):
+        for wants in ((False, False), (True, False), (True, True)):
+            whole, split = StreamTap(*wants), StreamTap(*wants)
+            got = b"".join(whole.feed(mid)) + b"".join(whole.feed(STREAM))
+            events = [e + b"\n\n" for e in (mid + STREAM).split(b"\n\n") if e]
+            assert got == b"".join(b"".join(split.feed(e)) for e in events)
+            assert got.startswith(mid if wants[1] else stripped)
+            assert (whole.prompt_tokens, whole.completion_tokens, whole.done, whole.content_chunks) == \
+                   (split.prompt_tokens, split.completion_tokens, True, split.content_chunks)
+
+
+def test_a_block_ending_mid_event_keeps_the_rest_for_the_next_read() -> None:
+    tap = StreamTap(False, False)
+    one = ev({**CHUNK, "usage": USAGE})
+    assert tap.feed(one * 2 + one[:10]) == [ev(CHUNK) * 2]
+    assert tap.feed(one[10:]) == [ev(CHUNK)] and tap.content_chunks == 3 and tap.first_token_at is not None
