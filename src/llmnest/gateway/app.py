@@ -43,6 +43,7 @@ RETRY_STATUSES = {502, 503, 504}
 HEALTH_TIMEOUT_S = 3.0
 END_WAIT_S = 1.0  # how long the end of an engine's answer after [DONE] is awaited (to reuse its connection)
 HEALTH_FAILURES = 2  # failed checks in a row (other than a refused connection) that take a replica out
+CATCH_UP_S = 0.5  # at most this often, a request for a model with no ready replica reads the upstreams again
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -84,6 +85,7 @@ class Gateway:
         self.usage = usagestore.Writer(db)
         self.client: httpx.AsyncClient | None = None  # health checks
         self._keys: dict[str, tuple[float, Key | None]] = {}
+        self._read_at = 0.0
         self._lookups: dict[str, asyncio.Future] = {}
         self._pending: set[asyncio.Task] = set()
         self._starlette = Starlette(
@@ -157,10 +159,20 @@ class Gateway:
                 self._keys[digest] = (read_at, fresh.get(digest))
 
     async def refresh(self) -> None:
-        """Read the upstreams again and check every replica's /health."""
-        self.router.update(await asyncio.to_thread(self.provider.upstreams))
-        replicas = [r for reps in self.router.replicas.values() for r in reps]
+        """Read the upstreams again and check every ready replica's /health."""
+        await self._read_upstreams()
+        replicas = [r for reps in self.router.replicas.values() for r in reps if r.upstream.ready]
         await asyncio.gather(*(self._check(r) for r in replicas))
+
+    async def _read_upstreams(self) -> None:
+        self.router.update(await asyncio.to_thread(self.provider.upstreams))
+        self._read_at = time.monotonic()
+
+    async def _catch_up(self) -> None:
+        """Read the upstreams now, unless that was just done: a replica that became ready (or a model
+        deployed) since the last health round is used at once instead of a few seconds later."""
+        if time.monotonic() - self._read_at > CATCH_UP_S:
+            await self._read_upstreams()
 
     async def _check(self, replica: Replica) -> None:
         """A refused connection takes the replica out at once; a slow or failing answer only twice in a row."""
@@ -219,6 +231,8 @@ class Gateway:
             if not key.allows(model):
                 raise GatewayError(403, f"this key may not use model {model!r}", "model_not_allowed")
             if model not in self.router.replicas:
+                await self._catch_up()
+            if model not in self.router.replicas:
                 raise GatewayError(404, f"model {model!r} is not deployed here; GET /v1/models lists the models",
                                    "model_not_found")
             rejection = await self.limiter.admit(key)
@@ -248,8 +262,10 @@ class Gateway:
         unless streaming, before the whole answer): the response, and its body unless streaming."""
         tried: set[str] = set()
         prefix = prompt_prefix(body, self.router.affinity_chars)
-        last_error = "no healthy replica"
+        last_error = "no replica is ready (starting or restarting)"
         path = "chat/completions" if call.endpoint == "chat" else "completions"
+        if self.router.pick(call.model, prefix) is None:
+            await self._catch_up()
         while (replica := self.router.pick(call.model, prefix, frozenset(tried))) is not None:
             tried.add(replica.id)
             replica.outstanding += 1
@@ -274,7 +290,7 @@ class Gateway:
             call.replica = replica
             return resp, content
         raise GatewayError(503, f"no replica of {call.model!r} can take the request ({last_error});"
-                                " retry shortly", "no_replica")
+                                " retry shortly", "no_replica", {"Retry-After": "2"})
 
     async def _unary(self, call: Call, body: dict[str, Any], raw: bytes) -> Response:
         try:

@@ -43,9 +43,9 @@ class Router:
         return sorted(self.replicas)
 
     def pick(self, model: str, prefix: str = "", exclude: frozenset[str] = frozenset()) -> Replica | None:
-        """A replica of `model` not in `exclude`, or None when there is none. Healthy ones first; when
+        """A ready replica of `model` not in `exclude`, or None when there is none. Healthy ones first; when
         none is healthy, the others are tried too (a slow health check must not stop a whole model)."""
-        candidates = [r for r in self.replicas.get(model, []) if r.id not in exclude]
+        candidates = [r for r in self.replicas.get(model, []) if r.id not in exclude and r.upstream.ready]
         live = [r for r in candidates if r.healthy] or candidates
         if not live:
             return None

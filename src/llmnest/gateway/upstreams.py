@@ -16,6 +16,7 @@ class Upstream:
     replica_id: str
     base_url: str
     internal_key: str | None = None
+    ready: bool = True  # False while it starts or restarts: the model is known, the replica takes nothing
 
     @property
     def root_url(self) -> str:

@@ -283,12 +283,13 @@ class LocalTarget(Target):
         return local_endpoints(dep.spec, api_key)
 
     def upstreams(self, dep: state.Deployment) -> list[Upstream]:
-        """Each replica that answers (its supervisor says ready) on its own port, with the engines' key."""
+        """Each replica that runs, on its own port, with the engines' key; ready when its supervisor says it
+        answers (a starting or restarting one keeps its model known but takes nothing)."""
         if not dep.replicas:  # recorded before replicas were
             return super().upstreams(dep)
         key = state.engine_key(dep.name)
-        return [Upstream(dep.spec.served_model_name, u.id, u.base_url, key)
-                for u in dep.replicas if u.status == "ready"]
+        return [Upstream(dep.spec.served_model_name, u.id, u.base_url, key, ready=u.status == "ready")
+                for u in dep.replicas if u.status in state.ACTIVE]
 
     def logs(self, dep: state.Deployment, tail_lines: int, follow: bool) -> Iterator[str]:
         container = docker.container_name(dep.name)

@@ -54,6 +54,31 @@ def test_update_keeps_state_of_replicas_that_stay() -> None:
     assert [(r.id, r.outstanding) for r in router.replicas["m"]] == [("r0", 5), ("r9", 0)]
 
 
+def test_a_replica_that_is_not_ready_is_never_picked() -> None:
+    router = Router()
+    router.update([Upstream("m", "up", "http://h0/v1"), Upstream("m", "starting", "http://h1/v1", ready=False)])
+    assert {router.pick("m", f"prefix {i}").id for i in range(20)} == {"up"}
+    assert router.pick("m", exclude=frozenset({"up"})) is None and router.models() == ["m"]
+
+
+def test_a_model_whose_replicas_restart_gets_503_then_is_served_once_ready(sqlite_db, gateway, replicas) -> None:
+    """Known but not ready: 503 with Retry-After (not 404); ready again: served at once, not after the next
+    health round (an hour away here)."""
+    _, key = keys.create(sqlite_db, "k")
+    restarting = Upstream("m1", "a", replicas["a"].upstream().base_url, replicas["a"].upstream().internal_key,
+                          ready=False)
+    gw = gateway([restarting], health_interval=3600)
+    waiting = post(gw.url, key, chat("m1", "hello"))
+    assert waiting.status_code == 503 and waiting.headers["Retry-After"] == "2"
+    assert "no replica is ready" in waiting.json()["error"]["message"]
+    gw.gateway.provider._upstreams = [replicas["a"].upstream()]  # its supervisor now says it answers
+    time.sleep(0.6)
+    assert post(gw.url, key, chat("m1", "hello")).status_code == 200
+    gw.gateway.provider._upstreams = [replicas["a"].upstream(), Upstream("m2", "b", "http://127.0.0.1:9/v1")]
+    time.sleep(0.6)  # a model deployed since the last round is found too (its replica is down: 503, not 404)
+    assert post(gw.url, key, chat("m2", "hello")).status_code == 503
+
+
 def test_prompt_prefix_of_chat_and_completions() -> None:
     assert prompt_prefix({"messages": [{"role": "system", "content": "abc"}, {"role": "user", "content": [
         {"type": "text", "text": "def"}]}]}) == "abcdef"

@@ -51,9 +51,13 @@ def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp
     state.update_unit("front/0", status="ready")
     state.update_unit("front/1", status="restarting")  # out of rotation until it answers again
     model = front.served_model_name
-    assert StateProvider(port=8080).upstreams() == [Upstream(model, "front/0", "http://127.0.0.1:18011/v1", "internal-front")]
+    assert StateProvider(port=8080).upstreams() == [
+        Upstream(model, "front/0", "http://127.0.0.1:18011/v1", "internal-front"),
+        Upstream(model, "front/1", "http://127.0.0.1:18012/v1", "internal-front", ready=False)]
     assert [u.replica_id for u in StateProvider(port=9090).upstreams()] == ["other/0"]
-    assert [u.replica_id for u in StateProvider().upstreams()] == ["front/0", "other/0"]
+    assert [u.replica_id for u in StateProvider().upstreams()] == ["front/0", "front/1", "other/0"]
+    state.update_unit("front/1", status="failed")  # a failed start is not coming back by itself
+    assert [u.replica_id for u in StateProvider(port=8080).upstreams()] == ["front/0"]
 
 
 def test_static_provider_from_config() -> None:
