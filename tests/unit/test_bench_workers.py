@@ -250,6 +250,12 @@ def worker_processes(pid: int) -> list[int]:
     return out
 
 
+def streams(port: int) -> int:
+    """Open TCP connections the server on `port` accepted (from /proc/net/tcp): requests under way."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "01")
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -264,11 +270,14 @@ def test_ctrl_c_with_worker_processes_gives_a_partial_run(tmp_path: Path) -> Non
     with standin_server("--api-key", "sk-t", "--itl-ms", "50") as url:  # 40 tokens: 2 s per request
         out = tmp_path / "run"
         proc = bench(url, out, "--qps", "10", "--num-prompts", "300", "--output-len", "40", "--workers", "2")
-        deadline = time.monotonic() + 120
-        while len(workers := worker_processes(proc.pid)) < 2 and time.monotonic() < deadline:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        deadline = time.monotonic() + 180
+        while (streams(port) < 6 or len(worker_processes(proc.pid)) < 2) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.2)
-        assert len(workers) >= 2, proc.stderr.read() if proc.poll() is not None else "no worker processes"
-        time.sleep(8)  # the stage is under way: a few requests done, some in flight
+        workers = worker_processes(proc.pid)
+        assert len(workers) >= 2 and streams(port) >= 6, "the stage did not get under way"
+        time.sleep(3)  # some requests done, others in flight
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
