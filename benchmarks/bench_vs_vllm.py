@@ -296,8 +296,9 @@ def main() -> None:
     p.add_argument("--model-dir", default=DEMO_MODEL, help="weights folder (tokenizer; and the server's model)")
     p.add_argument("--port", type=int, default=18082, help="port of the server this script starts")
     p.add_argument("--dataset-path", help="ShareGPT JSON (default: a generated one with distinct prompts)")
-    p.add_argument("--qps", type=float, default=0.5, help="a rate the server sustains (the demo server on 2 cores: <= 0.5)")
-    p.add_argument("--num-prompts", type=int, default=15, help="requests per run (short runs: a pair's two runs "
+    p.add_argument("--qps", type=float, default=0.2, help="a rate the server sustains even when slowed down by other "
+                   "load (then TTFT is the server's prefill, not a queue that grows with any change of its speed)")
+    p.add_argument("--num-prompts", type=int, default=10, help="requests per run (short runs: a pair's two runs "
                    "are close in time, so the server's speed changes less between them)")
     p.add_argument("--output-len", type=int, default=16, help="max_tokens of every request (with ignore_eos)")
     p.add_argument("--seed", type=int, default=0)
