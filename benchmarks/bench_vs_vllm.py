@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from llmnest.home import models_dir
@@ -170,7 +171,21 @@ def figures(r: dict) -> dict:
     return {"completed": r["completed"], "failed": r["failed"], "mean_ttft_ms": r["mean_ttft_ms"],
             "median_ttft_ms": r["median_ttft_ms"], "mean_tpot_ms": r["mean_tpot_ms"],
             "output_throughput": r["output_throughput"], "total_output_tokens": tokens, "duration": r["duration"],
-            "cpu_s": r["cpu_s"], "wall_s": r["wall_s"]}
+            "cpu_s": r["cpu_s"], "wall_s": r["wall_s"], "load_before": r["load_before"], "load_after": r["load_after"]}
+
+
+def loaded(run: Callable[..., dict], *args: object) -> dict:
+    """`run(*args)` with the machine's 1-minute load average before and after it."""
+    before = os.getloadavg()[0]
+    result = run(*args)
+    return {**result, "load_before": before, "load_after": os.getloadavg()[0]}
+
+
+def wait_quiet(limit: float, seconds: float) -> None:
+    """Wait (at most `seconds`) until the 1-minute load average is at most `limit`."""
+    deadline = time.monotonic() + seconds
+    while os.getloadavg()[0] > limit and time.monotonic() < deadline:
+        time.sleep(5)
 
 
 def demo_part(a: argparse.Namespace, work: Path) -> dict:
@@ -186,14 +201,16 @@ def demo_part(a: argparse.Namespace, work: Path) -> dict:
     try:
         pairs = []
         for n in range(a.repeat):
+            wait_quiet(a.quiet_load, a.quiet_wait)
             first_ours = n % 2 == 0
-            print(f"pair {n + 1}: {'llmnest then vllm' if first_ours else 'vllm then llmnest'} (work dir {work})", flush=True)
+            print(f"pair {n + 1}: {'llmnest then vllm' if first_ours else 'vllm then llmnest'} "
+                  f"(load {os.getloadavg()[0]:.2f}, work dir {work})", flush=True)
             if first_ours:
-                ours = run_llmnest(a, dataset, work, str(n))
-                theirs = run_vllm(a, dataset, work, str(n))
+                ours = loaded(run_llmnest, a, dataset, work, str(n))
+                theirs = loaded(run_vllm, a, dataset, work, str(n))
             else:
-                theirs = run_vllm(a, dataset, work, str(n))
-                ours = run_llmnest(a, dataset, work, str(n))
+                theirs = loaded(run_vllm, a, dataset, work, str(n))
+                ours = loaded(run_llmnest, a, dataset, work, str(n))
             pairs.append({"llmnest": figures(ours), "vllm": figures(theirs)})
     finally:
         if server is not None:
@@ -201,7 +218,8 @@ def demo_part(a: argparse.Namespace, work: Path) -> dict:
     print(f"{'':<40} {'llmnest':>12} {'vllm':>12} {'ratio':>8}")
     for i, row in enumerate(pairs, 1):
         o, v = row["llmnest"], row["vllm"]
-        print(f"--- pair {i}: completed {o['completed']}/{v['completed']}, failed {o['failed']}/{v['failed']}")
+        print(f"--- pair {i}: completed {o['completed']}/{v['completed']}, failed {o['failed']}/{v['failed']}, "
+              f"load average {o['load_before']:.1f}-{o['load_after']:.1f} / {v['load_before']:.1f}-{v['load_after']:.1f}")
         print(line("Mean TTFT (ms)", o["mean_ttft_ms"], v["mean_ttft_ms"], "ms"))
         print(line("Median TTFT (ms)", o["median_ttft_ms"], v["median_ttft_ms"], "ms"))
         print(line("Mean TPOT (ms, the server's pace)", o["mean_tpot_ms"], v["mean_tpot_ms"], "ms"))
@@ -211,11 +229,18 @@ def demo_part(a: argparse.Namespace, work: Path) -> dict:
     # A pair whose TPOT (the server's pace) differs by more than PACE_TOLERANCE ran on a server that sped
     # up or slowed down between the two runs (a shared CPU): it compares servers, not clients.
     same_pace = [p for p in pairs if abs(p["llmnest"]["mean_tpot_ms"] / p["vllm"]["mean_tpot_ms"] - 1) <= PACE_TOLERANCE]
-    print(f"{len(same_pace)} of {len(pairs)} pair(s) ran at the same server pace (TPOT within {PACE_TOLERANCE:.0%}); "
+    tpots = [p[t]["mean_tpot_ms"] for p in pairs for t in ("llmnest", "vllm")]
+    spread = max(tpots) / min(tpots) if min(tpots) > 0 else float("nan")
+    print(f"server speed over the {len(tpots)} runs: mean TPOT {min(tpots):.1f}-{max(tpots):.1f} ms (spread {spread:.2f}x); "
+          f"{len(same_pace)} of {len(pairs)} pair(s) ran at the same pace (TPOT within {PACE_TOLERANCE:.0%}), "
           "the medians below are over those")
-    return {"pairs": pairs, "same_pace_pairs": len(same_pace),
-            "median_ratio": {k: statistics.median(p["llmnest"][k] / p["vllm"][k] for p in same_pace) if same_pace
-                             else float("nan") for k in keys}}
+
+    def medians(chosen: list[dict]) -> dict:
+        return {k: statistics.median(p["llmnest"][k] / p["vllm"][k] for p in chosen) if chosen else float("nan")
+                for k in keys}
+
+    return {"pairs": pairs, "same_pace_pairs": len(same_pace), "server_tpot_spread": spread,
+            "median_ratio": medians(same_pace), "median_ratio_all_pairs": medians(pairs)}
 
 
 def free_port() -> int:
@@ -271,11 +296,16 @@ def main() -> None:
     p.add_argument("--model-dir", default=DEMO_MODEL, help="weights folder (tokenizer; and the server's model)")
     p.add_argument("--port", type=int, default=18082, help="port of the server this script starts")
     p.add_argument("--dataset-path", help="ShareGPT JSON (default: a generated one with distinct prompts)")
-    p.add_argument("--qps", type=float, default=0.25, help="a rate the server sustains (the demo server on 2 cores: <= 0.5)")
-    p.add_argument("--num-prompts", type=int, default=30)
+    p.add_argument("--qps", type=float, default=0.2, help="a rate the server sustains even when slowed down by other "
+                   "load (then TTFT is the server's prefill, not a queue that grows with any change of its speed)")
+    p.add_argument("--num-prompts", type=int, default=10, help="requests per run (short runs: a pair's two runs "
+                   "are close in time, so the server's speed changes less between them)")
     p.add_argument("--output-len", type=int, default=16, help="max_tokens of every request (with ignore_eos)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=1, help="pairs to run; the order alternates between pairs")
+    p.add_argument("--repeat", type=int, default=5, help="pairs to run; the order alternates between pairs")
+    p.add_argument("--quiet-load", type=float, default=2.0, help="before each pair, wait until the 1-minute load "
+                   "average is at most this (other programs on the machine change the server's speed)")
+    p.add_argument("--quiet-wait", type=float, default=300.0, help="wait at most this many seconds for it")
     p.add_argument("--json", dest="json_path", help="also write the figures to this file")
     p.add_argument("--skip-demo", action="store_true", help="leave out part 1 (the real demo server)")
     p.add_argument("--skip-standin", action="store_true", help="leave out part 2 (client CPU on the stand-in)")
@@ -297,10 +327,12 @@ def main() -> None:
     print(f"=== llmnest bench vs vllm bench serve (ratio = llmnest / vllm; work dir {work})")
     if "demo" in result:
         r = result["demo"]["median_ratio"]
+        every = result["demo"]["median_ratio_all_pairs"]
         print(f"demo server, median over the {result['demo']['same_pace_pairs']} of {a.repeat} pair(s) at the same "
-              "server pace (bar: 0.90-1.10):")
+              f"server pace (bar: 0.90-1.10), and over all pairs; server speed spread "
+              f"{result['demo']['server_tpot_spread']:.2f}x:")
         for k, v in r.items():
-            print(f"  {k:<38} {v:>8.3f}")
+            print(f"  {k:<38} {v:>8.3f}   (all pairs: {every[k]:.3f})")
     for itl, r in result.get("standin", {}).items():
         print(f"stand-in, ITL {itl} ms: client CPU per streamed token, median over {a.standin_repeat} repeat(s) "
               "(bar: <= 0.50):")

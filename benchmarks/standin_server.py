@@ -3,10 +3,17 @@
 
 It answers GET /v1/models and streamed POST /v1/chat/completions and /v1/completions the way vLLM
 does (a role chunk, one chunk per token, the finish reason on the last one, a usage chunk when
-stream_options.include_usage is set, usage in every chunk too with continuous_usage_stats, then [DONE]), with no model behind it: every request gets
-`max_tokens` tokens, sent as fast as the loop can (`--itl-ms 0`, yielding between chunks so streams
-interleave) or paced. Its own cost per chunk is a few microseconds, so a client driven against it
-shows its own cost. HTTP/1.1 keep-alive, chunked transfer encoding, optional API key.
+stream_options.include_usage is set, usage in every chunk too with continuous_usage_stats, as the
+gateway asks for, then [DONE]), with no model behind it: every request gets
+`max_tokens` tokens. HTTP/1.1 keep-alive, chunked transfer encoding, optional API key.
+
+It is built to cost as little CPU as possible, because on a small machine it shares the cores with
+the client it measures: the chunks are prepared bytes (only the usage chunk is formatted per
+request), and one pump writes the next chunk of every open stream per round, like a server's decode
+step, instead of a task and a timer per stream. A round runs every `--itl-ms` (0: every event-loop
+iteration, as fast as it can, so streams still interleave chunk by chunk). A new stream's first token
+goes out at once (after `--ttft-ms`); it then joins the next round, so its first gap is at most one
+ITL and every later gap is one ITL.
 
     python benchmarks/standin_server.py --port 18090 [--itl-ms 0] [--ttft-ms 0] [--api-key KEY]
 """
@@ -15,8 +22,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
+from typing import Any
+
+try:
+    from orjson import dumps as _dumps
+    from orjson import loads
+except ImportError:  # the plain parser does too, a little slower
+    import json
+
+    loads = json.loads
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
 END = b"0\r\n\r\n"
@@ -29,129 +47,213 @@ def frame(payload: bytes) -> bytes:
 
 
 def plain(status: str, obj: dict) -> bytes:
-    body = json.dumps(obj).encode()
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    body = _dumps(obj)
+    return f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
 
 
-class Stream:
-    """The chunks of one streamed answer, built once per request."""
+def header(fields: bytes, lower: bytes, name: bytes) -> bytes:
+    """The value of header `name` (lower case, with its colon) in the header lines (each after a CRLF), or b""."""
+    at = lower.find(b"\r\n" + name)
+    if at < 0:
+        return b""
+    end = lower.find(b"\r\n", at + 2)
+    return fields[at + 2 + len(name):end if end >= 0 else None].strip()
 
-    def __init__(self, body: dict, chat: bool, model: str, number: int) -> None:
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-standin{number}"
-        head = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+
+class Shape:
+    """The prepared chunks of one endpoint (chat or completions): all but the usage are the same bytes
+    for every request."""
+
+    def __init__(self, chat: bool, model: str) -> None:
+        head = {"id": "chatcmpl-standin" if chat else "cmpl-standin",
+                "object": "chat.completion.chunk" if chat else "text_completion",
                 "created": int(time.time()), "model": model}
-        self.n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
 
-        def chunk(text: str | None, finish: str | None, role: bool = False) -> bytes:
-            """The chunk's JSON without its closing brace (per-chunk usage goes there)."""
+        def chunk(text: str | None, finish: str | None, role: bool = False) -> dict:
             if chat:
                 delta = {"role": "assistant", "content": ""} if role else {"content": text}
                 choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
-            return json.dumps({**head, "choices": [choice]}, separators=(",", ":")).encode()[:-1]
+            return {**head, "choices": [choice]}
 
-        prompt = body.get("prompt") or " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
-        self.prompt_tokens = max(1, len(str(prompt).split()))
-        options = body.get("stream_options") or {}
-        self.continuous = bool(options.get("include_usage") and options.get("continuous_usage_stats"))
-        self.role = self.frame(chunk(None, None, role=True), 0) if chat else b""
-        self.token = chunk(" tok", None)
-        self.last = chunk(" tok", "length")
-        self.usage = b""
-        if options.get("include_usage"):
-            usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.n,
-                     "total_tokens": self.prompt_tokens + self.n}
-            self.usage = frame(json.dumps({**head, "choices": [], "usage": usage}, separators=(",", ":")).encode())
-        self.done = frame(b"[DONE]")
+        def with_usage(obj: dict) -> bytes:
+            """`obj` with a usage object, as a %-template of (prompt, completion, total) tokens."""
+            raw = _dumps({**obj, "usage": {"prompt_tokens": 0}})
+            return raw[:raw.rfind(b"0}}")].replace(b"%", b"%%") + b"%d,\"completion_tokens\":%d,\"total_tokens\":%d}}"
 
-    def frame(self, unclosed: bytes, tokens: int) -> bytes:
-        """One chunk as one HTTP chunk, with the usage so far when continuous usage was asked for (as vLLM)."""
-        if self.continuous:
-            return frame(b'%s,"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}}' % (
-                unclosed, self.prompt_tokens, self.prompt_tokens + tokens, tokens))
-        return frame(unclosed + b"}")
+        self.start = HEAD + (frame(_dumps(chunk(None, None, role=True))) if chat else b"")
+        self.token = frame(_dumps(chunk(" tok", None)))
+        self.last = frame(_dumps(chunk(" tok", "length")))
+        self.token_usage = with_usage(chunk(" tok", None))
+        self.last_usage = with_usage(chunk(" tok", "length"))
+        self.usage = with_usage({**head, "choices": []})
+        self.done = frame(b"[DONE]") + END
 
-    def tokens(self) -> list[bytes]:
-        """The token chunks, built before sending (so the stand-in's own cost per chunk stays tiny)."""
-        if not self.continuous:
-            return [self.frame(self.token, 0)] * (self.n - 1) + [self.frame(self.last, 0)]
-        return [self.frame(self.last if i == self.n else self.token, i) for i in range(1, self.n + 1)]
+    def tail(self, prompt_tokens: int | None, n: int, continuous: bool) -> bytes:
+        """The last token, the usage chunk (when asked for), [DONE] and the end of the body."""
+        if prompt_tokens is None:
+            return self.last + self.done
+        used = (prompt_tokens, n, prompt_tokens + n)
+        last = frame(self.last_usage % used) if continuous else self.last
+        return last + frame(self.usage % used) + self.done
+
+
+class Stream:
+    """One answer being written: its connection, its shape, the tokens still to send and its tail, and
+    with continuous usage its prompt tokens and the tokens sent."""
+
+    __slots__ = ("conn", "left", "prompt", "sent", "shape", "tail")
+
+    def __init__(self, conn: Connection, shape: Shape, left: int, tail: bytes, prompt: int | None = None) -> None:
+        self.conn, self.shape, self.left, self.tail, self.prompt, self.sent = conn, shape, left, tail, prompt, 0
+
+    def step(self) -> bool:
+        """Write the next token; False once the answer is complete."""
+        self.left -= 1
+        if self.left > 0:
+            if self.prompt is None:
+                self.conn.write(self.shape.token)
+            else:
+                self.sent += 1
+                self.conn.write(frame(self.shape.token_usage % (self.prompt, self.sent, self.prompt + self.sent)))
+            return True
+        self.conn.write(self.tail)
+        self.conn.finished()
+        return False
+
+
+class Pump:
+    """Writes one chunk of every open stream per round: a round every `itl` seconds (0: every loop iteration)."""
+
+    def __init__(self, itl: float) -> None:
+        self.itl = itl
+        self.streams: list[Stream] = []
+        self.running = False
+        self.next = 0.0
+
+    def add(self, stream: Stream) -> None:
+        if stream.conn.closed or not stream.step():
+            return
+        self.streams.append(stream)
+        if not self.running:
+            self.running = True
+            loop = asyncio.get_running_loop()
+            if self.itl:
+                self.next = loop.time() + self.itl
+                loop.call_at(self.next, self.round)
+            else:
+                loop.call_soon(self.round)
+
+    def round(self) -> None:
+        self.streams = [s for s in self.streams if not s.conn.closed and (s.conn.paused or s.step())]
+        if not self.streams:
+            self.running = False
+            return
+        loop = asyncio.get_running_loop()
+        if self.itl:
+            self.next = max(self.next + self.itl, loop.time())
+            loop.call_at(self.next, self.round)
+        else:
+            loop.call_soon(self.round)
 
 
 class Connection(asyncio.Protocol):
-    count = 0
+    """One client connection: parses requests as they come, answers one at a time (keep-alive)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+    def __init__(self, server: Server) -> None:
+        self.server = server
         self.buf = b""
-        self.transport: asyncio.Transport | None = None
-        self.resumed: asyncio.Future[None] | None = None
+        self.transport: Any = None
+        self.write: Any = None
         self.closed = False
+        self.paused = False
+        self.busy = False  # a stream is being written; later requests wait in `buf`
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, transport: Any) -> None:
+        self.transport, self.write = transport, transport.write
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.resumed is not None and not self.resumed.done():
-            self.resumed.set_result(None)
 
     def pause_writing(self) -> None:
-        self.resumed = asyncio.get_running_loop().create_future()
+        self.paused = True
 
     def resume_writing(self) -> None:
-        if self.resumed is not None and not self.resumed.done():
-            self.resumed.set_result(None)
+        self.paused = False
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
-            lines = self.buf[:end].decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
-            length = int(headers.get("content-length", "0"))
+        if not self.busy:
+            self.next_request()
+
+    def finished(self) -> None:
+        self.busy = False
+        if self.buf:
+            asyncio.get_running_loop().call_soon(self.next_request)
+
+    def next_request(self) -> None:
+        while not self.busy and not self.closed and (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            first, crlf, fields = self.buf[:end].partition(b"\r\n")
+            fields = crlf + fields
+            lower = fields.lower()
+            length = int(header(fields, lower, b"content-length:") or 0)
             if len(self.buf) < end + 4 + length:
                 return
             body, self.buf = self.buf[end + 4:end + 4 + length], self.buf[end + 4 + length:]
-            method, path = lines[0].split(" ")[:2]
-            self.handle(method, path, headers, body)
+            method, path = first.split(b" ")[:2]
+            auth = header(fields, lower, b"authorization:")
+            self.server.handle(self, method, path, auth, body)
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        assert self.transport is not None
-        if method == "GET" and path == "/health":
-            self.transport.write(plain("200 OK", {}))
-        elif self.args.api_key and headers.get("authorization") != f"Bearer {self.args.api_key}":
-            self.transport.write(plain("401 Unauthorized", {"error": "Unauthorized"}))
-        elif method == "GET" and path.rstrip("/") == "/v1/models":
-            self.transport.write(plain("200 OK", {"object": "list", "data": [{"id": self.args.model, "object": "model"}]}))
-        elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
-            Connection.count += 1
-            stream = Stream(json.loads(body), path.endswith("chat/completions"), self.args.model, Connection.count)
-            asyncio.get_running_loop().create_task(self.send(stream))
+
+class Server:
+    """The routes and the shared pump."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.auth = f"Bearer {args.api_key}".encode() if args.api_key else None
+        self.shapes = {True: Shape(True, args.model), False: Shape(False, args.model)}
+        self.models = plain("200 OK", {"object": "list", "data": [{"id": args.model, "object": "model"}]})
+        self.pump = Pump(args.itl_ms / 1000)
+
+    def handle(self, conn: Connection, method: bytes, path: bytes, auth: bytes, body: bytes) -> None:
+        if method == b"GET" and path == b"/health":
+            conn.write(plain("200 OK", {}))
+        elif self.auth is not None and auth != self.auth:
+            conn.write(plain("401 Unauthorized", {"error": "Unauthorized"}))
+        elif method == b"GET" and path.rstrip(b"/") == b"/v1/models":
+            conn.write(self.models)
+        elif method == b"POST" and path in (b"/v1/chat/completions", b"/v1/completions"):
+            self.start(conn, path.endswith(b"chat/completions"), loads(body))
         else:
-            self.transport.write(plain("404 Not Found", {"error": f"no route {method} {path}"}))
+            conn.write(plain("404 Not Found", {"error": f"no route {method.decode()} {path.decode()}"}))
 
-    async def send(self, s: Stream) -> None:
-        assert self.transport is not None
-        write, itl = self.transport.write, self.args.itl_ms / 1000
-        write(HEAD + s.role)
+    def start(self, conn: Connection, chat: bool, body: dict) -> None:
+        """Write the head (and role chunk) now, the first token after --ttft-ms, the rest from the pump."""
+        shape = self.shapes[chat]
+        n = max(1, int(body.get("max_tokens") or body.get("max_completion_tokens") or 16))
+        prompt_tokens = None
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            prompt = body.get("prompt") or " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
+            prompt_tokens = max(1, len(str(prompt).split()))
+        continuous = prompt_tokens is not None and bool(options.get("continuous_usage_stats"))
+        conn.busy = True
+        conn.write(shape.start)
+        stream = Stream(conn, shape, n, shape.tail(prompt_tokens, n, continuous), prompt_tokens if continuous else None)
         if self.args.ttft_ms:
-            await asyncio.sleep(self.args.ttft_ms / 1000)
-        for token in s.tokens():
-            if self.closed:
-                return
-            write(token)
-            if self.resumed is not None and not self.resumed.done():
-                await self.resumed
-            await asyncio.sleep(itl)
-        write(s.usage + s.done + END)
+            asyncio.get_running_loop().call_later(self.args.ttft_ms / 1000, self.pump.add, stream)
+        else:
+            self.pump.add(stream)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = await asyncio.get_running_loop().create_server(lambda: Connection(args), args.host, args.port, backlog=4096)
+    server = Server(args)
+    listener = await asyncio.get_running_loop().create_server(lambda: Connection(server), args.host, args.port,
+                                                              backlog=4096)
     print(f"stand-in OpenAI server on http://{args.host}:{args.port}/v1 (model {args.model})", flush=True)
-    async with server:
-        await server.serve_forever()
+    async with listener:
+        await listener.serve_forever()
 
 
 def main() -> None:

@@ -12,9 +12,11 @@ from llmnest.bench.request import RequestRecord
 
 
 def rec(i: int, sent: float, chunks: list[float], out: int | None = None, prompt: int | None = 10,
-        error: str | None = None, ended: float | None = None, scheduled: float | None = None) -> RequestRecord:
+        error: str | None = None, ended: float | None = None, scheduled: float | None = None,
+        written: float | None = None) -> RequestRecord:
     r = RequestRecord(i, sent if scheduled is None else scheduled, prompt_len=8, max_tokens=64)
     r.sent = sent
+    r.written = sent if written is None else written
     r.chunks = chunks
     r.ok = error is None
     r.error = error
@@ -93,13 +95,17 @@ def test_all_failed_gives_zeros_not_errors() -> None:
 
 
 def test_send_rate_and_schedule_lag() -> None:
-    late = [rec(0, 0.01, [0.1], out=1, scheduled=0.0), rec(1, 1.03, [0.1], out=1, scheduled=1.0),
+    """The lag is that of the request's first byte: a connection opened first (written after sent)
+    counts; a request whose bytes never went out (its connection failed) has no lag."""
+    late = [rec(0, 0.01, [0.1], out=1, scheduled=0.0), rec(1, 1.03, [0.1], out=1, scheduled=1.0, written=1.05),
             rec(2, 2.0, [0.1], out=1, scheduled=2.0)]
-    r = metrics.summarize(late, 3.0, planned=5)
-    assert r["requests_sent"] == 3 and r["requests_planned"] == 5
-    assert r["achieved_request_rate"] == pytest.approx(3 / 2.0)
-    assert r["mean_schedule_lag_ms"] == pytest.approx(40 / 3)
-    assert r["max_schedule_lag_ms"] == pytest.approx(30)
+    never = rec(3, 2.5, [], error="connection", scheduled=2.4)
+    never.written = None
+    r = metrics.summarize([*late, never], 3.0, planned=5)
+    assert r["requests_sent"] == 4 and r["requests_planned"] == 5
+    assert r["achieved_request_rate"] == pytest.approx(4 / 2.5)
+    assert r["mean_schedule_lag_ms"] == pytest.approx(60 / 3)
+    assert r["max_schedule_lag_ms"] == pytest.approx(50)
 
 
 def test_in_flight_series_counts_sent_but_not_ended() -> None:

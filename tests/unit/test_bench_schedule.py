@@ -105,5 +105,7 @@ def test_absolute_schedule_does_not_drift_under_a_busy_loop() -> None:
         return time.perf_counter() - t0
 
     planned = offsets[-1]
-    assert asyncio.run(absolute()) == pytest.approx(planned, abs=0.05)
-    assert asyncio.run(relative()) > planned + 0.3  # 200 x 2 ms of drift
+    late_absolute = asyncio.run(absolute()) - planned  # one iteration's delay (more on a busy machine)
+    late_relative = asyncio.run(relative()) - planned  # at least 200 x 2 ms, plus every sleep's delay
+    assert late_relative > 0.4
+    assert late_absolute < late_relative - 0.2

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +101,8 @@ def test_a_stage_over_worker_processes_is_one_run(standin: str, workers: int) ->
     assert [x.index for x in stage.records] == list(range(40))
     assert [x.output_tokens for x in stage.records] == [4 + i % 5 for i in range(40)]
     assert all(len(x.chunks) == x.output_tokens for x in stage.records)  # one chunk per token, all counted
-    assert all(x.sent >= x.scheduled - 0.001 for x in stage.records)  # never early: one shared start
+    assert all(x.sent >= x.scheduled - 1e-9 for x in stage.records)  # never early: one shared start
+    assert all(x.written is not None and x.written >= x.sent for x in stage.records)
     assert r["client_processes"] == workers and len(stage.processes) == workers
     assert r["total_output_tokens"] == sum(4 + i % 5 for i in range(40))
     assert r["client_cpu_s"] > 0 and r["client_cpu_per_token_us"] > 0
@@ -193,3 +196,100 @@ def test_the_cli_prints_the_client_warnings(capsys: pytest.CaptureFixture[str]) 
     warning = "a client process used 97% of a CPU core: use --workers 2"
     progress.stage_done(runner.StageResult(10.0, {"client_warnings": [warning]}, []))
     assert warning in capsys.readouterr().err
+
+
+def bench(url: str, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """`llmnest bench --json --out OUT` against the stand-in, as a child process."""
+    dataset = out.parent / "prompts.jsonl"
+    if not dataset.exists():
+        dataset.write_text("".join(json.dumps({"prompt": f"question number {i}"}) + "\n" for i in range(400)))
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmnest", "bench", "--base-url", url, "--api-key", "sk-t", "--dataset", "jsonl",
+         "--dataset-path", str(dataset), "--seed", "5", "--json", "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_records(path: Path) -> list[RequestRecord]:
+    return [RequestRecord(**json.loads(line)) for line in path.read_text().splitlines()]
+
+
+def test_one_worker_and_three_write_the_same_run(standin: str, tmp_path: Path) -> None:
+    """The run directory of a stage over three processes is that of one process: the same schedule, one
+    records file in schedule order, a summary that is exactly the metrics of those records, the same charts."""
+    runs = {}
+    for workers in ("1", "3"):
+        out = tmp_path / f"w{workers}"
+        stdout, stderr = bench(standin, out, "--qps", "100", "--num-prompts", "60", "--output-len", "6",
+                               "--workers", workers).communicate(timeout=300)
+        stage = json.loads(stdout)["stages"][0]
+        assert stage["client_processes"] == int(workers) and stage["completed"] == 60, stderr
+        summary = json.loads((out / "stage-qps100.json").read_text())
+        records = read_records(out / "stage-qps100.records.jsonl")
+        assert [r.index for r in records] == list(range(60))
+        again = metrics.summarize(records, summary["duration"], planned=60)
+        assert {k: summary[k] for k in again} == json.loads(json.dumps(again)), f"--workers {workers}"
+        runs[workers] = records, sorted(p.name for p in (out / "charts").iterdir())
+    (one, charts_one), (three, charts_three) = runs["1"], runs["3"]
+    assert [r.scheduled for r in one] == [r.scheduled for r in three]  # one schedule, whoever sends it
+    assert [(r.prompt_len, r.max_tokens, r.output_tokens) for r in one] == \
+        [(r.prompt_len, r.max_tokens, r.output_tokens) for r in three]
+    assert charts_one == charts_three and charts_one
+
+
+def worker_processes(pid: int) -> list[int]:
+    """The multiprocessing workers whose parent is `pid` (from /proc; not its resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == pid and b"spawn_main" in command:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def streams(port: int) -> int:
+    """Open TCP connections the server on `port` accepted (from /proc/net/tcp): requests under way."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "01")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_with_worker_processes_gives_a_partial_run(tmp_path: Path) -> None:
+    """Ctrl-C while two worker processes send: both stop sending, what was in flight is cancelled and
+    counted as interrupted, the partial records and summary are written as one run, the exit code is
+    130, and no worker process is left behind."""
+    with standin_server("--api-key", "sk-t", "--itl-ms", "50") as url:  # 40 tokens: 2 s per request
+        out = tmp_path / "run"
+        proc = bench(url, out, "--qps", "10", "--num-prompts", "300", "--output-len", "40", "--workers", "2")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        deadline = time.monotonic() + 180
+        while (streams(port) < 6 or len(worker_processes(proc.pid)) < 2) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        workers = worker_processes(proc.pid)
+        assert len(workers) >= 2 and streams(port) >= 6, "the stage did not get under way"
+        time.sleep(3)  # some requests done, others in flight
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    stage = json.loads(stdout)["stages"][0]
+    assert stage["interrupted"] is True and stage["client_processes"] == 2
+    assert 0 < stage["requests_sent"] < 300 and stage["requests_planned"] == 300
+    assert stage["completed"] >= 1 and stage["failures"].get("interrupted", 0) >= 1
+    assert stage["completed"] + stage["failed"] == stage["requests_sent"]
+    records = read_records(out / "stage-qps10.records.jsonl")
+    assert len(records) == stage["requests_sent"]
+    assert [r.index for r in records] == sorted({r.index for r in records})  # merged, in schedule order
+    assert {r.error for r in records if not r.ok} == {"interrupted"}
+    assert json.loads((out / "run.json").read_text())["interrupted"] is True
+    assert not [pid for pid in workers if alive(pid)]

@@ -232,7 +232,9 @@ class Client:
             waiter: asyncio.Future[None] = loop.create_future()
             timer = loop.call_later(self.timeout_s - (time.perf_counter() - start), conn.fail,
                                  TimeoutError(f"no complete answer within {self.timeout_s:g} s"))
-            conn.begin(response, waiter, self._head(len(body)) + body)
+            data = self._head(len(body)) + body
+            record.written = time.perf_counter() - t0
+            conn.begin(response, waiter, data)
             await waiter
             if response.status != 200:
                 record.error, record.detail = f"http {response.status}", status_detail(response)

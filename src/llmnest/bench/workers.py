@@ -72,8 +72,16 @@ _shared: dict[str, Any] = {}
 
 
 def _init(stop: Any, done: Any, failed: Any) -> None:
+    """Set up a worker: Ctrl-C is the parent's, the shared flags are remembered, and the worker runs in
+    its own session. (With sched_autogroup, as on this machine and most desktop kernels, the CPU is
+    first shared out between sessions: workers left in the terminal's session would all share that one
+    session's share, and on a busy machine fall behind the schedule together.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells us via `stop`
-    _shared.update(stop=stop, done=done, failed=failed)
+    try:
+        os.setsid()
+    except OSError:  # already a session or group leader: it keeps the one it has
+        pass
+    _shared.update(stop=stop, done=done, failed=failed, parent=os.getppid())
 
 
 def _on_done(record: RequestRecord, in_flight: int) -> None:
@@ -93,8 +101,8 @@ async def _slice(client: Any, jobs: list[Any], t0: float, limit: int | None) -> 
 
     stop = asyncio.Event()
 
-    async def watch() -> None:
-        while not _shared["stop"].is_set():
+    async def watch() -> None:  # the parent's Ctrl-C, or the parent gone (a worker never outlives its run)
+        while not _shared["stop"].is_set() and os.getppid() == _shared["parent"]:
             await asyncio.sleep(0.1)
         stop.set()
 
