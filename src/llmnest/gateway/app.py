@@ -43,7 +43,6 @@ RETRY_STATUSES = {502, 503, 504}
 HEALTH_TIMEOUT_S = 3.0
 END_WAIT_S = 1.0  # how long the end of an engine's answer after [DONE] is awaited (to reuse its connection)
 HEALTH_FAILURES = 2  # failed checks in a row (other than a refused connection) that take a replica out
-CATCH_UP_S = 0.5  # at most this often, a request for a model with no ready replica reads the upstreams again
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -85,7 +84,8 @@ class Gateway:
         self.usage = usagestore.Writer(db)
         self.client: httpx.AsyncClient | None = None  # health checks
         self._keys: dict[str, tuple[float, Key | None]] = {}
-        self._read_at = 0.0
+        self._read_started = 0.0
+        self._reading = asyncio.Lock()
         self._lookups: dict[str, asyncio.Future] = {}
         self._pending: set[asyncio.Task] = set()
         self._starlette = Starlette(
@@ -165,14 +165,16 @@ class Gateway:
         await asyncio.gather(*(self._check(r) for r in replicas))
 
     async def _read_upstreams(self) -> None:
+        self._read_started = time.monotonic()
         self.router.update(await asyncio.to_thread(self.provider.upstreams))
-        self._read_at = time.monotonic()
 
-    async def _catch_up(self) -> None:
-        """Read the upstreams now, unless that was just done: a replica that became ready (or a model
-        deployed) since the last health round is used at once instead of a few seconds later."""
-        if time.monotonic() - self._read_at > CATCH_UP_S:
-            await self._read_upstreams()
+    async def _catch_up(self, since: float) -> None:
+        """Read the upstreams again unless a read began after `since` (when the request came): a replica
+        that became ready, or a model deployed, since the last health round is used at once. Requests
+        that wait together share one read."""
+        async with self._reading:
+            if self._read_started < since:
+                await self._read_upstreams()
 
     async def _check(self, replica: Replica) -> None:
         """A refused connection takes the replica out at once; a slow or failing answer only twice in a row."""
@@ -216,6 +218,7 @@ class Gateway:
     async def completions(self, endpoint: str, scope: dict[str, Any], receive: Receive,
                           send: Send) -> Response | None:
         """A chat or completions request: the answer to send, or None when it was streamed here."""
+        arrived = time.monotonic()
         secret, declared = "", None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -231,7 +234,7 @@ class Gateway:
             if not key.allows(model):
                 raise GatewayError(403, f"this key may not use model {model!r}", "model_not_allowed")
             if model not in self.router.replicas:
-                await self._catch_up()
+                await self._catch_up(arrived)
             if model not in self.router.replicas:
                 raise GatewayError(404, f"model {model!r} is not deployed here; GET /v1/models lists the models",
                                    "model_not_found")
@@ -265,7 +268,7 @@ class Gateway:
         last_error = "no replica is ready (starting or restarting)"
         path = "chat/completions" if call.endpoint == "chat" else "completions"
         if self.router.pick(call.model, prefix) is None:
-            await self._catch_up()
+            await self._catch_up(call.started)
         while (replica := self.router.pick(call.model, prefix, frozenset(tried))) is not None:
             tried.add(replica.id)
             replica.outstanding += 1
