@@ -9,16 +9,16 @@ from .spec import DeploymentSpec
 WILDCARDS = {"0.0.0.0", "::", ""}
 
 
-def local_base_url(spec: DeploymentSpec) -> str:
-    """The base URL this machine reaches the deployment on (loopback for a wildcard bind)."""
-    host = "127.0.0.1" if spec.host in WILDCARDS else spec.host
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{spec.port}/v1"
+def reach_url(host: str, port: int) -> str:
+    """The base URL this machine reaches a server bound to host:port on (loopback for a wildcard bind)."""
+    host = "127.0.0.1" if host in WILDCARDS else host
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
 
 
 def local_endpoints(spec: DeploymentSpec, api_key: str | None) -> list[Endpoint]:
     """Loopback, plus the LAN address when the server listens on every interface."""
-    eps = [Endpoint(local_base_url(spec), api_key, spec.served_model_name, "local")]
+    eps = [Endpoint(reach_url(spec.host, spec.port), api_key, spec.served_model_name, "local")]
     if spec.host in WILDCARDS and (lan := lan_address()):
         eps.append(Endpoint(f"http://{lan}:{spec.port}/v1", api_key, spec.served_model_name, "network"))
     return eps

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .endpoints import reach_url
 from .errors import Conflict, NotFound
 from .home import deployment_dir, home, write_secret
 from .spec import DeploymentSpec
@@ -119,8 +120,7 @@ class Unit:
     @property
     def base_url(self) -> str:
         """Where this machine reaches it (loopback for a wildcard bind)."""
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/v1"
+        return reach_url(self.host, self.port)
 
 
 def replica_id(name: str, index: int) -> str:

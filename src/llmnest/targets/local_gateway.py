@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .. import state
+from ..endpoints import reach_url
 from ..errors import Conflict, LlmnestError
 from ..gateway import keys
 from ..gateway.db import Database
@@ -106,7 +107,7 @@ def wait_answers(dep: state.Deployment, api_key: str, ctx: Context) -> None:
     deployments within its health interval)."""
     port = dep.spec.port
     deadline = time.monotonic() + max(ctx.timeout, 60)
-    url = state.Unit("", "gateway", None, 0, dep.spec.host, port).base_url
+    url = reach_url(dep.spec.host, port)
     while True:
         unit = state.find_unit(state.gateway_id(port))
         if unit is not None and unit.status == "failed":
