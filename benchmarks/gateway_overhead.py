@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -125,19 +126,35 @@ def pairs(label: str, columns: list[tuple[str, str, str]], direct: Side, gateway
     return median
 
 
+ARRIVAL_SPREAD_S = 0.5
+
+
 def mixed(direct: Side, gateway: Side, model: str, rounds: int, n: int, max_tokens: int) -> dict:
     """Rounds of n concurrent streams, half straight and half through the gateway (which half swaps every
     round): both halves share the engine's batches, so its speed, which a busy machine moves by seconds,
-    cancels out. Per round: mean TTFT through the gateway minus straight, and per-stream output
-    tokens/s (tokens / time to the last token) through the gateway / straight; medians over rounds."""
+    cancels out. The streams leave in twins, one straight and one through the gateway, at random moments
+    over ARRIVAL_SPREAD_S: a twin's TTFT differs only by what the hop costs, including the chance that
+    the hop makes it miss the engine step its sibling caught (when all 8 leave at one instant, the four
+    through the gateway always reach an idle engine just after its step began, and pay a whole step;
+    with streams that leave apart, TTFT depends mostly on who came first). Per round: mean TTFT (from each
+    stream's own start)
+    through the gateway minus straight, and per-stream output tokens/s (tokens / time to the last
+    token) through the gateway / straight; medians over rounds."""
+    rng = random.Random(7)
     async def one(r: int) -> dict:
         clients = [Client(side[0], side[1], model, endpoint="completions", ignore_eos=True, temperature=0)
                    for side in (direct, gateway)]
-        async with clients[0], clients[1]:
-            t0 = time.perf_counter()
-            records = await asyncio.gather(*(clients[(i + r) % 2].send(
+        twins = [rng.uniform(0, ARRIVAL_SPREAD_S) for _ in range(n // 2 + 1)]
+        offsets = [twins[i // 2] for i in range(n)]  # streams 2k and 2k+1 (one each way) leave together
+
+        async def arrive(i: int) -> RequestRecord:
+            await asyncio.sleep(offsets[i])
+            return await clients[(i + r) % 2].send(
                 Prompt(f"Write a short story about a {WORDS[i % len(WORDS)]} who learns to fly.", 0, max_tokens),
-                RequestRecord(i, 0.0, 0, max_tokens), t0) for i in range(n)))
+                RequestRecord(i, 0.0, 0, max_tokens), time.perf_counter())
+
+        async with clients[0], clients[1]:
+            records = await asyncio.gather(*(arrive(i) for i in range(n)))
         if not all(rec.ok for rec in records):
             raise SystemExit(f"a stream failed: {next(rec.detail for rec in records if not rec.ok)}")
         group = {side: [rec for rec in records if (rec.index + r) % 2 == k] for k, side in enumerate(("d", "g"))}
