@@ -1,6 +1,6 @@
 """The process runtime: the engine as a local process, watched by a detached llmnest supervisor.
 
-`engine_command` and `render_command` are pure; start/stop are the thin edge over processes.
+`engine_command` and `key_secrets` are pure; start/stop are the thin edge over processes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .. import state
 from ..engines import render_launch
-from ..shell import render
 from ..spec import DeploymentSpec
 
 
@@ -29,12 +28,6 @@ def engine_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.
 def key_secrets(name: str, api_key: str | None) -> dict[str, str]:
     """For printed commands: the key stands as a read of its 0600 file, never as itself."""
     return {api_key: f'"$(cat {state.key_path(name)})"'} if api_key else {}
-
-
-def render_command(spec: DeploymentSpec, api_key: str | None, python: str = sys.executable) -> str:
-    """The exact command the deployment runs, as bash; the key is read from its 0600 file."""
-    argv, env = engine_command(spec, api_key, python)
-    return render(argv, env, key_secrets(spec.name, api_key))
 
 
 def start_supervisor(unit_id: str, log: Path) -> int:
