@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -170,16 +171,21 @@ class LocalTarget(Target):
         state.update_unit(unit.id, supervisor_pid=process.start_supervisor(unit.id, log))
 
     def _discard(self, name: str, ctx: Context, interrupted: bool) -> None:
+        """Stop what a failed or interrupted start made, all at once (nothing answered yet, nothing to
+        drain), and forget the deployment."""
         dep = state.get(name)
         if interrupted:
             ctx.say(f"interrupted: stopping {name} ({self._what_runs(dep)}) and removing its record; "
                     f"the log stays at {log_path(name)}")
         try:
-            self._stop(dep, INTERRUPT_GRACE)
+            with ThreadPoolExecutor() as pool:
+                stops = [pool.submit(self._stop_unit, dep, u, INTERRUPT_GRACE) for u in dep.replicas]
+                if dep.spec.gateway:
+                    stops.append(pool.submit(local_gateway.release, dep.spec.port, INTERRUPT_GRACE, leaving=name))
+                for stop in stops:
+                    stop.result()
         finally:
             state.delete(name)
-            if dep.spec.gateway:
-                local_gateway.release(dep.spec.port, INTERRUPT_GRACE)
 
     @staticmethod
     def _what_runs(dep: state.Deployment) -> str:
@@ -231,8 +237,10 @@ class LocalTarget(Target):
         return dep
 
     def _stop(self, dep: state.Deployment, grace: float = 30) -> None:
-        for unit in dep.replicas:
-            self._stop_unit(dep, unit, grace)
+        """Every replica, at the same time."""
+        with ThreadPoolExecutor() as pool:
+            for stop in [pool.submit(self._stop_unit, dep, u, grace) for u in dep.replicas]:
+                stop.result()
 
     @staticmethod
     def _stop_unit(dep: state.Deployment, unit: state.Unit, grace: float = 30) -> None:

@@ -123,9 +123,10 @@ def wait_answers(dep: state.Deployment, api_key: str, ctx: Context) -> None:
         time.sleep(0.5)
 
 
-def release(port: int, grace: float = 10) -> bool:
-    """Stop the gateway on `port` when no deployment is behind it any more; True when it was stopped."""
-    if any(d.spec.gateway and d.spec.port == port for d in state.all_deployments()):
+def release(port: int, grace: float = 10, leaving: str | None = None) -> bool:
+    """Stop the gateway on `port` when no deployment is behind it any more (but `leaving`, which is being
+    removed); True when it was stopped."""
+    if any(d.spec.gateway and d.spec.port == port and d.name != leaving for d in state.all_deployments()):
         return False
     unit = state.find_unit(state.gateway_id(port))
     if unit is None:
