@@ -50,11 +50,23 @@ class Runner(Protocol):
         """The log lines of the current attempt."""
 
 
+CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build pins its threads to
+
+
 def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
-    """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes."""
+    """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes.
+
+    On CPUs, vLLM pins its threads to the cores it picks, the same ones in every process: several replicas
+    would crowd onto one core (a starting one then crawls for many minutes). Each gets its own cores."""
     assert unit.deployment is not None
     dep = state.get(unit.deployment)
-    return dep.spec.listening_on(unit.host, unit.port, unit.index), state.engine_key(dep.name)
+    spec = dep.spec.listening_on(unit.host, unit.port, unit.index)
+    cores = os.cpu_count() or 1
+    if spec.device == "cpu" and spec.replicas > 1 and cores >= spec.replicas and CPU_BIND not in spec.env:
+        share = cores // spec.replicas
+        bind = f"{unit.index * share}-{(unit.index + 1) * share - 1}" if share > 1 else str(unit.index)
+        spec = spec.model_copy(update={"env": {**spec.env, CPU_BIND: bind}})
+    return spec, state.engine_key(dep.name)
 
 
 class ChildRunner:
