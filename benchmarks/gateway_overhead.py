@@ -2,16 +2,23 @@
 """What the gateway costs: the same load through `llmnest gateway serve` and straight to the upstream.
 
 1. The demo engine (real vLLM, SmolLM2-135M): rounds of 8 concurrent streams in pairs, one round
-   straight and one through the gateway (the order swapped every pair, so drift in the engine's
-   speed hits both sides alike). Per pair: mean TTFT added by the gateway (ms) and output tokens/s
-   through it / straight; the bar is the median over the pairs. On a busy machine the engine's own
-   speed moves between rounds by more than the bar, so rounds of 8 streams with half of them through
-   the gateway (the same engine batches for both halves) give the same two figures free of that
-   drift. One-token streams one at a time (alternating) show the TTFT a lone request pays.
-2. The fast stand-in upstream (benchmarks/standin_server.py: no model, vLLM-shaped chunks with
-   per-chunk usage, as fast as the loop can send them), so the gateway's own cost shows: streamed
-   chunks/s through the gateway / straight, and the gateway process's CPU time (user + system, from
-   /proc) per streamed chunk.
+   straight and one through the gateway (the order swapped every pair, so drift in the engine's speed
+   hits both sides alike): mean TTFT added and output tokens/s through the gateway / straight. TTFT
+   moves between rounds by whole engine steps (a request that reaches the engine just after a step
+   began waits for the next one, hundreds of ms on a CPU), so its mean is printed with its standard
+   error, which only thousands of pairs would bring near the bar. Rounds with half of the streams
+   through the gateway (the same engine batches for both halves) give the decode-rate ratio free of
+   the engine's drift. One-token streams one at a time (alternating) show the TTFT a lone request
+   pays, end to end and in front of the engine: client TTFT minus vLLM's own (its TTFT histogram
+   starts when its API server has taken the request in), which the engine's jitter does not move.
+2. The stand-in upstream (benchmarks/standin_server.py: no model, vLLM-shaped chunks with per-chunk
+   usage), where nothing but the gateway moves, in the same pairs of rounds:
+   - at the demo engine's pace (its lone-request TTFT and its 8-stream token gap, measured straight
+     at the start): the mean TTFT the gateway adds to 8 concurrent streams, the bar;
+   - answering at once: the same, in the worst case (the first streams' chunks are relayed while the
+     others start);
+   - long streams as fast as it can send them: chunks/s through the gateway / straight, and the
+     gateway process's CPU time (user + system, from /proc) per streamed chunk.
 
 The gateway runs as its own process, as in production (SQLite usage, in-memory limits, a key with no
 limits); the client is llmnest's own streaming client (a raw-socket reader, a few µs per chunk). The
@@ -27,8 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -76,6 +83,26 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
+def engine_ttft_total(metrics_url: str) -> tuple[float, float]:
+    """vLLM's own TTFT histogram so far, (sum of seconds, count): from the moment its API server took the
+    request in to its first token, so the hop in front of it is not in it."""
+    total = count = 0.0
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("vllm:time_to_first_token_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("vllm:time_to_first_token_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def in_front(side_streams: dict, before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Mean client TTFT minus the engine's own mean TTFT over the same requests: what lies in front of the
+    engine (HTTP, and the gateway when there is one), free of the engine's step-to-step jitter."""
+    if after[1] - before[1] != side_streams["n"]:
+        raise SystemExit(f"vLLM counted {after[1] - before[1]:.0f} first tokens for {side_streams['n']} requests")
+    return side_streams["ttft"] - (after[0] - before[0]) / (after[1] - before[1])
+
+
 async def streams(side: Side, model: str, n: int, max_tokens: int, first: int = 0) -> dict:
     """n concurrent streamed completions: mean TTFT, output tokens (engine usage), chunks, wall time."""
     client = Client(side[0], side[1], model, endpoint="completions", ignore_eos=True, temperature=0)
@@ -89,14 +116,15 @@ async def streams(side: Side, model: str, n: int, max_tokens: int, first: int = 
     if failed:
         raise SystemExit(f"{side[0]}: {failed[0].error} {failed[0].detail}")
     return {"ttft": statistics.mean(r.chunks[0] for r in records), "tokens": sum(r.output_tokens or 0 for r in records),
-            "chunks": sum(len(r.chunks) for r in records), "wall": wall}
+            "chunks": sum(len(r.chunks) for r in records), "wall": wall, "n": n}
 
 
 def pairs(label: str, columns: list[tuple[str, str, str]], direct: Side, gateway: Side, model: str, gw_pid: int,
           count: int, n: int, max_tokens: int) -> dict:
     """`count` pairs of rounds, one straight and one through the gateway, the order swapped every pair
     (after a round each way that is not counted: connections opened, the same prompts in the engine's
-    prefix cache for every counted round). Prints each pair as it ends, then the medians."""
+    prefix cache for every counted round). Prints each pair as it ends, then the medians, and the mean
+    TTFT added with its standard error (the bar is on the mean)."""
     print(f"\n== {label}")
     print("pair " + "".join(f"{title:>22}" for title, _, _ in columns) + f"{'load':>8}", flush=True)
     for side in (direct, gateway):
@@ -123,82 +151,91 @@ def pairs(label: str, columns: list[tuple[str, str, str]], direct: Side, gateway
     median = {k: statistics.median(r[k] for r in rows) for _, k, _ in columns}
     median["load"] = statistics.median(r["load"] for r in rows)
     print("med. " + "".join(f"{format(median[k], fmt):>22}" for _, k, fmt in columns) + f"{median['load']:8.1f}")
+    added = [r["ttft_added_ms"] for r in rows]
+    median["ttft_added_mean_ms"] = statistics.mean(added)
+    median["ttft_added_se_ms"] = statistics.stdev(added) / len(added) ** 0.5 if len(added) > 1 else float("nan")
+    print(f"TTFT added: mean {median['ttft_added_mean_ms']:+.2f} ms, standard error {median['ttft_added_se_ms']:.2f} ms")
     return median
-
-
-ARRIVAL_SPREAD_S = 0.5
 
 
 def mixed(direct: Side, gateway: Side, model: str, rounds: int, n: int, max_tokens: int) -> dict:
     """Rounds of n concurrent streams, half straight and half through the gateway (which half swaps every
-    round): both halves share the engine's batches, so its speed, which a busy machine moves by seconds,
-    cancels out. The streams leave in twins, one straight and one through the gateway, at random moments
-    over ARRIVAL_SPREAD_S: a twin's TTFT differs only by what the hop costs, including the chance that
-    the hop makes it miss the engine step its sibling caught (when all 8 leave at one instant, the four
-    through the gateway always reach an idle engine just after its step began, and pay a whole step;
-    with streams that leave apart, TTFT depends mostly on who came first). Per round: mean TTFT (from each
-    stream's own start)
-    through the gateway minus straight, and per-stream output tokens/s (tokens / time to the last
-    token) through the gateway / straight; medians over rounds."""
-    rng = random.Random(7)
-    async def one(r: int) -> dict:
+    round), all leaving at once: both halves share the engine's batches, so its speed, which a busy machine
+    moves by more than the bar between rounds, cancels out. Per round: each stream's decode rate (output
+    tokens after the first / time from first to last token), through the gateway / straight; the median
+    over rounds. (TTFT is not compared here: of two requests that leave together, the straight one reaches
+    the engine's queue first and the other waits behind it, one engine step on this machine.)"""
+    async def one(r: int) -> float:
         clients = [Client(side[0], side[1], model, endpoint="completions", ignore_eos=True, temperature=0)
                    for side in (direct, gateway)]
-        twins = [rng.uniform(0, ARRIVAL_SPREAD_S) for _ in range(n // 2 + 1)]
-        offsets = [twins[i // 2] for i in range(n)]  # streams 2k and 2k+1 (one each way) leave together
-
-        async def arrive(i: int) -> RequestRecord:
-            await asyncio.sleep(offsets[i])
-            return await clients[(i + r) % 2].send(
-                Prompt(f"Write a short story about a {WORDS[i % len(WORDS)]} who learns to fly.", 0, max_tokens),
-                RequestRecord(i, 0.0, 0, max_tokens), time.perf_counter())
-
         async with clients[0], clients[1]:
-            records = await asyncio.gather(*(arrive(i) for i in range(n)))
+            t0 = time.perf_counter()
+            records = await asyncio.gather(*(clients[(i + r) % 2].send(
+                Prompt(f"Write a short story about a {WORDS[i % len(WORDS)]} who learns to fly.", 0, max_tokens),
+                RequestRecord(i, 0.0, 0, max_tokens), t0) for i in range(n)))
         if not all(rec.ok for rec in records):
             raise SystemExit(f"a stream failed: {next(rec.detail for rec in records if not rec.ok)}")
-        group = {side: [rec for rec in records if (rec.index + r) % 2 == k] for k, side in enumerate(("d", "g"))}
-        ttft = {k: statistics.mean(rec.chunks[0] for rec in v) for k, v in group.items()}
-        rate = {k: statistics.mean((rec.output_tokens or 0) / rec.chunks[-1] for rec in v) for k, v in group.items()}
-        return {"ttft_added_ms": 1000 * (ttft["g"] - ttft["d"]), "tokens_ratio": rate["g"] / rate["d"],
-                "direct_ttft_ms": 1000 * ttft["d"]}
+        rate = {k: statistics.mean(((rec.output_tokens or 0) - 1) / (rec.chunks[-1] - rec.chunks[0])
+                                   for rec in records if (rec.index + r) % 2 == k) for k in (0, 1)}
+        return rate[1] / rate[0]
 
     asyncio.run(one(0))  # not counted: connections, prefix cache
     print(f"\n== demo engine, {n} concurrent streams, half of them through the gateway (same engine batches)")
-    print(f"{'round':>5}{'straight TTFT ms':>22}{'TTFT added ms':>22}{'per-stream tok/s ratio':>24}{'load':>8}", flush=True)
-    rows = []
+    print(f"{'round':>5}{'decode tok/s ratio':>22}{'load':>8}", flush=True)
+    ratios, loads = [], []
     for r in range(rounds):
         before = load()
-        row = asyncio.run(one(r))
-        row["load"] = (before + load()) / 2
-        rows.append(row)
-        print(f"{r + 1:5}{row['direct_ttft_ms']:22.1f}{row['ttft_added_ms']:+22.1f}{row['tokens_ratio']:24.3f}"
-              f"{row['load']:8.1f}", flush=True)
-    median = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
-    print(f"{'med.':>5}{median['direct_ttft_ms']:22.1f}{median['ttft_added_ms']:+22.1f}{median['tokens_ratio']:24.3f}"
-          f"{median['load']:8.1f}")
-    # A stream that reaches the engine after its step has begun waits one step: TTFT added comes in
-    # multiples of the engine's step, so its mean says more than its median.
-    median["ttft_added_mean_ms"] = statistics.mean(row["ttft_added_ms"] for row in rows)
-    print(f"{'mean':>5}{'':22}{median['ttft_added_mean_ms']:+22.1f}")
+        ratios.append(asyncio.run(one(r)))
+        loads.append((before + load()) / 2)
+        print(f"{r + 1:5}{ratios[-1]:22.3f}{loads[-1]:8.1f}", flush=True)
+    median = {"tokens_ratio": statistics.median(ratios), "load": statistics.median(loads)}
+    print(f"{'med.':>5}{median['tokens_ratio']:22.3f}{median['load']:8.1f}")
     return median
 
 
-def sequential_ttft(direct: Side, gateway: Side, model: str, requests: int) -> dict:
+def sequential_ttft(direct: Side, gateway: Side, model: str, requests: int, metrics_url: str | None = None) -> dict:
     """One-token streams one at a time, alternating: the TTFT the gateway adds to a lone request (key
-    check, limits, routing, one more hop) with no queueing."""
-    async def run() -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {"direct": [], "gateway": []}
+    check, limits, routing, one more hop) with no queueing; with `metrics_url`, also what lies in front of
+    the engine (client TTFT minus vLLM's own, per request), which the engine's jitter does not move."""
+    async def run() -> dict[str, list[tuple[float, float]]]:
+        out: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": []}
         for i in range(requests):
             for side in ("direct", "gateway"):
+                engine = engine_ttft_total(metrics_url) if metrics_url else None
                 got = await streams(direct if side == "direct" else gateway, model, 1, 1, i)
-                out[side].append(got["ttft"])
+                front = in_front(got, engine, engine_ttft_total(metrics_url)) if engine is not None else 0.0
+                out[side].append((got["ttft"], front))
         return out
 
     before = load()
     got = asyncio.run(run())
-    d, g = (1000 * statistics.median(got[s]) for s in ("direct", "gateway"))
-    return {"direct_ms": d, "gateway_ms": g, "added_ms": g - d, "load": (before + load()) / 2}
+    d, g = (1000 * statistics.median(t for t, _ in got[s]) for s in ("direct", "gateway"))
+    out = {"direct_ms": d, "gateway_ms": g, "added_ms": g - d, "load": (before + load()) / 2}
+    if metrics_url:
+        fd, fg = (1000 * statistics.mean(f for _, f in got[s]) for s in ("direct", "gateway"))
+        out.update(direct_front_ms=fd, gateway_front_ms=fg, front_added_ms=fg - fd)
+    return out
+
+
+PACED_TOKENS = 4  # TTFT is settled by then; short streams make many pairs cheap
+
+
+def engine_pace(side: Side, model: str, n: int, max_tokens: int) -> tuple[float, float]:
+    """The demo engine's pace, straight (ms): a lone 1-token request's TTFT, and the gap between tokens
+    with n concurrent streams."""
+    lone = statistics.median(asyncio.run(streams(side, model, 1, 1, i))["ttft"] for i in range(3))
+    got = asyncio.run(streams(side, model, n, max_tokens))
+    return 1000 * lone, 1000 * (got["wall"] - got["ttft"]) / (max_tokens - 1)
+
+
+def start_standin(model: str, pace: tuple[float, float] | None = None) -> tuple[subprocess.Popen, Side]:
+    """The stand-in upstream serving `model`: as fast as it can, or at `pace` (TTFT ms, ITL ms)."""
+    port = free_port()
+    timing = ["--ttft-ms", f"{pace[0]:.1f}", "--itl-ms", f"{pace[1]:.1f}"] if pace else []
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "standin_server.py"), "--port", str(port),
+                             "--model", model, "--api-key", "internal", *timing], stdout=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return proc, (f"http://127.0.0.1:{port}/v1", "internal")
 
 
 def start_gateway(env: dict[str, str], upstreams: list[dict], tmp: Path) -> tuple[subprocess.Popen, str, str]:
@@ -212,35 +249,40 @@ def start_gateway(env: dict[str, str], upstreams: list[dict], tmp: Path) -> tupl
     return proc, f"http://127.0.0.1:{port}/v1", key
 
 
-def ms(value: float, digits: int) -> str:
-    return f"{value:+.{digits}f} ms"
-
-
 def summary(results: dict) -> None:
     """The bar's figures side by side."""
-    print("\n== the bar (issue 11), medians")
-    print(f"{'figure':46}{'straight':>12}{'gateway':>12}{'ratio / added':>16}{'load':>7}")
+    print("\n== the bar (issue 11): medians over pairs or rounds, TTFT added as a mean ± 2 standard errors")
+    print(f"{'figure':50}{'straight':>11}{'gateway':>11}{'ratio / added':>18}{'load':>6}")
+
+    def row(figure: str, straight: str, gateway: str, ratio: str, at: float, note: str = "") -> None:
+        print(f"{figure:50}{straight:>11}{gateway:>11}{ratio:>18}{at:6.1f}{'   ' + note if note else ''}")
+
+    def ttft_row(figure: str, r: dict, digits: int, note: str) -> None:
+        """Mean TTFT straight and through the gateway, and the mean added ± 2 standard errors."""
+        mean, se = r["ttft_added_mean_ms"], r["ttft_added_se_ms"]
+        row(figure, f"{r['direct_ttft_ms']:.{digits}f}", f"{r['direct_ttft_ms'] + mean:.{digits}f}",
+            f"{mean:+.{digits}f}" + ("" if math.isnan(se) else f"±{2 * se:.{digits}f}"), r["load"], note)
+
+    f, ft, fs = results["fast"], results["fast_ttft"], results["fast_sequential"]
+    if "paced_ttft" in results:
+        ttft_row("stand-in at the engine's pace, 8 streams: TTFT", results["paced_ttft"], 2, "(bar: <= +5 ms)")
+    ttft_row("stand-in answering at once, 8 streams: TTFT", ft, 2, "(worst case: relaying while the others start)")
+    row("stand-in, lone 1-token stream: TTFT (ms)", f"{fs['direct_ms']:.2f}", f"{fs['gateway_ms']:.2f}",
+        f"{fs['added_ms']:+.2f}", fs["load"])
+    row("stand-in, 8 streams: chunks/s", f"{f['direct_chunks_per_s']:.0f}",
+        f"{f['direct_chunks_per_s'] * f['chunks_ratio']:.0f}", f"{f['chunks_ratio']:.3f}x", f["load"])
+    row("stand-in: gateway CPU per streamed chunk (us)", "", f"{f['cpu_us_per_chunk']:.1f}", "", f["load"])
     if "engine" in results:
-        e = results["engine"]
-        print(f"{'demo engine, 8 streams: mean TTFT (ms)':46}{e['direct_ttft_ms']:12.1f}{e['gateway_ttft_ms']:12.1f}"
-              f"{ms(e['ttft_added_ms'], 1):>16}{e['load']:7.1f}   (bar: <= +5 ms)")
-        print(f"{'demo engine, 8 streams: output tokens/s':46}{e['direct_tokens_per_s']:12.1f}"
-              f"{e['direct_tokens_per_s'] * e['tokens_ratio']:12.1f}{e['tokens_ratio']:15.3f}x{e['load']:7.1f}"
-              "   (bar: >= 0.97x)")
-        m = results["engine_mixed"]
-        print(f"{'demo engine, 8 streams, half via gateway: TTFT':46}{m['direct_ttft_ms']:12.1f}"
-              f"{m['direct_ttft_ms'] + m['ttft_added_ms']:12.1f}{ms(m['ttft_added_ms'], 1):>16}{m['load']:7.1f}"
-              f"   (mean {ms(m['ttft_added_mean_ms'], 1)})")
-        print(f"{'  same rounds: per-stream output tokens/s':46}{'':24}{m['tokens_ratio']:15.3f}x{m['load']:7.1f}")
-        s = results["engine_sequential"]
-        print(f"{'demo engine, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.1f}{s['gateway_ms']:12.1f}"
-              f"{ms(s['added_ms'], 1):>16}{s['load']:7.1f}")
-    f, s = results["fast"], results["fast_sequential"]
-    print(f"{'stand-in, 8 streams: chunks/s':46}{f['direct_chunks_per_s']:12.0f}"
-          f"{f['direct_chunks_per_s'] * f['chunks_ratio']:12.0f}{f['chunks_ratio']:15.3f}x{f['load']:7.1f}")
-    print(f"{'stand-in: gateway CPU per streamed chunk (us)':46}{'':12}{f['cpu_us_per_chunk']:12.1f}{'':16}{f['load']:7.1f}")
-    print(f"{'stand-in, lone 1-token stream: TTFT (ms)':46}{s['direct_ms']:12.2f}{s['gateway_ms']:12.2f}"
-          f"{ms(s['added_ms'], 2):>16}{s['load']:7.1f}")
+        e, m, s = results["engine"], results["engine_mixed"], results["engine_sequential"]
+        ttft_row("demo engine, 8 streams: mean TTFT (ms)", e, 1, "(engine steps move it by whole steps)")
+        row("demo engine, lone 1-token stream: TTFT (ms)", f"{s['direct_ms']:.1f}", f"{s['gateway_ms']:.1f}",
+            f"{s['added_ms']:+.1f}", s["load"])
+        row("  the same, in front of vLLM's own TTFT (ms)", f"{s['direct_front_ms']:.2f}", f"{s['gateway_front_ms']:.2f}",
+            f"{s['front_added_ms']:+.2f}", s["load"])
+        row("demo engine, 8 streams: output tokens/s", f"{e['direct_tokens_per_s']:.1f}",
+            f"{e['direct_tokens_per_s'] * e['tokens_ratio']:.1f}", f"{e['tokens_ratio']:.3f}x", e["load"],
+            "(bar: >= 0.97x)")
+        row("  half via gateway, same batches: decode tok/s", "", "", f"{m['tokens_ratio']:.3f}x", m["load"])
 
 
 def main() -> None:
@@ -250,6 +292,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--mixed-rounds", type=int, default=8, help="rounds half straight, half through the gateway")
     parser.add_argument("--fast-pairs", type=int, default=6)
+    parser.add_argument("--ttft-pairs", type=int, default=40, help="pairs of short rounds against the stand-in (TTFT)")
     parser.add_argument("--fast-max-tokens", type=int, default=2000)
     parser.add_argument("--sequential", type=int, default=30, help="requests each way for the lone-request TTFT")
     parser.add_argument("--base-url", help="an engine already running (with --api-key and --model)")
@@ -264,14 +307,10 @@ def main() -> None:
         procs: list[subprocess.Popen] = []
         deployed = False
         try:
-            fake_port = free_port()
-            procs.append(subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "standin_server.py"), "--port",
-                                           str(fake_port), "--model", "fast", "--api-key", "internal"],
-                                          stdout=subprocess.DEVNULL))
-            wait_http(f"http://127.0.0.1:{fake_port}/health")
-            fast: Side = (f"http://127.0.0.1:{fake_port}/v1", "internal")
+            fast_proc, fast = start_standin("fast")
+            procs.append(fast_proc)
             upstreams = [{"model": "fast", "replica_id": "fast", "base_url": fast[0], "internal_key": fast[1]}]
-            engine = None
+            engine, metrics_url = None, None
             if not args.skip_engine:
                 if args.base_url:
                     engine = (args.base_url.rstrip("/"), args.api_key, args.model)
@@ -285,6 +324,12 @@ def main() -> None:
                     engine = (info["base_url"], info["api_key"], info["served_model_name"])
                 upstreams.append({"model": engine[2], "replica_id": "engine", "base_url": engine[0],
                                   "internal_key": engine[1]})
+                metrics_url = engine[0].removesuffix("/v1") + "/metrics"
+                pace = engine_pace((engine[0], engine[1]), engine[2], args.streams, args.max_tokens)
+                paced_proc, paced = start_standin("paced", pace)
+                procs.append(paced_proc)
+                upstreams.append({"model": "paced", "replica_id": "paced", "base_url": paced[0],
+                                  "internal_key": paced[1]})
             gw, gw_url, key = start_gateway(env, upstreams, tmp)
             procs.append(gw)
             gateway: Side = (gw_url, key)
@@ -299,12 +344,22 @@ def main() -> None:
                 results["engine_mixed"] = mixed((engine[0], engine[1]), gateway, engine[2], args.mixed_rounds,
                                                 args.streams, args.max_tokens)
                 results["engine_sequential"] = sequential_ttft((engine[0], engine[1]), gateway, engine[2],
-                                                               args.sequential)
+                                                               args.sequential, metrics_url)
+                results["paced_ttft"] = pairs(
+                    f"stand-in at the demo engine's pace (first token after {pace[0]:.0f} ms, then one every "
+                    f"{pace[1]:.0f} ms): {args.streams} concurrent streams of {PACED_TOKENS} tokens",
+                    [("straight TTFT ms", "direct_ttft_ms", ".2f"), ("TTFT added ms", "ttft_added_ms", "+.2f")],
+                    paced, gateway, "paced", gw.pid, args.ttft_pairs, args.streams, PACED_TOKENS)
+                results["paced_ttft"]["pace_ms"] = pace
             results["fast"] = pairs(
                 f"fast stand-in: {args.streams} concurrent streams of {args.fast_max_tokens} chunks",
                 [("straight chunks/s", "direct_chunks_per_s", ".0f"), ("chunks/s ratio", "chunks_ratio", ".3f"),
                  ("gateway CPU us/chunk", "cpu_us_per_chunk", ".1f")],
                 fast, gateway, "fast", gw.pid, args.fast_pairs, args.streams, args.fast_max_tokens)
+            results["fast_ttft"] = pairs(
+                f"fast stand-in: {args.streams} concurrent streams of {args.max_tokens} chunks",
+                [("straight TTFT ms", "direct_ttft_ms", ".2f"), ("TTFT added ms", "ttft_added_ms", "+.2f")],
+                fast, gateway, "fast", gw.pid, args.ttft_pairs, args.streams, args.max_tokens)
             results["fast_sequential"] = sequential_ttft(fast, gateway, "fast", args.sequential)
             summary(results)
             print("\n" + json.dumps(results))

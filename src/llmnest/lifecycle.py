@@ -151,11 +151,15 @@ def status(name: str | None) -> dict[str, Any]:
     }
 
 
-def logs(name: str | None, tail: int, follow: bool) -> Iterator[str]:
+def logs(name: str | None, tail: int, follow: bool, replica: int = 0, gateway: bool = False) -> Iterator[str]:
+    """An engine replica's log, or the log of the gateway in front of the deployment."""
     dep, target = _deployment(name)
     if follow:
         _require(target, Capability.FOLLOW_LOGS, dep.name)
-    return target.logs(dep, tail, follow)
+    if gateway:
+        _require(target, Capability.GATEWAY_LOGS, dep.name)
+        return target.gateway_logs(dep, tail, follow)
+    return target.logs(dep, tail, follow, replica)
 
 
 def show(name: str | None, fmt: str) -> str:

@@ -128,9 +128,18 @@ def test_startup_timeout_stops_the_engine(demo):
 
 
 def test_redeploy_keeps_the_key_and_changes_the_context(demo):
-    done = demo.cli("redeploy", "demo", "--set", "max_model_len=2048", "--json", timeout=1200)
+    """One redeploy changes the context and opens the endpoint to the network: the gateway in front, which
+    serves nothing else, listens on every interface from then on."""
+    done = demo.cli("redeploy", "demo", "--set", "max_model_len=2048", "--set", "host=0.0.0.0", "--json",
+                    timeout=1200)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["api_key"] == demo.api_key
+    redeployed = json.loads(done.stdout)
+    assert redeployed["api_key"] == demo.api_key
+    assert demo.status()["gateway"]["host"] == "0.0.0.0"
+    for endpoint in redeployed["endpoints"]:  # loopback, and the LAN address when this machine has one
+        answer = httpx.get(f"{endpoint['base_url']}/models", headers={"Authorization": f"Bearer {demo.api_key}"},
+                           timeout=30)
+        assert answer.status_code == 200, endpoint
     engine = f"http://127.0.0.1:{demo.replica()['port']}/v1/models"
     models = httpx.get(engine, headers={"Authorization": f"Bearer {demo.engine_key}"}, timeout=30)
     assert models.json()["data"][0]["max_model_len"] == 2048

@@ -135,3 +135,76 @@ def test_a_port_someone_else_uses_is_refused_before_anything(home):
 def test_bad_replica_options_get_one_line(args, message, home):
     done = run_cli({"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}, "up", *args)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_redeploy_may_move_off_or_across_its_own_gateway_but_not_one_it_shares(home):
+    import socket
+
+    from llmnest.targets.local import check_can_start
+
+    with socket.socket() as sock:  # the gateway both are behind holds the port
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        alone = spec_for(name="a", port=port)[0]
+        state.create(alone, "sk-a")
+        for change in ({"gateway": False}, {"host": "0.0.0.0"}, {"max_model_len": 2048}):
+            check_can_start(alone.model_copy(update=change), Context(), replacing=alone)  # its gateway goes with it
+        state.create(spec_for(name="b", port=port)[0], "sk-b")
+        with pytest.raises(Conflict, match=f"the gateway on port {port} also serves b: to serve a straight from its "
+                                           r"engine, give it a port of its own too \(--set port=N\)"):
+            check_can_start(alone.model_copy(update={"gateway": False}), Context(), replacing=alone)
+        with pytest.raises(Conflict, match="also serves b and keeps listening on 127.0.0.1"):
+            check_can_start(alone.model_copy(update={"host": "0.0.0.0"}), Context(), replacing=alone)
+        check_can_start(alone.model_copy(update={"max_model_len": 2048}), Context(), replacing=alone)
+
+
+def test_a_deployment_moving_behind_the_gateway_keeps_its_key_when_it_can(home):
+    assert local_gateway.joining_key("sk-mine-from-before-0001") == "sk-mine-from-before-0001"  # the first: `default`
+    assert local_gateway.joining_key("sk-mine-from-before-0001") == "sk-mine-from-before-0001"
+    assert local_gateway.joining_key("sk-another-one-0002") == local_gateway.user_key(None) == "sk-mine-from-before-0001"
+    assert local_gateway.joining_key(None) == "sk-mine-from-before-0001"
+
+
+def test_logs_of_each_replica_and_of_the_gateway(home):
+    from llmnest.home import gateway_log_path, log_path
+
+    spec = spec_for(name="two", port=18611, options={"replicas": 2})[0]
+    state.create(spec, "sk-two")
+    for i in range(2):
+        state.put_unit(state.Unit(state.replica_id("two", i), "engine", "two", i, "127.0.0.1", 18620 + i))
+        log_path("two", i).parent.mkdir(parents=True, exist_ok=True)
+        log_path("two", i).write_text(f"replica {i} line 1\nreplica {i} line 2\n")
+    gateway_log_path(18611).parent.mkdir(parents=True, exist_ok=True)
+    gateway_log_path(18611).write_text("gateway line\n")
+    assert list(lifecycle.logs("two", 1, False)) == ["replica 0 line 2"]
+    assert list(lifecycle.logs("two", 5, False, replica=1)) == ["replica 1 line 1", "replica 1 line 2"]
+    assert list(lifecycle.logs("two", 5, False, gateway=True)) == ["gateway line"]
+    with pytest.raises(BadInput, match="two has 2 replicas: pass --replica 0 to 1"):
+        list(lifecycle.logs("two", 5, False, replica=2))
+    state.create(spec_for(name="direct", port=18612, options={"no_gateway": True})[0], "sk-d")
+    with pytest.raises(BadInput, match=r"direct is served straight from its engine \(--no-gateway\): it has no gateway"):
+        list(lifecycle.logs("direct", 5, False, gateway=True))
+    with pytest.raises(BadInput, match="direct runs one engine: leave --replica out"):
+        list(lifecycle.logs("direct", 5, False, replica=1))
+
+
+def test_gateway_ls_shows_each_gateway_and_what_is_behind_it(home):
+    import json
+    import os
+
+    env = {"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    empty = run_cli(env, "gateway", "ls")
+    assert empty.returncode == 0 and "no gateway runs" in empty.stdout
+    for name in ("a", "b"):
+        state.create(spec_for(name=name, port=18630, host="0.0.0.0")[0], f"sk-{name}")
+    state.put_unit(state.Unit(state.gateway_id(18630), "gateway", None, 0, "0.0.0.0", 18630))
+    state.update_unit(state.gateway_id(18630), status="ready", supervisor_pid=os.getpid(), pid=os.getpid())
+    done = run_cli(env, "gateway", "ls", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row | {"log": None} == {"port": 18630, "host": "0.0.0.0", "base_url": "http://127.0.0.1:18630/v1",
+                                   "status": "ready", "pid": os.getpid(), "restarts": 0, "last_error": None,
+                                   "deployments": ["a", "b"], "log": None}
+    table = run_cli(env, "gateway", "ls").stdout
+    assert "18630" in table and "a, b" in table

@@ -175,10 +175,12 @@ def logs(
     name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C to stop)."),
     lines: int = typer.Option(100, "--tail", "-n", min=0, help="How many of the last lines to print."),
+    replica: int = typer.Option(0, "--replica", min=0, help="Which engine replica's log (`status` lists them)."),
+    gateway: bool = typer.Option(False, "--gateway", help="The log of the gateway in front of the deployment instead."),
 ) -> None:
-    """Print the engine's log."""
+    """Print the engine's log (replica 0 unless --replica), or the gateway's."""
     try:
-        for line in lifecycle.logs(name, lines, follow_):
+        for line in lifecycle.logs(name, lines, follow_, replica, gateway):
             print(line, flush=True)
     except KeyboardInterrupt:
         pass

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import BadInput, Conflict
 from .keys_cmd import DB_HELP
-from .output import handle_errors, say
+from .output import console, handle_errors, print_json, say
 
 gateway_app = typer.Typer(help="The OpenAI-compatible gateway with keys, usage, limits and metrics.",
                           context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True)
@@ -22,7 +22,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
-    redis: str = typer.Option(None, "--redis", help="redis://HOST:PORT to share limits between gateways (default: in memory)."),
+    redis: str = typer.Option(None, "--redis", help="redis://HOST:PORT to share limits between gateways; default "
+                              "$LLMNEST_GATEWAY_REDIS, else in memory."),
     upstreams: Path = typer.Option(None, "--upstreams", help='JSON file [{"model", "base_url", "replica_id"?, "internal_key"?}] '
                                    "instead of this machine's deployments (engines elsewhere)."),
     health_interval: float = typer.Option(5.0, "--health-interval", help="Seconds between replica health checks."),
@@ -49,6 +50,7 @@ def serve(
         provider = StateProvider(port=port if on_port else None)
     _check_port(host, port)
     database = Database(db)
+    redis = redis or os.environ.get("LLMNEST_GATEWAY_REDIS") or None
     limiter = Limiter(redis) if redis else None
     gateway = Gateway(database, provider, limiter=limiter, health_interval=health_interval,
                       admin_key=os.environ.get("LLMNEST_GATEWAY_ADMIN_KEY") or None)
@@ -65,7 +67,29 @@ def _check_port(host: str, port: int) -> None:
             raise Conflict(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
 
 
+@handle_errors
+def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """The gateways `llmnest up` runs on this machine: address, status, the deployments behind each."""
+    from rich.table import Table
+
+    from ..targets.local_gateway import overview
+
+    rows = overview()
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no gateway runs; `llmnest up` starts one in front of local deployments")
+        return
+    table = Table("port", "endpoint", "status", "restarts", "deployments", "log")
+    for r in rows:
+        table.add_row(str(r["port"]), r["base_url"], r["status"], str(r["restarts"]), ", ".join(r["deployments"]),
+                      r["log"])
+    console.print(table)
+
+
 gateway_app.command("serve")(serve)
+gateway_app.command("ls")(ls)
 
 
 def register(app: typer.Typer) -> None:

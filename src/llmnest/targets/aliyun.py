@@ -42,6 +42,7 @@ class AliyunTarget(Target):
         Capability.FOLLOW_LOGS: "{name}'s log is fetched through Cloud Assistant; "
                                 "run `llmnest logs {name} --tail N` again for newer lines",
         Capability.FORCE_PLAN: "on the cloud the instance type must fit the model (pick one with --instance-type)",
+        Capability.GATEWAY_LOGS: "its engine takes the API key itself; no gateway runs in front of it",
     }
     show_formats = ("command", "script", "ros")
 
@@ -86,7 +87,9 @@ class AliyunTarget(Target):
         assert isinstance(info, state.AliyunState)
         return [Endpoint(e.base_url, api_key, dep.spec.served_model_name, e.label) for e in info.endpoints]
 
-    def logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
+    def logs(self, dep: state.Deployment, tail: int, follow: bool, replica: int = 0) -> Iterator[str]:
+        if replica:
+            raise BadInput(f"{dep.name} runs one engine on its instance: leave --replica out")
         yield from _service().logs(dep, tail)
 
     def show(self, dep: state.Deployment, fmt: str) -> str:

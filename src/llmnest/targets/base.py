@@ -35,6 +35,7 @@ class Capability(str, Enum):
     FOLLOW_LOGS = "--follow"  # keep printing the log as it grows
     FORCE_PLAN = "--force"  # start what the memory plan refuses
     DRY_RUN = "--dry-run"  # render what would be created, create nothing
+    GATEWAY_LOGS = "--gateway"  # the log of the gateway in front of the deployment
 
 
 @dataclass
@@ -123,8 +124,12 @@ class Target(ABC):
         return [Upstream(dep.spec.served_model_name, dep.name, eps[0].base_url.rstrip("/"), key)] if eps else []
 
     @abstractmethod
-    def logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
-        """The engine's last `tail` log lines (then new ones, with follow)."""
+    def logs(self, dep: state.Deployment, tail: int, follow: bool, replica: int = 0) -> Iterator[str]:
+        """An engine replica's last `tail` log lines (then new ones, with follow)."""
+
+    def gateway_logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
+        """The same for the gateway in front of the deployment."""
+        raise AssertionError("the lifecycle checks Capability.GATEWAY_LOGS first")
 
     @abstractmethod
     def show(self, dep: state.Deployment, fmt: str) -> str:

@@ -28,7 +28,8 @@ from ..gateway.upstreams import Upstream
 from ..home import gateway_log_path, log_path, supervisor_log_path, write_secret
 from ..host import host_facts, port_is_free
 from ..logs import follow as follow_file
-from ..logs import last_attempt, tail
+from ..logs import last_attempt
+from ..logs import tail as tail_of
 from ..runtimes import docker, process
 from ..runtimes.runners import gateway_command
 from ..shell import render as render_shell
@@ -85,12 +86,11 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
             f"a deployment named {spec.name!r} exists; pick another --name, "
             f"change it with `llmnest redeploy {spec.name} --set ...`, or `llmnest down {spec.name}` first"
         )
-    same_front = replacing is not None and (replacing.host, replacing.port, replacing.gateway) == (
-        spec.host, spec.port, spec.gateway)
-    if spec.gateway:
-        local_gateway.check_port(spec.host, spec.port)
-    elif not same_front and not port_is_free(spec.host, spec.port):
-        raise Conflict(f"port {spec.port} on {spec.host} is already in use; pass --port or stop what uses it")
+    if not _port_is_ours(spec, replacing):
+        if spec.gateway:
+            local_gateway.check_port(spec.host, spec.port)
+        elif not port_is_free(spec.host, spec.port):
+            raise Conflict(f"port {spec.port} on {spec.host} is already in use; pass --port or stop what uses it")
     if spec.runtime == "process":
         module, how = ENGINE_MODULES[spec.engine]
         if importlib.util.find_spec(module) is None:
@@ -101,6 +101,21 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
         if replacing is None and taken:
             raise Conflict(f"a docker container named {taken[0]!r} exists and llmnest did not make it for this "
                            f"deployment; pick another --name, or remove it (`docker rm -f {taken[0]}`)")
+
+
+def _port_is_ours(spec: DeploymentSpec, replacing: DeploymentSpec | None) -> bool:
+    """The port is the one the deployment being replaced holds and frees before `spec` starts: its engine's,
+    or its gateway's, which goes with it unless other deployments are behind it too (then it stays as it is)."""
+    if replacing is None or replacing.port != spec.port:
+        return False
+    others = local_gateway.sharing(spec.port, spec.name) if replacing.gateway else []
+    if others and not spec.gateway:
+        raise Conflict(f"the gateway on port {spec.port} also serves {', '.join(others)}: to serve {spec.name} "
+                       "straight from its engine, give it a port of its own too (--set port=N)")
+    if others and spec.host != replacing.host:
+        raise Conflict(f"the gateway on port {spec.port} also serves {', '.join(others)} and keeps listening on "
+                       f"{replacing.host}: give {spec.name} a port of its own too (--set port=N)")
+    return True
 
 
 def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context) -> DeploymentSpec:
@@ -216,7 +231,7 @@ class LocalTarget(Target):
                 raise LlmnestError(f"{bad.last_error} (log: {logfile})", detail="\n".join(lines[-20:]))
             if bad is not None:
                 raise LlmnestError(f"the supervisor of {bad.id!r} exited unexpectedly (log: {logfile})",
-                                   detail="\n".join(tail(supervisor_log_path(name, bad.index), 20)))
+                                   detail="\n".join(tail_of(supervisor_log_path(name, bad.index), 20)))
             if time.monotonic() > deadline:
                 raise LlmnestError(
                     f"{name!r} did not answer within {ctx.timeout:.0f} s; it was stopped (log: {logfile}). "
@@ -299,10 +314,15 @@ class LocalTarget(Target):
         return [Upstream(dep.spec.served_model_name, u.id, u.base_url, key, ready=u.status == "ready")
                 for u in dep.replicas if u.status in state.ACTIVE]
 
-    def logs(self, dep: state.Deployment, tail_lines: int, follow: bool) -> Iterator[str]:
-        container = docker.container_name(dep.name)
+    def logs(self, dep: state.Deployment, tail: int, follow: bool, replica: int = 0) -> Iterator[str]:
+        count = max(1, len(dep.replicas))
+        if count == 1 and replica:
+            raise BadInput(f"{dep.name} runs one engine: leave --replica out")
+        if not 0 <= replica < count:
+            raise BadInput(f"{dep.name} has {count} replicas: pass --replica 0 to {count - 1}")
+        container = docker.container_name(dep.name, replica)
         if dep.spec.runtime == "docker" and docker.inspect(container, missing_ok=True):
-            with subprocess.Popen(docker.logs_argv(container, follow, tail_lines), stdout=subprocess.PIPE,
+            with subprocess.Popen(docker.logs_argv(container, follow, tail), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
                 assert proc.stdout is not None
                 try:
@@ -310,8 +330,14 @@ class LocalTarget(Target):
                 finally:
                     proc.send_signal(signal.SIGTERM)
             return
-        path = log_path(dep.name)
-        yield from (follow_file(path, tail_lines) if follow else tail(path, tail_lines))
+        path = log_path(dep.name, replica)
+        yield from (follow_file(path, tail) if follow else tail_of(path, tail))
+
+    def gateway_logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
+        if not dep.spec.gateway:
+            raise BadInput(f"{dep.name} is served straight from its engine (--no-gateway): it has no gateway log")
+        path = gateway_log_path(dep.spec.port)
+        yield from (follow_file(path, tail) if follow else tail_of(path, tail))
 
     def log_file(self, dep: state.Deployment) -> str | None:
         return str(log_path(dep.name))
@@ -387,15 +413,18 @@ class LocalTarget(Target):
                         self._replace_unit(state.get(dep.name), back, ctx)
                     raise
             return
+        joining = new.gateway and not old.gateway
+        key = local_gateway.joining_key(state.api_key(dep.name)) if joining else None
         self._stop(dep)
         state.delete_units(dep.name)
         state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
         if old.gateway and not new.gateway:
             state.engine_key_path(dep.name).unlink(missing_ok=True)
-        if new.gateway and not old.gateway:
+        if key is not None:
+            write_secret(state.key_path(dep.name), key)
             write_secret(state.engine_key_path(dep.name), new_api_key())
-        if old.gateway and (old.port != new.port or not new.gateway):
-            local_gateway.release(old.port)
+        if old.gateway and ((old.port, old.host) != (new.port, new.host) or not new.gateway):
+            local_gateway.release(old.port, leaving=dep.name)
         self._start(dep.name, ctx)
 
     def down(self, dep: state.Deployment, ctx: Context) -> str:

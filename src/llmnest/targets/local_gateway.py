@@ -53,6 +53,17 @@ def user_key(requested: str | None) -> str:
         db.close()
 
 
+def joining_key(current: str | None) -> str:
+    """The key of a deployment that moves behind the gateway: its own when the gateway can take it (one of
+    its keys, or the first `default`), else the gateway's `default` (redeploy prints it)."""
+    if current:
+        try:
+            return user_key(current)
+        except Conflict:
+            pass
+    return user_key(None)
+
+
 def _live_default(db: Database) -> keys.Key | None:
     found = [k for k in keys.list_keys(db) if k.name == DEFAULT_KEY]
     return found[0] if found and found[0].revoked_at is None else None
@@ -70,6 +81,18 @@ def running(port: int) -> state.Unit | None:
     """The gateway `up` runs on `port`, when its supervisor is alive."""
     unit = state.find_unit(state.gateway_id(port))
     return unit if unit is not None and process.pid_alive(unit.supervisor_pid) else None
+
+
+def overview() -> list[dict]:
+    """Every gateway `up` runs on this machine: where it listens, whether it runs, what is behind it."""
+    out = []
+    for unit in state.gateways():
+        alive = process.pid_alive(unit.supervisor_pid)
+        out.append({"port": unit.port, "host": unit.host, "base_url": reach_url(unit.host, unit.port),
+                    "status": unit.status if alive else "dead", "pid": unit.pid if alive else None,
+                    "restarts": unit.restarts, "last_error": unit.last_error, "deployments": sharing(unit.port, None),
+                    "log": str(gateway_log_path(unit.port))})
+    return out
 
 
 def check_port(host: str, port: int) -> None:
@@ -123,10 +146,15 @@ def wait_answers(dep: state.Deployment, api_key: str, ctx: Context) -> None:
         time.sleep(0.5)
 
 
+def sharing(port: int, name: str | None) -> list[str]:
+    """The deployments behind the gateway on `port` but `name`."""
+    return [d.name for d in state.all_deployments() if d.spec.gateway and d.spec.port == port and d.name != name]
+
+
 def release(port: int, grace: float = 10, leaving: str | None = None) -> bool:
     """Stop the gateway on `port` when no deployment is behind it any more (but `leaving`, which is being
-    removed); True when it was stopped."""
-    if any(d.spec.gateway and d.spec.port == port and d.name != leaving for d in state.all_deployments()):
+    removed or moved away from it); True when it was stopped."""
+    if sharing(port, leaving):
         return False
     unit = state.find_unit(state.gateway_id(port))
     if unit is None:
