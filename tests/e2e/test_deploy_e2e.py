@@ -187,15 +187,22 @@ def test_a_hung_engine_is_noticed_and_restarted(demo):
 def test_ctrl_c_during_up_says_what_it_stops_and_leaves_nothing(demo):
     port = free_port()
     before = processes_of(demo.home)
+    # As from a terminal: SIGINT at its default (a suite started in the background inherits it ignored,
+    # and Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen([*demo.argv, "up", "--name", "interrupted", "--port", str(port)], env=demo.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not processes_of(demo.home) - before - {proc.pid} or not serving_on(port):  # engine and gateway run
-        assert time.monotonic() < deadline and proc.poll() is None, "the engine did not start"
-        time.sleep(0.5)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 300
+        while not processes_of(demo.home) - before - {proc.pid} or not serving_on(port):  # engine and gateway run
+            assert time.monotonic() < deadline and proc.poll() is None, "the engine did not start"
+            time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130 and time.monotonic() - t0 < 15, err
     assert "interrupted: stopping interrupted (supervisor pid" in err and err.rstrip().endswith("interrupted")
     assert [d["name"] for d in json.loads(demo.cli("ls", "--json").stdout)] == ["demo"]
