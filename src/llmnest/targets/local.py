@@ -126,6 +126,11 @@ def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context)
     return spec.model_copy(update={"model_path": str(fetch(model, ctx.say))})
 
 
+def _file_lines(path: Path, tail: int, follow: bool) -> Iterator[str]:
+    """A log file's last `tail` lines, then (with follow) new ones as they come."""
+    return follow_file(path, tail) if follow else iter(tail_of(path, tail))
+
+
 def replica_units(spec: DeploymentSpec) -> list[state.Unit]:
     """The engine replicas of `spec`: on loopback ports of their own behind the gateway, else on its host:port."""
     if not spec.gateway:
@@ -280,9 +285,7 @@ class LocalTarget(Target):
         out["ready_replicas"] = dep.ready_replicas
         if dep.spec.gateway:
             gw = state.find_unit(state.gateway_id(dep.spec.port))
-            out["gateway"] = ({"port": gw.port, "host": gw.host, "status": gw.status if process.pid_alive(
-                gw.supervisor_pid) else "dead", "pid": gw.pid, "restarts": gw.restarts, "last_error": gw.last_error,
-                "log": str(gateway_log_path(gw.port))} if gw else {"port": dep.spec.port, "status": "missing"})
+            out["gateway"] = local_gateway.describe(gw) if gw else {"port": dep.spec.port, "status": "missing"}
         return out
 
     @staticmethod
@@ -330,14 +333,12 @@ class LocalTarget(Target):
                 finally:
                     proc.send_signal(signal.SIGTERM)
             return
-        path = log_path(dep.name, replica)
-        yield from (follow_file(path, tail) if follow else tail_of(path, tail))
+        yield from _file_lines(log_path(dep.name, replica), tail, follow)
 
     def gateway_logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
         if not dep.spec.gateway:
             raise BadInput(f"{dep.name} is served straight from its engine (--no-gateway): it has no gateway log")
-        path = gateway_log_path(dep.spec.port)
-        yield from (follow_file(path, tail) if follow else tail_of(path, tail))
+        yield from _file_lines(gateway_log_path(dep.spec.port), tail, follow)
 
     def log_file(self, dep: state.Deployment) -> str | None:
         return str(log_path(dep.name))

@@ -83,16 +83,17 @@ def running(port: int) -> state.Unit | None:
     return unit if unit is not None and process.pid_alive(unit.supervisor_pid) else None
 
 
+def describe(unit: state.Unit) -> dict:
+    """A gateway unit as `status` and `gateway ls` show it."""
+    return {"port": unit.port, "host": unit.host,
+            "status": unit.status if process.pid_alive(unit.supervisor_pid) else "dead", "pid": unit.pid,
+            "restarts": unit.restarts, "last_error": unit.last_error, "log": str(gateway_log_path(unit.port))}
+
+
 def overview() -> list[dict]:
     """Every gateway `up` runs on this machine: where it listens, whether it runs, what is behind it."""
-    out = []
-    for unit in state.gateways():
-        alive = process.pid_alive(unit.supervisor_pid)
-        out.append({"port": unit.port, "host": unit.host, "base_url": reach_url(unit.host, unit.port),
-                    "status": unit.status if alive else "dead", "pid": unit.pid if alive else None,
-                    "restarts": unit.restarts, "last_error": unit.last_error, "deployments": sharing(unit.port, None),
-                    "log": str(gateway_log_path(unit.port))})
-    return out
+    return [{**describe(unit), "base_url": reach_url(unit.host, unit.port), "deployments": sharing(unit.port, None)}
+            for unit in state.gateways()]
 
 
 def check_port(host: str, port: int) -> None:
