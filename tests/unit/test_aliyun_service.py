@@ -328,13 +328,13 @@ def test_status_reports_the_stack_and_probes_the_public_endpoint(deployed, engin
 
 def test_bench_targets_the_public_endpoint_with_the_key_and_the_stack_price(deployed, engine: int, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmnest.cli.bench_cmd import resolve_target
+    from llmnest.bench.endpoint import resolve_endpoint
 
     monkeypatch.setenv("LLMNEST_MODELS_DIR", str(tmp_path / "models"))
     tokenizer = tmp_path / "models" / "tokenizers" / "Qwen/QwQ-32B"  # fetched once from the hub (none reachable here)
     tokenizer.mkdir(parents=True)
     (tokenizer / "tokenizer.json").write_text("{}")
-    target = resolve_target("qwq-32b", None, None, None, None, None)
+    target = resolve_endpoint("qwq-32b", None, None, None, None, None, print)
     assert target.base_url == f"http://127.0.0.1:{engine}/v1" and target.api_key == KEY
     assert target.tokenizer == str(tokenizer)
     assert target.price_per_hour == deployed.info.price_per_hour and target.model == "Qwen/QwQ-32B"

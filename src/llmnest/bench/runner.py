@@ -10,12 +10,10 @@ stage result carries the client's own health (CPU, loop delay, a warning when it
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +24,7 @@ from .health import ProcessFigures, ProcessMeter, assess
 from .record import RequestRecord
 from .request import Client
 from .schedule import send_offsets
+from .sender import event_loop_run, frozen_heap, send_all
 from .workers import Pool, auto_workers, clamp
 
 
@@ -60,12 +59,11 @@ class BenchPlan:
     workers: int | None = None  # client processes per stage; None: automatic (see workers.auto_workers)
 
 
-STOP_POLL_S = 0.2  # the sender checks for Ctrl-C at least this often while it waits
-
-
 class Progress:
-    """What the runner reports while it works; the CLI draws it (rich), tests may ignore it."""
+    """What a run reports while it works; the CLI draws it (rich), the console sends it to the page, tests
+    may ignore it."""
 
+    def note(self, text: str) -> None: ...  # one line for the user: what is being done, what was written
     def stage_started(self, qps: float, total: int) -> None: ...
     def request_done(self, record: RequestRecord, in_flight: int) -> None: ...
     def counts(self, done: int, failed: int, in_flight: int) -> None: ...  # from worker processes
@@ -74,15 +72,7 @@ class Progress:
 
 def run(client: Client, plan: BenchPlan, tokenizer: Tokenizer | None, progress: Progress | None = None) -> list[StageResult]:
     """Pre-flight, warm up and run every stage; returns the stage results (partial after Ctrl-C)."""
-    return _event_loop_run(_run(client, plan, tokenizer, progress or Progress()))
-
-
-def _event_loop_run(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    return event_loop_run(_run(client, plan, tokenizer, progress or Progress()))
 
 
 async def _run(client: Client, plan: BenchPlan, tokenizer: Tokenizer | None, progress: Progress) -> list[StageResult]:
@@ -173,69 +163,6 @@ async def run_stage_in_workers(
                                                                progress)
     duration = time.perf_counter() - t0 if interrupted else max((r.ended for r in records), default=0.0)
     return StageResult(stage.qps, {"duration": duration}, records, interrupted, processes)
-
-
-@contextmanager
-def frozen_heap() -> Iterator[None]:
-    """The objects made before the stage (prompts, records of earlier stages) left out of the garbage
-    collector's passes during it, so a full collection cannot stall the sender for tens of ms."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-Job = tuple[int, Prompt, float]  # the request's index in the stage, its prompt, its send offset
-
-
-async def send_all(
-    client: Client, jobs: Sequence[Job], t0: float, max_concurrency: int | None, stop: asyncio.Event,
-    on_done: Callable[[RequestRecord, int], None],
-) -> tuple[list[RequestRecord], bool]:
-    """Send each job at t0 + its offset (a late one at once, never shifting the rest); wait for all, or
-    stop sending and cancel what is in flight when `stop` is set. Returns the records sent, in order."""
-    limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-    pending: set[asyncio.Task[RequestRecord]] = set()
-    records: list[RequestRecord] = []
-    in_flight = 0
-
-    async def one(prompt: Prompt, record: RequestRecord) -> RequestRecord:
-        nonlocal in_flight
-        if limit:
-            await limit.acquire()
-        in_flight += 1
-        try:
-            return await client.send(prompt, record, t0)
-        finally:
-            in_flight -= 1
-            if limit:
-                limit.release()
-            on_done(record, in_flight)
-
-    now = time.perf_counter
-    for i, prompt, offset in jobs:
-        while (delay := t0 + offset - now()) > 0 and not stop.is_set():
-            await asyncio.sleep(min(delay, STOP_POLL_S))
-        if stop.is_set():
-            break
-        record = RequestRecord(i, offset, prompt.prompt_len, prompt.output_len)
-        records.append(record)
-        task = asyncio.create_task(one(prompt, record))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    everything = asyncio.gather(*pending, return_exceptions=True)
-    if pending and not stop.is_set():
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({everything, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-    if stop.is_set():
-        for task in list(pending):
-            task.cancel()
-        await everything
-        return records, True
-    return records, False
 
 
 def fill_output_tokens(records: list[RequestRecord], tokenizer: Tokenizer | None) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from .health import ProcessFigures, ProcessMeter
 from .record import RequestRecord
+from .sender import event_loop_run, frozen_heap, send_all
 
 START_AHEAD_S = 0.5  # the shared start is this far after the parent hands out the slices
 POLL_S = 0.25  # how often the parent reads the workers' progress counters and its stop flag
@@ -91,14 +92,10 @@ def _on_done(record: RequestRecord, in_flight: int) -> None:
 
 
 def _run_slice(task: tuple[Any, list[Any], float, int | None]) -> SliceResult:
-    from .runner import _event_loop_run
-
-    return _event_loop_run(_slice(*task))
+    return event_loop_run(_slice(*task))
 
 
 async def _slice(client: Any, jobs: list[Any], t0: float, limit: int | None) -> SliceResult:
-    from .runner import frozen_heap, send_all
-
     stop = asyncio.Event()
 
     async def watch() -> None:  # the parent's Ctrl-C, or the parent gone (a worker never outlives its run)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from ..errors import BadInput, ExitCode
+from ..errors import ExitCode
 from .output import console, err, handle_errors, print_json, say
 
 
@@ -31,86 +29,6 @@ bench_app = typer.Typer(
 )
 
 
-@dataclass
-class BenchTarget:
-    base_url: str
-    api_key: str | None
-    model: str | None
-    tokenizer: str | None
-    price_per_hour: float | None
-    deployment: str | None
-
-
-def resolve_target(name: str | None, base_url: str | None, api_key: str | None, model: str | None,
-                   tokenizer: str | None, price: float | None) -> BenchTarget:
-    """A URL as given, or a deployment's URL (its first endpoint), key, served model, weights folder
-    (the tokenizer) and hourly price."""
-    if base_url:
-        if name:
-            raise BadInput("give a deployment NAME or --base-url, not both")
-        return BenchTarget(base_url.rstrip("/"), api_key, model, tokenizer, price, None)
-    from .. import lifecycle, state
-
-    dep = state.get(state.resolve_name(name))
-    spec = dep.spec
-    key = api_key or state.api_key(dep.name)
-    endpoints = lifecycle.endpoints(dep, key)
-    if not endpoints:
-        raise BadInput(f"deployment {dep.name!r} has no endpoint yet (status {dep.status}); see `llmnest status {dep.name}`")
-    return BenchTarget(
-        endpoints[0].base_url.rstrip("/"),
-        key,
-        model or spec.served_model_name,
-        tokenizer or spec.model_path or _catalog_tokenizer(spec.model),
-        price if price is not None else lifecycle.price_per_hour(dep),
-        dep.name,
-    )
-
-
-def _catalog_tokenizer(model: str) -> str | None:
-    """The tokenizer folder of a catalog model whose weights are elsewhere (a cloud deployment)."""
-    from ..catalog import find_model
-    from ..sources import fetch_tokenizer
-
-    entry = find_model(model)
-    return str(fetch_tokenizer(entry, say)) if entry else None
-
-
-def stage_sizes(rates: list[float], duration: float | None, num_prompts: int | None) -> list[int]:
-    if num_prompts is not None:
-        if num_prompts < 1:
-            raise BadInput("--num-prompts must be at least 1")
-        return [num_prompts] * len(rates)
-    from ..bench.schedule import requests_for
-
-    return [requests_for(q, duration if duration is not None else 60.0) for q in rates]
-
-
-def load_prompts(dataset: str, path: str | None, tokenizer: Any, total: int, seed: int,
-                 input_len: int | None, output_len: int | None) -> list[Any]:
-    """`total` prompts of the chosen dataset, sampled with `seed`."""
-    from ..bench import datasets
-    from ..home import home
-
-    if dataset == "random":
-        if path:
-            raise BadInput("--dataset random makes its own prompts; drop --dataset-path")
-        if tokenizer is None:
-            raise BadInput("--dataset random needs a tokenizer: pass --tokenizer MODEL_DIR (a folder with tokenizer.json)")
-        return datasets.sample_random(tokenizer, total, input_len or 1024, output_len or 128, seed)
-    if dataset == "jsonl":
-        if not path:
-            raise BadInput("--dataset jsonl needs --dataset-path FILE.jsonl")
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise BadInput(f"dataset file {file} does not exist")
-        return datasets.sample_jsonl(datasets.read_jsonl(file), total, seed, tokenizer, output_len)
-    if tokenizer is None:
-        raise BadInput("--dataset sharegpt needs a tokenizer to count tokens: pass --tokenizer MODEL_DIR")
-    file = datasets.sharegpt_path(path, home() / "datasets", say)
-    return datasets.sample_sharegpt(datasets.read_sharegpt(file), tokenizer, total, seed, output_len)
-
-
 class RichProgress:
     """One live progress bar per stage on stderr; the stage's result block on stdout when it ends."""
 
@@ -118,6 +36,9 @@ class RichProgress:
         self.show_blocks = show_blocks
         self.bar: Any = None
         self.failed = 0
+
+    def note(self, text: str) -> None:
+        say(text)
 
     def stage_started(self, qps: float, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -183,72 +104,27 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document (progress stays on stderr)."),
 ) -> None:
     """Send requests at each QPS and report TTFT, TPOT, ITL, E2EL, throughput, goodput and cost."""
-    from ..bench import metrics, runner
-    from ..bench.datasets import load_tokenizer
-    from ..bench.request import Client
-    from ..bench.schedule import parse_rates
-
-    if endpoint not in ("chat", "completions"):
-        raise BadInput(f"--endpoint must be chat or completions (got {endpoint})")
-    if dataset not in ("sharegpt", "random", "jsonl"):
-        raise BadInput(f"--dataset must be sharegpt, random or jsonl (got {dataset})")
-    if timeout <= 0 or warmup < 0 or (max_concurrency is not None and max_concurrency < 1):
-        raise BadInput("--timeout must be > 0, --warmup >= 0 and --max-concurrency >= 1")
-    if not burstiness > 0:
-        raise BadInput(f"--burstiness must be greater than 0 (got {burstiness})")
-    if workers is not None and workers < 1:
-        raise BadInput("--workers must be at least 1")
-    if output_len is not None and output_len < 1:
-        raise BadInput("--output-len must be at least 1")
-    rates = parse_rates(qps)
-    slo = metrics.parse_goodput(goodput)
-    sizes = stage_sizes(rates, duration, num_prompts)
-    target = resolve_target(name, base_url, api_key, model, tokenizer, price_per_hour)
-    tok = load_tokenizer(target.tokenizer) if target.tokenizer else None
-    prompts = load_prompts(dataset, dataset_path, tok, sum(sizes), seed, input_len, output_len)
-    stages, start = [], 0
-    for rate, size in zip(rates, sizes):
-        stages.append(runner.Stage(rate, prompts[start:start + size]))
-        start += size
-    ignore = ignore_eos if ignore_eos is not None else dataset == "random"
-    client = Client(target.base_url, target.api_key, target.model, endpoint,  # type: ignore[arg-type]
-                    timeout, ignore, temperature)
-    plan = runner.BenchPlan(stages, burstiness, max_concurrency, warmup, seed, slo, target.price_per_hour, workers)
-    say(f"benchmarking {target.base_url} ({sum(sizes)} requests in {len(stages)} stage(s), dataset {dataset})")
-    results = runner.run(client, plan, tok, RichProgress(show_blocks=not json_out))
-    config = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S"),
-        "backend": "openai-chat" if endpoint == "chat" else "openai",
-        "base_url": target.base_url, "model_id": client.model, "deployment": target.deployment,
-        "tokenizer_id": target.tokenizer, "endpoint": endpoint, "dataset_name": dataset,
-        "dataset_path": dataset_path, "seed": seed, "ignore_eos": ignore, "temperature": temperature,
-        "timeout_s": timeout, "goodput_ms": slo or None,
-    }
-    if out is not None:
-        _write_outputs(out, config, results)
+    from .. import bench
     from ..bench.report import plain, sweep_table
 
+    request = bench.BenchRequest(
+        name=name, base_url=base_url, api_key=api_key, model=model, endpoint=endpoint,  # type: ignore[arg-type]
+        dataset=dataset, dataset_path=dataset_path, input_len=input_len, output_len=output_len, qps=qps,
+        duration=duration, num_prompts=num_prompts, burstiness=burstiness, max_concurrency=max_concurrency,
+        ignore_eos=ignore_eos, temperature=temperature, warmup=warmup, seed=seed, timeout=timeout, goodput=goodput,
+        price_per_hour=price_per_hour, tokenizer=tokenizer, out=out, workers=workers,
+    )
+    done = bench.run(request, RichProgress(show_blocks=not json_out))
     if json_out:
-        print_json(plain({**config, "out": str(out) if out else None,
-                          "stages": [{**r.result, "interrupted": r.interrupted} for r in results]}))
-    elif len(results) > 1:
-        console.print(sweep_table([r.result for r in results]))
-    if any(r.interrupted for r in results):
+        print_json(plain({**done.config, "out": str(out) if out else None,
+                          "stages": [{**r.result, "interrupted": r.interrupted} for r in done.stages]}))
+    elif len(done.stages) > 1:
+        console.print(sweep_table([r.result for r in done.stages]))
+    if done.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-    if not any(r.result["completed"] for r in results):
+    if not done.completed:
         err.print("[bold red]error:[/bold red] no request succeeded; see the failures above")
         raise typer.Exit(ExitCode.FAILED)
-
-
-def _write_outputs(out: Path, config: dict[str, Any], results: list[Any]) -> None:
-    from dataclasses import asdict
-
-    from ..bench.charts import run_charts
-    from ..bench.report import write_run
-
-    files = write_run(out, config, results)
-    charts = run_charts([r.result for r in results], [[asdict(x) for x in r.records] for r in results], out / "charts")
-    say(f"wrote {len(files)} result files and {len(charts)} charts under {out}")
 
 
 @bench_app.command("compare")

@@ -35,7 +35,8 @@ def serve(
     from ..gateway.db import Database
     from ..gateway.limiter import Limiter
     from ..gateway.server import serve as run
-    from ..gateway.upstreams import StateProvider, StaticProvider
+    from ..gateway.upstreams import StaticProvider
+    from ..targets.upstream_provider import DeploymentProvider
 
     if health_interval <= 0:
         raise BadInput("--health-interval must be positive")
@@ -47,7 +48,7 @@ def serve(
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"--upstreams {upstreams}: {exc}; give a JSON list of {{model, base_url}}") from None
     else:
-        provider = StateProvider(port=port if on_port else None)
+        provider = DeploymentProvider(port=port if on_port else None)
     _check_port(host, port)
     database = Database(db)
     redis = redis or os.environ.get("LLMNEST_GATEWAY_REDIS") or None

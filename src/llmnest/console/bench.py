@@ -59,21 +59,22 @@ def _int(form: dict[str, str], key: str, flag: str) -> str:
     return text
 
 
-def argv_for(form: dict[str, str], out: Path) -> list[str]:
-    """The `llmnest bench run` arguments of the form (checked by the CLI's own code when it runs)."""
+def request_for(form: dict[str, str], out: Path) -> dict[str, Any]:
+    """The `bench.BenchRequest` fields of the form, as JSON for the worker (checked by the library when it runs)."""
     name = form.get("deployment", "").strip()
     if not name:
         raise BadInput("pick a deployment to benchmark")
-    args = [name, "--qps", form.get("qps", "").strip() or DEFAULTS["qps"],
-            "--num-prompts", _int(form, "num_prompts", "--num-prompts"),
-            "--dataset", form.get("dataset") or "random", "--out", str(out), "--json"]
-    if args[-4] == "random":
-        args += ["--input-len", _int(form, "input_len", "--input-len")]
+    dataset = form.get("dataset") or "random"
+    request: dict[str, Any] = {"name": name, "qps": form.get("qps", "").strip() or DEFAULTS["qps"],
+                               "num_prompts": int(_int(form, "num_prompts", "--num-prompts")), "dataset": dataset,
+                               "out": str(out)}
+    if dataset == "random":
+        request["input_len"] = int(_int(form, "input_len", "--input-len"))
     if form.get("output_len", "").strip():
-        args += ["--output-len", _int(form, "output_len", "--output-len")]
+        request["output_len"] = int(_int(form, "output_len", "--output-len"))
     if form.get("dataset_path", "").strip():
-        args += ["--dataset-path", form["dataset_path"].strip()]
-    return args
+        request["dataset_path"] = form["dataset_path"].strip()
+    return request
 
 
 def _check(form: dict[str, str]) -> None:
@@ -87,8 +88,9 @@ def _check(form: dict[str, str]) -> None:
         raise BadInput(f"{dep.name} has no endpoint yet (status {dep.status})")
 
 
-def _bench(job: Job, argv: list[str], out: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "llmnest.console.bench_worker", *argv], stdout=subprocess.PIPE,
+def _bench(job: Job, request: dict[str, Any], out: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "llmnest.console.bench_worker", json.dumps(request)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace")
     assert proc.stderr is not None and proc.stdout is not None
     notes: list[str] = []
@@ -117,12 +119,12 @@ async def page(request: Request) -> Response:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = runs_dir() / f"{stamp}-{form.get('deployment', '').strip() or 'x'}"
         try:
-            argv = argv_for(form, out)
+            request_fields = request_for(form, out)
             await call(_check, form)
         except LlmnestError as exc:
             error, field, status = exc.message, field_of(exc.message, FIELDS) or "deployment", http_status(exc)
         else:
-            job = request.app.state.jobs.start("bench", form["deployment"].strip(), lambda j: _bench(j, argv, out))
+            job = request.app.state.jobs.start("bench", form["deployment"].strip(), lambda j: _bench(j, request_fields, out))
             return RedirectResponse(f"/jobs/{job.id}", status_code=303)
     rows, runs = await call(lifecycle.rows), await call(list_runs)
     return render(request, "bench.html", status, rows=rows, runs=runs, form=form, error=error, field=field,

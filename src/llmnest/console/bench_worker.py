@@ -1,5 +1,5 @@
-"""`python -m llmnest.console.bench_worker BENCH-ARGS...`: `llmnest bench run` exactly, with its progress
-as JSON lines on stderr (`@progress {...}`) for the console instead of rich bars.
+"""`python -m llmnest.console.bench_worker REQUEST-JSON`: one `bench.run` of a console form, its progress
+as JSON lines on stderr (`@progress {...}`), its notes as plain lines, its result as JSON on stdout.
 
 The benchmark runs in its own process because the runner owns an event loop and SIGINT, which only the
 main thread of a process may have, and so its client load stays apart from the console's."""
@@ -9,21 +9,30 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
+
+from .. import bench
+from ..bench.report import plain
+from ..errors import LlmnestError
 
 PREFIX = "@progress "
 
 
-class JsonProgress:
+class JsonProgress(bench.Progress):
     """The runner's Progress as JSON lines: stage started, counts as requests end, stage done."""
 
-    def __init__(self, show_blocks: bool) -> None:
+    def __init__(self) -> None:
         self.stage = 0
         self.state: dict[str, Any] = {}
 
     def _emit(self, **data: Any) -> None:
         self.state.update(data)
         sys.stderr.write(PREFIX + json.dumps(self.state) + "\n")
+        sys.stderr.flush()
+
+    def note(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
     def stage_started(self, qps: float, total: int) -> None:
@@ -42,13 +51,25 @@ class JsonProgress:
         self._emit(stage_done=self.stage, in_flight=0)
 
 
-def main(argv: list[str]) -> None:
-    from ..cli import bench_cmd
-    from ..cli.main import app
+def request_of(text: str) -> bench.BenchRequest:
+    """The request the console wrote as JSON (its `out` a path)."""
+    fields = json.loads(text)
+    return bench.BenchRequest(**{**fields, "out": Path(fields["out"]) if fields.get("out") else None})
 
-    bench_cmd.RichProgress = JsonProgress  # type: ignore[misc, assignment]
-    app(["bench", "run", *argv], prog_name="llmnest")
+
+def main(argv: list[str]) -> int:
+    try:
+        done = bench.run(request_of(argv[0]), JsonProgress())
+    except LlmnestError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return int(exc.exit_code)
+    print(json.dumps(plain({**done.config, "stages": [{**r.result, "interrupted": r.interrupted}
+                                                      for r in done.stages]})))
+    if not done.completed:
+        sys.stderr.write("error: no request succeeded; see the failures above\n")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from llmnest import state
 from llmnest.build import UpRequest, build_spec
 from llmnest.catalog import get_model
-from llmnest.gateway.upstreams import StateProvider, StaticProvider, Upstream
+from llmnest.gateway.upstreams import StaticProvider, Upstream
+from llmnest.targets.upstream_provider import DeploymentProvider
 from llmnest.host import HostFacts
 from llmnest.targets import get
 
@@ -27,7 +28,7 @@ def test_state_provider_reads_the_active_deployments_wherever_they_run(tmp_path,
     state.create(cloud.spec, cloud.api_key)  # an engine on another machine: its public endpoint
     state.update(cloud.spec.name, info={"endpoints": [{"label": "public", "base_url": "http://203.0.113.7:8080/v1"},
                                                        {"label": "private", "base_url": "http://192.168.1.10:8080/v1"}]})
-    ups = StateProvider().upstreams()
+    ups = DeploymentProvider().upstreams()
     model = one.served_model_name
     assert ups == [
         Upstream(model, "one", "http://127.0.0.1:18001/v1", key1),
@@ -35,7 +36,7 @@ def test_state_provider_reads_the_active_deployments_wherever_they_run(tmp_path,
         Upstream("Qwen/QwQ-32B", "qwq-32b", "http://203.0.113.7:8080/v1", cloud.api_key),
     ]
     assert ups[2].root_url == "http://203.0.113.7:8080"
-    assert StateProvider(port=18001).upstreams() == []  # `one` serves directly: no gateway of ours fronts it
+    assert DeploymentProvider(port=18001).upstreams() == []  # `one` serves directly: no gateway of ours fronts it
 
 
 def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp_path, monkeypatch) -> None:
@@ -51,13 +52,13 @@ def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp
     state.update_unit("front/0", status="ready")
     state.update_unit("front/1", status="restarting")  # out of rotation until it answers again
     model = front.served_model_name
-    assert StateProvider(port=8080).upstreams() == [
+    assert DeploymentProvider(port=8080).upstreams() == [
         Upstream(model, "front/0", "http://127.0.0.1:18011/v1", "internal-front"),
         Upstream(model, "front/1", "http://127.0.0.1:18012/v1", "internal-front", ready=False)]
-    assert [u.replica_id for u in StateProvider(port=9090).upstreams()] == ["other/0"]
-    assert [u.replica_id for u in StateProvider().upstreams()] == ["front/0", "front/1", "other/0"]
+    assert [u.replica_id for u in DeploymentProvider(port=9090).upstreams()] == ["other/0"]
+    assert [u.replica_id for u in DeploymentProvider().upstreams()] == ["front/0", "front/1", "other/0"]
     state.update_unit("front/1", status="failed")  # a failed start is not coming back by itself
-    assert [u.replica_id for u in StateProvider(port=8080).upstreams()] == ["front/0"]
+    assert [u.replica_id for u in DeploymentProvider(port=8080).upstreams()] == ["front/0"]
 
 
 def test_static_provider_from_config() -> None:
