@@ -54,6 +54,21 @@ def _gpu(case: dict[str, Any]) -> tuple[GpuModel, int | None]:
     return card, mib * 2**20
 
 
+def _env(case: dict[str, Any]) -> dict[str, str]:
+    """The engine environment: the case's own `env`, and the sampler the log shows (`flashinfer_sampler`: the
+    log says "Using FlashInfer for top-p & top-k sampling", or V0 / "FlashInfer is not available")."""
+    shown = case.get("flashinfer_sampler")
+    sampler = {} if shown is None else {"VLLM_USE_FLASHINFER_SAMPLER": "1" if shown else "0"}
+    return {**sampler, **case.get("env", {})}
+
+
+def _link(case: dict[str, Any]) -> str | None:
+    """The interconnect the log shows ('nvlink: true/false'), else None: the planner's own choice."""
+    if "nvlink" not in case:
+        return None
+    return "nvlink" if case["nvlink"] else "pcie"
+
+
 @dataclass(frozen=True)
 class Replay:
     case_id: str
@@ -78,7 +93,7 @@ def replay(case: dict[str, Any]) -> Replay:
         kv_dtype=kv_dtype, memory_bytes=memory,
         engine=EngineSettings(max_num_batched_tokens=case["max_num_batched_tokens"],
                               max_num_seqs=case["max_num_seqs"], enforce_eager=case["enforce_eager"],
-                              vllm_version=case["vllm"], flashinfer_sampler=case["flashinfer_sampler"]),
+                              vllm_version=case["vllm"], env=_env(case), interconnect=_link(case)),
     )
     logged = case["logged"]
     return Replay(case["id"], plan.kv_cache_bytes / GIB, logged["kv_cache_gib"], plan.kv_cache_tokens,
