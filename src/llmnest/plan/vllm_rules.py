@@ -23,10 +23,13 @@ NCCL_BEFORE_SNAPSHOT_FROM: Version = (0, 11, 0)  # PR #25359: baseline snapshot 
 CUDA_GRAPHS_PROFILED_FROM: Version = (0, 21, 0)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default 1
 UTILIZATION_092_READ: Version = (0, 32, 0)  # CacheConfig.gpu_memory_utilization = 0.92 (0.9 up to 0.11)
 
-# fp32 [max_num_seqs x vocab] copies at the profiling sampler's peak, per path (see memory.py for the count)
-SORT_COPIES = 9.5  # PyTorch sort: 16-bit logits, fp32 copy, sorted values, int64 iota and indices, cub buffers
-FLASHINFER_COPIES = 3.0  # fp32 logits, masked logits, probabilities
-TRITON_COPIES = 3.5  # 16-bit logits, fp32 logits masked in place, probabilities, exponential noise
+# fp32 [max_num_seqs x vocab] copies alive at the profiling sampler's peak, per path. PyTorch's own top-k/top-p
+# (apply_top_k_top_p_pytorch) sorts the fp32 logits: the 16-bit logits (0.5) and their fp32 copy (1) stay alive,
+# and the segmented sort holds the sorted values (1), an int64 index iota as input (2), the int64 indices out (2)
+# and cub's alternate key and value buffers (1 + 2): 9.5; the calibration logs imply 9.1 to 9.6.
+SORT_COPIES = 9.5
+FLASHINFER_COPIES = 3.0  # fp32 logits, masked logits, probabilities; one vLLM 0.11 log gives 3.0
+TRITON_COPIES = 3.5  # 0.32: 16-bit logits, fp32 logits masked in place, probabilities, exponential noise (no log)
 
 
 @dataclass(frozen=True)
