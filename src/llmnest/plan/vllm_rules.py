@@ -66,8 +66,10 @@ TERMS: tuple[Term, ...] = (
          "vllm/v1/sample/ops/topk_topp_sampler.py; requirements/cuda.txt"),
     Term("sampler path", "0.11.1 - 0.12", "PyTorch sort unless VLLM_USE_FLASHINFER_SAMPLER=1",
          "vllm/v1/sample/ops/topk_topp_sampler.py (PR #26859, #29415)"),
-    Term("sampler path", "0.13 - 0.31", "PyTorch sort (unread; FlashInfer=1 not trusted: the plan keeps the sort)",
-         "none read; logs of 0.13-0.31 show the sort's peak"),
+    Term("sampler path", "0.13 - 0.31", "unread, planned as the PyTorch sort (the larger peak) and said to be unsure: "
+         "by April 2026 a Triton top-k/top-p was the default (PR #40376) and FlashInfer became it after; a 0.31 log "
+         "on an A100 shows the sort's peak, two 0.24 logs on an RTX 4090 a far smaller one",
+         "PR #40376's description; the validation logs (docs/plan.md)"),
     Term("sampler path", ">= 0.32", "FlashInfer, and the profile also warms the native path, which runs an "
          "in-place Triton top-k/top-p: about 3.5 fp32 copies either way",
          "vllm/v1/worker/gpu_model_runner.py _dummy_sampler_run; v1/sample/ops/topk_topp_triton.py"),
@@ -133,8 +135,9 @@ def _sampler(version: Version, env: Mapping[str, str]) -> tuple[str, str | None]
     if version < FLASHINFER_OFF_READ_UNTIL:
         return ("flashinfer" if flashinfer else "sort"), None
     if version < TRITON_TOPK_FROM:
-        why = "VLLM_USE_FLASHINFER_SAMPLER=1 on a vLLM whose sampler warm-up was not read" if flashinfer else None
-        return "sort", why
+        return "sort", (f"vLLM {version[0]}.{version[1]}'s sampler path was not read (a Triton top-k/top-p and then "
+                        "FlashInfer became the default in this range; logs show the sort's peak on some runs, not "
+                        "on others): planned with the sort's larger peak")
     return "triton", None
 
 
