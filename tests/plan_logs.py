@@ -10,19 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import json
 import sys
+import tempfile
 
 import yaml
 
 from llmnest.catalog import CatalogModel, get_model
-from llmnest.plan import gpu_model, plan_gpus
+from llmnest.errors import BadInput
+from llmnest.plan import gpu_model, plan_gpus, resolve_model
 from llmnest.plan.hardware import GpuModel
 from llmnest.plan.memory import EngineSettings
+from llmnest.plan.vllm_rules import TERMS
 
 DATA = Path(__file__).resolve().parent / "data"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plan.md"
 CALIBRATION = DATA / "vllm_gpu_logs.yaml"
 HELD_OUT = DATA / "vllm_gpu_logs_heldout.yaml"
+VALIDATION = DATA / "vllm_gpu_logs_validation.yaml"
 GIB = 1024**3
 
 
@@ -54,6 +59,21 @@ def _gpu(case: dict[str, Any]) -> tuple[GpuModel, int | None]:
     return card, mib * 2**20
 
 
+def _env(case: dict[str, Any]) -> dict[str, str]:
+    """The engine environment: the case's own `env`, and the sampler the log shows (`flashinfer_sampler`: the
+    log says "Using FlashInfer for top-p & top-k sampling", or V0 / "FlashInfer is not available")."""
+    shown = case.get("flashinfer_sampler")
+    sampler = {} if shown is None else {"VLLM_USE_FLASHINFER_SAMPLER": "1" if shown else "0"}
+    return {**sampler, **case.get("env", {})}
+
+
+def _link(case: dict[str, Any]) -> str | None:
+    """The interconnect the log shows ('nvlink: true/false'), else None: the planner's own choice."""
+    if "nvlink" not in case:
+        return None
+    return "nvlink" if case["nvlink"] else "pcie"
+
+
 @dataclass(frozen=True)
 class Replay:
     case_id: str
@@ -78,18 +98,55 @@ def replay(case: dict[str, Any]) -> Replay:
         kv_dtype=kv_dtype, memory_bytes=memory,
         engine=EngineSettings(max_num_batched_tokens=case["max_num_batched_tokens"],
                               max_num_seqs=case["max_num_seqs"], enforce_eager=case["enforce_eager"],
-                              vllm_version=case["vllm"], flashinfer_sampler=case["flashinfer_sampler"]),
+                              vllm_version=case["vllm"], env=_env(case), interconnect=_link(case)),
     )
     logged = case["logged"]
     return Replay(case["id"], plan.kv_cache_bytes / GIB, logged["kv_cache_gib"], plan.kv_cache_tokens,
                   logged.get("kv_cache_tokens"))
 
 
+def modelled(path: Path) -> list[dict[str, Any]]:
+    """The cases of `path` the planner answers with a number (not the ones it must refuse)."""
+    return [case for case in load(path) if "refused" not in case]
+
+
+def refused(path: Path) -> list[dict[str, Any]]:
+    return [case for case in load(path) if "refused" in case]
+
+
+def refusal(case: dict[str, Any]) -> str:
+    """The one line `llmnest plan` refuses the case's model folder with (its config.json, no weights);
+    empty when it does not refuse."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / case["id"]
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(case["config"]))
+        try:
+            resolve_model(str(folder))
+        except BadInput as exc:
+            return str(exc)
+    return ""
+
+
+def refusal_table(path: Path) -> str:
+    rows = ["| log | vLLM | logged KV GiB | the planner's answer |", "|---|---|---|---|"]
+    for case in refused(path):
+        rows.append(f"| {case['id']} | {case['vllm']} | {case['logged']['kv_cache_gib']:.2f} | {refusal(case)} |")
+    return "\n".join(rows)
+
+
+def terms_table() -> str:
+    """The terms vLLM subtracts, per version range, and where each was read (llmnest.plan.vllm_rules.TERMS)."""
+    rows = ["| term | vLLM | rule | read in |", "|---|---|---|---|"]
+    rows += [f"| {t.term} | {t.versions} | {t.rule} | {t.source} |" for t in TERMS]
+    return "\n".join(rows)
+
+
 def table(path: Path) -> str:
     header = "| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error | predicted tokens | logged tokens |"
     rows = [header,
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for case in load(path):
+    for case in modelled(path):
         r = replay(case)
         gpu = case["catalog_gpu"] or f"{case['cuda_total_gib']} GiB card"
         tokens = f"{r.logged_tokens:,}" if r.logged_tokens else "-"
@@ -105,7 +162,10 @@ def write_docs(doc: Path = DOCS) -> None:
     for line in lines:
         if line.startswith("<!-- plan_logs: "):
             name = line.removeprefix("<!-- plan_logs: ").removesuffix(" -->")
-            out += [line, table({"calibration": CALIBRATION, "held out": HELD_OUT}[name])]
+            tables = {"calibration": lambda: table(CALIBRATION), "held out": lambda: table(HELD_OUT),
+                      "validation": lambda: table(VALIDATION), "refused": lambda: refusal_table(VALIDATION),
+                      "terms": terms_table}
+            out += [line, tables[name]()]
             skipping = True
         elif line == "<!-- /plan_logs -->":
             skipping = False
@@ -118,5 +178,6 @@ if __name__ == "__main__":
     if "--write" in sys.argv[1:]:
         write_docs()
     else:
-        for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT)):
+        for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT), ("validation", VALIDATION)):
             print(f"{name}:\n{table(path)}\n")
+        print(f"refused:\n{refusal_table(VALIDATION)}")

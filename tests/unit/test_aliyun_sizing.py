@@ -147,3 +147,22 @@ def test_no_import_cycle_between_picker_and_planner() -> None:
         return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
 
     assert "planner" in imports(picker) and "picker" not in imports(planner)
+
+
+def test_the_picker_plans_the_vllm_the_instance_will_run() -> None:
+    """The image the region pulls decides the vLLM rules, and the spec's env the sampler: the KV headroom shown
+    is the one that vLLM will give."""
+    from llmnest.cloud.aliyun.sizing import check_fits
+    from llmnest.plan import instance
+
+    model, itype = get_model("Qwen/QwQ-32B"), instance("ecs.gn7i-4x.8xlarge")
+
+    def kv(**placement) -> int:
+        spec = cloud_spec("Qwen/QwQ-32B", **placement)
+        return check_fits(model, itype, 1, spec).kv_cache_bytes
+
+    mainland = kv()  # the EGS image, vLLM 0.11.0: FlashInfer's sampler
+    assert kv(sets={"env.VLLM_USE_FLASHINFER_SAMPLER": "0"}) < mainland
+    abroad = cloud_spec("Qwen/QwQ-32B", region="ap-southeast-1")  # Docker Hub's image, newer than the rules read
+    plan = check_fits(model, itype, 1, abroad)
+    assert plan.kv_cache_bytes < mainland and any(line.startswith("unsure") for line in plan.provenance)

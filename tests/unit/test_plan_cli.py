@@ -120,16 +120,60 @@ def test_engine_settings_change_the_overhead(cli):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)["overhead_bytes"]
 
-    default = overhead()
-    assert overhead("--max-num-seqs", "64") < default  # fewer sampler rows
-    graphs = overhead("--vllm-version", "0.33.0")
-    assert graphs > default and overhead("--vllm-version", "0.33.0", "--enforce-eager") == default
+    default = overhead("--vllm-version", "0.20.0")
+    assert overhead("--vllm-version", "0.20.0", "--max-num-seqs", "64") < default  # fewer sampler rows
+    graphs = overhead("--vllm-version", "0.21.0")
+    assert graphs > default and overhead("--vllm-version", "0.21.0", "--enforce-eager") == default
+    sort = overhead("--vllm-version", "0.12.0")
+    assert overhead("--vllm-version", "0.12.0", "--set", "env.VLLM_USE_FLASHINFER_SAMPLER=1") < sort
+    pcie = overhead("--vllm-version", "0.10.0", "--gpus", "2", "--interconnect", "pcie")
+    assert pcie < overhead("--vllm-version", "0.10.0", "--gpus", "2") == overhead(
+        "--vllm-version", "0.10.0", "--gpus", "2", "--interconnect", "nvlink")
+
+
+def test_a_card_outside_the_catalog_by_its_memory(cli):
+    done = cli("plan", "Qwen/Qwen3-8B", "--gpu", "RTX PRO 6000", "--gpu-memory-gib", "94.97", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["gpu_memory_bytes"] == round(94.97 * 2**30) and plan["fits"]
+    assert_one_line_error(cli("plan", "Qwen/Qwen3-8B", "--gpu", "RTX PRO 6000"), "--gpu-memory-gib")
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"quantization_config": {"quant_method": "gptq", "bits": 4}}, "GPTQ checkpoint"),
+        ({"quantization_config": {"quant_method": "awq"}}, "AWQ checkpoint"),
+        ({"quantization_config": {"quant_method": "mxfp4"}}, "MXFP4 checkpoint"),
+        ({"layer_types": ["sliding_attention", "full_attention"]}, "sliding_attention layers"),
+        ({"sliding_window": 4096, "max_position_embeddings": 32768}, "sliding-window attention (window 4,096"),
+        ({"full_attention_interval": 4}, "hybrid"),
+        ({"vision_config": {"hidden_size": 1024}}, "multimodal"),
+    ],
+)
+def test_what_the_model_does_not_cover_is_refused_in_one_line(cli, tmp_path: Path, config, needle):
+    base = {"model_type": "x", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "vocab_size": 1000, "max_position_embeddings": 32768}
+    (tmp_path / "config.json").write_text(json.dumps({**base, **config}))
+    assert_one_line_error(cli("plan", str(tmp_path), "--gpu", "A10"), needle, "not modelled")
+
+
+def test_a_qwen2_window_that_is_switched_off_is_planned(cli, tmp_path: Path):
+    config = {"model_type": "qwen2", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+              "num_attention_heads": 4, "vocab_size": 1000, "max_position_embeddings": 32768,
+              "sliding_window": 4096, "use_sliding_window": False}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    done = cli("plan", str(tmp_path), "--gpu", "A10", "--json")
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--max-num-seqs", "8"], "apply to --gpu NAME targets"),
+        (["--max-num-seqs", "8", "--cpu-kv-gib", "1"], "apply to GPU targets"),
+        (["--gpu", "A10", "--interconnect", "infiniband"], "use nvlink or pcie"),
+        (["--gpu", "A10", "--set", "max-num-seqs=8"], "plan takes --set env.NAME=VALUE"),
+        (["--gpu-memory-gib", "20"], "--gpu-memory-gib needs --gpu"),
         (["--gpu", "A10", "--max-num-seqs", "0"], "--max-num-seqs must be positive"),
         (["--gpu", "A10", "--vllm-version", "latest"], "not a version like 0.11.0"),
     ],

@@ -8,6 +8,7 @@ from llmnest.catalog import CatalogModel, get_model, load_catalog
 from llmnest.errors import BadInput
 from llmnest.plan import gpu_model, plan_cpu, plan_gpus
 from llmnest.plan import memory as mem
+from llmnest.plan import vllm_rules as rules
 
 GIB = 1024**3
 # Catalog models whose config.json sets tie_word_embeddings (the LM head reuses the embeddings).
@@ -104,21 +105,26 @@ def test_the_card_is_taken_at_what_cuda_reports_not_its_nominal_size():
 
 def test_overhead_follows_the_profilers_terms():
     qwen8 = get_model("Qwen/Qwen3-8B")
+    sort, flashinfer = rules.SORT_COPIES, rules.FLASHINFER_COPIES
     # the sampler's fp32 rows dominate at 256 requests; a long batch makes the forward the peak instead
-    assert mem.activation_bytes(qwen8, 2, 2048, 256, 1) == mem.sampler_bytes(qwen8, 256, 2048) + 2048 * 4096 * 2
-    long = mem.activation_bytes(qwen8, 2, 65536, 256, 1)
+    assert mem.activation_bytes(qwen8, 2, 2048, 256, 1, flashinfer) == (
+        mem.sampler_bytes(qwen8, 256, 2048, flashinfer) + 2048 * 4096 * 2)
+    long = mem.activation_bytes(qwen8, 2, 65536, 256, 1, sort)
     assert long == mem.forward_bytes(qwen8, 2, 65536, 1) + 65536 * 4096 * 2
-    assert mem.sampler_bytes(qwen8, 1024, 512) == mem.sampler_bytes(qwen8, 512, 512)  # at most one per token
+    assert mem.sampler_bytes(qwen8, 1024, 512, sort) == mem.sampler_bytes(qwen8, 512, 512, sort)  # one per token
     # PyTorch's own top-k/top-p sorts the logits: far more memory than FlashInfer's sampler
-    assert mem.sampler_bytes(qwen8, 256, 2048, flashinfer=False) > 3 * mem.sampler_bytes(qwen8, 256, 2048)
+    assert mem.sampler_bytes(qwen8, 256, 2048, sort) > 3 * mem.sampler_bytes(qwen8, 256, 2048, flashinfer)
     # NCCL's buffers come with the first peer and follow the link, not the peer count; one GPU has only the base
-    assert mem.non_torch_bytes(1, True) == mem.non_torch_bytes(1, False) == mem.NON_TORCH_BASE
-    assert mem.non_torch_bytes(2, False) == mem.non_torch_bytes(8, False) == mem.NON_TORCH_BASE + mem.NCCL_PCIE
-    assert mem.non_torch_bytes(2, True) == mem.non_torch_bytes(8, True) > mem.non_torch_bytes(8, False)
-    # CUDA graphs are subtracted only by vLLM >= 0.21 and never in eager mode
-    assert mem.cuda_graph_bytes("0.11.0", False) == 0
-    assert mem.cuda_graph_bytes("0.33.0", False) == mem.CUDA_GRAPH_BYTES
-    assert mem.cuda_graph_bytes("0.33.0", True) == 0
+    assert mem.non_torch_bytes(1, "nvlink", True) == mem.non_torch_bytes(1, "pcie", True) == mem.NON_TORCH_BASE
+    pcie = mem.NON_TORCH_BASE + mem.NCCL_PCIE
+    assert mem.non_torch_bytes(2, "pcie", True) == mem.non_torch_bytes(8, "pcie", True) == pcie
+    assert mem.non_torch_bytes(2, "nvlink", True) == mem.non_torch_bytes(8, "nvlink", True) > pcie
+    # from 0.11 vLLM snapshots after NCCL starts: over NVLink only the lazily connected channels remain
+    assert mem.non_torch_bytes(2, "nvlink", False) < mem.non_torch_bytes(2, "nvlink", True)
+    # an unknown link takes the larger figure of the two
+    for counted in (True, False):
+        known = max(mem.non_torch_bytes(2, link, counted) for link in ("nvlink", "pcie"))
+        assert mem.non_torch_bytes(2, None, counted) == known
 
 
 def test_moe_forward_counts_the_routed_experts_caches():

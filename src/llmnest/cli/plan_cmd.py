@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from ..engines import default_image
 from ..errors import BadInput
-from ..plan.memory import DEPLOYED_VLLM, EngineSettings
+from ..plan.hardware import GpuModel, find_gpu, gpu_model
+from ..plan.memory import DEPLOYED_VLLM, EngineSettings, image_vllm_version
 from .output import console, handle_errors, print_json
 
 if TYPE_CHECKING:
@@ -24,22 +26,62 @@ def _target_count(gpu: str | None, gpus: int | None, instance: str | None, cpu_k
     return sum(x is not None for x in (gpu, instance, cpu_kv_gib))
 
 
+INTERCONNECTS = ("nvlink", "pcie")
+
+
+def _env(sets: list[str]) -> dict[str, str]:
+    """`--set env.NAME=VALUE` pairs; plan takes only the engine's environment through --set."""
+    out: dict[str, str] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("env.") or len(key) == 4:
+            raise BadInput(f"--set {item!r}: plan takes --set env.NAME=VALUE (engine flags have options of their own)")
+        out[key[4:]] = value
+    return out
+
+
 def _engine_settings(
-    gpu: str | None, max_num_seqs: int | None, max_num_batched_tokens: int | None, enforce_eager: bool,
-    vllm_version: str,
+    gpu: str | None, cpu: bool, max_num_seqs: int | None, max_num_batched_tokens: int | None,
+    enforce_eager: bool, vllm_version: str | None, interconnect: str | None, env: dict[str, str],
 ) -> EngineSettings:
-    """The vLLM settings for a --gpu plan; given without --gpu they would be silently ignored, so refuse."""
-    given = max_num_seqs is not None or max_num_batched_tokens is not None or enforce_eager
-    if (given or vllm_version != DEPLOYED_VLLM) and gpu is None:
-        raise BadInput("--max-num-seqs, --max-num-batched-tokens, --enforce-eager and --vllm-version apply to "
-                       "--gpu NAME targets; add --gpu")
+    """The vLLM a GPU plan is for: the given version, else the engine llmnest runs there (the local docker
+    image for --gpu, the cloud image for instance types). GPU settings on a CPU plan are refused, not ignored."""
+    given = (max_num_seqs is not None or max_num_batched_tokens is not None or enforce_eager or env
+             or vllm_version is not None or interconnect is not None)
+    if given and cpu:
+        raise BadInput("--max-num-seqs, --max-num-batched-tokens, --enforce-eager, --vllm-version, --interconnect "
+                       "and --set apply to GPU targets, not --cpu-kv-gib")
     for name, value in (("--max-num-seqs", max_num_seqs), ("--max-num-batched-tokens", max_num_batched_tokens)):
         if value is not None and value <= 0:
             raise BadInput(f"{name} must be positive, got {value}")
-    if not re.fullmatch(r"v?\d+\.\d+(\.\S*)?", vllm_version.strip()):
+    if vllm_version is not None and not re.fullmatch(r"v?\d+\.\d+(\.\S*)?", vllm_version.strip()):
         raise BadInput(f"--vllm-version {vllm_version!r} is not a version like 0.11.0")
+    if interconnect is not None and interconnect.lower() not in INTERCONNECTS:
+        raise BadInput(f"--interconnect {interconnect!r}: use nvlink or pcie (leave it out when unknown)")
+    version = vllm_version.strip() if vllm_version else (
+        image_vllm_version(default_image("vllm")) if gpu else DEPLOYED_VLLM)
     return EngineSettings(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                          enforce_eager=enforce_eager, vllm_version=vllm_version.strip())
+                          enforce_eager=enforce_eager, vllm_version=version, env=env,
+                          interconnect=interconnect.lower() if interconnect else None)
+
+
+def _card(gpu: str, memory_gib: float | None) -> tuple[GpuModel, int | None]:
+    """The catalog card, or a card known only by --gpu-memory-gib (the total CUDA reports, in GiB)."""
+    if memory_gib is not None and memory_gib <= 0:
+        raise BadInput(f"--gpu-memory-gib must be positive, got {memory_gib}")
+    memory = round(memory_gib * GIB) if memory_gib else None
+    known = find_gpu(gpu)
+    if known is not None:
+        return known, memory
+    if memory is None:
+        try:
+            gpu_model(gpu)
+        except BadInput as exc:
+            raise BadInput(f"{exc} A card not in the catalog: add --gpu-memory-gib N (its total as CUDA reports "
+                           "it).") from exc
+    mib = memory // 2**20
+    return GpuModel(key=gpu, display_name=gpu, memory_gb=max(1, round(memory_gib)), memory_mib=mib,
+                    cuda_total_mib=mib, cuda_total_source="--gpu-memory-gib", compute_capability=8.0), memory
 
 
 def _print_plan(plan: Plan, header: str) -> None:
@@ -114,8 +156,19 @@ def plan(
         None, "--max-num-batched-tokens", help="vLLM's --max-num-batched-tokens (default: vLLM's for the GPU)."),
     enforce_eager: bool = typer.Option(
         False, "--enforce-eager", help="Plan for vLLM's --enforce-eager (no CUDA graphs)."),
-    vllm_version: str = typer.Option(
-        DEPLOYED_VLLM, "--vllm-version", help="vLLM version to plan for (from 0.21 CUDA graph memory is reserved)."),
+    vllm_version: str | None = typer.Option(
+        None, "--vllm-version",
+        help="vLLM version to plan for (default: the engine llmnest runs there: the local GPU image's tag for "
+             f"--gpu, the cloud image's ({DEPLOYED_VLLM}) for instance types). Decides the sampler path, NCCL and "
+             "CUDA graph terms."),
+    gpu_memory_gib: float | None = typer.Option(
+        None, "--gpu-memory-gib",
+        help="With --gpu: the card's memory as CUDA reports it, in GiB (a card not in the catalog needs it)."),
+    interconnect: str | None = typer.Option(
+        None, "--interconnect", help="nvlink or pcie between the GPUs (default: the card's; unknown plans the "
+                                     "larger NCCL figure)."),
+    sets: list[str] = typer.Option(
+        [], "--set", help="env.NAME=VALUE: the engine's environment, e.g. env.VLLM_USE_FLASHINFER_SAMPLER=1."),
     show_all: bool = typer.Option(False, "--all", help="When ranking, also list the types that do not fit."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -124,17 +177,21 @@ def plan(
 
     With no target, rank the Alibaba Cloud instance types that fit, cheapest first.
     """
-    from ..plan import evaluate_instances, gpu_model, plan_cpu, plan_gpus, plan_instance, rank_instances, resolve_model
+    from ..plan import evaluate_instances, plan_cpu, plan_gpus, plan_instance, rank_instances, resolve_model
     from ..plan import instance as find_instance
 
-    engine = _engine_settings(gpu, max_num_seqs, max_num_batched_tokens, enforce_eager, vllm_version)
+    if gpu_memory_gib is not None and gpu is None:
+        raise BadInput("--gpu-memory-gib needs --gpu NAME (the card it sizes)")
+    engine = _engine_settings(gpu, cpu_kv_gib is not None, max_num_seqs, max_num_batched_tokens, enforce_eager,
+                              vllm_version, interconnect, _env(sets))
     targets = _target_count(gpu, gpus, instance, cpu_kv_gib)
     if targets > 1:
         raise BadInput("give one target: --gpu NAME [--gpus N], --instance TYPE or --cpu-kv-gib N")
     chosen = resolve_model(model)
     if targets == 0:
         ranked = (evaluate_instances if show_all else rank_instances)(
-            chosen, max_model_len, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, kv_dtype=kv_dtype)
+            chosen, max_model_len, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, kv_dtype=kv_dtype,
+            engine=engine)
         length = max_model_len or chosen.max_model_len
         if json_out:
             print_json({"model": chosen.key, "max_model_len": length, "instances": [f.to_dict() for f in ranked]})
@@ -152,17 +209,18 @@ def plan(
         itype = find_instance(instance)
         price = itype.price
         result = plan_instance(chosen, itype, max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                               tensor_parallel_size=tensor_parallel_size, dtype=dtype, kv_dtype=kv_dtype)
+                               tensor_parallel_size=tensor_parallel_size, dtype=dtype, kv_dtype=kv_dtype,
+                               engine=engine)
         header = (f"{chosen.key} on {itype.name} ({itype.gpus} x {itype.gpu.display_name}, {itype.vcpus} vCPU, "
                   f"{itype.memory_gib} GiB; {price.label()}{' estimate' if price.estimate else ''}, "
                   f"{price.region}, {price.date})")
     else:
-        card = gpu_model(gpu or "")
+        card, memory = _card(gpu or "", gpu_memory_gib)
         result = plan_gpus(chosen, card, gpus if gpus is not None else 1, max_model_len=max_model_len,
                            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-                           dtype=dtype, kv_dtype=kv_dtype, engine=engine)
-        header = (f"{chosen.key} on {result.gpu_count} x {card.display_name} ({card.memory_mib:,} MiB in nvidia-smi,"
-                  f" {card.cuda_total_mib:,} MiB as CUDA reports it)")
+                           dtype=dtype, kv_dtype=kv_dtype, memory_bytes=memory, engine=engine)
+        total = (memory or card.cuda_total_bytes) // 2**20
+        header = f"{chosen.key} on {result.gpu_count} x {card.display_name} ({total:,} MiB as CUDA reports it)"
     if json_out:
         print_json({**result.to_dict(), **({"price": price.model_dump()} if price else {})})
     else:

@@ -18,6 +18,8 @@ GIB = 1024**3
 # The KV cache's lowest and highest error on the held-out logs, percent (tests/unit/test_plan_calibration.py
 # recomputes both from the logs, so this cannot drift from them).
 HELD_OUT_ERROR = (-2.6, -0.3)
+# The same on the logs first read after the version-aware model was written (vllm_gpu_logs_validation.yaml).
+VALIDATION_ERROR = (-0.8, -0.2)
 OVERHEAD_SPREAD = round(0.4 * GIB)  # the largest miss, per GPU, on any calibration or held-out log
 
 CPU_PROVENANCE = (
@@ -31,17 +33,17 @@ def _gib(n: float) -> str:
     return f"{n / GIB:,.2f} GiB"
 
 
-def _nccl(gpu: GpuModel, budget: GpuBudget) -> str:
+def _nccl(budget: GpuBudget) -> str:
     """What of the non-torch term is NCCL's, and over which link (nothing on one GPU)."""
     nccl = budget.non_torch - NON_TORCH_BASE
     if not nccl:
         return ""
-    link = "NVLink" if gpu.nvlink else "PCIe"
+    link = {"nvlink": "NVLink", "pcie": "PCIe"}.get(budget.link or "", "an unknown link (the larger figure)")
     return f" (of which NCCL's buffers over {link} {_gib(nccl)}, whatever the tp size)"
 
 
 def gpu_provenance(gpu: GpuModel, total: int, budget: GpuBudget) -> tuple[str, ...]:
-    """Lines for `llmnest plan`: each figure's kind (measured, exact, estimate) and the expected error."""
+    """Lines for `llmnest plan`: each figure's kind (measured, exact, estimate), how sure, and what is unsure."""
     if total == gpu.cuda_total_bytes and gpu.cuda_total_measured:
         memory = f"measured: {gpu.key} total {gpu.cuda_total_mib:,} MiB as CUDA reports it ({gpu.cuda_total_source})"
     elif total == gpu.cuda_total_bytes:
@@ -52,14 +54,17 @@ def gpu_provenance(gpu: GpuModel, total: int, budget: GpuBudget) -> tuple[str, .
     kv = max(budget.kv, 0)
     spread = f"{OVERHEAD_SPREAD / GIB:.2f} GiB"
     band = f" ({100 * OVERHEAD_SPREAD / kv:.0f}% of this KV cache)" if kv else ""
+    rules = budget.rules
     return (
         memory,
         "exact: weights from the parameter count (every expert), KV bytes per token from the architecture,"
         " blocks and the logged capacity rounded as vLLM does",
         f"estimate: activation peak {_gib(budget.activations)} (the larger of a {budget.batched_tokens}-token"
-        f" forward and a {budget.max_seqs}-request sampler), non-torch {_gib(budget.non_torch)}{_nccl(gpu, budget)},"
-        f" CUDA graphs {_gib(budget.cuda_graphs)}: vLLM's profiler terms, fitted to published startup logs",
+        f" forward and a {budget.max_seqs}-request {rules.sampler} sampler), non-torch {_gib(budget.non_torch)}"
+        f"{_nccl(budget)}, CUDA graphs {_gib(budget.cuda_graphs)}: the terms vLLM {rules.label}'s profiler"
+        " subtracts (docs/plan.md lists them per version and the source each was read in)",
         f"how sure: on held-out published logs the KV cache came out {HELD_OUT_ERROR[0]:+.1f}% to"
-        f" {HELD_OUT_ERROR[1]:+.1f}% of what vLLM logged; the overhead terms missed by up to {spread} per GPU{band}."
-        " Assumes vLLM's CUDA image (FlashInfer sampler); without FlashInfer the sampler needs about 3 times more",
+        f" {HELD_OUT_ERROR[1]:+.1f}% of what vLLM logged ({VALIDATION_ERROR[0]:+.1f}% to {VALIDATION_ERROR[1]:+.1f}% on"
+        f" logs read after the last change); the overhead terms missed by up to {spread} per GPU{band}",
+        *(f"unsure, so the lower KV figure is planned: {why}" for why in rules.unsure),
     )

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ..catalog import CatalogModel, get_model
 from ..errors import BadInput
+from .unmodelled import unmodelled
 
 TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
@@ -42,6 +43,10 @@ def model_from_dir(path: Path) -> CatalogModel:
     if not config_file.is_file():
         raise BadInput(f"{path} has no config.json, so no architecture figures to plan with")
     config = json.loads(config_file.read_text())
+    why = unmodelled(config) or unmodelled(config.get("text_config") or {})
+    if why:
+        raise BadInput(f"{path.name}: {why}")
+    quantized = (config.get("quantization_config") or {}).get("quant_method") == "fp8"
     config = {**config, **config.get("text_config", {})}
     missing = [key for key in REQUIRED if not config.get(key)]
     if missing:
@@ -52,7 +57,7 @@ def model_from_dir(path: Path) -> CatalogModel:
     fields: dict[str, Any] = dict(
         key=str(path), display_name=path.name, hf_id=str(path), modelscope_id=str(path),
         params=_safetensors_params(path) or 1,
-        dtype=TORCH_DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), "bf16"),
+        dtype="fp8" if quantized else TORCH_DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), "bf16"),
         arch=config.get("model_type", "unknown"), layers=config["num_hidden_layers"],
         hidden_size=config["hidden_size"], intermediate_size=config["intermediate_size"],
         moe_intermediate_size=config.get("moe_intermediate_size") if experts else None,

@@ -12,20 +12,21 @@ All functions are pure. The rules mirror vLLM 0.32 (read in its source and measu
   blocks = floor(KV bytes / (block_size x bytes per token)), as vllm/v1/core/kv_cache_utils.py does.
 - vLLM logs "KV cache size: N tokens" with N = int(blocks / ceil(max_model_len / block_size) x
   max_model_len): whole requests of max_model_len, scaled back to tokens.
-- On a GPU, vLLM's memory profiler (gpu_worker.determine_available_memory, the same accounting from 0.6.5
-  through 0.11 and later) gives the KV cache `total x gpu_memory_utilization - weights - torch peak increase
-  - non-torch increase`, where `total` is what CUDA reports (torch.cuda.mem_get_info), not the card's
-  nominal size. From vLLM 0.21 it also subtracts an estimate of CUDA graph memory unless eager.
-  `gpu_overhead` models the non-weight terms; its constants are fitted to published startup logs
-  (tests/data/vllm_gpu_logs.yaml, docs/plan.md) and named there.
+- On a GPU, vLLM's memory profiler (gpu_worker.determine_available_memory) gives the KV cache `total x
+  gpu_memory_utilization - weights - activation peak - non-torch memory [- CUDA graph estimate]`, where
+  `total` is what CUDA reports (torch.cuda.mem_get_info), not the card's nominal size. Which terms a version
+  subtracts and how (sampler path, NCCL buffers, CUDA graphs) is vllm_rules.py's, read in vLLM's source per
+  version range; the sizes of the terms are estimated here, and the few fitted constants name their logs.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ..catalog import DTYPE_BYTES, CatalogModel
+from .vllm_rules import VllmRules, vllm_rules
 
 GIB = 1024**3
 CPU_BLOCK_SIZE = 128  # vllm/platforms/cpu.py: cache_config.block_size = 128 unless the user sets one
@@ -33,35 +34,25 @@ GPU_BLOCK_SIZE = 16  # vllm/config/cache.py: CacheConfig.DEFAULT_BLOCK_SIZE
 MLA_BLOCK_SIZE = 64  # FlashMLA's block size on CUDA
 MIB = 1024**2
 LOGITS_BYTES = 4  # the sampler works on fp32 logits
-# Fitted to the calibration logs (tests/data/vllm_gpu_logs.yaml; each constant names the logs it came from):
-# fp32 [max_num_seqs x vocab] buffers alive at the profiling sampler's peak. PyTorch-native top-k/top-p (V0,
-# and V1 without FlashInfer; vllm/v1/sample/ops/topk_topp_sampler.py apply_top_k_top_p) sorts the fp32 logits,
-# and the peak is inside that sort: the 16-bit logits (0.5) and their fp32 copy (1) stay alive, and PyTorch's
-# segmented sort holds the sorted values (1), an int64 index iota as input (2), the int64 indices out (2) and
-# cub's alternate key and value buffers (1 + 2): 9.5. The calibration logs imply 9.1 to 9.6.
-SAMPLER_COPIES_NATIVE = 9.5
-# FlashInfer's sampler (vLLM's CUDA images ship it; V1 uses it by default) keeps the logits, their fp32 copy
-# and the probabilities; one vLLM 0.11 log gives 3.0.
-SAMPLER_COPIES_FLASHINFER = 3
 NON_TORCH_BASE = round(0.15 * GIB)  # cuBLAS workspace and allocator slack per GPU. Logs: 0.01 to 0.20 GiB.
-# NCCL buffers on each GPU once tp > 1. NCCL allocates them per channel (a ring channel has one peer to send
-# to and one to receive from whatever the tp size), and the channel count follows the link's bandwidth, not
-# the rank count: many channels over NVLink / NVSwitch, a few over PCIe, shared memory or a network. So the
-# term is one figure per link kind, not a figure per peer. vLLM up to 0.10 (and V0) takes its baseline
-# snapshot before NCCL starts, so these buffers land in its non_torch_memory; from 0.11.0 (vLLM PR #25359)
-# the snapshot follows NCCL's start-up, and only buffers NCCL allocates during the profiling forward count.
-# No 0.11 log with tp > 1 sized that remainder, so the plan charges the full figure always: the safe side.
-# NVLink: 8 x A100-SXM4 (p4d) logged 2.10 GiB at tp 8, so 1.95 above the base; the same figure is charged
-# at tp 2 and 4, where NCCL opens as many channels. PCIe and no-P2P: 22 GB cards 0.20 GiB at tp 4,
-# A100-PCIE 0.34 to 0.43 GiB at tp 4 (vllm-project/vllm#16570), 2 x A40 0.32 GiB at tp 2 and 44.39 GiB
-# PCIe cards 0.36 GiB at tp 4 or more (docs/plan.md); the largest, 0.43, less the base. Pipeline-parallel
-# stages talk over NCCL too, so the term counts every rank of tp x pp.
+# NCCL's buffers on each GPU once tp x pp > 1. NCCL allocates them per channel (a ring channel has one peer to
+# send to and one to receive from whatever the tp size), and the channel count follows the link, not the rank
+# count: many channels over NVLink / NVSwitch, a few over PCIe. So the term is one figure per link kind.
+# vLLM < 0.11 takes its baseline snapshot before NCCL starts (vllm_rules.TERMS), so all of them and vLLM's
+# custom all-reduce buffers land in non_torch_memory: NVLink 1.95 GiB above the base (8 x A100-SXM4 logged
+# 2.10 at tp 8), PCIe 0.28 (the largest of 0.20 to 0.43 GiB logged at tp 2 to 4, docs/plan.md).
 NCCL_NVLINK = round(1.95 * GIB)
 NCCL_PCIE = round(0.28 * GIB)
+# vLLM >= 0.11 snapshots after NCCL starts; what it still counts is what the profiling forward allocates: NCCL
+# (>= 2.22) connects its channels lazily, at the first collective, so their buffers land there. Over NVLink that
+# is a fraction of the start-up figure, and the largest logged is taken: 2 x H100 about 0.55 GiB in all (issue
+# 20), 4 x B200 with expert parallel 0.95 GiB (docs/plan.md), so 0.80 above the base. Over PCIe the same few
+# channels as before, so the PCIe figure stays.
+NCCL_NVLINK_RUNTIME = round(0.80 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
-# Not calibrated (no published log with the figure): vLLM >= 0.21 subtracts its CUDA graph estimate.
+# vLLM >= 0.21 subtracts its CUDA graph estimate. Not fitted: logs show 0.17 to 0.36 GiB for small dense models,
+# 1.6 GiB for a hybrid and 5 GiB per GPU for a large MoE with FULL graphs (docs/plan.md, "What the formulas leave out").
 CUDA_GRAPH_BYTES = round(0.75 * GIB)
-CUDA_GRAPH_PROFILED_FROM = (0, 21)
 DEPLOYED_VLLM = "0.11.0"  # the GPU image cloud deployments run (cloud/aliyun/images.py)
 
 
@@ -135,15 +126,6 @@ def batch_defaults(gpu_name: str, gpu_memory_bytes: int) -> tuple[int, int]:
     return 2048, 256
 
 
-def version_tuple(version: str) -> tuple[int, int]:
-    """'0.11.0' -> (0, 11); anything unparsable is the deployed version."""
-    parts = version.strip().lstrip("v").split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return version_tuple(DEPLOYED_VLLM)
-
-
 def image_vllm_version(image: str) -> str | None:
     """'vllm/vllm-openai:v0.33.0' -> '0.33.0'; None when the tag names no version."""
     tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
@@ -166,45 +148,51 @@ def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp
     return round(batched_tokens * (3 * hidden + mlp) * act_bytes)
 
 
-def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, flashinfer: bool = True) -> int:
-    """Peak of the profiling pass's sampler: fp32 rows of vocab logits for every request it samples."""
-    copies = SAMPLER_COPIES_FLASHINFER if flashinfer else SAMPLER_COPIES_NATIVE
+def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, copies: float) -> int:
+    """Peak of the profiling pass's sampler: `copies` fp32 rows of vocab logits for every request it samples
+    (the copies per sampler path: vllm_rules)."""
     return round(copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES)
 
 
 def activation_bytes(
-    model: CatalogModel, act_bytes: float, batched_tokens: int, max_seqs: int, tp: int, flashinfer: bool = True,
+    model: CatalogModel, act_bytes: float, batched_tokens: int, max_seqs: int, tp: int, sampler_copies: float,
 ) -> int:
     """vLLM's "PyTorch activation peak": the larger of the forward and the sampler, plus the hidden states
     the sampler reads (the forward's intermediates are freed before it runs)."""
-    sampler = sampler_bytes(model, max_seqs, batched_tokens, flashinfer)
+    sampler = sampler_bytes(model, max_seqs, batched_tokens, sampler_copies)
     peak = max(forward_bytes(model, act_bytes, batched_tokens, tp), sampler)
     return peak + round(batched_tokens * model.hidden_size * act_bytes)
 
 
-def non_torch_bytes(ranks: int, nvlink: bool) -> int:
-    """vLLM's "non_torch_memory" on one GPU: a base, plus NCCL's buffers once there is a peer to talk to."""
+def nccl_bytes(link: str, init_counted: bool) -> int:
+    """NCCL's buffers vLLM counts on one GPU over `link` ('nvlink' or 'pcie')."""
+    if link == "pcie":
+        return NCCL_PCIE
+    return NCCL_NVLINK if init_counted else NCCL_NVLINK_RUNTIME
+
+
+def non_torch_bytes(ranks: int, link: str | None, init_counted: bool) -> int:
+    """vLLM's non-torch memory on one GPU: a base, plus NCCL's buffers once there is a peer to talk to.
+    An unknown link (None) takes the larger of the two link kinds' figures."""
     if ranks <= 1:
         return NON_TORCH_BASE
-    return NON_TORCH_BASE + (NCCL_NVLINK if nvlink else NCCL_PCIE)
-
-
-def cuda_graph_bytes(vllm_version: str, enforce_eager: bool) -> int:
-    """CUDA graph memory the profiler subtracts: only vLLM >= 0.21, and never in eager mode."""
-    if enforce_eager or version_tuple(vllm_version) < CUDA_GRAPH_PROFILED_FROM:
-        return 0
-    return CUDA_GRAPH_BYTES
+    links = (link,) if link else ("nvlink", "pcie")
+    return NON_TORCH_BASE + max(nccl_bytes(kind, init_counted) for kind in links)
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """The vLLM settings the overhead depends on; None means vLLM's default for the GPU."""
+    """The vLLM settings the overhead depends on; None means vLLM's default (or: not known)."""
 
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
     enforce_eager: bool = False
-    vllm_version: str = DEPLOYED_VLLM
-    flashinfer_sampler: bool = True  # vLLM's CUDA images ship FlashInfer; a bare pip install may not
+    vllm_version: str | None = DEPLOYED_VLLM
+    env: Mapping[str, str] = field(default_factory=dict)  # the engine's environment (VLLM_USE_FLASHINFER_SAMPLER)
+    interconnect: str | None = None  # "nvlink" or "pcie"; None: the card's, or unknown
+
+    def rules(self) -> VllmRules:
+        return vllm_rules(self.vllm_version, self.env, self.enforce_eager)
 
 
 @dataclass(frozen=True)
@@ -219,6 +207,8 @@ class GpuBudget:
     cuda_graphs: int
     batched_tokens: int
     max_seqs: int
+    link: str | None
+    rules: VllmRules
 
     @property
     def overhead(self) -> int:
@@ -230,20 +220,22 @@ class GpuBudget:
 
 
 def gpu_budget(
-    model: CatalogModel, weights_dtype: str, gpu_name: str, nvlink: bool, total: int, util: float, tp: int,
+    model: CatalogModel, weights_dtype: str, gpu_name: str, link: str | None, total: int, util: float, tp: int,
     pp: int, engine: EngineSettings,
 ) -> GpuBudget:
-    """KV bytes per GPU = CUDA total x utilization - loaded weights - activation peak - non-torch - graphs."""
+    """KV bytes per GPU = CUDA total x utilization - loaded weights - activation peak - non-torch - graphs,
+    each term as the engine's vLLM version computes it (vllm_rules)."""
+    rules = engine.rules()
     default_tokens, default_seqs = batch_defaults(gpu_name, total)
     batched = engine.max_num_batched_tokens or default_tokens
     seqs = engine.max_num_seqs or default_seqs
     act_bytes = max(DTYPE_BYTES[weights_dtype], 2)  # activations are 16-bit for 8- and 4-bit weights
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
-        activations=activation_bytes(model, act_bytes, batched, seqs, tp, engine.flashinfer_sampler),
-        non_torch=non_torch_bytes(tp * pp, nvlink),
-        cuda_graphs=cuda_graph_bytes(engine.vllm_version, engine.enforce_eager), batched_tokens=batched,
-        max_seqs=seqs,
+        activations=activation_bytes(model, act_bytes, batched, seqs, tp, rules.sampler_copies),
+        non_torch=non_torch_bytes(tp * pp, link, rules.nccl_init_counted),
+        cuda_graphs=CUDA_GRAPH_BYTES if rules.cuda_graphs else 0, batched_tokens=batched, max_seqs=seqs,
+        link=link, rules=rules,
     )
 
 

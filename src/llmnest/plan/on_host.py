@@ -50,25 +50,31 @@ def _int_flag(flags: dict[str, str], name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def engine_settings(spec: DeploymentSpec, image: str) -> mem.EngineSettings:
+    """The vLLM settings a spec runs with: its `max-num-seqs`, `max-num-batched-tokens` and `enforce-eager`
+    engine flags, its environment (VLLM_USE_FLASHINFER_SAMPLER, ...), and the vLLM version `image`'s tag names
+    (None when it names none: the plan then says it is unsure)."""
+    flags = spec.engine_args
+    return mem.EngineSettings(
+        max_num_batched_tokens=_int_flag(flags, "max-num-batched-tokens"),
+        max_num_seqs=_int_flag(flags, "max-num-seqs"),
+        enforce_eager=spec.enforce_eager or flags.get("enforce-eager", "false").lower() not in ("false", "0"),
+        vllm_version=mem.image_vllm_version(image), env=dict(spec.env),
+    )
+
+
 def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]) -> Plan:
     """Plan `spec` on this host: the CPU build's KV space, or the host's GPUs with the spec's settings.
 
-    Honours the `kv-cache-dtype`, `block-size`, `dtype`, `max-num-seqs`, `max-num-batched-tokens` and
-    `enforce-eager` engine flags in spec.engine_args, and takes the vLLM version from the engine image's tag
-    (the spec's image or the engine's default), which decides whether CUDA graph memory is reserved.
+    Honours the `kv-cache-dtype`, `block-size` and `dtype` engine flags and what `engine_settings` reads, with
+    the vLLM version of the engine image (the spec's or the engine's default).
     """
     flags = spec.engine_args
     block = int(flags["block-size"]) if flags.get("block-size", "").isdigit() else None
     dtype = flags.get("dtype") if flags.get("dtype", "auto") != "auto" else None
     kv = flags.get("kv-cache-dtype")
     length = spec.max_model_len or model.context_length
-    image = spec.image or default_image(spec.engine)
-    engine = mem.EngineSettings(
-        max_num_batched_tokens=_int_flag(flags, "max-num-batched-tokens"),
-        max_num_seqs=_int_flag(flags, "max-num-seqs"),
-        enforce_eager=spec.enforce_eager or flags.get("enforce-eager", "false").lower() not in ("false", "0"),
-        vllm_version=mem.image_vllm_version(image) or mem.DEPLOYED_VLLM,
-    )
+    engine = engine_settings(spec, spec.image or default_image(spec.engine))
     if spec.device == "cpu":
         plan = plan_cpu(model, kv_cache_gib=spec.cpu_kv_cache_gib, max_model_len=length, dtype=dtype,
                         kv_dtype=kv, block_size=block, flag=up_flag)
@@ -87,7 +93,7 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
     )
     if plan.fits:
         return plan
-    cloud = cheapest_fit(model, length)
+    cloud = cheapest_fit(model, length, engine=replace(engine, vllm_version=mem.DEPLOYED_VLLM))
     if cloud is not None:
         extra = (f"or on Alibaba Cloud: --target aliyun --instance-type {cloud.instance.name} "
                  f"({cloud.instance.gpus} x {cloud.instance.gpu.key})")

@@ -12,6 +12,7 @@ from typing import Any
 from ..catalog import CatalogModel
 from ..errors import BadInput
 from .hardware import InstanceType, instance_types
+from .memory import EngineSettings
 from .planner import Plan, plan_gpus
 
 
@@ -44,13 +45,15 @@ def plan_instance(
     tensor_parallel_size: int | None = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
+    engine: EngineSettings | None = None,
 ) -> Plan:
     """The model on the GPUs of `nodes` instances of `itype`: pipeline parallel across the nodes,
-    tensor parallel within one (by default as large as the model allows)."""
+    tensor parallel within one (by default as large as the model allows). `engine` is the vLLM the
+    instances will run (by default the image cloud deployments pull in mainland China)."""
     return plan_gpus(
         model, itype.gpu, itype.gpus * nodes, max_model_len=max_model_len,
         gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=nodes, dtype=dtype, kv_dtype=kv_dtype, target=itype.name,
+        pipeline_parallel_size=nodes, dtype=dtype, kv_dtype=kv_dtype, target=itype.name, engine=engine,
     )
 
 
@@ -62,6 +65,7 @@ def evaluate_instances(
     gpu_memory_utilization: float | None = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
+    engine: EngineSettings | None = None,
 ) -> list[InstanceFit]:
     """Every catalog instance type with its plan on `nodes` instances; a type whose GPU cannot run
     the requested dtype is left out."""
@@ -69,7 +73,8 @@ def evaluate_instances(
     for itype in instance_types():
         try:
             plan = plan_instance(model, itype, max_model_len, nodes=nodes,
-                                 gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, kv_dtype=kv_dtype)
+                                 gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, kv_dtype=kv_dtype,
+                                 engine=engine)
         except BadInput:
             if dtype is None and kv_dtype is None:
                 raise
@@ -86,13 +91,16 @@ def rank_instances(
     gpu_memory_utilization: float | None = None,
     dtype: str | None = None,
     kv_dtype: str | None = None,
+    engine: EngineSettings | None = None,
 ) -> list[InstanceFit]:
     """The instance types that fit on `nodes` instances, cheapest first (ties: more KV cache first)."""
     fits = [f for f in evaluate_instances(model, max_model_len, nodes=nodes, gpu_memory_utilization=gpu_memory_utilization,
-                                          dtype=dtype, kv_dtype=kv_dtype) if f.plan.fits]
+                                          dtype=dtype, kv_dtype=kv_dtype, engine=engine) if f.plan.fits]
     return sorted(fits, key=lambda f: (f.instance.price.cny_per_hour, -f.plan.kv_cache_tokens, f.instance.name))
 
 
-def cheapest_fit(model: CatalogModel, max_model_len: int | None = None) -> InstanceFit | None:
-    ranked = rank_instances(model, max_model_len)
+def cheapest_fit(
+    model: CatalogModel, max_model_len: int | None = None, engine: EngineSettings | None = None,
+) -> InstanceFit | None:
+    ranked = rank_instances(model, max_model_len, engine=engine)
     return ranked[0] if ranked else None

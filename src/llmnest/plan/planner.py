@@ -180,12 +180,22 @@ def plan_cpu(
     )
 
 
+LINK_NAMES = {"nvlink": "NVLink", "pcie": "PCIe", None: "link unknown: the larger figure"}
+
+
+def link_of(gpu: GpuModel, engine: mem.EngineSettings) -> str | None:
+    """The interconnect to plan: the one given, PCIe for PCIe-only cards, else unknown (None)."""
+    if engine.interconnect:
+        return engine.interconnect
+    return None if gpu.nvlink else "pcie"
+
+
 def _gpu_figures(
     model: CatalogModel, gpu: GpuModel, memory_bytes: int, util: float, tp: int, pp: int,
     weights_dt: str, kv_dt: str, block: int, length: int, engine: mem.EngineSettings,
 ) -> dict[str, Any]:
     weights = mem.weights_bytes(model, weights_dt)
-    budget = mem.gpu_budget(model, weights_dt, gpu.key, gpu.nvlink, memory_bytes, util, tp, pp, engine)
+    budget = mem.gpu_budget(model, weights_dt, gpu.key, link_of(gpu, engine), memory_bytes, util, tp, pp, engine)
     usable, per_gpu_weights, overhead, kv_space = budget.usable, budget.weights, budget.overhead, budget.kv
     per_token = mem.kv_bytes_per_token(model, kv_dt, tp, pp)
     blocks = mem.kv_blocks(kv_space, block, per_token)
@@ -205,8 +215,8 @@ def _gpu_figures(
         f"usable per GPU: {memory_bytes / 2**20:,.0f} MiB (CUDA total) x {util:g} = {gib_text(usable)}",
         f"overhead per GPU: activation peak {gib_text(budget.activations)} ({budget.batched_tokens} batched tokens,"
         f" {budget.max_seqs} seqs) + non-torch {gib_text(budget.non_torch)}"
-        f" (tp {tp}, {'NVLink' if gpu.nvlink else 'PCIe'}) + CUDA graphs"
-        f" {gib_text(budget.cuda_graphs)} (vLLM {engine.vllm_version}) = {gib_text(overhead)}",
+        f" (tp {tp}{', ' + LINK_NAMES[budget.link] if tp * pp > 1 else ''}) + CUDA graphs {gib_text(budget.cuda_graphs)}"
+        f" (vLLM {budget.rules.label}, {budget.rules.sampler} sampler) = {gib_text(overhead)}",
         f"KV cache per GPU: {gib_text(usable)} - {gib_text(per_gpu_weights)} - {gib_text(overhead)} = {gib_text(max(kv_space, 0))}",
         f"blocks: floor({max(kv_space, 0):,} B / ({block} tokens x {per_token:,} B)) = {blocks:,}",
         f"vLLM logs: int({blocks:,} / ceil({length:,} / {block}) x {length:,}) = {tokens:,} tokens",

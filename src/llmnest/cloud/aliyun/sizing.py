@@ -11,6 +11,8 @@ import math
 from ...catalog import DTYPE_BYTES, CatalogModel, find_model
 from ...errors import BadInput
 from ...plan import InstanceFit, InstanceType, Plan, instance, plan_instance, rank_instances
+from ...plan.memory import EngineSettings
+from ...plan.on_host import engine_settings
 from ...spec import AliyunPlacement, DeploymentSpec, validated
 from ...suggest import did_you_mean
 from .images import engine_image
@@ -65,8 +67,16 @@ def same_shape(a: InstanceType, b: InstanceType) -> bool:
     return (a.gpus, needs_fabric_manager(a), has_erdma(a)) == (b.gpus, needs_fabric_manager(b), has_erdma(b))
 
 
+def _engine(spec: DeploymentSpec) -> EngineSettings | None:
+    """The vLLM the instances will run: the spec's image or the one its region pulls, its flags and env."""
+    if spec.engine != "vllm" or spec.aliyun is None:
+        return None
+    return engine_settings(spec, spec.image or engine_image(spec.engine, spec.aliyun.region))
+
+
 def _fits(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> list[InstanceFit]:
-    return rank_instances(model, spec.max_model_len, nodes=nodes, gpu_memory_utilization=spec.gpu_memory_utilization)
+    return rank_instances(model, spec.max_model_len, nodes=nodes, gpu_memory_utilization=spec.gpu_memory_utilization,
+                          engine=_engine(spec))
 
 
 def fitting_types(spec: DeploymentSpec) -> list[str]:
@@ -98,7 +108,8 @@ def cheapest_fit(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> Insta
 
 
 def check_fits(model: CatalogModel, t: InstanceType, nodes: int, spec: DeploymentSpec) -> Plan:
-    plan = plan_instance(model, t, spec.max_model_len, nodes=nodes, gpu_memory_utilization=spec.gpu_memory_utilization)
+    plan = plan_instance(model, t, spec.max_model_len, nodes=nodes, gpu_memory_utilization=spec.gpu_memory_utilization,
+                         engine=_engine(spec))
     if plan.fits:
         return plan
     others = [f.instance.name for f in _fits(model, nodes, spec)][:3]
