@@ -377,6 +377,10 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
     sources = bare_host / "root/etc/apt/sources.list.d/nvidia-container-toolkit.list"
     assert sources.read_text() == (f"deb [signed-by={bare_host}/root/usr/share/keyrings/nvidia-container-toolkit.gpg]"
                                    f" {signals.url}/toolkit /\n")  # the reachable source, after the closed one
+    host = signals.url.removeprefix("http://")  # only the toolkit from it: the driver and fabric manager stay Ubuntu's
+    assert (bare_host / "root/etc/apt/preferences.d/nvidia-container-toolkit").read_text() == (
+        "Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1\n"
+        f'Pin: origin "{host}"\nPin-Priority: 500\n\nPackage: *\nPin: origin "{host}"\nPin-Priority: -1\n')
     assert oct(sources.stat().st_mode & 0o777) == "0o644"
     assert any(c["argv"][0] == "run" for c in shims.calls(bare_host / "state", "docker"))
 
@@ -609,6 +613,7 @@ def test_no_reachable_toolkit_source_fails_naming_every_source(bare_host: Path, 
     assert signals.signals[-1]["reason"] == (f"could not install the NVIDIA container toolkit from any of: "
                                              f"{CLOSED}/cuda {CLOSED}/toolkit; pass --image-id with a GPU image")
     assert not (bare_host / "root/etc/apt/sources.list.d/nvidia-container-toolkit.list").exists()
+    assert not (bare_host / "root/etc/apt/preferences.d/nvidia-container-toolkit").exists()
 
 
 @pytest.mark.parametrize("region", ["cn-hangzhou", "ap-southeast-1"])

@@ -60,6 +60,9 @@ CUDA_GLOBAL = f"https://developer.download.nvidia.com/{CUDA_REPO}"
 CUDA_ALIYUN_MIRROR = "https://mirrors.aliyun.com/nvidia-cuda/ubuntu2204/x86_64"
 TOOLKIT_GITHUB = ("https://nvidia.github.io/libnvidia-container/gpgkey",
                   "https://nvidia.github.io/libnvidia-container/stable/deb/amd64")
+# What the toolkit's repository may install (the toolkit and its libraries); an apt pin keeps the rest out.
+TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
+                    "libnvidia-container1")
 # MIG may be on when these types boot (Alibaba Cloud's GPU instance docs); the engines need whole GPUs.
 MIG_FAMILIES = ("ebmgn7", "ebmgn7e")
 ROLES_SINGLE = ("single",)
@@ -232,6 +235,7 @@ def _settings(spec: DeploymentSpec) -> str:
         "DATA_DISK": int(disks_gib(model)[1] > 0),
         "NVSWITCH": int(needs_fabric_manager(t)),
         "MIG_OFF": int(t.family in MIG_FAMILIES),
+        "TOOLKIT_PACKAGES": " ".join(TOOLKIT_PACKAGES),
     }
     words = [f"{k}={_q(v)}" for k, v in lines.items()]
     overridable = {  # a test points these at local stand-ins

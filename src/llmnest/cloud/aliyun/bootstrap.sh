@@ -13,7 +13,7 @@
 #                       or Prepared for the two-node prepare role
 # Settings (the render step writes them): MODEL_ID MODEL_ROOT MODEL_DIR CONTAINER IMAGE PORT
 #   SERVED_MODEL GPUS_PER_NODE READY_TIMEOUT RAY_WAIT ENGINE_LOG ENGINE_PID DRIVER_BRANCH DATA_DISK
-#   NVSWITCH MIG_OFF POLL_SECONDS LOG_FILE TOOLKIT_SOURCES STATE_DIR
+#   NVSWITCH MIG_OFF TOOLKIT_PACKAGES POLL_SECONDS LOG_FILE TOOLKIT_SOURCES STATE_DIR
 set -euo pipefail
 umask 077
 
@@ -179,18 +179,24 @@ install_container_toolkit() {  # lets docker reach the GPUs (--gpus all)
 toolkit_from() {  # KEY_URL REPO_URL: the toolkit from one apt repository; non-zero (and nothing left behind) when unreachable
   local keyring="${LLMNEST_ROOT:-}/usr/share/keyrings/nvidia-container-toolkit.gpg"
   local sources="${LLMNEST_ROOT:-}/etc/apt/sources.list.d/nvidia-container-toolkit.list"
-  local key="${STATE_DIR}/toolkit-key"
+  local pin="${LLMNEST_ROOT:-}/etc/apt/preferences.d/nvidia-container-toolkit"
+  local key="${STATE_DIR}/toolkit-key" host=${2#*://}
+  host=${host%%/*}
   log "installing the NVIDIA container toolkit from $2"
-  mkdir -p "$(dirname "$keyring")" "$(dirname "$sources")" "$STATE_DIR"
+  mkdir -p "$(dirname "$keyring")" "$(dirname "$sources")" "$(dirname "$pin")" "$STATE_DIR"
   if curl -fsSL --retry 2 --connect-timeout 15 -o "$key" "$1" >>"$LOG_FILE" 2>&1 \
       && gpg --batch --yes --dearmor -o "$keyring" < "$key" >>"$LOG_FILE" 2>&1; then
     printf 'deb [signed-by=%s] %s /\n' "$keyring" "$2" > "$sources"
-    chmod 0644 "$keyring" "$sources"  # apt reads them as an unprivileged user
+    # the CUDA repository also holds drivers and fabric managers: take only the toolkit from it, so the
+    # driver and nvidia-fabricmanager stay Ubuntu's, of one version
+    printf '%s\n' "Package: ${TOOLKIT_PACKAGES}" "Pin: origin \"${host}\"" "Pin-Priority: 500" "" \
+      "Package: *" "Pin: origin \"${host}\"" "Pin-Priority: -1" > "$pin"
+    chmod 0644 "$keyring" "$sources" "$pin"  # apt reads them as an unprivileged user
     APT_UPDATED=""
     apt_install nvidia-container-toolkit && return 0
   fi
   log "$2 is not reachable from here; trying the next source"
-  rm -f "$sources" "$key"
+  rm -f "$sources" "$pin" "$key"
   APT_UPDATED=""
   return 1
 }
