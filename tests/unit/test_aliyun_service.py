@@ -415,6 +415,15 @@ def test_redeploy_failure_shows_the_output_tail(deployed, emu: Emulator) -> None
     assert "the engine stopped" in err.value.detail
 
 
+def test_a_redeploy_that_needs_a_reboot_says_so_and_what_to_do(deployed, emu: Emulator) -> None:
+    emu.command_handler = lambda script: (194, "the NVIDIA driver loads after a reboot: rebooting now\n")
+    with pytest.raises(LlmnestError) as err:
+        service.redeploy(deployed, deployed.spec, print)
+    assert err.value.message.startswith("i-emul") and err.value.message.endswith(
+        "reboots to load the NVIDIA driver, so the redeploy stopped at single; once it is back, "
+        "run `llmnest restart qwq-32b` (or the redeploy) again")
+
+
 def test_a_run_that_reports_an_exit_code_while_running_is_waited_for(deployed, emu: Emulator) -> None:
     """Finished is InvocationStatus's word, not an ExitCode present: the redeploy waits for the end."""
     emu.running_polls, emu.running_exit_code = 3, 0

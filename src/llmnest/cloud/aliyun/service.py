@@ -23,7 +23,8 @@ from . import bootstrap, preflight
 from .budget import role_timeout_s, stack_minutes
 from .client import DENIED, Cloud, policy_for_resource
 from .sizing import resolve
-from .template import API_KEY_PATTERN, PASSWORD_PATTERN, masked, node_groups, render_template, stack_parameters
+from .template import (API_KEY_PATTERN, HEAD_GROUP, PASSWORD_PATTERN, WORKER_GROUP, masked, node_groups,
+                       render_template, stack_parameters)
 
 __all__ = ["deploy", "down", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
 
@@ -37,6 +38,7 @@ LOCKED_PLACEMENT = ("region", "zone", "instance_type", "nodes", "public", "vpc_i
 # DescribeInvocationResults' InvocationStatus values before an instance's run has ended; every other
 # value (Success, Failed, Error, Timeout, Cancelled, Terminated, Invalid, Aborted, ...) is an end.
 NOT_ENDED = frozenset({"Pending", "Scheduled", "Running", "Stopping"})
+REBOOT_EXIT = 194  # the bootstrap asks Cloud Assistant to reboot the instance (the driver loads after it)
 
 
 def _poll_seconds() -> float:
@@ -118,7 +120,7 @@ def watch(cloud: Cloud, stack_id: str, name: str, total: int, say: Say,
         if busy and time.monotonic() - last_said >= STILL_WAITING_S:
             last_said = time.monotonic()
             minutes = (last_said - started) / 60
-            progress = peek() if "Nodes" not in busy else None
+            progress = peek() if not busy.keys() & {HEAD_GROUP, WORKER_GROUP} else None
             say(f"still creating after {minutes:.0f} min: {', '.join(busy)}; "
                 + (f"on the instance: {progress}" if progress else
                    f"the bootstrap downloads the weights and starts the engine (`llmnest logs {name}`)"))
@@ -392,6 +394,10 @@ def redeploy(dep: state.Deployment, new_spec: DeploymentSpec, say: Say) -> None:
             if not succeeded(result):
                 tail = "\n".join(result["output"].strip().splitlines()[-20:])
                 state.update(dep.name, status="failed", last_error=f"redeploy failed at {role}")
+                if result["exit_code"] == REBOOT_EXIT:
+                    raise LlmnestError(f"{result['instance_id']} reboots to load the NVIDIA driver, so the redeploy "
+                                       f"stopped at {role}; once it is back, run `llmnest restart {dep.name}` (or the redeploy) again",
+                                       detail=tail or None)
                 raise LlmnestError(f"redeploy failed at {role} on {result['instance_id']} ({_how(result)})",
                                    detail=tail or result["error"])
     state.update(dep.name, spec=new, status="ready", ready_at=time.time())
