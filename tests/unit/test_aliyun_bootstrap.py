@@ -589,9 +589,16 @@ def test_mig_left_on_by_the_image_is_switched_off_before_the_engine(bare_host: P
 def test_mig_that_stays_on_reboots_once_to_apply_it(bare_host: Path, signals: SignalServer) -> None:
     (bare_host / "state" / "mig-mode").write_text("Enabled")
     (bare_host / "state" / "mig-sticks").touch()  # pending until the GPUs reset
-    done = run_bootstrap(bare_host, signals, _local_spec(instance_type="ecs.ebmgn7e.32xlarge"), gpus=8)
+    spec = _local_spec(instance_type="ecs.ebmgn7e.32xlarge")
+    done = run_bootstrap(bare_host, signals, spec, gpus=8)
     assert done.returncode == 194, done.stderr
     assert signals.signals == [] and not shims.calls(bare_host / "state", "modelscope")
+    # still on after that reboot: one clear failure, no reboot loop
+    again = run_bootstrap(bare_host, signals, spec, gpus=8, script=bare_host / "root/root/llmnest-bootstrap.sh")
+    assert again.returncode == 1
+    assert signals.signals[-1]["reason"] == (
+        f"MIG stays on after nvidia-smi -mig 0 (it applies at a GPU reset): reboot the instance(s), then run "
+        f"llmnest restart {spec.name}")
 
 
 def test_other_types_never_touch_mig(host: Path, signals: SignalServer) -> None:

@@ -242,7 +242,7 @@ mig_off() {  # ebmgn7/ebmgn7e may boot with MIG on; the engines need whole GPUs
   log "MIG is on: switching it off on every GPU"
   nvidia-smi -mig 0 >>"$LOG_FILE" 2>&1 || true
   if [[ "$(nvidia-smi --query-gpu=mig.mode.current --format=csv,noheader)" == *Enabled* ]]; then
-    resume_after_reboot || fail "MIG stays on after nvidia-smi -mig 0 and a reboot: switch it off (nvidia-smi -mig 0), reboot, then llmnest restart ${CONTAINER}"
+    resume_after_reboot || fail "MIG stays on after nvidia-smi -mig 0 (it applies at a GPU reset): reboot the instance(s), then run llmnest restart ${CONTAINER}"
   fi
   log "MIG is off"
 }
