@@ -90,12 +90,16 @@ class Emulator:
         self.instance_logs: list[str] = []
         self.public_ip = "127.0.0.1"  # "public" endpoints point back at this machine (a test's fake engine)
         self.command_handler: Callable[[str], tuple[int, str]] | None = None
+        self.running_polls = 1  # DescribeInvocationResults polls that see a run still Running
+        self.running_exit_code: int | None = None  # the ExitCode a Running result reports (the API may set 0)
+        self.end_status: str | None = None  # the InvocationStatus a run ends with (default Success/Failed)
         self.stacks: dict[str, Stack] = {}
         self.invocations: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, str] = {}
         self.calls: list[str] = []
         self.nonces: set[str] = set()
         self._ids = itertools.count(1)
+        self._ips = itertools.count(10)
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -230,12 +234,13 @@ class Emulator:
     def _ecs_DescribeInvocationResults(self, p: dict[str, str]) -> dict[str, Any]:
         inv = self.invocations[p["InvokeId"]]
         inv["polls"] += 1
-        running = inv["polls"] < 2  # the first poll sees it running, as a real invocation would
+        running = inv["polls"] <= self.running_polls  # a real run is seen running first
+        ended = self.end_status or ("Success" if inv["code"] == 0 else "Failed")
         results = [{
             "InstanceId": instance, "InvokeId": p["InvokeId"], "CommandId": "c-emulated",
-            "InvocationStatus": "Running" if running else ("Success" if inv["code"] == 0 else "Failed"),
+            "InvocationStatus": "Running" if running else ended,
             "InvokeRecordStatus": "Running" if running else "Finished",
-            "ExitCode": None if running else inv["code"],
+            "ExitCode": self.running_exit_code if running else (None if self.end_status else inv["code"]),
             "Output": "" if running else base64.b64encode(inv["output"].encode()).decode(),
             "ErrorCode": "", "ErrorInfo": "", "Dropped": 0,
         } for instance in inv["instances"]]
@@ -457,7 +462,7 @@ class Emulator:
         elif kind == "ALIYUN::ECS::InstanceGroup":
             count = int(props["MaxAmount"])
             attrs["InstanceIds"] = [f"i-emul{n:05d}{k}" for k in range(count)]
-            attrs["PrivateIps"] = [f"192.168.1.{10 + k}" for k in range(count)]
+            attrs["PrivateIps"] = [f"192.168.1.{next(self._ips)}" for _ in range(count)]  # distinct per instance
             attrs["PublicIps"] = [self.public_ip] * count if props.get("AllocatePublicIP") else []
             stack.physical[name] = json.dumps(attrs["InstanceIds"])
         elif kind == "ALIYUN::RandomString":

@@ -44,7 +44,8 @@ for argv in json.loads(sys.stdin.read()):
         continue
     out.append({"exit": 0, "version": sglang.__version__, "tp_size": a.tp_size, "nnodes": a.nnodes,
                 "node_rank": a.node_rank, "dist_init_addr": a.dist_init_addr, "port": a.port,
-                "api_key": a.api_key, "model_path": a.model_path})
+                "api_key": a.api_key, "model_path": a.model_path,
+                "mem_fraction_static": a.mem_fraction_static})
 print(json.dumps(out))
 '''
 

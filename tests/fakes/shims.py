@@ -65,8 +65,15 @@ elif cmd == "rm":
 elif cmd == "run":
     image_at = args.index("--entrypoint") + 2
     engine_args = args[image_at + 1:]
-    proc = subprocess.Popen([sys.executable, ENGINE, *engine_args], stdout=open(logfile, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    command, env = [sys.executable, ENGINE, *engine_args], dict(os.environ)
+    if engine_args[0] == "-c":  # python3 -c LAUNCHER KEY_FILE MODULE ARG...: the launcher runs for real,
+        # with the file the --volume maps to KEY_FILE, and the stand-in engine as MODULE
+        volumes = [args[i + 1].split(":") for i, word in enumerate(args) if word == "--volume"]
+        host_file = next(host for host, inner, *_ in volumes if inner == engine_args[2])
+        command = [sys.executable, "-c", engine_args[1], host_file, Path(ENGINE).stem, *engine_args[4:]]
+        env["PYTHONPATH"] = str(Path(ENGINE).parent)
+    proc = subprocess.Popen(command, stdout=open(logfile, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env=env)
     pidfile.write_text(str(proc.pid))
     print("c0ffee" * 10)
 elif cmd == "inspect":
@@ -87,8 +94,15 @@ from pathlib import Path
 state = Path(os.environ["SHIM_STATE"])
 with open(state / "calls.jsonl", "a") as fh:
     fh.write(json.dumps({"tool": "nvidia-smi", "argv": sys.argv[1:]}) + "\n")
+mig = state / "mig-mode"  # "Enabled" when the instance booted with MIG on; `-mig 0` switches it off
 if "--query-gpu=driver_version" in sys.argv:
     print("570.133.20")
+elif "--query-gpu=mig.mode.current" in sys.argv:
+    for i in range(int(os.environ.get("SHIM_GPUS", "1"))):
+        print(mig.read_text() if mig.exists() else "Disabled")
+elif sys.argv[1:] == ["-mig", "0"]:
+    if not (state / "mig-sticks").exists():
+        mig.write_text("Disabled")
 else:
     for i in range(int(os.environ.get("SHIM_GPUS", "1"))):
         print(i)

@@ -9,9 +9,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import textwrap
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -118,10 +121,38 @@ def test_runs_exactly_the_local_docker_command() -> None:
     assert "--volume /root/llm-model/Qwen/QwQ-32B:/root/llm-model/Qwen/QwQ-32B:ro" in script
 
 
-def test_sglang_key_is_a_shell_variable_never_a_value() -> None:
-    script = bootstrap.render_bootstrap(_spec("single-sglang"))
-    assert '--api-key "${LLMNEST_API_KEY}"' in script
-    assert bootstrap.KEY_PLACEHOLDER not in script
+@pytest.mark.parametrize("edition", ["single-sglang", "two-node-sglang"])
+def test_sglang_reads_its_key_from_a_file_never_from_its_command_line(edition: str) -> None:
+    script = bootstrap.render_bootstrap(_spec(edition))
+    assert '--api-key "${LLMNEST_API_KEY}"' not in script and bootstrap.KEY_PLACEHOLDER not in script
+    uses = [line.strip() for line in script.splitlines() if "LLMNEST_API_KEY}" in line]
+    assert uses == ["printf '%s' \"${LLMNEST_API_KEY}\" > \"${STATE_DIR}/api-key\"",
+                    "printf 'Authorization: Bearer %s\\n' \"$LLMNEST_API_KEY\" > \"$AUTH_HEADER\""][:len(uses)]
+    assert "printf '%s' \"${LLMNEST_API_KEY}\" > \"${STATE_DIR}/api-key\"" in script
+    assert f'--volume "${{STATE_DIR}}/api-key:{bootstrap.ENGINE_KEY_FILE}:ro"' in script
+    command = bootstrap.engine_command(_spec(edition))
+    assert command[:4] == ["-c", bootstrap.KEY_FILE_LAUNCHER, bootstrap.ENGINE_KEY_FILE, "sglang.launch_server"]
+
+
+def test_the_key_file_launcher_hands_the_module_its_arguments_and_the_key(tmp_path: Path) -> None:
+    """The launcher itself, run for real: the module sees the key as SGLang's flag, the process's
+    command line never holds it."""
+    (tmp_path / "show_argv.py").write_text(
+        "import json, os, sys\n"
+        "cmdline = open(f'/proc/{os.getpid()}/cmdline').read().split('\\0')\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'cmdline': cmdline}))\n")
+    key_file = tmp_path / "api-key"
+    key_file.write_text(KEY)
+    done = subprocess.run([os.sys.executable, "-c", bootstrap.KEY_FILE_LAUNCHER, str(key_file), "show_argv",
+                           "--port", "8080"], capture_output=True, text=True, check=True,
+                          env={"PYTHONPATH": str(tmp_path)})
+    seen = json.loads(done.stdout)
+    assert seen["argv"] == ["--port", "8080", "--api-key", KEY]
+    assert KEY not in " ".join(seen["cmdline"])
+    key_file.write_text("")  # no key: no flag
+    done = subprocess.run([os.sys.executable, "-c", bootstrap.KEY_FILE_LAUNCHER, str(key_file), "show_argv"],
+                          capture_output=True, text=True, check=True, env={"PYTHONPATH": str(tmp_path)})
+    assert json.loads(done.stdout)["argv"] == []
 
 
 def test_ray_edition_starts_head_worker_then_serves_with_pipeline_parallel() -> None:
@@ -208,7 +239,8 @@ def bare_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", gpus: int = 1,
-                  key: str = KEY, script: Path | None = None, role: str = "single") -> subprocess.CompletedProcess[str]:
+                  key: str = KEY, script: Path | None = None, role: str = "single",
+                  toolkit: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a role's script as Cloud Assistant would (or `script`, a copy it left behind)."""
     if script is None:
         script = host / "bootstrap.sh"
@@ -221,11 +253,15 @@ def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", 
         "LLMNEST_POLL_SECONDS": "0.2",
         "LLMNEST_LOG_FILE": str(host / "bootstrap.log"),
         "HOME": str(host),
-        "LLMNEST_TOOLKIT_REPO": signals.url,
+        # the first toolkit source is unreachable (a closed port), the second is the stand-in server
+        "LLMNEST_TOOLKIT_SOURCES": toolkit or f"{CLOSED}/3bf863cc.pub|{CLOSED}/cuda {signals.url}/gpgkey|{signals.url}/toolkit",
         "LLMNEST_ROOT": str(host / "root"),
         "LLMNEST_STATE_DIR": str(host / "root/var/lib/llmnest"),
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+CLOSED = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 def _local_spec(**kw):
@@ -254,6 +290,26 @@ def test_success_signals_once_the_engine_answers_a_chat(host: Path, signals: Sig
     assert run["argv"] == argv[1:]  # exactly the local docker runtime's command
     assert run["key_in_env"] and KEY not in json.dumps(shims.calls(state))
     assert (host / "llm-model" / "Qwen/QwQ-32B" / ".llmnest-complete").exists()
+
+
+def test_sglang_gets_its_key_from_the_file_and_no_command_line_holds_it(host: Path, signals: SignalServer) -> None:
+    """The SGLang container runs the key-file launcher for real (the shim maps the --volume): the engine
+    answers only with the key, which is in no docker argv and not in the engine process's command line."""
+    spec = _local_spec(engine="sglang")
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 0, done.stderr
+    assert [s["status"] for s in signals.signals] == ["SUCCESS"]  # the probe's key was accepted
+    state = host / "state"
+    assert KEY not in json.dumps(shims.calls(state))
+    key_file = host / "root/var/lib/llmnest/api-key"
+    assert key_file.read_text() == KEY and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    pid = int((state / "engine.pid").read_text())
+    assert KEY not in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    request = urllib.request.Request(f"http://127.0.0.1:{spec.port}/v1/chat/completions", method="POST",
+                                     data=json.dumps({"model": spec.served_model_name}).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the engine did get the key: it asks for it
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
 
 
 def test_failing_engine_signals_failure_with_its_log_tail_redacted(host: Path, signals: SignalServer) -> None:
@@ -292,7 +348,7 @@ def test_wrong_key_is_reported_as_refused(host: Path, signals: SignalServer) -> 
     script_key = "sk-probe-uses-another-key"
     env_key = KEY
     (host / "bin" / "docker").write_text((host / "bin" / "docker").read_text().replace(
-        'proc = subprocess.Popen(', f'os.environ["VLLM_API_KEY"] = {env_key!r}\n    proc = subprocess.Popen('))
+        'proc = subprocess.Popen(', f'env["VLLM_API_KEY"] = {env_key!r}\n    proc = subprocess.Popen('))
     done = run_bootstrap(host, signals, spec, key=script_key)
     assert done.returncode == 1
     assert signals.signals[-1]["reason"] == "the engine refused the API key (HTTP 401)"
@@ -319,7 +375,12 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
     assert ("ubuntu-drivers", "install", "--gpgpu", "nvidia:570-server") in steps
     assert ("nvidia-ctk", "runtime", "configure", "--runtime=docker") in steps
     sources = bare_host / "root/etc/apt/sources.list.d/nvidia-container-toolkit.list"
-    assert f"{signals.url}/stable/deb/$(ARCH) /" in sources.read_text()
+    assert sources.read_text() == (f"deb [signed-by={bare_host}/root/usr/share/keyrings/nvidia-container-toolkit.gpg]"
+                                   f" {signals.url}/toolkit /\n")  # the reachable source, after the closed one
+    host = signals.url.removeprefix("http://")  # only the toolkit from it: the driver and fabric manager stay Ubuntu's
+    assert (bare_host / "root/etc/apt/preferences.d/nvidia-container-toolkit").read_text() == (
+        "Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1\n"
+        f'Pin: origin "{host}"\nPin-Priority: 500\n\nPackage: *\nPin: origin "{host}"\nPin-Priority: -1\n')
     assert oct(sources.stat().st_mode & 0o777) == "0o644"
     assert any(c["argv"][0] == "run" for c in shims.calls(bare_host / "state", "docker"))
 
@@ -451,7 +512,8 @@ def test_prepare_mounts_the_data_disk_and_starts_the_fabric_manager(bare_host: P
     spec = _two_node_h20()
     done = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8)
     assert done.returncode == 0, done.stderr
-    assert signals.signals == []  # the serving role signals, not prepare
+    # the stack's Prepared wait condition counts one signal per node (the id names the host)
+    assert [(s["status"], s["reason"], s["id"]) for s in signals.signals] == [("SUCCESS", "prepared", f"{socket.gethostname()}-prepare")]
     root = str(bare_host / "llm-model")
     assert [c["argv"] for c in shims.calls(state, "mkfs.ext4")] == [["-q", "-F", "-L", "llmnest-model", "/dev/vdb"]]
     assert [c["argv"] for c in shims.calls(state, "mount")] == [["/dev/vdb", root]]
@@ -474,19 +536,99 @@ def test_prepare_without_a_data_disk_fails_saying_so(bare_host: Path, signals: S
     assert signals.signals[-1]["reason"].startswith("no unpartitioned data disk found for the weights")
 
 
-def test_two_node_prepare_reboots_for_the_driver_and_the_next_role_waits_for_it(bare_host: Path,
-                                                                                signals: SignalServer) -> None:
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_two_node_prepare_reboots_for_the_driver_resumes_and_only_then_says_prepared(
+        bare_host: Path, signals: SignalServer, engine: str) -> None:
+    """The two-node edition's reboot path: prepare (asynchronous in the stack) exits 194 with no signal,
+    the copy resumes after the reboot and signals the Prepared wait condition; the roles the stack
+    starts after it find the host prepared."""
     state = bare_host / "state"
     (state / "disks.json").write_text(json.dumps({"/dev/vda": {"partitions": 3}, "/dev/vdb": {"partitions": 0}}))
     (bare_host / "root/etc").mkdir(parents=True)
     (state / "fail-modprobe").touch()
-    spec = _two_node_h20()
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, instance_type="ecs.ebmgn8v.48xlarge",
+                              port=free_port(), engine=engine))
     done = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8)
     assert done.returncode == 194, done.stderr
-    assert (bare_host / "root/etc/systemd/system/llmnest-resume.service").exists()
-    # meanwhile the stack runs the next role on the same host: it waits, and fails with prepare's reason
-    (bare_host / "root/var/lib/llmnest").mkdir(parents=True, exist_ok=True)
+    assert signals.signals == [] and not shims.calls(state, "modelscope")  # nothing said, nothing downloaded
+    assert not (bare_host / "root/var/lib/llmnest/prepared").exists()
+    # the instance is back: systemd runs the copy, which goes on from where it stopped
+    (state / "fail-modprobe").unlink()
+    again = run_bootstrap(bare_host, signals, spec, role="prepare", gpus=8,
+                          script=bare_host / "root/root/llmnest-bootstrap.sh")
+    assert again.returncode == 0, again.stderr
+    assert [(s["status"], s["reason"]) for s in signals.signals] == [("SUCCESS", "prepared")]
+    assert len(shims.calls(state, "ubuntu-drivers")) == 1 and len(shims.calls(state, "modelscope")) == 1
+    if engine == "sglang":  # the worker's role, which the stack starts once both nodes said prepared
+        worker = run_bootstrap(bare_host, signals, spec, role="sglang-worker", gpus=8)
+        assert worker.returncode == 0, worker.stderr
+        assert [c["argv"][:2] for c in shims.calls(state, "docker")][-1] == ["run", "--detach"]
+
+
+def test_a_later_role_on_a_host_whose_prepare_failed_fails_with_prepares_reason(bare_host: Path,
+                                                                                 signals: SignalServer) -> None:
+    (bare_host / "root/var/lib/llmnest").mkdir(parents=True)
     (bare_host / "root/var/lib/llmnest/failed").write_text("could not download deepseek-ai/DeepSeek-R1\n")
-    waiting = run_bootstrap(bare_host, signals, spec, role="ray-worker", gpus=8)
-    assert waiting.returncode == 1
+    done = run_bootstrap(bare_host, signals, _two_node_h20(), role="ray-worker", gpus=8)
+    assert done.returncode == 1
     assert signals.signals[-1]["reason"] == "preparing the host failed: could not download deepseek-ai/DeepSeek-R1"
+    assert not shims.calls(bare_host / "state", "docker")  # nothing started
+
+
+def test_mig_left_on_by_the_image_is_switched_off_before_the_engine(bare_host: Path, signals: SignalServer) -> None:
+    """An 8-GPU ebmgn7e from the plain image: NVSwitch, so the fabric manager comes too."""
+    (bare_host / "state" / "mig-mode").write_text("Enabled")
+    spec = _local_spec(instance_type="ecs.ebmgn7e.32xlarge")
+    done = run_bootstrap(bare_host, signals, spec, gpus=8)
+    assert done.returncode == 0, done.stderr
+    assert ["-mig", "0"] in [c["argv"] for c in shims.calls(bare_host / "state", "nvidia-smi")]
+    assert (bare_host / "state" / "mig-mode").read_text() == "Disabled"
+    assert [s["status"] for s in signals.signals] == ["SUCCESS"]
+
+
+def test_mig_that_stays_on_reboots_once_to_apply_it(bare_host: Path, signals: SignalServer) -> None:
+    (bare_host / "state" / "mig-mode").write_text("Enabled")
+    (bare_host / "state" / "mig-sticks").touch()  # pending until the GPUs reset
+    spec = _local_spec(instance_type="ecs.ebmgn7e.32xlarge")
+    done = run_bootstrap(bare_host, signals, spec, gpus=8)
+    assert done.returncode == 194, done.stderr
+    assert signals.signals == [] and not shims.calls(bare_host / "state", "modelscope")
+    # still on after that reboot: one clear failure, no reboot loop
+    again = run_bootstrap(bare_host, signals, spec, gpus=8, script=bare_host / "root/root/llmnest-bootstrap.sh")
+    assert again.returncode == 1
+    assert signals.signals[-1]["reason"] == (
+        f"MIG stays on after nvidia-smi -mig 0 (it applies at a GPU reset): reboot the instance(s), then run "
+        f"llmnest restart {spec.name}")
+
+
+def test_other_types_never_touch_mig(host: Path, signals: SignalServer) -> None:
+    (host / "state" / "mig-mode").write_text("Enabled")
+    assert run_bootstrap(host, signals, _local_spec()).returncode == 0
+    assert not [c for c in shims.calls(host / "state", "nvidia-smi") if "mig" in " ".join(c["argv"])]
+
+
+def test_no_reachable_toolkit_source_fails_naming_every_source(bare_host: Path, signals: SignalServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under pipefail an unreachable source is tried and left, never a crash; none reachable: one clear failure."""
+    spec = _local_spec()
+    script = bare_host / "bootstrap.sh"
+    script.write_text(bootstrap.run_command_script(spec, "single", KEY, "192.168.1.10", signals.curl)
+                      .replace(f"{signals.url}/toolkit", f"{CLOSED}/toolkit"))
+    env_sources = f"{CLOSED}/3bf863cc.pub|{CLOSED}/cuda {CLOSED}/gpgkey|{CLOSED}/toolkit"
+    done = run_bootstrap(bare_host, signals, spec, script=script, toolkit=env_sources)
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"] == (f"could not install the NVIDIA container toolkit from any of: "
+                                             f"{CLOSED}/cuda {CLOSED}/toolkit; pass --image-id with a GPU image")
+    assert not (bare_host / "root/etc/apt/sources.list.d/nvidia-container-toolkit.list").exists()
+    assert not (bare_host / "root/etc/apt/preferences.d/nvidia-container-toolkit").exists()
+
+
+@pytest.mark.parametrize("region", ["cn-hangzhou", "ap-southeast-1"])
+def test_toolkit_sources_reachable_in_mainland_china_come_first_there(region: str) -> None:
+    sources = [repo for _, repo in bootstrap.toolkit_sources(region)]
+    assert len(sources) == 4 and sources[-1 if region == "cn-hangzhou" else 1].startswith("https://nvidia.github.io/")
+    if region == "cn-hangzhou":
+        assert sources[0] == "https://developer.download.nvidia.cn/compute/cuda/repos/ubuntu2204/x86_64"
+        assert sources[1].startswith("https://mirrors.aliyun.com/")
+    script = bootstrap.render_bootstrap(resolve(cloud_spec("Qwen/QwQ-32B", region=region)))
+    assert all(f"{repo}/" in script or repo in script for repo in sources)

@@ -4,6 +4,7 @@ EMULATION of the ROS and ECS APIs on 127.0.0.1 (no cloud is reachable from the t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,47 @@ def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:
         emu.stop()
     assert done.returncode == 1
     assert "attach the AliyunECSFullAccess policy" in done.stderr and "Traceback" not in done.stderr
+
+
+KEY_LINES = (  # where a script may name the key: shell builtins and assignments, none a process's argv
+    "LLMNEST_API_KEY='", 'export VLLM_API_KEY="${LLMNEST_API_KEY}"', "printf ", 'if [[ -n "${LLMNEST_API_KEY:-}" ]]',
+    's=${s//"$LLMNEST_API_KEY"/[api key]}',
+)
+
+
+def _role_scripts(template: dict) -> dict[str, tuple[bool, str]]:
+    """RunCommand name -> (Sync, the script bash runs, stack values as a stand-in word)."""
+    out = {}
+    for name, res in template["Resources"].items():
+        if res["Type"] == "ALIYUN::ECS::RunCommand":
+            parts = res["Properties"]["CommandContent"]["Fn::Join"][1]
+            text = "".join(p if isinstance(p, str) else "STACKVALUE" for p in parts)
+            out[name] = (res["Properties"]["Sync"], unpacked(text))
+    return out
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+@pytest.mark.parametrize("edition", [("Qwen/QwQ-32B",), ("deepseek-ai/DeepSeek-R1", "--nodes", "2")])
+def test_dry_run_bars(env: dict[str, str], engine: str, edition: tuple[str, ...]) -> None:
+    """Issue 24's bars on `up --target aliyun --dry-run`: no synchronous command that can reboot, no user
+    key on any command line, a toolkit source reachable in mainland China first, no eRDMA claimed."""
+    key = "sk-dry-run-bar-key-0123"
+    done = run_cli(env, "up", *edition, "--engine", engine, "--target", "aliyun", "--region", "cn-hangzhou",
+                   "--api-key", key, "--dry-run", "--json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    scripts = _role_scripts(out["template"])
+    assert scripts and key not in done.stdout
+    for name, (sync, script) in scripts.items():
+        if sync:  # a synchronous RunCommand must not be able to reboot its instance
+            assert "exit 194" not in script and "install_driver" not in script and "mig_off" not in script, name
+        for line in script.splitlines():
+            if "LLMNEST_API_KEY" in line and not line.lstrip().startswith(": "):
+                assert line.strip().startswith(KEY_LINES), (name, line)
+        assert not re.search(r"--api-key\s+\S*(LLMNEST_API_KEY|STACKVALUE)", script), name
+        if "install_container_toolkit" in script:
+            sources = script.split("LLMNEST_TOOLKIT_SOURCES:-", 1)[1].split('}"', 1)[0].split()
+            assert sources[0].split("|")[1].startswith("https://developer.download.nvidia.cn/"), name
+            assert len(sources) > 2 and not sources[0].split("|")[1].startswith("https://nvidia.github.io"), name
+    whole = json.dumps(out)
+    assert "NCCL_IB" not in whole and "erdma" not in whole.lower()

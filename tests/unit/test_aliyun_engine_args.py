@@ -21,7 +21,13 @@ EDITIONS = {
 
 
 def _args(spec, module: str) -> list[str]:
+    """The engine's arguments as it receives them: SGLang's key comes from the key-file launcher, which
+    appends it (tests/unit/test_aliyun_bootstrap.py runs the launcher itself)."""
     command = bootstrap.engine_command(spec)
+    if command[0] == "-c":
+        assert command[1:4] == [bootstrap.KEY_FILE_LAUNCHER, bootstrap.ENGINE_KEY_FILE, module]
+        assert "--api-key" not in command and bootstrap.KEY_PLACEHOLDER not in command
+        return [STACK_VALUES.get(word, word) for word in command[4:]] + ["--api-key", STACK_VALUES[bootstrap.KEY_PLACEHOLDER]]
     assert command[:2] == ["-m", module]
     return [STACK_VALUES.get(word, word) for word in command[2:]]
 
@@ -57,6 +63,9 @@ def sglang_parsed() -> dict[str, dict]:
     assert {s.image for s in specs.values()} == {f"lmsysorg/sglang:v{SGLANG_VERSION}-cu129"}  # the parser's version
     commands = {name: _args(spec, "sglang.launch_server") for name, spec in specs.items()}
     commands["unknown flag"] = [*commands["QwQ-32B"], *UNKNOWN_FLAG]
+    commands["own fraction"] = _args(resolve(cloud_spec(**SGLANG_EDITIONS["QwQ-32B"], engine="sglang",
+                                                        region=SGLANG_REGION, sets={"mem-fraction-static": "0.8"})),
+                                     "sglang.launch_server")
     results = sglang_parse(list(commands.values()))
     return {name: {**result, "spec": specs.get(name)} for name, result in zip(commands, results, strict=True)}
 
@@ -69,10 +78,15 @@ def test_sglang_commands_parse_with_sglangs_own_parser(edition: str, sglang_pars
     assert parsed["version"] == SGLANG_VERSION
     assert parsed["tp_size"] == spec.tensor_parallel_size and parsed["port"] == spec.port
     assert parsed["api_key"] == STACK_VALUES[bootstrap.KEY_PLACEHOLDER]
+    assert parsed["mem_fraction_static"] is None  # left to SGLang, which sizes it from the card and TP at start
     if spec.aliyun.nodes == 2:
         assert (parsed["nnodes"], parsed["node_rank"], parsed["dist_init_addr"]) == (2, 1, "192.168.1.10:20000")
     else:
         assert parsed["nnodes"] == 1
+
+
+def test_a_memory_fraction_the_user_gives_reaches_sglang(sglang_parsed: dict) -> None:
+    assert sglang_parsed["own fraction"]["exit"] == 0 and sglang_parsed["own fraction"]["mem_fraction_static"] == 0.8
 
 
 def test_sglangs_parser_rejects_a_flag_it_does_not_know(sglang_parsed: dict) -> None:

@@ -382,6 +382,24 @@ def test_redeploy_reruns_the_bootstrap_with_the_new_spec_and_same_key(deployed, 
     assert state.get("qwq-32b").spec.max_model_len == 8192
 
 
+def test_a_two_node_redeploy_names_the_head_by_its_own_group(emu: Emulator) -> None:
+    """Head and worker are one-instance groups: the head's id and IP come from the same group, and
+    every role runs on the instance its group names, whatever order a list would have had."""
+    deploy(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, public=True), yes=True)
+    dep = state.get("deepseek-r1")
+    attrs = emu.stacks[dep.info.stack_id].attributes
+    head, worker = attrs["Nodes"], attrs["Worker"]
+    emu.invocations.clear()
+    service.redeploy(dep, dep.spec, print)
+    runs = [(re.search(r"LLMNEST_ROLE=([\w-]+)", inv["script"])[1], inv["instances"], inv["script"])
+            for inv in emu.invocations.values()]
+    assert [(role, ids) for role, ids, _ in runs] == [
+        ("prepare", head["InstanceIds"] + worker["InstanceIds"]), ("ray-head", head["InstanceIds"]),
+        ("ray-worker", worker["InstanceIds"]), ("serve", head["InstanceIds"])]
+    assert all(f"LLMNEST_HEAD_IP='{head['PrivateIps'][0]}'" in script for _, _, script in runs)
+    assert state.get("deepseek-r1").info.instance_ids == head["InstanceIds"] + worker["InstanceIds"]
+
+
 def test_redeploy_refuses_to_change_the_instances(deployed) -> None:
     new = deployed.spec.model_copy(update={"aliyun": deployed.spec.aliyun.model_copy(
         update={"instance_type": "ecs.ebmgn8v.48xlarge"})})
@@ -393,8 +411,34 @@ def test_redeploy_failure_shows_the_output_tail(deployed, emu: Emulator) -> None
     emu.command_handler = lambda script: (1, "pulling image\nFAILED: the engine stopped before it answered\n")
     with pytest.raises(LlmnestError) as err:
         service.redeploy(deployed, deployed.spec, print)
-    assert err.value.message.startswith("redeploy failed at single on i-emul") and "(exit 1)" in err.value.message
+    assert err.value.message.startswith("redeploy failed at single on i-emul") and "(Failed, exit 1)" in err.value.message
     assert "the engine stopped" in err.value.detail
+
+
+def test_a_redeploy_that_needs_a_reboot_says_so_and_what_to_do(deployed, emu: Emulator) -> None:
+    emu.command_handler = lambda script: (194, "the NVIDIA driver loads after a reboot: rebooting now\n")
+    with pytest.raises(LlmnestError) as err:
+        service.redeploy(deployed, deployed.spec, print)
+    assert err.value.message.startswith("i-emul") and err.value.message.endswith(
+        "reboots to load the NVIDIA driver, so the redeploy stopped at single; once it is back, "
+        "run `llmnest restart qwq-32b` (or the redeploy) again")
+
+
+def test_a_run_that_reports_an_exit_code_while_running_is_waited_for(deployed, emu: Emulator) -> None:
+    """Finished is InvocationStatus's word, not an ExitCode present: the redeploy waits for the end."""
+    emu.running_polls, emu.running_exit_code = 3, 0
+    emu.command_handler = lambda script: (1, "FAILED: the engine stopped before it answered\n")
+    with pytest.raises(LlmnestError, match=r"\(Failed, exit 1\)"):
+        service.redeploy(deployed, deployed.spec, print)
+    assert all(inv["polls"] == 4 for inv in emu.invocations.values())
+
+
+@pytest.mark.parametrize("status", ["Timeout", "Cancelled", "Terminated", "Aborted"])
+def test_a_run_that_ends_without_an_exit_code_is_a_failure_not_a_success(deployed, emu: Emulator,
+                                                                         status: str) -> None:
+    emu.end_status = status
+    with pytest.raises(LlmnestError, match=rf"reading the logs failed on i-emul\w+ \({status}\)"):
+        service.logs(deployed, 5)
 
 
 def test_down_confirms_deletes_and_reports(deployed, emu: Emulator) -> None:

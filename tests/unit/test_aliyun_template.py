@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from importlib import resources
 
 import pytest
 import yaml
 
+from llmnest.cloud.aliyun import bootstrap, budget
 from llmnest.cloud.aliyun.sizing import needs_fabric_manager, resolve
 from llmnest.cloud.aliyun.template import command_content, masked, render_template, stack_parameters
 from llmnest.cloud.aliyun.validate import (
@@ -75,26 +77,73 @@ def _as_run(content: dict) -> str:
                    for p in content["Fn::Join"][1])
 
 
-def test_two_node_edition_orders_start_up_through_the_stack() -> None:
-    res = render_template(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))["Resources"]
-    assert res["Nodes"]["Properties"]["MaxAmount"] == 2
-    assert res["RayHead"]["DependsOn"] == ["Prepare"] and res["RayWorker"]["DependsOn"] == ["RayHead"]
-    assert res["Serve"]["DependsOn"] == ["RayWorker"] and res["Ready"]["DependsOn"] == ["Serve"]
-    assert res["Prepare"]["Properties"]["InstanceIds"] == {"Fn::GetAtt": ["Nodes", "InstanceIds"]}
-    assert res["RayWorker"]["Properties"]["InstanceIds"] == [{"Fn::Select": ["1", {"Fn::GetAtt": ["Nodes", "InstanceIds"]}]}]
-    sglang = render_template(cloud_spec("deepseek-ai/DeepSeek-V3", nodes=2, engine="sglang"))["Resources"]
-    assert sglang["WorkerStart"]["DependsOn"] == ["Prepare"] and sglang["Serve"]["DependsOn"] == ["WorkerStart"]
+def _select0(group: str, attribute: str) -> dict:
+    return {"Fn::Select": ["0", {"Fn::GetAtt": [group, attribute]}]}
 
 
-def test_single_node_runs_the_bootstrap_async_and_waits_for_the_signal() -> None:
-    res = render_template(cloud_spec())["Resources"]
-    assert res["Bootstrap"]["Properties"]["Sync"] is False
-    assert res["Ready"]["Properties"]["Handle"] == {"Ref": "ReadyHandle"}
-    assert res["Ready"]["Properties"]["Timeout"] == res["Bootstrap"]["Properties"]["Timeout"] >= 3600
-    parts = command_content(resolve(cloud_spec()), "single")["Fn::Join"][1]
-    assert {"Fn::GetAtt": ["ReadyHandle", "CurlCli"]} in parts
-    assert {"Fn::If": ["GenerateApiKey", {"Fn::Join": ["", ["sk-", {"Fn::GetAtt": ["GeneratedApiKey", "value"]}]]},
-                       {"Ref": "ApiKey"}]} in parts
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_two_node_edition_waits_for_every_node_prepared_before_starting_the_engine(engine: str) -> None:
+    """Prepare may reboot (the driver): it runs asynchronously, and the stack waits on the Prepared
+    wait condition (one signal per node) before anything starts on the prepared hosts."""
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, engine=engine))
+    res = render_template(spec)["Resources"]
+    assert res["Prepare"]["Properties"]["Sync"] is False
+    assert res["Prepared"]["Properties"] == {"Handle": {"Ref": "PreparedHandle"}, "Count": 2,
+                                             "Timeout": budget.prepare_s(spec)}
+    assert res["Prepared"]["DependsOn"] == ["Prepare"]
+    prepare = command_content(spec, "prepare")["Fn::Join"][1]
+    assert {"Fn::GetAtt": ["PreparedHandle", "CurlCli"]} in prepare
+    assert {"Fn::GetAtt": ["ReadyHandle", "CurlCli"]} not in prepare
+    first = "WorkerStart" if engine == "sglang" else "RayHead"
+    assert res[first]["DependsOn"] == ["Prepared"] and res["Ready"]["DependsOn"] == ["Serve"]
+    if engine == "vllm":
+        assert res["RayWorker"]["DependsOn"] == ["RayHead"] and res["Serve"]["DependsOn"] == ["RayWorker"]
+    else:
+        assert res["Serve"]["DependsOn"] == ["WorkerStart"]
+
+
+def test_the_head_node_is_named_by_its_own_group_never_by_matching_two_lists() -> None:
+    spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
+    template = render_template(spec)
+    res = template["Resources"]
+    assert res["Nodes"]["Properties"]["MaxAmount"] == 1 and res["Worker"]["Properties"]["MaxAmount"] == 1
+    head, worker = [_select0("Nodes", "InstanceIds")], [_select0("Worker", "InstanceIds")]
+    assert res["Prepare"]["Properties"]["InstanceIds"] == head + worker
+    assert res["RayHead"]["Properties"]["InstanceIds"] == head and res["Serve"]["Properties"]["InstanceIds"] == head
+    assert res["RayWorker"]["Properties"]["InstanceIds"] == worker
+    assert _select0("Nodes", "PrivateIps") in command_content(spec, "ray-worker")["Fn::Join"][1]  # the head's IP
+    assert template["Outputs"]["InstanceIds"]["Value"] == head + worker
+    # no list of a two-instance group is indexed anywhere
+    assert '"1", {"Fn::GetAtt"' not in json.dumps(template)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_every_wait_is_derived_and_no_outer_wait_is_shorter_than_an_inner_one(engine: str) -> None:
+    for kw in ({"model": "Qwen/QwQ-32B"}, {"model": "deepseek-ai/DeepSeek-R1", "nodes": 2}):
+        spec = resolve(cloud_spec(**kw, engine=engine))
+        res = render_template(spec)["Resources"]
+        script = bootstrap.render_bootstrap(spec)
+        ready_timeout = int(re.search(r"READY_TIMEOUT=(\d+)", script).group(1))
+        ray_wait = int(re.search(r"RAY_WAIT=(\d+)", script).group(1))
+        assert ready_timeout == budget.load_s(spec)
+        for name, r in res.items():
+            if r["Type"] == "ALIYUN::ECS::RunCommand":
+                role = r["Properties"]["Name"].rsplit("-", 1)[-1]
+                assert r["Properties"]["Timeout"] == budget.role_timeout_s(spec, next(
+                    x for x in bootstrap.roles(spec) if x.endswith(role))), name
+        if spec.aliyun.nodes == 2 and engine == "vllm":
+            assert res["RayHead"]["Properties"]["Timeout"] > ray_wait
+            assert res["Ready"]["Properties"]["Timeout"] >= ready_timeout + ray_wait
+        assert res["Ready"]["Properties"]["Timeout"] >= ready_timeout
+        assert budget.stack_minutes(spec) * 60 > sum(
+            r["Properties"]["Timeout"] for r in res.values() if r["Type"] == "ALIYUN::ROS::WaitCondition")
+
+
+def test_the_wait_grows_with_a_slow_download() -> None:
+    fast = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, bandwidth_mbps=200))
+    slow = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, bandwidth_mbps=180))
+    assert budget.prepare_s(slow) > budget.prepare_s(fast) > 3600 * 9
+    assert render_template(slow)["Resources"]["Prepared"]["Properties"]["Timeout"] == budget.prepare_s(slow)
 
 
 def _ingress(**placement) -> list[dict]:

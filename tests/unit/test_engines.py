@@ -66,8 +66,15 @@ def test_sglang_uses_its_own_flag_names():
     flags = pairs(launch.args)
     assert launch.module == "sglang.launch_server"
     assert flags["--model-path"] == "/root/llm-model/Qwen/Qwen3-32B" and flags["--tp"] == "4"
-    assert flags["--mem-fraction-static"] == "0.9" and flags["--context-length"] == "32768"
+    assert "--mem-fraction-static" not in flags  # SGLang sizes it from the card and TP, not vLLM's utilization
+    assert flags["--context-length"] == "32768"
     assert flags["--reasoning-parser"] == "qwen3" and flags["--api-key"] == key
+
+
+def test_sglang_takes_a_memory_fraction_only_as_its_own_flag():
+    s, _ = spec("Qwen/Qwen3-32B", A10x4, engine="sglang", sets={"mem-fraction-static": "0.83"})
+    flags = pairs(render_launch(s, "/m", None).args)
+    assert flags["--mem-fraction-static"] == "0.83"
 
 
 def test_pass_through_flags():

@@ -11,14 +11,17 @@ REASONING_PARSERS = {"qwen3": "qwen3", "deepseek_r1": "deepseek-r1"}
 
 
 def launch(spec: DeploymentSpec, model_path: str, api_key: str | None) -> Launch:
-    """The SGLang server for `spec`. mem-fraction-static plays vLLM's gpu-memory-utilization role."""
+    """The SGLang server for `spec`.
+
+    No `--mem-fraction-static`: SGLang sizes it itself from the GPU's memory, TP and its CUDA graph and
+    activation reserve (0.79-0.88 on A10/A100/H20; vLLM's utilization is another quantity). A user
+    who wants a value passes it as an engine flag (`--set mem-fraction-static=0.85`)."""
     args = [
         "--model-path", model_path,
         "--served-model-name", spec.served_model_name,
         "--host", spec.host,
         "--port", str(spec.port),
         "--tp", str(spec.tensor_parallel_size),
-        "--mem-fraction-static", str(spec.gpu_memory_utilization),
     ]
     if spec.pipeline_parallel_size > 1:
         args += ["--pp-size", str(spec.pipeline_parallel_size)]

@@ -26,7 +26,9 @@ from ...errors import LlmnestError
 from ...runtimes.docker import CONTAINER_MODEL_ROOT, image_of, run_argv
 from ...shell import render
 from ...spec import DeploymentSpec
-from .sizing import catalog_model, disks_gib, gpu_type, needs_fabric_manager, ready_timeout_s, resolve
+from .budget import RAY_WAIT_S, load_s
+from .images import in_mainland_china
+from .sizing import catalog_model, disks_gib, gpu_type, needs_fabric_manager, resolve
 
 KEY_PLACEHOLDER = "@LLMNEST_API_KEY@"
 HEAD_ADDR_PLACEHOLDER = "@LLMNEST_HEAD_ADDR@"
@@ -43,10 +45,26 @@ COMMAND_LIMIT = 16 * 1024  # ECS RunCommand: CommandContent at most 16 KB once B
 WORST_CURL = 2048  # the wait condition handle's CurlCli, whose length ROS decides: room kept for it
 WORST_KEY = 128  # the longest API key the template's pattern accepts
 WORST_IP = 15  # a private IPv4 address
+KEY_VOLUME_PLACEHOLDER = "@LLMNEST_KEY_VOLUME@"
+ENGINE_KEY_FILE = "/run/llmnest/api-key"  # inside the SGLang container, read-only, from STATE_DIR/api-key
 # A plain Ubuntu image gets this NVIDIA server driver branch (CUDA 12.8+ engine images need >= 570)
-# and the container toolkit from NVIDIA's apt repository.
+# and the NVIDIA container toolkit from the first reachable of these apt repositories (key, repository).
+# NVIDIA publishes the toolkit in its CUDA repository too, which has a mainland China CDN (.cn); Alibaba
+# Cloud mirrors that repository; nvidia.github.io (the toolkit's own repository) is blocked in mainland
+# China (NVIDIA/nvidia-docker#1722).
 NVIDIA_DRIVER_BRANCH = "570"
-TOOLKIT_REPO = "https://nvidia.github.io/libnvidia-container"
+CUDA_REPO = "compute/cuda/repos/ubuntu2204/x86_64"
+CUDA_REPO_KEY = "3bf863cc.pub"  # the CUDA repositories' signing key since 2022
+CUDA_CN = f"https://developer.download.nvidia.cn/{CUDA_REPO}"
+CUDA_GLOBAL = f"https://developer.download.nvidia.com/{CUDA_REPO}"
+CUDA_ALIYUN_MIRROR = "https://mirrors.aliyun.com/nvidia-cuda/ubuntu2204/x86_64"
+TOOLKIT_GITHUB = ("https://nvidia.github.io/libnvidia-container/gpgkey",
+                  "https://nvidia.github.io/libnvidia-container/stable/deb/amd64")
+# What the toolkit's repository may install (the toolkit and its libraries); an apt pin keeps the rest out.
+TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
+                    "libnvidia-container1")
+# MIG may be on when these types boot (Alibaba Cloud's GPU instance docs); the engines need whole GPUs.
+MIG_FAMILIES = ("ebmgn7", "ebmgn7e")
 ROLES_SINGLE = ("single",)
 ROLES_RAY = ("prepare", "ray-head", "ray-worker", "serve")
 ROLES_SGLANG = ("prepare", "sglang-worker", "sglang-head")
@@ -57,7 +75,24 @@ PLACEHOLDERS = {
     HEAD_ADDR_PLACEHOLDER: f'"${{LLMNEST_HEAD_IP}}:{SGLANG_DIST_PORT}"',
     RAY_ADDR_PLACEHOLDER: f'"${{LLMNEST_HEAD_IP}}:{RAY_PORT}"',
     RANK_PLACEHOLDER: '"${NODE_RANK}"',
+    KEY_VOLUME_PLACEHOLDER: f'"${{STATE_DIR}}/api-key:{ENGINE_KEY_FILE}:ro"',
 }
+# SGLang takes its key only as a flag: this starts its server with the key read from a file, so the
+# key is on no command line (ps, docker inspect). argv: KEY_FILE MODULE ARG...
+KEY_FILE_LAUNCHER = (
+    "import runpy, sys; key = open(sys.argv[1]).read().strip(); module = sys.argv[2]; "
+    "sys.argv = [module, *sys.argv[3:], *(['--api-key', key] if key else [])]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
+
+
+def toolkit_sources(region: str) -> list[tuple[str, str]]:
+    """(key URL, apt repository) to try in order: in mainland China the CUDA repository's China CDN
+    and Alibaba Cloud's mirror first; elsewhere NVIDIA's global hosts first."""
+    cuda = {url: (f"{url}/{CUDA_REPO_KEY}", url) for url in (CUDA_CN, CUDA_ALIYUN_MIRROR, CUDA_GLOBAL)}
+    if in_mainland_china(region):
+        return [cuda[CUDA_CN], cuda[CUDA_ALIYUN_MIRROR], cuda[CUDA_GLOBAL], TOOLKIT_GITHUB]
+    return [cuda[CUDA_GLOBAL], TOOLKIT_GITHUB, cuda[CUDA_CN], cuda[CUDA_ALIYUN_MIRROR]]
 
 
 def host_model_dir(spec: DeploymentSpec) -> str:
@@ -78,8 +113,17 @@ def _key(spec: DeploymentSpec) -> str | None:
 
 
 def _engine_argv(spec: DeploymentSpec) -> list[str]:
-    argv, _ = run_argv(spec, host_model_dir(spec), _key(spec))
-    return argv
+    """The local docker runtime's `docker run`; for SGLang with a key, started through the key-file
+    launcher (the key file mounted read-only) instead of with `--api-key` on its command line."""
+    if spec.engine != "sglang" or not spec.api_key_enabled:
+        argv, _ = run_argv(spec, host_model_dir(spec), _key(spec))
+        return argv
+    argv, _ = run_argv(spec, host_model_dir(spec), None)
+    at = argv.index("--entrypoint")
+    image = argv.index(image_of(spec), at)
+    assert argv[image + 1] == "-m", argv
+    return [*argv[:at], "--volume", KEY_VOLUME_PLACEHOLDER, *argv[at:image + 1],
+            "-c", KEY_FILE_LAUNCHER, ENGINE_KEY_FILE, *argv[image + 2:]]
 
 
 def _container_prefix(argv: list[str]) -> list[str]:
@@ -126,6 +170,13 @@ def engine_command(spec: DeploymentSpec) -> list[str]:
     return argv[argv.index(image_of(spec)) + 1 :]
 
 
+def _key_file() -> str:
+    """Shell lines writing the key where the SGLang launcher reads it (0600: the script's umask)."""
+    return ('mkdir -p "$STATE_DIR"\n'
+            "printf '%s' \"${LLMNEST_API_KEY}\" > \"${STATE_DIR}/api-key\"\n"
+            'chmod 0600 "${STATE_DIR}/api-key"\n')
+
+
 def _q(value: object) -> str:
     return shlex.quote(str(value))
 
@@ -157,8 +208,9 @@ def _start_functions(spec: DeploymentSpec) -> str:
                       f"{_key_export(spec)}# shellcheck disable=SC2016  # $0 and $@ expand in the container\n{serve}"),
         ])
     node_spec = _sglang_node_spec(spec) if spec.aliyun is not None and spec.aliyun.nodes == 2 else spec
-    argv, _ = run_argv(node_spec, host_model_dir(spec), _key(spec))
-    return _function("start_engine", f'STEP="start the engine container"\n{fresh}{_key_export(spec)}'
+    argv = _engine_argv(node_spec)
+    key = _key_file() if KEY_VOLUME_PLACEHOLDER in argv else _key_export(spec)
+    return _function("start_engine", f'STEP="start the engine container"\n{fresh}{key}'
                      f"{render(argv, secrets=PLACEHOLDERS)}")
 
 
@@ -175,18 +227,22 @@ def _settings(spec: DeploymentSpec) -> str:
         "PORT": spec.port,
         "SERVED_MODEL": spec.served_model_name,
         "GPUS_PER_NODE": t.gpus,
-        "READY_TIMEOUT": ready_timeout_s(spec),
+        "READY_TIMEOUT": load_s(spec),
+        "RAY_WAIT": RAY_WAIT_S,
         "ENGINE_LOG": ENGINE_LOG,
         "ENGINE_PID": ENGINE_PID,
         "DRIVER_BRANCH": NVIDIA_DRIVER_BRANCH,
         "DATA_DISK": int(disks_gib(model)[1] > 0),
         "NVSWITCH": int(needs_fabric_manager(t)),
+        "MIG_OFF": int(t.family in MIG_FAMILIES),
+        "TOOLKIT_PACKAGES": " ".join(TOOLKIT_PACKAGES),
     }
     words = [f"{k}={_q(v)}" for k, v in lines.items()]
     overridable = {  # a test points these at local stand-ins
         "POLL_SECONDS": ("LLMNEST_POLL_SECONDS", "10"),
         "LOG_FILE": ("LLMNEST_LOG_FILE", BOOTSTRAP_LOG),
-        "TOOLKIT_REPO": ("LLMNEST_TOOLKIT_REPO", TOOLKIT_REPO),
+        "TOOLKIT_SOURCES": ("LLMNEST_TOOLKIT_SOURCES",
+                            " ".join(f"{key}|{repo}" for key, repo in toolkit_sources(spec.aliyun.region))),
         "STATE_DIR": ("LLMNEST_STATE_DIR", STATE_DIR),
     }
     words += [f'{k}="${{{env}:-{default}}}"' for k, (env, default) in overridable.items()]
@@ -196,15 +252,15 @@ def _settings(spec: DeploymentSpec) -> str:
 
 # What each role runs, and the parts of bootstrap.sh it needs (the start functions are "start").
 ROLE_STEPS = {
-    "single": ("prepare_host", "check_gpu", "check_docker", "pull_image", "check_cuda", "fetch_weights",
+    "single": ("prepare_host", "check_gpu", "mig_off", "check_docker", "pull_image", "check_cuda", "fetch_weights",
                "start_engine", "wait_ready", "succeed"),
-    "prepare": ("prepare_host", "check_gpu", "check_docker", "pull_image", "check_cuda", "fetch_weights",
+    "prepare": ("prepare_host", "check_gpu", "mig_off", "check_docker", "pull_image", "check_cuda", "fetch_weights",
                 "mark_prepared"),
-    "ray-head": ("wait_prepared", "start_ray_head"),
-    "ray-worker": ("wait_prepared", "start_ray_worker"),
+    "ray-head": ("check_prepared", "start_ray_head"),
+    "ray-worker": ("check_prepared", "start_ray_worker"),
     "serve": ("start_engine", "wait_ready", "succeed"),
-    "sglang-worker": ("wait_prepared", "NODE_RANK=1 start_engine"),
-    "sglang-head": ("wait_prepared", "NODE_RANK=0 start_engine", "wait_ready", "succeed"),
+    "sglang-worker": ("check_prepared", "NODE_RANK=1 start_engine"),
+    "sglang-head": ("check_prepared", "NODE_RANK=0 start_engine", "wait_ready", "succeed"),
 }
 ROLE_PARTS = {
     "single": ("host", "start", "serve"),

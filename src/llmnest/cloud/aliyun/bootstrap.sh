@@ -8,11 +8,12 @@
 # Inputs (the stack's preamble sets them before this text):
 #   LLMNEST_ROLE        single | prepare | ray-head | ray-worker | serve | sglang-worker | sglang-head
 #   LLMNEST_API_KEY     the API key, '' for none (never printed or passed on a command line)
-#   LLMNEST_HEAD_IP     private IP of node 0 (two-node edition)
-#   llmnest_signal_curl POSTs its arguments to the stack's wait condition (the handle's CurlCli)
+#   LLMNEST_HEAD_IP     private IP of the head node (two-node edition)
+#   llmnest_signal_curl POSTs its arguments to the role's wait condition (the handle's CurlCli): Ready,
+#                       or Prepared for the two-node prepare role
 # Settings (the render step writes them): MODEL_ID MODEL_ROOT MODEL_DIR CONTAINER IMAGE PORT
-#   SERVED_MODEL GPUS_PER_NODE READY_TIMEOUT ENGINE_LOG ENGINE_PID DRIVER_BRANCH DATA_DISK NVSWITCH
-#   POLL_SECONDS LOG_FILE TOOLKIT_REPO STATE_DIR
+#   SERVED_MODEL GPUS_PER_NODE READY_TIMEOUT RAY_WAIT ENGINE_LOG ENGINE_PID DRIVER_BRANCH DATA_DISK
+#   NVSWITCH MIG_OFF TOOLKIT_PACKAGES POLL_SECONDS LOG_FILE TOOLKIT_SOURCES STATE_DIR
 set -euo pipefail
 umask 077
 
@@ -163,18 +164,41 @@ install_container_toolkit() {  # lets docker reach the GPUs (--gpus all)
   command -v nvidia-ctk >/dev/null && return 0
   command -v nvidia-container-cli >/dev/null && return 0
   can_apt || fail "the NVIDIA container toolkit is missing and the image has no apt: pass --image-id with a GPU image"
-  log "installing the NVIDIA container toolkit from ${TOOLKIT_REPO}"
+  local source tried=()
+  for source in $TOOLKIT_SOURCES; do  # KEY_URL|REPO_URL, the first reachable one wins
+    if toolkit_from "${source%%|*}" "${source#*|}"; then
+      nvidia-ctk runtime configure --runtime=docker >>"$LOG_FILE" 2>&1
+      systemctl restart docker >>"$LOG_FILE" 2>&1
+      return 0
+    fi
+    tried+=("${source#*|}")
+  done
+  fail "could not install the NVIDIA container toolkit from any of: ${tried[*]}; pass --image-id with a GPU image"
+}
+
+toolkit_from() {  # KEY_URL REPO_URL: the toolkit from one apt repository; non-zero (and nothing left behind) when unreachable
   local keyring="${LLMNEST_ROOT:-}/usr/share/keyrings/nvidia-container-toolkit.gpg"
   local sources="${LLMNEST_ROOT:-}/etc/apt/sources.list.d/nvidia-container-toolkit.list"
-  mkdir -p "$(dirname "$keyring")" "$(dirname "$sources")"
-  curl -fsSL --retry 3 "${TOOLKIT_REPO}/gpgkey" | gpg --batch --yes --dearmor -o "$keyring"
-  # shellcheck disable=SC2016  # $(ARCH) is apt's variable, written literally
-  printf 'deb [signed-by=%s] %s/stable/deb/$(ARCH) /\n' "$keyring" "$TOOLKIT_REPO" > "$sources"
-  chmod 0644 "$keyring" "$sources"  # apt reads them as an unprivileged user
+  local pin="${LLMNEST_ROOT:-}/etc/apt/preferences.d/nvidia-container-toolkit"
+  local key="${STATE_DIR}/toolkit-key" host=${2#*://}
+  host=${host%%/*}
+  log "installing the NVIDIA container toolkit from $2"
+  mkdir -p "$(dirname "$keyring")" "$(dirname "$sources")" "$(dirname "$pin")" "$STATE_DIR"
+  if curl -fsSL --retry 2 --connect-timeout 15 -o "$key" "$1" >>"$LOG_FILE" 2>&1 \
+      && gpg --batch --yes --dearmor -o "$keyring" < "$key" >>"$LOG_FILE" 2>&1; then
+    printf 'deb [signed-by=%s] %s /\n' "$keyring" "$2" > "$sources"
+    # the CUDA repository also holds drivers and fabric managers: take only the toolkit from it, so the
+    # driver and nvidia-fabricmanager stay Ubuntu's, of one version
+    printf '%s\n' "Package: ${TOOLKIT_PACKAGES}" "Pin: origin \"${host}\"" "Pin-Priority: 500" "" \
+      "Package: *" "Pin: origin \"${host}\"" "Pin-Priority: -1" > "$pin"
+    chmod 0644 "$keyring" "$sources" "$pin"  # apt reads them as an unprivileged user
+    APT_UPDATED=""
+    apt_install nvidia-container-toolkit && return 0
+  fi
+  log "$2 is not reachable from here; trying the next source"
+  rm -f "$sources" "$pin" "$key"
   APT_UPDATED=""
-  apt_install nvidia-container-toolkit
-  nvidia-ctk runtime configure --runtime=docker >>"$LOG_FILE" 2>&1
-  systemctl restart docker >>"$LOG_FILE" 2>&1
+  return 1
 }
 
 start_fabric_manager() {  # NVSwitch types: CUDA finds no usable GPU until the fabric manager runs
@@ -209,6 +233,18 @@ check_gpu() {
     fail "found ${count} GPU(s), this deployment needs ${GPUS_PER_NODE} per node"
   fi
   log "driver ok: ${count} GPU(s)"
+}
+
+mig_off() {  # ebmgn7/ebmgn7e may boot with MIG on; the engines need whole GPUs
+  [[ "$MIG_OFF" == 1 ]] || return 0
+  STEP="switch MIG off"
+  [[ "$(nvidia-smi --query-gpu=mig.mode.current --format=csv,noheader)" == *Enabled* ]] || return 0
+  log "MIG is on: switching it off on every GPU"
+  nvidia-smi -mig 0 >>"$LOG_FILE" 2>&1 || true
+  if [[ "$(nvidia-smi --query-gpu=mig.mode.current --format=csv,noheader)" == *Enabled* ]]; then
+    resume_after_reboot || fail "MIG stays on after nvidia-smi -mig 0 (it applies at a GPU reset): reboot the instance(s), then run llmnest restart ${CONTAINER}"
+  fi
+  log "MIG is off"
 }
 
 check_docker() {
@@ -275,31 +311,28 @@ fetch_weights() {
   fail "could not download ${MODEL_ID} from ModelScope after 3 attempts; does the instance reach the internet?"
 }
 
-mark_prepared() {  # the two-node roles that follow wait for this (a reboot may come in between)
+mark_prepared() {  # two nodes: the stack's Prepared wait condition counts one signal per node
   mkdir -p "$STATE_DIR"
   touch "${STATE_DIR}/prepared"
   log "host prepared"
+  signal SUCCESS "prepared" "$(hostname): driver, docker, ${IMAGE} and the weights are in place"
 }
 #@end
 
 #@part wait
-wait_prepared() {  # a later role: until this host's prepare step (perhaps resumed after a reboot) is done
-  STEP="wait for the host to be prepared"
-  local deadline=$((SECONDS + 3600))
-  while (( SECONDS < deadline )); do
-    [[ -e "${STATE_DIR}/prepared" ]] && return 0
-    if [[ -e "${STATE_DIR}/failed" ]]; then
-      fail "preparing the host failed: $(cat "${STATE_DIR}/failed")"
-    fi
-    sleep "$POLL_SECONDS"
-  done
-  fail "the host was not prepared within 3600 s; see ${LOG_FILE}"
+check_prepared() {  # a later role: the stack starts it once every node signalled prepared; the marker says so here
+  STEP="check that the host is prepared"
+  [[ -e "${STATE_DIR}/prepared" ]] && return 0
+  if [[ -e "${STATE_DIR}/failed" ]]; then
+    fail "preparing the host failed: $(cat "${STATE_DIR}/failed")"
+  fi
+  fail "this host is not prepared (no ${STATE_DIR}/prepared); see ${LOG_FILE}"
 }
 #@end
 
 #@part ray
 wait_ray_nodes() {  # N: until the Ray cluster has N nodes
-  local deadline=$((SECONDS + 900)) nodes
+  local deadline=$((SECONDS + RAY_WAIT)) nodes
   while (( SECONDS < deadline )); do
     nodes=$(docker exec "$CONTAINER" ray status 2>/dev/null | grep -c ' node_' || true)
     if (( nodes >= $1 )); then
@@ -308,7 +341,7 @@ wait_ray_nodes() {  # N: until the Ray cluster has N nodes
     fi
     sleep "$POLL_SECONDS"
   done
-  fail "the Ray cluster did not reach $1 node(s) in 900 s"
+  fail "the Ray cluster did not reach $1 node(s) in ${RAY_WAIT} s"
 }
 #@end
 

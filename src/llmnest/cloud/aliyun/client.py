@@ -178,7 +178,7 @@ class Cloud:
         return [
             {
                 "instance_id": r.get("InstanceId"),
-                "status": r.get("InvocationStatus") or r.get("InvokeRecordStatus"),
+                "status": r.get("InvocationStatus"),  # per instance: Pending, Running, Success, Failed, ...
                 "exit_code": r.get("ExitCode"),
                 "output": base64.b64decode(r.get("Output") or "").decode(errors="replace"),
                 "error": r.get("ErrorInfo") or "",

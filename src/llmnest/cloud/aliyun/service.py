@@ -20,9 +20,11 @@ from ...errors import BadInput, Conflict, LlmnestError, NotFound
 from ...probe import chat_once
 from ...spec import DeploymentSpec
 from . import bootstrap, preflight
+from .budget import role_timeout_s, stack_minutes
 from .client import DENIED, Cloud, policy_for_resource
-from .sizing import ready_timeout_s, resolve
-from .template import API_KEY_PATTERN, PASSWORD_PATTERN, masked, render_template, stack_parameters
+from .sizing import resolve
+from .template import (API_KEY_PATTERN, HEAD_GROUP, PASSWORD_PATTERN, WORKER_GROUP, masked, node_groups,
+                       render_template, stack_parameters)
 
 __all__ = ["deploy", "down", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
 
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 SKIP = re.compile(r"IN_PROGRESS$")
 STILL_WAITING_S = 300
 LOCKED_PLACEMENT = ("region", "zone", "instance_type", "nodes", "public", "vpc_id", "vswitch_id", "pay")
+# DescribeInvocationResults' InvocationStatus values before an instance's run has ended; every other
+# value (Success, Failed, Error, Timeout, Cancelled, Terminated, Invalid, Aborted, ...) is an end.
+NOT_ENDED = frozenset({"Pending", "Scheduled", "Running", "Stopping"})
+REBOOT_EXIT = 194  # the bootstrap asks Cloud Assistant to reboot the instance (the driver loads after it)
 
 
 def _poll_seconds() -> float:
@@ -114,7 +120,7 @@ def watch(cloud: Cloud, stack_id: str, name: str, total: int, say: Say,
         if busy and time.monotonic() - last_said >= STILL_WAITING_S:
             last_said = time.monotonic()
             minutes = (last_said - started) / 60
-            progress = peek() if "Nodes" not in busy else None
+            progress = peek() if not busy.keys() & {HEAD_GROUP, WORKER_GROUP} else None
             say(f"still creating after {minutes:.0f} min: {', '.join(busy)}; "
                 + (f"on the instance: {progress}" if progress else
                    f"the bootstrap downloads the weights and starts the engine (`llmnest logs {name}`)"))
@@ -147,8 +153,7 @@ def _create_recorded(cloud: Cloud, spec: DeploymentSpec, template: dict[str, Any
     first call made, or makes it), records the id and says how to follow or delete it.
     """
     def create() -> str:
-        stack_id = cloud.create_stack(stack_name(spec), template, values, ready_timeout_s(spec) // 60 + 30,
-                                      token)
+        stack_id = cloud.create_stack(stack_name(spec), template, values, stack_minutes(spec), token)
         state.update(spec.name, info={"stack_id": stack_id})
         return stack_id
 
@@ -285,35 +290,56 @@ def status(dep: state.Deployment) -> dict[str, Any]:
     return out
 
 
+def ended(result: dict[str, Any]) -> bool:
+    """Whether an instance's run has ended, from its InvocationStatus (an exit code may be reported
+    before the run ends)."""
+    return bool(result["status"]) and result["status"] not in NOT_ENDED
+
+
+def succeeded(result: dict[str, Any]) -> bool:
+    return result["status"] == "Success" and result["exit_code"] in (0, None)
+
+
 def _run_script(cloud: Cloud, instance_ids: list[str], script: str, name: str, timeout: int) -> list[dict[str, Any]]:
-    """Run a script through Cloud Assistant and wait for every instance's result."""
+    """Run a script through Cloud Assistant and wait until every instance's run has ended."""
     invoke_id = cloud.run_command(instance_ids, script, name, timeout)
     deadline = time.monotonic() + timeout + 60
     while time.monotonic() < deadline:
         results = cloud.invocation_results(invoke_id)
-        if results and all(r["exit_code"] is not None or r["status"] in {"Failed", "Timeout", "Cancelled"}
-                           for r in results):
+        if results and all(ended(r) for r in results):
             return results
         time.sleep(min(_poll_seconds(), 2.0))
     raise LlmnestError(f"Cloud Assistant invocation {invoke_id} did not finish in {timeout} s")
 
 
+def _how(result: dict[str, Any]) -> str:
+    code = result["exit_code"]
+    return f"{result['status']}, exit {code}" if code is not None else str(result["status"])
+
+
 def _nodes(dep: state.Deployment, cloud: Cloud) -> tuple[list[str], list[str]]:
-    """Instance ids and private IPs, node 0 first: from the state, else from the stack's instance
-    group (so logs work while the stack is still creating, or after it failed)."""
+    """Instance ids and private IPs, the head node first: from the state, else from the stack's
+    instance groups, one instance each (so logs work while the stack is still creating, or after it
+    failed). Each node's id and IP come from its own group, never matched across two lists."""
     ids, ips = _info(dep).instance_ids, _info(dep).private_ips
     if ids and ips:
         return ids, ips
     stack_id = _info(dep).stack_id
     if not stack_id:
         raise LlmnestError(f"{dep.name} has no stack; `llmnest down {dep.name}` forgets it")
-    try:
-        attrs = cloud.resource_attributes(stack_id, "Nodes")
-    except NotFound:
-        raise LlmnestError(f"the instances of {dep.name} are not created yet; see `llmnest status {dep.name}`") from None
-    ids, ips = list(attrs.get("InstanceIds") or []), list(attrs.get("PrivateIps") or [])
-    if not ids:
-        raise LlmnestError(f"the stack of {dep.name} reports no instances; see `llmnest status {dep.name}`")
+    ids, ips = [], []
+    for group in node_groups(dep.spec):
+        try:
+            attrs = cloud.resource_attributes(stack_id, group)
+        except NotFound:
+            raise LlmnestError(f"the instances of {dep.name} are not created yet; "
+                               f"see `llmnest status {dep.name}`") from None
+        group_ids, group_ips = list(attrs.get("InstanceIds") or []), list(attrs.get("PrivateIps") or [])
+        if len(group_ids) != 1 or len(group_ips) != 1:
+            raise LlmnestError(f"the stack of {dep.name} reports {len(group_ids)} instance(s) in {group}, not one; "
+                               f"see `llmnest status {dep.name}`")
+        ids += group_ids
+        ips += group_ips
     state.update(dep.name, info={"instance_ids": ids, "private_ips": ips})
     return ids, ips
 
@@ -325,8 +351,8 @@ def logs(dep: state.Deployment, tail: int) -> list[str]:
     ids, _ = _nodes(dep, cloud)
     results = _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-logs", 60)
     result = results[0]
-    if result["exit_code"] not in (0, None):
-        raise LlmnestError(f"reading the logs failed on {result['instance_id']} (exit {result['exit_code']}): "
+    if not succeeded(result):
+        raise LlmnestError(f"reading the logs failed on {result['instance_id']} ({_how(result)}): "
                            f"{(result['output'] or result['error']).strip().splitlines()[-1:]}")
     key = state.api_key(dep.name)
     lines = result["output"].splitlines()[-tail:]
@@ -364,12 +390,16 @@ def redeploy(dep: state.Deployment, new_spec: DeploymentSpec, say: Say) -> None:
     for role, targets in _role_targets(new, ids):
         say(f"running the bootstrap ({role}) on {', '.join(targets)}")
         script = bootstrap.run_command_script(new, role, key, head_ip, "true")
-        for result in _run_script(cloud, targets, script, f"llmnest-{dep.name}-{role}", ready_timeout_s(new)):
-            if result["exit_code"] != 0:
+        for result in _run_script(cloud, targets, script, f"llmnest-{dep.name}-{role}", role_timeout_s(new, role)):
+            if not succeeded(result):
                 tail = "\n".join(result["output"].strip().splitlines()[-20:])
                 state.update(dep.name, status="failed", last_error=f"redeploy failed at {role}")
-                raise LlmnestError(f"redeploy failed at {role} on {result['instance_id']} "
-                                   f"(exit {result['exit_code']})", detail=tail or result["error"])
+                if result["exit_code"] == REBOOT_EXIT:
+                    raise LlmnestError(f"{result['instance_id']} reboots to load the NVIDIA driver, so the redeploy "
+                                       f"stopped at {role}; once it is back, run `llmnest restart {dep.name}` (or the redeploy) again",
+                                       detail=tail or None)
+                raise LlmnestError(f"redeploy failed at {role} on {result['instance_id']} ({_how(result)})",
+                                   detail=tail or result["error"])
     state.update(dep.name, spec=new, status="ready", ready_at=time.time())
     say(f"{dep.name} redeployed: {new.served_model_name} answers again")
 

@@ -23,11 +23,9 @@ SYSTEM_BASE_GIB = 60  # OS, docker and an engine image (the CUDA images are 20-3
 MAX_DATA_DISK_GIB = 32768  # one ESSD data disk (ECS block storage limits)
 NVSWITCH_GPUS = ("A100-40G", "A100-80G", "H20")  # SXM GPUs: their 8-GPU types join them through NVSwitch
 # Types with eRDMA network cards: Alibaba Cloud PAI docs, "eRDMA: Use high-performance networks for
-# distributed training" (help/en/pai/user-guide/erdma-distributed-training-with-high-performance-networks)
+# distributed training" (help/en/pai/user-guide/erdma-distributed-training-with-high-performance-networks).
+# llmnest does not use eRDMA (docs/aliyun.md says why): NCCL runs over TCP on eth0 on every type.
 ERDMA_FAMILIES = ("ebmgn7v", "ebmgn8v", "ebmgn8is", "ebmgn8i", "gn8is")
-# NCCL over eRDMA, the variables the same page presets for these types
-ERDMA_NCCL_ENV = {"NCCL_IB_HCA": "erdma", "NCCL_IB_GID_INDEX": "1", "NCCL_IB_QPS_PER_CONNECTION": "8",
-                  "NCCL_MIN_NCHANNELS": "16", "NCCL_NET_PLUGIN": "none"}
 DEFAULT_BANDWIDTH_MBPS = 100  # pay by traffic: the cap costs nothing, outbound gigabytes do; inbound is free
 MAX_BANDWIDTH_MBPS = 200
 MAX_WAIT_S = 43200  # the longest a ROS WaitCondition waits
@@ -240,7 +238,7 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
         gpu_count=t.gpus * place.nodes,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
-        env={**CLOUD_ENV, **(ERDMA_NCCL_ENV if place.nodes > 1 and has_erdma(t) else {}), **spec.env},
+        env={**CLOUD_ENV, **spec.env},
         aliyun={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model),
                 "allow_cidr": allowed_cidr(place.allow_cidr)},
     )

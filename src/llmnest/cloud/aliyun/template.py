@@ -4,6 +4,13 @@ Network (new VPC + vSwitch, or the user's), a security group that opens the serv
 VPC and to --allow-cidr only, the GPU instance group, an API key (given as a NoEcho parameter, or
 generated in the stack by ALIYUN::RandomString), the bootstrap RunCommand(s), and a wait condition
 that the bootstrap signals once the model answers a real request, or with FAILURE and the log tail.
+
+Nothing that can reboot an instance runs as a synchronous RunCommand: the single node's bootstrap and
+the two-node `Prepare` run asynchronously (a driver that loads only after a reboot exits 194, Cloud
+Assistant reboots, a systemd unit resumes the script) and the stack waits on wait conditions the
+script signals: `Prepared` (one signal per node), then `Ready`. The head node is its own instance
+group (`Nodes`, one instance), the worker another (`Worker`), so its id and IP are named, not
+picked from two lists whose orders ROS does not promise to match.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from typing import Any
 
 from ...spec import DeploymentSpec
 from . import bootstrap
+from .budget import prepare_s, ready_wait_s, role_timeout_s
 from .images import OS_IMAGE_FAMILY
-from .sizing import MAX_SYSTEM_DISK_GIB, catalog_model, disks_gib, fitting_types, ready_timeout_s, resolve
+from .sizing import MAX_SYSTEM_DISK_GIB, catalog_model, disks_gib, fitting_types, resolve
 
 FORMAT_VERSION = "2015-09-01"
 NEW_VPC_CIDR = "192.168.0.0/16"
@@ -30,6 +38,7 @@ PASSWORD_PATTERN = (
 CIDR_PATTERN = r"^$|^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$"
 GENERATED_KEY_PREFIX = "sk-"
 SSH_PORT = 22
+HEAD_GROUP, WORKER_GROUP = "Nodes", "Worker"  # node 0 (the head; the only node of a single-node stack), node 1
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -48,8 +57,19 @@ def first(value: Any) -> dict[str, Any]:
     return {"Fn::Select": ["0", value]}
 
 
-def node(index: int) -> dict[str, Any]:
-    return {"Fn::Select": [str(index), getatt("Nodes", "InstanceIds")]}
+def node_groups(spec: DeploymentSpec) -> tuple[str, ...]:
+    """The instance groups of the stack, head first: one instance each."""
+    place = resolve(spec).aliyun
+    assert place is not None
+    return (HEAD_GROUP,) if place.nodes == 1 else (HEAD_GROUP, WORKER_GROUP)
+
+
+def instance_id(group: str) -> dict[str, Any]:
+    return first(getatt(group, "InstanceIds"))
+
+
+def private_ip(group: str) -> dict[str, Any]:
+    return first(getatt(group, "PrivateIps"))
 
 
 def _image_parameter(image_id: str | None) -> dict[str, Any]:
@@ -195,15 +215,16 @@ def _data_disk(spec: DeploymentSpec) -> dict[str, Any]:
     return {"DiskMappings": [{"Category": "cloud_essd", "Size": str(size), "DiskName": f"llmnest-{spec.name}-model"}]}
 
 
-def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any) -> dict[str, Any]:
+def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any, index: int) -> dict[str, Any]:
+    """Node `index`'s instance group (one instance)."""
     place = spec.aliyun
     assert place is not None
     no_value = ref("ALIYUN::NoValue")
     return {
         "Type": "ALIYUN::ECS::InstanceGroup",
         "Properties": {
-            "InstanceName": f"llmnest-{spec.name}",
-            "MaxAmount": place.nodes,
+            "InstanceName": f"llmnest-{spec.name}" + (f"-{index}" if place.nodes > 1 else ""),
+            "MaxAmount": 1,
             "InstanceType": ref("InstanceType"),
             **({"ImageId": ref("ImageId")} if place.image_id else {"ImageFamily": ref("ImageFamily")}),
             "ZoneId": ref("ZoneId"),
@@ -230,12 +251,13 @@ _KEY, _HEAD, _CURL = "\x00key\x00", "\x00head\x00", "\x00curl\x00"
 
 
 def command_content(spec: DeploymentSpec, role: str) -> dict[str, Any]:
-    """The RunCommand script for `role`: the preamble with stack values spliced in, then the body."""
+    """The RunCommand script for `role`: the preamble with stack values spliced in, then the body.
+    The two-node prepare role signals the Prepared wait condition; every other role, Ready."""
     text = bootstrap.run_command_script(spec, role, _KEY, _HEAD, _CURL)
     values = {
         "key": api_key_value(spec),
-        "head": first(getatt("Nodes", "PrivateIps")),
-        "curl": getatt("ReadyHandle", "CurlCli"),
+        "head": private_ip(HEAD_GROUP),
+        "curl": getatt("PreparedHandle" if role == "prepare" else "ReadyHandle", "CurlCli"),
     }
     parts: list[Any] = []
     for i, piece in enumerate(text.split("\x00")):
@@ -246,7 +268,8 @@ def command_content(spec: DeploymentSpec, role: str) -> dict[str, Any]:
     return join(*parts)
 
 
-def _run(spec: DeploymentSpec, role: str, targets: Any, *, sync: bool, timeout: int, after: str | None) -> dict:
+def _run(spec: DeploymentSpec, role: str, targets: Any, *, sync: bool, after: str | None) -> dict:
+    """A RunCommand; only roles that cannot reboot (they install nothing) run synchronously."""
     resource: dict[str, Any] = {
         "Type": "ALIYUN::ECS::RunCommand",
         "Properties": {
@@ -255,7 +278,7 @@ def _run(spec: DeploymentSpec, role: str, targets: Any, *, sync: bool, timeout: 
             "InstanceIds": targets,
             "CommandContent": command_content(spec, role),
             "Sync": sync,
-            "Timeout": timeout,
+            "Timeout": role_timeout_s(spec, role),
         },
     }
     if after:
@@ -264,20 +287,28 @@ def _run(spec: DeploymentSpec, role: str, targets: Any, *, sync: bool, timeout: 
 
 
 def _bootstrap_resources(spec: DeploymentSpec) -> tuple[dict[str, Any], str]:
-    """RunCommand resources in start-up order; returns them and the one the wait condition follows."""
-    long = ready_timeout_s(spec)
+    """RunCommand resources (and the two-node Prepared wait) in start-up order; returns them and the
+    one the Ready wait condition follows."""
     roles = bootstrap.roles(spec)
-    everyone = getatt("Nodes", "InstanceIds")
+    head, worker = [instance_id(HEAD_GROUP)], [instance_id(WORKER_GROUP)]
     if roles == bootstrap.ROLES_SINGLE:
-        return {"Bootstrap": _run(spec, "single", everyone, sync=False, timeout=long, after=None)}, "Bootstrap"
-    steps: dict[str, Any] = {"Prepare": _run(spec, "prepare", everyone, sync=True, timeout=long, after=None)}
+        return {"Bootstrap": _run(spec, "single", head, sync=False, after=None)}, "Bootstrap"
+    steps: dict[str, Any] = {
+        "PreparedHandle": {"Type": "ALIYUN::ROS::WaitConditionHandle"},
+        "Prepare": _run(spec, "prepare", head + worker, sync=False, after=None),
+        "Prepared": {
+            "Type": "ALIYUN::ROS::WaitCondition",
+            "DependsOn": ["Prepare"],
+            "Properties": {"Handle": ref("PreparedHandle"), "Count": 2, "Timeout": prepare_s(spec)},
+        },
+    }
     if spec.engine == "sglang":
-        steps["WorkerStart"] = _run(spec, "sglang-worker", [node(1)], sync=True, timeout=900, after="Prepare")
-        steps["Serve"] = _run(spec, "sglang-head", [node(0)], sync=False, timeout=long, after="WorkerStart")
+        steps["WorkerStart"] = _run(spec, "sglang-worker", worker, sync=True, after="Prepared")
+        steps["Serve"] = _run(spec, "sglang-head", head, sync=False, after="WorkerStart")
     else:
-        steps["RayHead"] = _run(spec, "ray-head", [node(0)], sync=True, timeout=900, after="Prepare")
-        steps["RayWorker"] = _run(spec, "ray-worker", [node(1)], sync=True, timeout=1200, after="RayHead")
-        steps["Serve"] = _run(spec, "serve", [node(0)], sync=False, timeout=long, after="RayWorker")
+        steps["RayHead"] = _run(spec, "ray-head", head, sync=True, after="Prepared")
+        steps["RayWorker"] = _run(spec, "ray-worker", worker, sync=True, after="RayHead")
+        steps["Serve"] = _run(spec, "serve", head, sync=False, after="RayWorker")
     return steps, "Serve"
 
 
@@ -292,15 +323,16 @@ def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
     place = spec.aliyun
     assert place is not None
     port = f":{spec.port}/v1"
-    private = join("http://", first(getatt("Nodes", "PrivateIps")), port)
+    private = join("http://", private_ip(HEAD_GROUP), port)
     outputs: dict[str, Any] = {
-        "InstanceIds": {"Description": "ECS instances (node 0 first)", "Value": getatt("Nodes", "InstanceIds")},
+        "InstanceIds": {"Description": "ECS instances (the head node first)",
+                        "Value": [instance_id(group) for group in node_groups(spec)]},
         "PrivateEndpoint": {"Description": "OpenAI base URL inside the VPC", "Value": private},
         "PrivateCurl": {"Description": "Example request from inside the VPC (export API_KEY first)",
                         "Value": curl_example(spec, private)},
     }
     if place.public:
-        public = join("http://", first(getatt("Nodes", "PublicIps")), port)
+        public = join("http://", first(getatt(HEAD_GROUP, "PublicIps")), port)
         outputs["PublicEndpoint"] = {"Description": "OpenAI base URL from --allow-cidr", "Value": public,
                                      "Condition": "HasPublicIp"}
         outputs["PublicCurl"] = {"Description": "Example request from the internet (export API_KEY first)",
@@ -323,7 +355,7 @@ def render_template(spec: DeploymentSpec) -> dict[str, Any]:
             "Properties": {"VpcId": vpc, "SecurityGroupName": f"llmnest-{spec.name}",
                            "SecurityGroupIngress": _ingress(spec)},
         },
-        "Nodes": _instances(spec, vpc, vswitch),
+        **{group: _instances(spec, vpc, vswitch, i) for i, group in enumerate(node_groups(spec))},
         "ReadyHandle": {"Type": "ALIYUN::ROS::WaitConditionHandle"},
     }
     if spec.api_key_enabled:
@@ -338,7 +370,7 @@ def render_template(spec: DeploymentSpec) -> dict[str, Any]:
     resources["Ready"] = {
         "Type": "ALIYUN::ROS::WaitCondition",
         "DependsOn": [last],
-        "Properties": {"Handle": ref("ReadyHandle"), "Count": 1, "Timeout": ready_timeout_s(spec)},
+        "Properties": {"Handle": ref("ReadyHandle"), "Count": 1, "Timeout": ready_wait_s(spec)},
     }
     template = {
         "ROSTemplateFormatVersion": FORMAT_VERSION,
