@@ -40,6 +40,7 @@ def create_app(token: str) -> Guard:
         Route("/", deployments.index),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/api/deployments", deployments.rows_json),
+        Route("/api/deployments/{name}/metrics", deployments.metrics_json),
         Route("/deployments/{name}", deployments.detail),
         Route("/deployments/{name}/logs", deployments.logs_page),
         Route("/deployments/{name}/logs/stream", deployments.logs_stream),

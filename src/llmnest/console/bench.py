@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,13 @@ def _check(form: dict[str, str]) -> None:
 
 
 def _bench(job: Job, argv: list[str], out: Path) -> None:
+    from .. import state
+    from .console_key import key_for
+
+    key = key_for(state.get(argv[0]))  # the console's own key behind the gateway (in the environment, not argv)
+    env = {**os.environ, **({"LLMNEST_BENCH_API_KEY": key} if key else {})}
     proc = subprocess.Popen([sys.executable, "-m", "llmnest.console.bench_worker", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, errors="replace")
+                            stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     assert proc.stderr is not None and proc.stdout is not None
     notes: list[str] = []
     for line in proc.stderr:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .. import lifecycle, state
 from ..errors import BadInput, LlmnestError
+from .console_key import key_for
 from .web import call, http_status, render
 
 MAX_TOKENS_LIMIT = 32768
@@ -47,7 +48,7 @@ def _request(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any], str
             for m in messages):
         raise BadInput("messages must be a non-empty list of {role, content}; type a prompt")
     dep = state.get(state.resolve_name(body.get("deployment") or None))
-    key = state.api_key(dep.name)
+    key = key_for(dep)
     eps = lifecycle.endpoints(dep, key)
     if not eps:
         raise BadInput(f"{dep.name} has no endpoint yet (status {dep.status}); see its page")

@@ -53,30 +53,68 @@ function liveStatus() {
   }, 3000);
 }
 
-// The engine log over server-sent events, with search; EventSource reconnects by itself and the
-// server starts again with "reset" and the tail, so a reconnect resumes the view.
+// A log over server-sent events, with search and a match count; health checks hidden unless asked for,
+// levels coloured, the lines shown downloadable. EventSource reconnects by itself and the server starts
+// again with "reset" and the tail, so a reconnect resumes the view.
+const HEALTH = /\b(GET|HEAD) \/(health|ping|metrics)\b/;
+const LEVEL = /\b(ERROR|CRITICAL|FATAL|Traceback|WARNING|WARN|INFO|DEBUG)\b/;
+const LEVEL_CLASS = { ERROR: "error", CRITICAL: "error", FATAL: "error", Traceback: "error", WARNING: "warn", WARN: "warn", INFO: "info", DEBUG: "debug" };
 function liveLog() {
   const pre = $("#log");
   if (!pre) return;
   let lines = [];
-  const search = $("#log-search"), follow = $("#log-follow"), state = $("#log-state");
-  const draw = () => {
+  const search = $("#log-search"), follow = $("#log-follow"), state = $("#log-state"), health = $("#log-health"), count = $("#log-count");
+  const shownLines = () => {
     const q = search.value.trim().toLowerCase();
-    const shown = q ? lines.filter((l) => l.toLowerCase().includes(q)) : lines;
+    return lines.filter((l) => (health.checked || !HEALTH.test(l)) && (!q || l.toLowerCase().includes(q)));
+  };
+  const draw = () => {
+    const q = search.value.trim();
+    const shown = shownLines();
+    const re = q ? new RegExp(q.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "gi") : null;
     pre.innerHTML = shown.map((l) => {
-      const e = esc(l);
-      if (!q) return e;
-      return e.replace(new RegExp(q.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "gi"), (m) => `<mark>${m}</mark>`);
+      let e = esc(l);
+      if (re) e = e.replace(re, (m) => `<mark>${m}</mark>`);
+      const level = LEVEL.exec(l);
+      return level ? `<span class="lv-${LEVEL_CLASS[level[1]]}">${e}</span>` : e;
     }).join("\n");
+    const hidden = health.checked ? 0 : lines.filter((l) => HEALTH.test(l)).length;
+    count.textContent = (q ? `${shown.length} matching of ${lines.length} lines` : `${lines.length} lines`) +
+      (hidden ? ` (${hidden} health checks hidden)` : "");
     if (follow.checked) pre.scrollTop = pre.scrollHeight;
   };
   search.addEventListener("input", draw);
+  health.addEventListener("change", draw);
+  $("#log-download").addEventListener("click", () => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([shownLines().join("\n") + "\n"], { type: "text/plain" }));
+    a.download = pre.dataset.file; a.click();
+  });
   const source = new EventSource(pre.dataset.stream);
   source.addEventListener("reset", () => { lines = []; draw(); state.textContent = "live"; });
   source.addEventListener("lines", (ev) => { lines = lines.concat(JSON.parse(ev.data)).slice(-5000); draw(); });
   source.addEventListener("end", (ev) => { state.textContent = JSON.parse(ev.data); source.close(); });
   source.addEventListener("failure", (ev) => { state.textContent = "error: " + JSON.parse(ev.data); source.close(); });
   source.onerror = () => { state.textContent = "reconnecting…"; };
+}
+
+// A deployment's live figures (requests/s, tokens/s, queue, KV cache), read every 3 s.
+function liveMetrics() {
+  const box = $("#live");
+  if (!box) return;
+  const put = (k, text) => { $(`[data-m="${k}"]`, box).textContent = text; };
+  const fmt = (v, unit) => (v === null || v === undefined ? "–" : `${v} ${unit}`);
+  const read = async () => {
+    try {
+      const m = await (await fetch(box.dataset.src)).json();
+      if (m.error) return;
+      put("req_per_s", fmt(m.req_per_s, "/s"));
+      put("tok_per_s", fmt(m.tok_per_s, "tokens/s"));
+      put("queue", m.running === null && m.waiting === null ? "–" : `${m.running ?? "–"} / ${m.waiting ?? "–"}`);
+      put("kv_cache", fmt(m.kv_cache_pct, "%"));
+    } catch (e) { /* keep the last figures */ }
+  };
+  read(); setInterval(read, 3000);
 }
 
 // A running job's page polls its state and reloads once it ends (then shows the result or the error).
@@ -200,4 +238,4 @@ function playground() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => { liveTable(); liveStatus(); liveLog(); liveJob(); deployForm(); playground(); });
+document.addEventListener("DOMContentLoaded", () => { liveTable(); liveStatus(); liveLog(); liveMetrics(); liveJob(); deployForm(); playground(); });
