@@ -17,6 +17,7 @@ from ..spec import parse_sets
 from ..targets import Context
 from ..targets.base import DEFAULT_TIMEOUT
 from . import render
+from .invocation import program
 from .output import console, err, handle_errors, print_json, say
 
 MODEL_HELP = "Catalog name (see `llmnest models`) or a local model directory. Default: the embedded demo model."
@@ -58,7 +59,7 @@ def _print_ready(created: Any, json_out: bool) -> None:
         print_json({**info, "seconds_to_ready": round(created.seconds, 1)})
         return
     console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]\n")
-    console.print(render.endpoint_text(info), markup=False)
+    console.print(render.endpoint_text(info, program()), markup=False)
 
 
 @handle_errors
