@@ -249,7 +249,9 @@ async def job_page(request: Request) -> Response:
     if job is None:
         return render(request, "error.html", 404, message="no such job; jobs live as long as the console process")
     secret = job.take_secret() if job.state == "done" else None
-    return render(request, "job.html", job=job.view(), secret=secret)
+    view = job.view()
+    exists = bool(view.get("deployment")) and view["deployment"] in await call(state.names)
+    return render(request, "job.html", job=view, secret=secret, exists=exists)
 
 
 async def job_json(request: Request) -> Response:
