@@ -23,7 +23,7 @@ SECURITY_HEADERS = [
                                  b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),  # the login URL carries the token
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts send `Origin: null`
 ]
 
 
