@@ -217,6 +217,8 @@ async def logs_stream(request: Request) -> Response:
             lines.put(("end", "the log ends here" if not follow else "the log was closed"))
         except LlmnestError as exc:
             lines.put(("failure", exc.message))
+        except OSError as exc:  # no log yet (never started), or unreadable
+            lines.put(("failure", f"cannot read the log: {exc.strerror}: {exc.filename}"))
 
     threading.Thread(target=read, daemon=True, name=f"console-logs-{name}").start()
 
