@@ -136,7 +136,7 @@ def test_console_end_to_end(stack, page) -> None:
 
     page.goto(f"{base}/deployments/{NAME}")
     expect(page.locator("h1")).to_contain_text(NAME)
-    expect(page.get_by_text("KV cache")).to_be_visible()
+    expect(page.get_by_text("KV cache", exact=True)).to_be_visible()
     assert secret_of_demo not in page.content()  # the key is never shown after creation
     shot(page, "06-deployment")
 

@@ -20,7 +20,7 @@ from ..host import check_host
 from ..spec import parse_sets
 from ..targets import Context
 from .jobs import Job
-from .web import call, field_of, http_status, render
+from .web import call, field_of, http_status, in_page_words, render
 
 FIELDS = {"sets": ("--set",), "port": ("--port",), "max_model_len": ("--max-model-len", "max_model_len", "max-model-len"),
           "name": ("--name",), "engine": ("--engine", "engine"), "runtime": ("--runtime", "runtime"),
@@ -41,10 +41,9 @@ NUMBERS = {"port": ("Port", 1, 65535), "replicas": ("Replicas", 1, 16), "max_mod
 
 def page_words(message: str) -> str:
     """A CLI error line in the page's words: `pass --port` reads `change Port`."""
-    for flag, label in PAGE_WORDS.items():
-        message = re.sub(rf"(pass |pick another |give )?(?<![\w-]){re.escape(flag)}(?![\w-])",
-                         lambda m, label=label: ("change " if m.group(1) else "") + label, message)
-    return message
+    for flag in PAGE_WORDS:
+        message = re.sub(rf"\b(pass|pick another|give) (?={re.escape(flag)}(?![\w-]))", "change ", message)
+    return in_page_words(message, PAGE_WORDS)
 
 
 def _int(form: dict[str, str], key: str) -> int | None:

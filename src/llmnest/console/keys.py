@@ -14,12 +14,15 @@ from ..errors import LlmnestError
 from .charts import bar_chart, column_chart
 from .console_key import NAME as CONSOLE_KEY
 from .console_key import users_of_default
-from .web import call, field_of, http_status, render
+from .web import call, field_of, http_status, in_page_words, render
 
 KEY_FIELDS = {"name": ("key name", "name"), "models": ("--models",), "rpm": ("--rpm",), "tpm": ("--tpm",),
               "max_concurrency": ("--max-concurrency",), "token_budget": ("--token-budget",),
               "budget_period": ("--budget-period",), "expires": ("--expires",)}
 LIMITS = ("rpm", "tpm", "max_concurrency", "token_budget")
+KEY_LABELS = {"--models": "Models", "--rpm": "Requests / minute", "--tpm": "Tokens / minute",
+              "--max-concurrency": "Max concurrency", "--token-budget": "Token budget",
+              "--budget-period": "Budget period", "--expires": "Expires"}
 
 
 def _database() -> Any:
@@ -90,7 +93,7 @@ async def create(request: Request) -> Response:
     try:
         secret = await call(_create, form)
     except LlmnestError as exc:
-        return await page(request, status=http_status(exc), form=form, error=exc.message,
+        return await page(request, status=http_status(exc), form=form, error=in_page_words(exc.message, KEY_LABELS),
                           field=field_of(exc.message, KEY_FIELDS) or "name")
     return await page(request, secret=secret, created=form.get("name", "").strip())
 
@@ -110,8 +113,8 @@ async def edit(request: Request) -> Response:
     try:
         await call(_update, name, form)
     except LlmnestError as exc:
-        return render(request, "key_edit.html", http_status(exc), name=name, form=form, error=exc.message,
-                      field=field_of(exc.message, KEY_FIELDS))
+        return render(request, "key_edit.html", http_status(exc), name=name, form=form,
+                      error=in_page_words(exc.message, KEY_LABELS), field=field_of(exc.message, KEY_FIELDS))
     return RedirectResponse("/keys", status_code=303)
 
 

@@ -101,7 +101,7 @@ def test_key_form_bad_input_is_one_line_next_to_the_field(client) -> None:
     csrf = csrf_of(client.get("/keys").text)
     resp = client.post("/keys/create", data={"name": "dave", "rpm": "abc", "csrf": csrf})
     assert resp.status_code == 400
-    assert "error: --rpm must be a positive whole number, not &#39;abc&#39;" in resp.text
+    assert "error: Requests / minute must be a positive whole number, not &#39;abc&#39;" in resp.text
     assert re.search(r'name="rpm"[^>]*class="invalid"', resp.text)
     bad_name = client.post("/keys/create", data={"name": "no spaces", "csrf": csrf})
     assert bad_name.status_code == 400 and re.search(r'name="name"[^>]*class="invalid"', bad_name.text)
