@@ -74,6 +74,7 @@ def page(stack):
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
         pg.set_default_timeout(60_000)
         yield pg
+        pg.screenshot(path=str(SHOTS / "zz-last-page.png"), full_page=True)  # where a failure left it
         browser.close()
 
 
