@@ -21,7 +21,7 @@ from typing import Any
 from .. import state
 from ..build import UpRequest, build_spec, new_api_key
 from ..catalog import CatalogModel, demo_model, find_model, get_model
-from ..endpoints import local_endpoints
+from ..endpoints import local_endpoints, reach_url
 from ..errors import BadInput, Conflict, LlmnestError
 from ..examples import Endpoint
 from ..gateway.upstreams import Upstream
@@ -135,6 +135,42 @@ def _file_lines(path: Path, tail: int, follow: bool) -> Iterator[str]:
 def _key_files(name: str) -> dict[Path, str | None]:
     """The deployment's key files as they are (None: absent), to put back after a failed redeploy."""
     return {p: p.read_text() if p.is_file() else None for p in (state.key_path(name), state.engine_key_path(name))}
+
+
+def _key_usable(key: str) -> bool:
+    """The gateway takes this key now (not revoked, not expired)."""
+    from ..gateway import keys
+    from ..gateway.db import Database
+
+    db = Database(None)
+    try:
+        found = keys.authenticate(db, key)
+    finally:
+        db.close()
+    return found is not None and found.problem() is None
+
+
+def _wait_routed(dep: state.Deployment, ctx: Context) -> None:
+    """Until the gateway reports a healthy replica of the deployment's model on its /metrics (read from
+    loopback, no key needed): for a deployment whose own key can no longer be used to ask it."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = reach_url(dep.spec.host, dep.spec.port).removesuffix("/v1") + "/metrics"
+    deadline = time.monotonic() + max(ctx.timeout, 60)
+    while True:
+        try:
+            text = httpx.get(url, timeout=5).text
+            if any(s.value == 1 and s.labels.get("model") == dep.spec.served_model_name
+                   for f in text_string_to_metric_families(text) if f.name == "llmnest_replica_up" for s in f.samples):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise LlmnestError(f"the engines answer but the gateway on port {dep.spec.port} does not route to them; "
+                               f"see {gateway_log_path(dep.spec.port)}")
+        ctx.on_phase("starting gateway", "gateway: waiting for it to see a ready replica")
+        time.sleep(0.5)
 
 
 def replica_units(spec: DeploymentSpec) -> list[state.Unit]:
@@ -259,7 +295,10 @@ class LocalTarget(Target):
         if dep.spec.gateway:
             key = state.api_key(name)
             assert key is not None, "a deployment behind the gateway has a key"
-            local_gateway.wait_answers(dep, key, ctx)
+            if _key_usable(key):
+                local_gateway.wait_answers(dep, key, ctx)
+            else:  # its key was revoked (e.g. `default` on the Keys page): the gateway's own view of the replicas
+                _wait_routed(dep, ctx)
         return dep
 
     def _stop(self, dep: state.Deployment, grace: float = 30) -> None:
