@@ -45,13 +45,13 @@ def column_chart(title: str, columns: Sequence[tuple[str, dict[str, int]]], ever
     and the top of the scale written on the axis."""
     series = list(dict.fromkeys(k for _, parts in columns for k in parts))
     top = max((sum(p.values()) for _, p in columns), default=0) or 1
-    width, height, left, bottom, plot_top = 760, 240, 48, 40, 30
+    width, height, left, right, bottom, plot_top = 760, 240, 48, 60, 40, 30  # right: room for the last label
     span_h = height - bottom - plot_top
-    step = (width - left - 10) / max(len(columns), 1)
+    step = (width - left - right) / max(len(columns), 1)
     out = [(f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
             f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'),
            f'<text x="0" y="16" class="chart-title">{escape(title)}</text>',
-           f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
+           f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#999"/>',
            f'<text x="{left - 6}" y="{plot_top + 4}" text-anchor="end">{top:,}</text>',
            f'<text x="{left - 6}" y="{height - bottom}" text-anchor="end">0</text>']
     x = left + 8 * len(title) + 20
