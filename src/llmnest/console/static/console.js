@@ -225,10 +225,10 @@ function playground() {
     const msg = document.createElement("div");
     msg.className = "msg " + role;
     msg.innerHTML = role === "user"
-      ? `<div class="who">you</div><div class="text"></div>`
+      ? `<div class="who">you</div><div class="text"></div><div class="msg-tools"><button type="button" class="quiet small edit">Edit</button></div>`
       : `<div class="who"></div><details class="reasoning-box" hidden><summary>reasoning</summary><div class="reasoning"></div></details>` +
         `<div class="answer md"></div><div class="figures"></div><div class="msg-tools"><button type="button" class="quiet small copy-answer">Copy</button> <button type="button" class="quiet small regenerate">Regenerate</button></div>`;
-    if (role === "user") $(".text", msg).textContent = text;
+    if (role === "user") { $(".text", msg).textContent = text; $(".edit", msg).addEventListener("click", () => edit(text)); }
     else {
       $(".who", msg).textContent = $(".deployment", p.el).value;
       if (text) renderMarkdown($(".answer", msg), text);
@@ -243,9 +243,24 @@ function playground() {
   const cutOff = () => { const s = document.createElement("span"); s.className = "cut-off"; s.textContent = "cut off: max tokens reached"; return s; };
   const busy = (on) => { send.disabled = on; stop.hidden = !on; };
   const lastTools = () => panes.forEach((p) => {
-    const answers = $$(".msg.assistant", p.el);
+    const answers = $$(".msg.assistant", p.el), asked = $$(".msg.user", p.el);
     answers.forEach((m, i) => { $(".regenerate", m).hidden = i !== answers.length - 1; });
+    asked.forEach((m, i) => { $(".edit", m).hidden = i !== asked.length - 1; });
   });
+
+  // Edit the last prompt: that turn leaves every pane, its text goes back to the box to change and send.
+  function edit(text) {
+    if (panes.some((p) => p.controller)) return;
+    panes.forEach((p) => {
+      const asked = p.history.map((m) => m.role).lastIndexOf("user");
+      if (asked < 0 || p.history[asked].content !== text) return;
+      p.history.splice(asked);
+      const bubbles = $$(".msg", p.el), at = bubbles.map((m) => m.classList.contains("user")).lastIndexOf(true);
+      bubbles.slice(at).forEach((m) => m.remove());
+    });
+    prompt.value = text; prompt.focus();
+    lastTools();
+  }
 
   async function run(p) {
     const msg = bubble(p, "assistant", "");
