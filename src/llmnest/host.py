@@ -8,6 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 
+from .errors import BadInput
+
 
 @dataclass(frozen=True)
 class Gpu:
@@ -56,6 +58,23 @@ def _docker_engine() -> bool:
 def host_facts() -> HostFacts:
     """GPUs from nvidia-smi and whether a docker engine answers (cached for the process)."""
     return HostFacts(gpus=_nvidia_gpus(), has_docker_engine=_docker_engine())
+
+
+def check_host(host: str) -> None:
+    """The address can be listened on here (an address of this machine, 0.0.0.0 or ::), else bad input."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        infos = []
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            try:
+                sock.bind((address[0], 0))
+                return
+            except OSError:
+                continue
+    raise BadInput(f"--host {host} is not an address of this machine; use 127.0.0.1 (this machine only) "
+                   "or 0.0.0.0 (every network interface)")
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -138,20 +138,25 @@ def apply_sets(spec: DeploymentSpec, sets: dict[str, str]) -> DeploymentSpec:
 
     Keys naming a spec field (dashes or underscores) set that field, typed and validated; `env.NAME`
     sets an environment variable; any other key becomes an engine flag (`enable-prefix-caching=true`
-    gives `--enable-prefix-caching`).
+    gives `--enable-prefix-caching`). An empty value removes that variable or flag (`flag=`).
     """
     data: dict[str, Any] = spec.model_dump()
     for raw_key, value in sets.items():
         key = raw_key.replace("-", "_")
         if raw_key.startswith("env."):
-            data["env"] = {**data["env"], raw_key[4:]: value}
+            data["env"] = _with(data["env"], raw_key[4:], value)
         elif key in LOCKED_FIELDS:
             raise BadInput(f"--set cannot change {key!r}; create a new deployment instead (`llmnest up MODEL`)")
         elif key in SPEC_FIELDS:
             data[key] = None if value.lower() in {"", "none", "null"} else _scalar(value)
         else:
-            data["engine_args"] = {**data["engine_args"], raw_key.replace("_", "-"): value}
+            data["engine_args"] = _with(data["engine_args"], raw_key.replace("_", "-"), value)
     return validated(data)
+
+
+def _with(mapping: dict[str, str], key: str, value: str) -> dict[str, str]:
+    """`mapping` with key set to value, or without key when value is empty."""
+    return {**{k: v for k, v in mapping.items() if k != key}, **({key: value} if value else {})}
 
 
 def validated(data: dict[str, Any]) -> DeploymentSpec:

@@ -17,10 +17,12 @@ from ..spec import parse_sets
 from ..targets import Context
 from ..targets.base import DEFAULT_TIMEOUT
 from . import render
+from .invocation import program
 from .output import console, err, handle_errors, print_json, say
 
 MODEL_HELP = "Catalog name (see `llmnest models`) or a local model directory. Default: the embedded demo model."
-SET_HELP = "KEY=VALUE: a spec field (max_model_len, gpu_memory_utilization, enforce_eager, ...), env.NAME, or any engine flag."
+SET_HELP = ("KEY=VALUE: a spec field (max_model_len, gpu_memory_utilization, enforce_eager, ...), env.NAME, or any "
+            "engine flag; KEY= removes that flag or variable.")
 NAME_HELP = "Deployment (default: the only one)."
 
 
@@ -58,7 +60,7 @@ def _print_ready(created: Any, json_out: bool) -> None:
         print_json({**info, "seconds_to_ready": round(created.seconds, 1)})
         return
     console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]\n")
-    console.print(render.endpoint_text(info), markup=False)
+    console.print(render.endpoint_text(info, program()), markup=False)
 
 
 @handle_errors
@@ -220,7 +222,7 @@ def redeploy(
     force: bool = typer.Option(False, "--force", help="Redeploy even when the memory plan says it does not fit."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Change parameters and redeploy: same name, same API key; the old engine stops only once the new spec is valid."""
+    """Change parameters and redeploy: same name, same API key; a new spec that does not answer puts the old one back."""
     with PhaseView() as view:
         created = lifecycle.redeploy(name, parse_sets(sets), _context(view, timeout=timeout, force=force))
     _print_ready(created, json_out)

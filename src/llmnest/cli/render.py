@@ -23,8 +23,9 @@ def ready_line(summary: dict[str, Any], seconds: float) -> str:
     return f"✓ {summary['name']} answers ({summary['engine']}, {summary['where']}, {seconds:.0f} s)"
 
 
-def endpoint_text(summary: dict[str, Any]) -> str:
-    """The block a person pastes from: endpoints, key, curl, Python, Chatbox, next commands."""
+def endpoint_text(summary: dict[str, Any], program: str = "llmnest") -> str:
+    """The block a person pastes from: endpoints, key, curl, Python, Chatbox, next commands (run as
+    `program`, the way this llmnest is reached from here)."""
     eps = [Endpoint(e["base_url"], e["api_key"], e["model"], e["label"]) for e in summary["endpoints"]]
     out = [f"  {'Endpoint (' + e.label + ')':<22} {e.base_url}" for e in eps]
     label = "API key (default)" if summary.get("gateway") else "API key"
@@ -37,10 +38,11 @@ def endpoint_text(summary: dict[str, Any]) -> str:
         out += [f"  {k:<15} {v}" for k, v in chatbox_settings(ep).items()]
     name = summary["name"]
     logs = "-f" if summary["follow_logs"] else "--tail 100"
-    out += ["", f"Operate: llmnest status {name} | logs {name} {logs} | show {name} --as script | "
+    out += ["", f"Operate: {program} status {name} | logs {name} {logs} | show {name} --as script | "
                 f"redeploy {name} --set KEY=VALUE | bench {name} | down {name}"]
     if summary.get("gateway"):
-        out += ["Team:    llmnest keys create NAME (a key per person or app, with limits) | keys ls | usage --by key"]
+        out += [f"Team:    {program} keys create NAME (a key per person or app, with limits) | keys ls | usage --by key"]
+    out += [f"Console: {program} console (prints a URL to open in a browser: deployments, chat, logs, keys, usage)"]
     return "\n".join(out)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -20,6 +20,10 @@ def _login_page(next_path: str, message: str) -> bytes:
     return page.encode()
 
 
+async def favicon(request: Request) -> Response:
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
+
+
 def create_app(token: str) -> Guard:
     """The console for `token` (see auth.load_or_create_token); wrap order: guard, then the routes."""
 
@@ -33,13 +37,15 @@ def create_app(token: str) -> Guard:
             return Response(_login_page(next_path, "That token is not this console's."), status_code=401,
                             media_type="text/html")
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(auth.COOKIE, auth.session_value(token), httponly=True, samesite="strict")
+        response.headers.append("set-cookie", auth.session_cookie(auth.session_value(token)))
         return response
 
     app = Starlette(routes=[
         Route("/", deployments.index),
         Route("/login", login, methods=["GET", "POST"]),
+        Route("/favicon.ico", favicon),
         Route("/api/deployments", deployments.rows_json),
+        Route("/api/deployments/{name}/metrics", deployments.metrics_json),
         Route("/deployments/{name}", deployments.detail),
         Route("/deployments/{name}/logs", deployments.logs_page),
         Route("/deployments/{name}/logs/stream", deployments.logs_stream),
@@ -50,6 +56,8 @@ def create_app(token: str) -> Guard:
         Route("/deploy/plan", deploy.plan, methods=["POST"]),
         Route("/playground", playground.page),
         Route("/api/chat", playground.chat, methods=["POST"]),
+        Route("/api/conversations", playground.conversations_api, methods=["GET", "POST"]),
+        Route("/api/conversations/{conv_id}", playground.conversation_api, methods=["GET", "PUT", "DELETE"]),
         Route("/keys", keys.page),
         Route("/keys/create", keys.create, methods=["POST"]),
         Route("/keys/{name}/revoke", keys.revoke, methods=["POST"]),

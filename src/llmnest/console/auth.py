@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from pathlib import Path
 
 from ..home import home, write_secret
@@ -13,6 +14,7 @@ from ..home import home, write_secret
 COOKIE = "llmnest_console"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
+SESSION_SECONDS = 12 * 3600  # a login lasts a working day; then the token URL or the form again
 
 
 def token_path() -> Path:
@@ -34,9 +36,23 @@ def _derive(token: str, purpose: str) -> str:
     return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
 
-def session_value(token: str) -> str:
-    """What the cookie holds: derived from the token, so the token itself never sits in a cookie."""
-    return _derive(token, "session")
+def session_value(token: str, issued: float | None = None) -> str:
+    """What the cookie holds: when it was issued and a MAC of that time under the token (the token itself
+    never sits in a cookie, and a stolen cookie stops working after SESSION_SECONDS)."""
+    stamp = str(int(issued if issued is not None else time.time()))
+    return f"{stamp}.{_derive(token, 'session:' + stamp)}"
+
+
+def session_ok(given: str | None, token: str, now: float | None = None) -> bool:
+    """A cookie this console issued less than SESSION_SECONDS ago."""
+    stamp, _, _mac = (given or "").partition(".")
+    if not stamp.isdigit() or not 0 <= (now if now is not None else time.time()) - int(stamp) < SESSION_SECONDS:
+        return False
+    return same(given, session_value(token, int(stamp)))
+
+
+def session_cookie(value: str) -> str:
+    return f"{COOKIE}={value}; Path=/; Max-Age={SESSION_SECONDS}; HttpOnly; SameSite=Strict"
 
 
 def csrf_value(token: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,14 @@ def _check(form: dict[str, str]) -> None:
 
 
 def _bench(job: Job, request: dict[str, Any], out: Path) -> None:
+    from .. import state
+    from .bench_worker import KEY_ENV
+    from .console_key import key_for
+
+    key = key_for(state.get(request["name"]))  # the console's own key behind the gateway (in the environment, not argv)
+    env = {**os.environ, **({KEY_ENV: key} if key else {})}
     proc = subprocess.Popen([sys.executable, "-m", "llmnest.console.bench_worker", json.dumps(request)],
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, errors="replace")
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     assert proc.stderr is not None and proc.stdout is not None
     notes: list[str] = []
     for line in proc.stderr:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from ..bench.report import plain
 from ..errors import LlmnestError
 
 PREFIX = "@progress "
+KEY_ENV = "LLMNEST_BENCH_API_KEY"  # the key, when the request names none (kept off the command line)
 
 
 class JsonProgress(bench.Progress):
@@ -52,9 +54,10 @@ class JsonProgress(bench.Progress):
 
 
 def request_of(text: str) -> bench.BenchRequest:
-    """The request the console wrote as JSON (its `out` a path)."""
+    """The request the console wrote as JSON (its `out` a path; its key from the environment)."""
     fields = json.loads(text)
-    return bench.BenchRequest(**{**fields, "out": Path(fields["out"]) if fields.get("out") else None})
+    return bench.BenchRequest(**{**fields, "out": Path(fields["out"]) if fields.get("out") else None,
+                                 "api_key": fields.get("api_key") or os.environ.get(KEY_ENV)})
 
 
 def main(argv: list[str]) -> int:

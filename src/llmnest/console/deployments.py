@@ -17,15 +17,16 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from .. import lifecycle, state, targets
 from ..errors import BadInput, LlmnestError
 from ..examples import as_dict
-from ..spec import apply_sets, parse_sets
+from ..spec import DeploymentSpec, apply_sets, parse_sets
 from ..targets import Capability, Context
 from .jobs import Job, Jobs
 from .web import call, field_of, http_status, render
 
 KEY_PLACEHOLDER = "YOUR_API_KEY"
-# Spec fields the redeploy form shows with their current values (others go in as KEY=VALUE lines).
-REDEPLOY_FIELDS = ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "cpu_kv_cache_gib",
-                   "enforce_eager", "reasoning_parser")
+# Spec fields the redeploy form shows with their current values, by device (others go in as KEY=VALUE lines).
+REDEPLOY_FIELDS = {"cpu": ("max_model_len", "cpu_kv_cache_gib", "enforce_eager", "reasoning_parser"),
+                   "cuda": ("max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager",
+                            "reasoning_parser")}
 LOG_TAIL = 300
 
 
@@ -55,7 +56,8 @@ def _detail(name: str) -> dict[str, Any]:
     except (LlmnestError, ValueError) as exc:  # a record the target cannot render (yet) stays inspectable
         command = f"(not available: {exc})"
     target = targets.get(dep.spec.target)
-    return {"info": info, "dep": dep, "examples": examples(dep), "fields": _detail_fields(dep), "spec_text": spec_text, "command": command,
+    return {"info": info, "dep": dep, "examples": examples(dep), "fields": _detail_fields(dep), "spec_text": spec_text,
+            "command": command, "sets": more_lines(dep.spec), "replicas": _replica_rows(info),
             "key_file": str(state.key_path(dep.name)) if dep.spec.api_key_enabled else None,
             "follow": target.refusal(Capability.FOLLOW_LOGS) is None}
 
@@ -68,7 +70,7 @@ async def detail(request: Request) -> Response:
         return render(request, "error.html", http_status(exc), message=exc.message)
     job = request.app.state.jobs.running_for(name)
     return render(request, "deployment.html", **data, job=job.view() if job else None, error=None, field=None,
-                  sets="", posted={})
+                  posted={})
 
 
 def _start(jobs: Jobs, kind: str, name: str, work: Any) -> Job:
@@ -87,8 +89,7 @@ async def action(request: Request) -> Response:
         if verb == "restart":
             job = _start(jobs, verb, dep.name, lambda j: lifecycle.restart(dep.name, Context(on_phase=j.on_phase)))
         elif verb == "redeploy":
-            lines = [s.strip() for s in str(form.get("sets", "")).splitlines() if s.strip()]
-            sets = {**changed_fields(dep, form), **parse_sets(lines)}
+            sets = {**changed_fields(dep, form), **more_changes(dep.spec, str(form.get("sets", "")))}
             if not sets:
                 raise BadInput("nothing to change: give KEY=VALUE lines (for example max_model_len=2048)")
             apply_sets(dep.spec, sets)  # bad values refused now, in the page, before the job starts
@@ -102,9 +103,10 @@ async def action(request: Request) -> Response:
         data = await call(_detail, name) if verb != "down" or name in state.names() else {}
         if not data:
             return render(request, "error.html", http_status(exc), message=exc.message)
+        data["sets"] = str(form.get("sets", ""))
         return render(request, "deployment.html", http_status(exc), **data, job=None, error=exc.message,
                       field=field_of(exc.message, {"sets": ("--set", "set")}) or "sets",
-                      sets=str(form.get("sets", "")), posted={k: str(v) for k, v in form.items()})
+                      posted={k: str(v) for k, v in form.items()})
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
@@ -118,7 +120,33 @@ def changed_fields(dep: state.Deployment, form: Any) -> dict[str, str]:
 def _detail_fields(dep: state.Deployment) -> dict[str, str]:
     current = dep.spec.model_dump(mode="json")
     return {f: "" if current.get(f) is None else str(current[f]).lower() if isinstance(current[f], bool)
-            else str(current[f]) for f in REDEPLOY_FIELDS if f in current}
+            else str(current[f]) for f in REDEPLOY_FIELDS.get(dep.spec.device, REDEPLOY_FIELDS["cuda"]) if f in current}
+
+
+def more_lines(spec: DeploymentSpec) -> str:
+    """The engine flags and environment variables in effect, as the "More" box shows them."""
+    return "\n".join([*(f"{k}={v}" for k, v in spec.engine_args.items()),
+                      *(f"env.{k}={v}" for k, v in spec.env.items())])
+
+
+def more_changes(spec: DeploymentSpec, text: str) -> dict[str, str]:
+    """The "More" box against the spec: new or changed lines, and `KEY=` for a flag or variable whose line
+    was deleted (so deleting a line removes that flag). A spec field named there is set as given."""
+    given = parse_sets([line.strip() for line in text.splitlines() if line.strip()])
+    had = dict(parse_sets(more_lines(spec).splitlines())) if more_lines(spec) else {}
+    changes = {k: v for k, v in given.items() if had.get(k) != v}
+    return {**{k: "" for k in had if k not in given}, **changes}
+
+
+def _replica_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The replicas as table rows (status, port, pid or container, restarts, last error)."""
+    rows = []
+    for r in info.get("replicas") or []:
+        container = r.get("container") or {}
+        rows.append({"replica": r.get("replica"), "status": r.get("status"), "port": r.get("port"),
+                     "process": container.get("name") or (f"pid {r['pid']}" if r.get("pid") else "–"),
+                     "restarts": r.get("restarts", 0), "last_error": r.get("last_error") or ""})
+    return rows
 
 
 def _redeploy(job: Job, name: str, sets: dict[str, str], force: bool) -> None:
@@ -139,7 +167,28 @@ async def logs_page(request: Request) -> Response:
     except LlmnestError as exc:
         return render(request, "error.html", http_status(exc), message=exc.message)
     follow = targets.get(dep.spec.target).refusal(Capability.FOLLOW_LOGS) is None
-    return render(request, "logs.html", name=dep.name, follow=follow)
+    sources = [(f"replica {u.index}", f"replica={u.index}") for u in dep.replicas] if len(dep.replicas) > 1 else [
+        ("engine", "replica=0")]
+    if dep.spec.gateway:
+        sources.append(("gateway", "source=gateway"))
+    chosen = "source=gateway" if request.query_params.get("source") == "gateway" and dep.spec.gateway else \
+        f"replica={_replica(request)}"
+    return render(request, "logs.html", name=dep.name, follow=follow, sources=sources, chosen=chosen)
+
+
+def _replica(request: Request) -> int:
+    text = request.query_params.get("replica", "0")
+    return int(text) if text.isdigit() else 0
+
+
+async def metrics_json(request: Request) -> Response:
+    """The deployment's live figures (see live.py), polled by its page."""
+    from .live import live
+
+    try:
+        return JSONResponse(await call(live, request.path_params["name"]))
+    except LlmnestError as exc:
+        return JSONResponse({"error": exc.message}, status_code=http_status(exc))
 
 
 def _sse(event: str, data: Any) -> str:
@@ -155,18 +204,21 @@ async def logs_stream(request: Request) -> Response:
     except LlmnestError as exc:
         return Response(_sse("failure", exc.message), media_type="text/event-stream")
     follow = targets.get(dep.spec.target).refusal(Capability.FOLLOW_LOGS) is None
+    replica, gateway = _replica(request), request.query_params.get("source") == "gateway"
     lines: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=10000)
     stop = threading.Event()
 
     def read() -> None:
         try:
-            for line in lifecycle.logs(name, LOG_TAIL, follow):
+            for line in lifecycle.logs(name, LOG_TAIL, follow, replica, gateway):
                 if stop.is_set():
                     return
                 lines.put(("line", line))
             lines.put(("end", "the log ends here" if not follow else "the log was closed"))
         except LlmnestError as exc:
             lines.put(("failure", exc.message))
+        except OSError as exc:  # no log yet (never started), or unreadable
+            lines.put(("failure", f"cannot read the log: {exc.strerror}: {exc.filename}"))
 
     threading.Thread(target=read, daemon=True, name=f"console-logs-{name}").start()
 
@@ -199,7 +251,9 @@ async def job_page(request: Request) -> Response:
     if job is None:
         return render(request, "error.html", 404, message="no such job; jobs live as long as the console process")
     secret = job.take_secret() if job.state == "done" else None
-    return render(request, "job.html", job=job.view(), secret=secret)
+    view = job.view()
+    exists = bool(view.get("deployment")) and view["deployment"] in await call(state.names)
+    return render(request, "job.html", job=view, secret=secret, exists=exists)
 
 
 async def job_json(request: Request) -> Response:

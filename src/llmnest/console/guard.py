@@ -1,5 +1,6 @@
-"""ASGI middleware: no page, data or action without the session cookie (else the login page), and no
-POST without the CSRF token (form field or header) from a page of this console's own origin."""
+"""ASGI middleware: no page, data or action without a live session cookie (else the login page), no POST
+without the CSRF token (form field or header) from a page of this console's own origin, logout, and the
+security headers on every answer (content security policy: this origin's files only, never in a frame)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/login", "/static/")  # the login form and its style sheet hold no data
+OPEN_PATHS = ("/login", "/static/", "/favicon.ico")  # the login form, its style sheet and icon hold no data
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                 b"img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "
+                                 b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts send `Origin: null`
+]
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -27,6 +36,17 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
+def _with_headers(send: Send) -> Send:
+    """`send` that adds the security headers to the response start."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+        await send(message)
+
+    return sending
+
+
 class Guard:
     """Login by `?token=` once (sets an HttpOnly, SameSite=Strict cookie and drops the token from the
     URL), then the cookie; wrong or missing: the login page with status 401."""
@@ -34,14 +54,19 @@ class Guard:
     def __init__(self, app: ASGIApp, token: str, login_page: Callable[[str, str], bytes]) -> None:
         self.app = app
         self.token = token
-        self.session = auth.session_value(token)
         self.csrf = auth.csrf_value(token)
         self.login_page = login_page  # (next path, message) -> HTML
+        self.logged_out: set[str] = set()  # sessions ended by logout (they expire anyway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http":
+            send = _with_headers(send)
+        await self._guarded(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # the console has no websockets; refuse rather than pass one unguarded
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -56,13 +81,18 @@ class Guard:
             return
         cookie = SimpleCookie(headers.get("cookie", ""))
         given = cookie[auth.COOKIE].value if auth.COOKIE in cookie else None
-        if not auth.same(given, self.session):
+        if not auth.session_ok(given, self.token) or given in self.logged_out:
             html = self.login_page(path, "")
             await _respond(send, 401, html, [(b"content-type", b"text/html; charset=utf-8")])
             return
         if scope["method"] not in ("GET", "HEAD"):
             receive = await self._check_csrf(scope, headers, receive, send)
             if receive is None:
+                return
+            if path == "/logout":
+                self.logged_out.add(str(given))
+                gone = f"{auth.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
+                await _respond(send, 303, b"", [(b"location", b"/login"), (b"set-cookie", gone.encode())])
                 return
         scope.setdefault("state", {})["csrf"] = self.csrf
         await self.app(scope, receive, send)
@@ -74,7 +104,7 @@ class Guard:
             return
         rest = {k: v for k, v in query.items() if k != "token"}
         location = scope["path"] + (f"?{urlencode(rest, doseq=True)}" if rest else "")
-        cookie = f"{auth.COOKIE}={self.session}; Path=/; HttpOnly; SameSite=Strict"
+        cookie = auth.session_cookie(auth.session_value(self.token))
         await _respond(send, 303, b"", [(b"location", location.encode()), (b"set-cookie", cookie.encode())])
 
     async def _check_csrf(self, scope: Scope, headers: dict[str, str], receive: Receive, send: Send) -> Receive | None:

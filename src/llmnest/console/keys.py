@@ -11,13 +11,18 @@ from starlette.responses import RedirectResponse, Response
 
 from ..cli.keys_cmd import key_rows
 from ..errors import LlmnestError
-from .charts import bar_chart
-from .web import call, field_of, http_status, render
+from .charts import bar_chart, column_chart
+from .console_key import NAME as CONSOLE_KEY
+from .console_key import users_of_default
+from .web import call, field_of, http_status, in_page_words, render
 
 KEY_FIELDS = {"name": ("key name", "name"), "models": ("--models",), "rpm": ("--rpm",), "tpm": ("--tpm",),
               "max_concurrency": ("--max-concurrency",), "token_budget": ("--token-budget",),
               "budget_period": ("--budget-period",), "expires": ("--expires",)}
 LIMITS = ("rpm", "tpm", "max_concurrency", "token_budget")
+KEY_LABELS = {"--models": "Models", "--rpm": "Requests / minute", "--tpm": "Tokens / minute",
+              "--max-concurrency": "Max concurrency", "--token-budget": "Token budget",
+              "--budget-period": "Budget period", "--expires": "Expires"}
 
 
 def _database() -> Any:
@@ -72,10 +77,15 @@ def _create(form: dict[str, str]) -> str:
     return secret
 
 
+def _rows() -> tuple[list[dict[str, Any]], list[str]]:
+    return key_rows(_database()), users_of_default()
+
+
 async def page(request: Request, *, status: int = 200, **extra: Any) -> Response:
-    rows = await call(lambda: key_rows(_database()))
+    rows, default_users = await call(_rows)
     base = {"form": {}, "error": None, "field": None, "secret": None, "created": None}
-    return render(request, "keys.html", status, rows=rows, **{**base, **extra})
+    return render(request, "keys.html", status, rows=rows, console_key=CONSOLE_KEY,
+                  default_users=default_users, **{**base, **extra})
 
 
 async def create(request: Request) -> Response:
@@ -83,7 +93,7 @@ async def create(request: Request) -> Response:
     try:
         secret = await call(_create, form)
     except LlmnestError as exc:
-        return await page(request, status=http_status(exc), form=form, error=exc.message,
+        return await page(request, status=http_status(exc), form=form, error=in_page_words(exc.message, KEY_LABELS),
                           field=field_of(exc.message, KEY_FIELDS) or "name")
     return await page(request, secret=secret, created=form.get("name", "").strip())
 
@@ -103,8 +113,8 @@ async def edit(request: Request) -> Response:
     try:
         await call(_update, name, form)
     except LlmnestError as exc:
-        return render(request, "key_edit.html", http_status(exc), name=name, form=form, error=exc.message,
-                      field=field_of(exc.message, KEY_FIELDS))
+        return render(request, "key_edit.html", http_status(exc), name=name, form=form,
+                      error=in_page_words(exc.message, KEY_LABELS), field=field_of(exc.message, KEY_FIELDS))
     return RedirectResponse("/keys", status_code=303)
 
 
@@ -112,6 +122,9 @@ async def revoke(request: Request) -> Response:
     from ..gateway import keys
 
     name = request.path_params["name"]
+    if name == CONSOLE_KEY:
+        return render(request, "error.html", 409, message=f"{CONSOLE_KEY} is the console's own key (Playground, "
+                      "Benchmarks); it is not revoked from here")
     try:
         await call(lambda: keys.revoke(_database(), name))
     except LlmnestError as exc:
@@ -126,21 +139,59 @@ def _usage(by: str, since: str) -> list[dict[str, Any]]:
 
 
 def _label(row: dict[str, Any], by: str) -> str:
-    return {"key": row["key_name"], "model": row["model"]}.get(by) or f"{row['period']} {row['key_name']}"
+    key = row["key_name"] + (" (this console)" if row["key_name"] == CONSOLE_KEY else "")
+    return {"key": key, "model": row["model"]}.get(by) or f"{row['period']} {key}"
+
+
+def periods(rows: list[dict[str, Any]], by: str, since: float, now: float) -> list[tuple[str, dict[str, int]]]:
+    """Day or hour rows summed per period, every period from `since` to now, empty ones 0."""
+    import datetime as dt
+
+    size = 86400 if by == "day" else 3600
+    fmt = "%Y-%m-%d" if by == "day" else "%Y-%m-%dT%H:00Z"
+    sums: dict[str, dict[str, int]] = {}
+    for r in rows:
+        bucket = sums.setdefault(r["period"], {"ok": 0, "errors": 0, "prompt": 0, "completion": 0})
+        bucket["ok"] += r["requests"] - r["errors"]
+        bucket["errors"] += r["errors"]
+        bucket["prompt"] += r["prompt_tokens"]
+        bucket["completion"] += r["completion_tokens"]
+    start = int(max(since, now - 400 * size) // size) * size  # at most 400 periods
+    labels = [dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime(fmt) for t in range(start, int(now) + 1, size)]
+    return [(p, sums.get(p, {"ok": 0, "errors": 0, "prompt": 0, "completion": 0})) for p in labels]
+
+
+def usage_charts(rows: list[dict[str, Any]], by: str, since: float, now: float) -> list[str]:
+    """Tokens and requests (ok and errors stacked: errors are part of the requests, not on top of them);
+    by day or hour as time series."""
+    if not rows:
+        return []
+    if by in ("day", "hour"):
+        series = periods(rows, by, since, now)
+        every = max(1, len(series) // 8)
+        short = [(p[5:] if by == "day" else p[5:13].replace("T", " ") + "h", v) for p, v in series]
+        return [column_chart("Tokens", [(p, {"prompt": v["prompt"], "completion": v["completion"]}) for p, v in short], every),
+                column_chart("Requests", [(p, {"ok": v["ok"], "errors": v["errors"]}) for p, v in short], every)]
+    tokens = [(_label(r, by), {"prompt": r["prompt_tokens"], "completion": r["completion_tokens"]}) for r in rows]
+    requests = [(_label(r, by), {"ok": r["requests"] - r["errors"], "errors": r["errors"]}) for r in rows]
+    return [bar_chart("Tokens", tokens), bar_chart("Requests", requests)]
 
 
 async def usage_page(request: Request) -> Response:
+    import time
+
+    from ..gateway import usage
+
     by = request.query_params.get("by", "day")
     since = request.query_params.get("since", "7d")
     try:
         rows = await call(_usage, by, since)
+        charts = usage_charts(rows, by, usage.parse_since(since), time.time())
         error = None
     except LlmnestError as exc:
-        rows, error = [], exc.message
-    tokens = [(_label(r, by), {"prompt": r["prompt_tokens"], "completion": r["completion_tokens"]}) for r in rows]
-    requests = [(_label(r, by), {"requests": r["requests"], "errors": r["errors"]}) for r in rows]
-    charts = [bar_chart("Tokens", tokens), bar_chart("Requests", requests)] if rows else []
-    return render(request, "usage.html", rows=rows, by=by, since=since, error=error, charts=charts)
+        rows, charts, error = [], [], exc.message
+    return render(request, "usage.html", rows=rows, by=by, since=since, error=error, charts=charts,
+                  console_key=CONSOLE_KEY)
 
 
 async def usage_csv(request: Request) -> Response:

@@ -15,15 +15,45 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .. import lifecycle, state
 from ..errors import BadInput, LlmnestError
+from .console_key import key_for
 from .web import call, http_status, render
 
 MAX_TOKENS_LIMIT = 32768
+LABELS = {"max_tokens": "Max tokens (the model's context)", "temperature": "Temperature", "top_p": "Top p"}
+
+
+PRESETS = {"balanced": {"temperature": 0.7, "top_p": 1.0, "max_tokens": 512},
+           "precise": {"temperature": 0.1, "top_p": 1.0, "max_tokens": 512},
+           "creative": {"temperature": 1.1, "top_p": 0.95, "max_tokens": 1024},
+           "code": {"temperature": 0.2, "top_p": 1.0, "max_tokens": 2048}}
+
+
+def context_of(dep: state.Deployment) -> int:
+    """The longest sequence (prompt + answer) the deployment's engine takes, in tokens."""
+    if dep.spec.max_model_len:
+        return dep.spec.max_model_len
+    from ..catalog import find_model
+
+    model = find_model(dep.spec.model)
+    return model.max_model_len if model else MAX_TOKENS_LIMIT
+
+
+def _choices() -> list[dict[str, Any]]:
+    """The deployments to chat with, each with its context length (the most Max tokens may ask for)."""
+    out = []
+    for row in lifecycle.rows():
+        try:
+            context = context_of(state.get(row["name"]))
+        except LlmnestError:
+            context = MAX_TOKENS_LIMIT
+        out.append({**row, "context": context})
+    return out
 
 
 async def page(request: Request) -> Response:
-    rows = await call(lifecycle.rows)
+    rows = await call(_choices)
     chosen = request.query_params.get("deployment")
-    return render(request, "playground.html", rows=rows, chosen=chosen)
+    return render(request, "playground.html", rows=rows, chosen=chosen, presets=PRESETS)
 
 
 def _number(body: dict[str, Any], key: str, kind: type, low: float, high: float, default: Any) -> Any:
@@ -35,7 +65,7 @@ def _number(body: dict[str, Any], key: str, kind: type, low: float, high: float,
     except (TypeError, ValueError):
         raise BadInput(f"{key} must be a number, not {value!r}") from None
     if not low <= number <= high:
-        raise BadInput(f"{key} must be between {low:g} and {high:g}, not {number:g}")
+        raise BadInput(f"{LABELS.get(key, key)} must be between {low:g} and {high:g}, not {number:g}")
     return number
 
 
@@ -47,7 +77,7 @@ def _request(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any], str
             for m in messages):
         raise BadInput("messages must be a non-empty list of {role, content}; type a prompt")
     dep = state.get(state.resolve_name(body.get("deployment") or None))
-    key = state.api_key(dep.name)
+    key = key_for(dep)
     eps = lifecycle.endpoints(dep, key)
     if not eps:
         raise BadInput(f"{dep.name} has no endpoint yet (status {dep.status}); see its page")
@@ -58,7 +88,8 @@ def _request(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any], str
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": _number(body, "temperature", float, 0.0, 2.0, 0.7),
-        "max_tokens": _number(body, "max_tokens", int, 1, MAX_TOKENS_LIMIT, 256),
+        "top_p": _number(body, "top_p", float, 0.01, 1.0, 1.0),
+        "max_tokens": _number(body, "max_tokens", int, 1, context_of(dep), 256),
     }
     return eps[0].base_url.rstrip("/") + "/chat/completions", key, payload, dep.name
 
@@ -85,7 +116,7 @@ async def stream(url: str, key: str | None, payload: dict[str, Any], name: str,
                  transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[str]:
     """The engine's OpenAI stream as the playground's events (`transport`: where the HTTP goes, for tests)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    t0, first, usage, pieces = time.monotonic(), None, None, 0
+    t0, first, usage, pieces, finish = time.monotonic(), None, None, 0, None
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), transport=transport) as client, \
                 client.stream("POST", url, json=payload, headers=headers) as resp:
@@ -99,6 +130,7 @@ async def stream(url: str, key: str | None, payload: dict[str, Any], name: str,
                 chunk = json.loads(line[6:])
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
+                    finish = choice.get("finish_reason") or finish
                     delta = choice.get("delta") or {}
                     for kind, text in (("reasoning", delta.get("reasoning_content") or delta.get("reasoning")),
                                        ("content", delta.get("content"))):
@@ -109,7 +141,7 @@ async def stream(url: str, key: str | None, payload: dict[str, Any], name: str,
     except httpx.HTTPError as exc:
         yield _event("error", message=f"cannot reach {name} at {url} ({type(exc).__name__}); see its status and log")
         return
-    yield _event("done", **figures(t0, first, time.monotonic(), usage, pieces))
+    yield _event("done", finish_reason=finish, **figures(t0, first, time.monotonic(), usage, pieces))
 
 
 def _message(text: str) -> str:
@@ -132,3 +164,41 @@ async def chat(request: Request) -> Response:
         return JSONResponse({"error": exc.message}, status_code=http_status(exc))
     return StreamingResponse(stream(url, key, payload, name), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+async def conversations_api(request: Request) -> Response:
+    """GET: the list; POST: save a new one (its id in the answer)."""
+    from . import conversations
+
+    if request.method == "GET":
+        return JSONResponse(await call(conversations.listed))
+    return await _save(request, None)
+
+
+async def conversation_api(request: Request) -> Response:
+    """GET one; PUT: save it; DELETE: forget it."""
+    from . import conversations
+
+    conv_id = request.path_params["conv_id"]
+    try:
+        if request.method == "GET":
+            return JSONResponse(await call(conversations.load, conv_id))
+        if request.method == "DELETE":
+            await call(conversations.delete, conv_id)
+            return JSONResponse({"deleted": conv_id})
+    except LlmnestError as exc:
+        return JSONResponse({"error": exc.message}, status_code=http_status(exc))
+    return await _save(request, conv_id)
+
+
+async def _save(request: Request, conv_id: str | None) -> Response:
+    from . import conversations
+
+    try:
+        doc = await request.json()
+    except ValueError:
+        return JSONResponse({"error": "send a JSON body"}, status_code=400)
+    try:
+        return JSONResponse({"id": await call(conversations.save, conv_id, doc)})
+    except LlmnestError as exc:
+        return JSONResponse({"error": exc.message}, status_code=http_status(exc))

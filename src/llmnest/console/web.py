@@ -38,6 +38,13 @@ def field_of(message: str, fields: dict[str, tuple[str, ...]]) -> str | None:
     return None
 
 
+def in_page_words(message: str, labels: dict[str, str]) -> str:
+    """A CLI error line with each `--flag` it names replaced by the label of the field the page shows."""
+    for flag, label in labels.items():
+        message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", label, message)
+    return message
+
+
 async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """A blocking library call (SQLite, a probe, a subprocess) without stalling other pages."""
     return await run_in_threadpool(fn, *args, **kwargs)

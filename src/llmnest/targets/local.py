@@ -21,12 +21,12 @@ from typing import Any
 from .. import state
 from ..build import UpRequest, build_spec, new_api_key
 from ..catalog import CatalogModel, demo_model, find_model, get_model
-from ..endpoints import local_endpoints
+from ..endpoints import local_endpoints, reach_url
 from ..errors import BadInput, Conflict, LlmnestError
 from ..examples import Endpoint
 from ..gateway.upstreams import Upstream
 from ..home import gateway_log_path, log_path, supervisor_log_path, write_secret
-from ..host import host_facts, port_is_free
+from ..host import check_host, host_facts, port_is_free
 from ..logs import follow as follow_file
 from ..logs import last_attempt
 from ..logs import tail as tail_of
@@ -86,6 +86,7 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
             f"a deployment named {spec.name!r} exists; pick another --name, "
             f"change it with `llmnest redeploy {spec.name} --set ...`, or `llmnest down {spec.name}` first"
         )
+    check_host(spec.host)
     if not _port_is_ours(spec, replacing):
         if spec.gateway:
             local_gateway.check_port(spec.host, spec.port)
@@ -129,6 +130,47 @@ def with_weights(spec: DeploymentSpec, model: CatalogModel | None, ctx: Context)
 def _file_lines(path: Path, tail: int, follow: bool) -> Iterator[str]:
     """A log file's last `tail` lines, then (with follow) new ones as they come."""
     return follow_file(path, tail) if follow else iter(tail_of(path, tail))
+
+
+def _key_files(name: str) -> dict[Path, str | None]:
+    """The deployment's key files as they are (None: absent), to put back after a failed redeploy."""
+    return {p: p.read_text() if p.is_file() else None for p in (state.key_path(name), state.engine_key_path(name))}
+
+
+def _key_usable(key: str) -> bool:
+    """The gateway takes this key now (not revoked, not expired)."""
+    from ..gateway import keys
+    from ..gateway.db import Database
+
+    db = Database(None)
+    try:
+        found = keys.authenticate(db, key)
+    finally:
+        db.close()
+    return found is not None and found.problem() is None
+
+
+def _wait_routed(dep: state.Deployment, ctx: Context) -> None:
+    """Until the gateway reports a healthy replica of the deployment's model on its /metrics (read from
+    loopback, no key needed): for a deployment whose own key can no longer be used to ask it."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = reach_url(dep.spec.host, dep.spec.port).removesuffix("/v1") + "/metrics"
+    deadline = time.monotonic() + max(ctx.timeout, 60)
+    while True:
+        try:
+            text = httpx.get(url, timeout=5).text
+            if any(s.value == 1 and s.labels.get("model") == dep.spec.served_model_name
+                   for f in text_string_to_metric_families(text) if f.name == "llmnest_replica_up" for s in f.samples):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise LlmnestError(f"the engines answer but the gateway on port {dep.spec.port} does not route to them; "
+                               f"see {gateway_log_path(dep.spec.port)}")
+        ctx.on_phase("starting gateway", "gateway: waiting for it to see a ready replica")
+        time.sleep(0.5)
 
 
 def replica_units(spec: DeploymentSpec) -> list[state.Unit]:
@@ -253,7 +295,10 @@ class LocalTarget(Target):
         if dep.spec.gateway:
             key = state.api_key(name)
             assert key is not None, "a deployment behind the gateway has a key"
-            local_gateway.wait_answers(dep, key, ctx)
+            if _key_usable(key):
+                local_gateway.wait_answers(dep, key, ctx)
+            else:  # its key was revoked (e.g. `default` on the Keys page): the gateway's own view of the replicas
+                _wait_routed(dep, ctx)
         return dep
 
     def _stop(self, dep: state.Deployment, grace: float = 30) -> None:
@@ -414,6 +459,17 @@ class LocalTarget(Target):
                         self._replace_unit(state.get(dep.name), back, ctx)
                     raise
             return
+        saved = _key_files(dep.name)
+        try:
+            self._switch(dep, new, planned, ctx)
+        except LlmnestError as exc:
+            self._put_back(dep, new, saved, ctx)
+            raise LlmnestError(f"the new spec failed: {exc.message}; {dep.name} is back on its previous spec "
+                               "and answers", detail=exc.detail) from exc
+
+    def _switch(self, dep: state.Deployment, new: DeploymentSpec, planned: dict[str, Any], ctx: Context) -> None:
+        """Every engine of the old spec stopped, then the new spec started and waited for."""
+        old = dep.spec
         joining = new.gateway and not old.gateway
         key = local_gateway.joining_key(state.api_key(dep.name)) if joining else None
         self._stop(dep)
@@ -426,6 +482,24 @@ class LocalTarget(Target):
             write_secret(state.engine_key_path(dep.name), new_api_key())
         if old.gateway and ((old.port, old.host) != (new.port, new.host) or not new.gateway):
             local_gateway.release(old.port, leaving=dep.name)
+        self._start(dep.name, ctx)
+
+    def _put_back(self, dep: state.Deployment, new: DeploymentSpec, keys: dict[Path, str | None],
+                  ctx: Context) -> None:
+        """After a new spec failed to answer: its engines stopped, the old spec, keys and plan back, started
+        and waited for (so the deployment answers again before redeploy returns)."""
+        ctx.say(f"the new spec of {dep.name} failed; putting the previous spec back")
+        ctx.on_phase("putting the previous spec back", "")
+        self._stop(state.get(dep.name), INTERRUPT_GRACE)
+        state.delete_units(dep.name)
+        for path, text in keys.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_secret(path, text)
+        state.update(dep.name, spec=dep.spec, info=dep.info.model_dump(exclude={"kind"}))
+        if new.gateway and ((new.port, new.host) != (dep.spec.port, dep.spec.host) or not dep.spec.gateway):
+            local_gateway.release(new.port, leaving=dep.name)
         self._start(dep.name, ctx)
 
     def down(self, dep: state.Deployment, ctx: Context) -> str:

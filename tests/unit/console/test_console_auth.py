@@ -101,7 +101,7 @@ def test_key_form_bad_input_is_one_line_next_to_the_field(client) -> None:
     csrf = csrf_of(client.get("/keys").text)
     resp = client.post("/keys/create", data={"name": "dave", "rpm": "abc", "csrf": csrf})
     assert resp.status_code == 400
-    assert "error: --rpm must be a positive whole number, not &#39;abc&#39;" in resp.text
+    assert "error: Requests / minute must be a positive whole number, not &#39;abc&#39;" in resp.text
     assert re.search(r'name="rpm"[^>]*class="invalid"', resp.text)
     bad_name = client.post("/keys/create", data={"name": "no spaces", "csrf": csrf})
     assert bad_name.status_code == 400 and re.search(r'name="name"[^>]*class="invalid"', bad_name.text)
@@ -110,16 +110,53 @@ def test_key_form_bad_input_is_one_line_next_to_the_field(client) -> None:
 
 def test_deploy_form_bad_input_starts_nothing(client) -> None:
     csrf = csrf_of(client.get("/deploy").text)
-    cases = {"port": ({"port": "99999"}, "--port must be a whole number from 1 to 65535"),
+    cases = {"port": ({"port": "99999"}, "Port must be a whole number from 1 to 65535"),
              "model": ({"model": "no-such-model-xyz"}, "unknown model"),
-             "max_model_len": ({"max_model_len": "many"}, "--max-model-len must be a whole number"),
+             "max_model_len": ({"max_model_len": "many"}, "Max model length must be a whole number"),
              "sets": ({"sets": "justaword"}, "KEY=VALUE"),
-             "replicas": ({"replicas": "0"}, "--replicas must be a whole number from 1 to 16")}
+             "replicas": ({"replicas": "0"}, "Replicas must be a whole number from 1 to 16")}
     for field, (values, line) in cases.items():
         resp = client.post("/deploy", data={"model": "", "target": "local", "csrf": csrf, **values})
         assert resp.status_code == 400, (field, resp.text[:300])
         assert line in resp.text and re.search(rf'name="{field}"[^>]*class="invalid"', resp.text), field
     assert state.names() == [] and "Recent jobs" not in client.get("/").text
+
+
+def test_deploy_form_shows_every_mistake_at_its_field_in_the_page_words_and_keeps_the_form(client) -> None:
+    csrf = csrf_of(client.get("/deploy").text)
+    resp = client.post("/deploy", data={"model": "", "target": "local", "csrf": csrf, "port": "0",
+                                        "max_model_len": "many", "host": "10.255.255.7", "name": "mine"})
+    assert resp.status_code == 400
+    errors = dict(re.findall(r'<p class="error field-error" data-field="(\w+)">([^<]*)</p>', resp.text))
+    assert set(errors) == {"port", "max_model_len", "host"}, errors
+    assert "not an address of this machine" in errors["host"] and "--" not in "".join(errors.values())
+    assert 'value="mine"' in resp.text and 'value="10.255.255.7"' in resp.text
+    assert state.names() == []
+
+
+def test_deploy_form_refuses_a_taken_port_and_a_taken_name_before_any_job(client) -> None:
+    import socket
+
+    from llmnest import targets
+    from llmnest.build import UpRequest
+
+    resolved = targets.get("local").resolve(UpRequest(model="", name="taken", port=18998, api_key="sk-taken-secret"))
+    state.create(resolved.spec.model_copy(update={"model_path": "/models/smollm2-135m"}), resolved.api_key)
+    csrf = csrf_of(client.get("/deploy").text)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        resp = client.post("/deploy", data={"model": "", "target": "local", "csrf": csrf, "port": str(port),
+                                            "name": "fresh", "max_model_len": "2048"})
+    assert resp.status_code == 409
+    assert re.search(rf'<p class="error field-error" data-field="port">port {port} on 127.0.0.1 is already in use; '
+                     r"change Port", resp.text)
+    assert re.search(r'name="port"[^>]*class="invalid"', resp.text) and 'value="fresh"' in resp.text
+    assert "KV capacity" in resp.text  # the plan stays beside the form
+    name = client.post("/deploy", data={"model": "", "target": "local", "csrf": csrf, "name": "taken"})
+    assert name.status_code == 409 and 'data-field="name"' in name.text and "exists" in name.text
+    assert state.names() == ["taken"] and "Recent jobs" not in client.get("/").text
 
 
 def test_plan_of_the_demo_model_on_this_machine(client) -> None:

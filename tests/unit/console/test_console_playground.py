@@ -19,7 +19,7 @@ CHUNKS = [{"choices": [{"delta": {"role": "assistant", "content": ""}}]},
           {"choices": [{"delta": {"reasoning_content": "The user greets; "}}]},
           {"choices": [{"delta": {"reasoning_content": "answer briefly."}}]},
           {"choices": [{"delta": {"content": "Hello"}}]},
-          {"choices": [{"delta": {"content": " there!"}}]},
+          {"choices": [{"delta": {"content": " there!"}, "finish_reason": "length"}]},
           {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}]
 
 
@@ -55,6 +55,7 @@ def test_reasoning_apart_and_figures_from_usage() -> None:
     done = events[-1]
     assert done["type"] == "done" and done["prompt_tokens"] == 11 and done["completion_tokens"] == 7
     assert done["counted_by"] == "engine usage" and done["ttft_ms"] is not None and done["ttft_ms"] >= 0
+    assert done["finish_reason"] == "length"  # the page marks the answer as cut off by max tokens
 
 
 def test_an_engine_error_is_one_line() -> None:
