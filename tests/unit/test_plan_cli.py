@@ -120,10 +120,10 @@ def test_engine_settings_change_the_overhead(cli):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)["overhead_bytes"]
 
-    default = overhead("--vllm-version", "0.20.0")
-    assert overhead("--vllm-version", "0.20.0", "--max-num-seqs", "64") < default  # fewer sampler rows
-    graphs = overhead("--vllm-version", "0.21.0")
-    assert graphs > default and overhead("--vllm-version", "0.21.0", "--enforce-eager") == default
+    default = overhead("--vllm-version", "0.19.0")
+    assert overhead("--vllm-version", "0.19.0", "--max-num-seqs", "64") < default  # fewer sampler rows
+    graphs = overhead("--vllm-version", "0.20.0")
+    assert graphs > default and overhead("--vllm-version", "0.20.0", "--enforce-eager") == default
     sort = overhead("--vllm-version", "0.12.0")
     assert overhead("--vllm-version", "0.12.0", "--set", "env.VLLM_USE_FLASHINFER_SAMPLER=1") < sort
     pcie = overhead("--vllm-version", "0.10.0", "--gpus", "2", "--interconnect", "pcie")
