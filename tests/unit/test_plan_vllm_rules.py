@@ -100,3 +100,21 @@ def test_every_term_names_its_versions_and_source():
     assert all(term.versions and term.rule and term.source for term in TERMS)
     assert {"sampler path", "non-torch memory", "CUDA graphs", "model runner"} <= {term.term for term in TERMS}
     assert not any("unread" in term.rule for term in TERMS)
+
+
+def test_a_small_batch_sorts_even_where_triton_is_the_path():
+    """apply_top_k_top_p takes the Triton kernel only for >= 8 rows: fewer sampled rows cost the sort's copies."""
+    from llmnest.catalog import get_model
+    from llmnest.plan.memory import EngineSettings, gpu_budget, sampler_bytes
+    from llmnest.plan.vllm_rules import SORT_COPIES, TRITON_BUFFER_ROWS, TRITON_COPIES
+
+    model = get_model("Qwen/Qwen3-8B")
+
+    def sampler_part(rows: int) -> int:  # a forward of `rows` tokens is far smaller than the sampler
+        engine = EngineSettings(max_num_seqs=rows, max_num_batched_tokens=rows, vllm_version="0.24.0",
+                                env={"VLLM_USE_V2_MODEL_RUNNER": "0"})  # the V1 runner (Qwen3 is V2 by default)
+        budget = gpu_budget(model, "bf16", "A10", None, 22 * 2**30, 0.9, 1, 1, engine)
+        return budget.activations - rows * model.hidden_size * 2
+
+    assert sampler_part(7) == sampler_bytes(model, 7, 7, SORT_COPIES)
+    assert sampler_part(8) == sampler_bytes(model, 8, 8, TRITON_COPIES, TRITON_BUFFER_ROWS)

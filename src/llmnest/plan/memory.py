@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..catalog import DTYPE_BYTES, CatalogModel
-from .vllm_rules import VllmRules, vllm_rules
+from .vllm_rules import SORT_COPIES, TRITON_MIN_ROWS, VllmRules, vllm_rules
 
 GIB = 1024**3
 CPU_BLOCK_SIZE = 128  # vllm/platforms/cpu.py: cache_config.block_size = 128 unless the user sets one
@@ -225,6 +225,14 @@ class GpuBudget:
         return self.usable - self.weights - self.overhead
 
 
+def _sampler_terms(rules: VllmRules, max_seqs: int, batched_tokens: int) -> tuple[float, int]:
+    """(copies, buffer rows) of the profiling sampler: the Triton top-k/top-p only runs on >= 8 rows
+    (apply_top_k_top_p), fewer take PyTorch's sort."""
+    if rules.sampler == "triton" and min(max_seqs, batched_tokens) < TRITON_MIN_ROWS:
+        return SORT_COPIES, 0
+    return rules.sampler_copies, rules.sampler_buffer_rows
+
+
 def gpu_budget(
     model: CatalogModel, weights_dtype: str, gpu_name: str, link: str | None, total: int, util: float, tp: int,
     pp: int, engine: EngineSettings,
@@ -238,8 +246,7 @@ def gpu_budget(
     act_bytes = max(DTYPE_BYTES[weights_dtype], 2)  # activations are 16-bit for 8- and 4-bit weights
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
-        activations=activation_bytes(model, act_bytes, batched, seqs, tp, rules.sampler_copies,
-                                     rules.sampler_buffer_rows),
+        activations=activation_bytes(model, act_bytes, batched, seqs, tp, *_sampler_terms(rules, seqs, batched)),
         non_torch=non_torch_bytes(tp * pp, link, rules.nccl_init_counted),
         cuda_graphs=CUDA_GRAPH_BYTES if rules.cuda_graphs else 0, batched_tokens=batched, max_seqs=seqs,
         link=link, rules=rules,

@@ -37,6 +37,7 @@ FLASHINFER_COPIES = 3.0  # fp32 logits, masked logits, probabilities; one vLLM 0
 # buffer of min(SMs, rows) x vocab fp32 rows; TRITON_BUFFER_ROWS bounds the SM count (148, a B200; a 4090 has 128).
 TRITON_COPIES = 3.5
 TRITON_BUFFER_ROWS = 148
+TRITON_MIN_ROWS = 8  # apply_top_k_top_p sorts in PyTorch below this many rows
 # Model types the V2 model runner is the default for (vllm/config/vllm.py _is_default_v2_model_runner_model), per
 # version: (from, model types, dense and unquantized only); from 0.25 every dense model too, from 0.29 every model.
 V2_DEFAULT_TYPES: tuple[tuple[Version, frozenset[str], bool], ...] = (
