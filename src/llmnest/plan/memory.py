@@ -50,7 +50,7 @@ NCCL_PCIE = round(0.28 * GIB)
 # channels as before, so the PCIe figure stays.
 NCCL_NVLINK_RUNTIME = round(0.80 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
-# vLLM >= 0.21 subtracts its CUDA graph estimate. Not fitted: logs show 0.17 to 0.36 GiB for small dense models,
+# vLLM >= 0.20 subtracts its CUDA graph estimate. Not fitted: logs show 0.09 to 0.53 GiB for dense models,
 # 1.6 GiB for a hybrid and 5 GiB per GPU for a large MoE with FULL graphs (docs/plan.md, "What the formulas leave out").
 CUDA_GRAPH_BYTES = round(0.75 * GIB)
 QUANTIZED = frozenset({"fp8", "int8", "int4"})  # weight dtypes vLLM's model config calls quantized

@@ -59,7 +59,7 @@ class Term:
     source: str
 
 
-S = "vllm/v1/sample/ops/topk_topp_sampler.py"
+SAMPLER_SRC = "vllm/v1/sample/ops/topk_topp_sampler.py"
 TERMS: tuple[Term, ...] = (
     Term("budget", "0.8 - 0.34", "CUDA total (torch.cuda.mem_get_info) x gpu_memory_utilization",
          "vllm/v1/worker/gpu_worker.py determine_available_memory; v1/worker/utils.py request_memory (0.24+)"),
@@ -80,13 +80,13 @@ TERMS: tuple[Term, ...] = (
     Term("sampler path", "0.8 - 0.11.0", "FlashInfer where it is installed, unless VLLM_USE_FLASHINFER_SAMPLER=0: the "
          "vllm/vllm-openai images ship it (0.2.1 for 0.8, 0.2.5 to 0.3.1 after), a pip install does not (only an "
          "extra), so a version not from an image plans the sort (unsure)",
-         f"{S} TopKTopPSampler.__init__; docker/Dockerfile; setup.py extras"),
+         f"{SAMPLER_SRC} TopKTopPSampler.__init__; docker/Dockerfile; setup.py extras"),
     Term("sampler path", "0.11.1 - 0.20", "PyTorch's own top-k/top-p unless VLLM_USE_FLASHINFER_SAMPLER=1; that is "
          "the sort up to 0.16, and from 0.17 the in-place Triton top-k/top-p for >= 8 rows",
-         f"{S} __init__, apply_top_k_top_p; v1/sample/ops/topk_topp_triton.py"),
+         f"{SAMPLER_SRC} __init__, apply_top_k_top_p; v1/sample/ops/topk_topp_triton.py"),
     Term("sampler path", "0.21 - 0.34", "FlashInfer by default (VLLM_USE_FLASHINFER_SAMPLER defaults to 1), and the "
          "profile also warms the native path (a seeded request), the in-place Triton top-k/top-p: the peak is the "
-         "larger, the Triton path's", f"vllm/envs.py; {S}; gpu_model_runner.py _dummy_sampler_run"),
+         "larger, the Triton path's", f"vllm/envs.py; {SAMPLER_SRC}; gpu_model_runner.py _dummy_sampler_run"),
     Term("model runner", "0.22 - 0.34", "the V2 runner by default for qwen3 (0.22), llama and mistral (0.23), some MoE "
          "types (0.24), every dense model (0.25), every model (0.29; unless a feature it lacks), the only runner "
          "(0.34); VLLM_USE_V2_MODEL_RUNNER overrides. Its profile samples without top-k/top-p, but its peak is not "
@@ -196,7 +196,7 @@ def vllm_rules(
     unsure: list[str] = []
     if parsed is None:
         parsed = NEWEST_READ
-        unsure.append(f"no vLLM version known ({version or 'none given'}); planned as {NEWEST_READ[1]}.x, "
+        unsure.append(f"no vLLM version known ({version or 'none given'}); planned as 0.{NEWEST_READ[1]}.x, "
                       "with the larger sampler peak")
     elif parsed[:2] > NEWEST_READ[:2]:
         unsure.append(f"vLLM {version} is newer than the newest source read ({'.'.join(map(str, NEWEST_READ))}); "
