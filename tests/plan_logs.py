@@ -98,7 +98,8 @@ def replay(case: dict[str, Any]) -> Replay:
         kv_dtype=kv_dtype, memory_bytes=memory,
         engine=EngineSettings(max_num_batched_tokens=case["max_num_batched_tokens"],
                               max_num_seqs=case["max_num_seqs"], enforce_eager=case["enforce_eager"],
-                              vllm_version=case["vllm"], env=_env(case), interconnect=_link(case)),
+                              vllm_version=case["vllm"], env=_env(case), interconnect=_link(case),
+                              flashinfer_installed=case.get("flashinfer_installed")),
     )
     logged = case["logged"]
     return Replay(case["id"], plan.kv_cache_bytes / GIB, logged["kv_cache_gib"], plan.kv_cache_tokens,
@@ -143,16 +144,18 @@ def terms_table() -> str:
 
 
 def table(path: Path) -> str:
+    seen = path == VALIDATION
     header = "| log | vLLM | GPU | TP | util | predicted KV GiB | logged KV GiB | error | predicted tokens | logged tokens |"
-    rows = [header,
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [header + (" seen |" if seen else ""),
+            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if seen else "")]
     for case in modelled(path):
         r = replay(case)
         gpu = case["catalog_gpu"] or f"{case['cuda_total_gib']} GiB card"
         tokens = f"{r.logged_tokens:,}" if r.logged_tokens else "-"
         rows.append(f"| {case['id']} | {case['vllm']} | {gpu} | {case['tensor_parallel_size']} | "
                     f"{case['gpu_memory_utilization']:g} | {r.predicted_gib:.2f} | {r.logged_gib:.2f} | "
-                    f"{r.error_pct:+.1f}% | {r.predicted_tokens:,} | {tokens} |")
+                    f"{r.error_pct:+.1f}% | {r.predicted_tokens:,} | {tokens} |"
+                    + (f" {case['seen']} |" if seen else ""))
     return "\n".join(rows)
 
 

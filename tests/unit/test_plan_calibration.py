@@ -35,15 +35,15 @@ def test_held_out_logs_meet_the_bar(case):
 
 
 @pytest.mark.parametrize("case", VALIDATION_CASES, ids=_ids(VALIDATION_CASES))
-def test_logs_read_after_the_last_change_meet_the_bar(case):
-    """The validation set: logs first read after the version-aware model was written, replayed unchanged."""
-    assert case["seen"] == "after"
+def test_logs_read_after_a_model_change_meet_the_bar(case):
+    """The validation set: logs first read after a version of the model was committed ("round 1": the first
+    version-aware model; "after": the model rewritten from vLLM's sdists), all held to the bar."""
+    assert case["seen"] in ("round 1", "after")
     result = replay(case)
-    assert result.error_pct <= 1.0 and result.predicted_tokens <= 1.01 * result.logged_tokens, case["id"]
-    if "known_miss" in case:  # reported in docs/plan.md; it must stay a miss on the safe side
-        assert result.error_pct < -3.0, (case["id"], result.error_pct, "no longer a miss: drop known_miss")
-    else:
-        assert result.error_pct >= -3.0, (case["id"], result.error_pct)
+    assert result.error_pct <= 1.0, (case["id"], result.error_pct)
+    if result.logged_tokens:
+        assert result.predicted_tokens <= 1.01 * result.logged_tokens, case["id"]
+    assert result.error_pct >= -3.0, (case["id"], result.error_pct)
 
 
 @pytest.mark.parametrize("case", REFUSED_CASES, ids=_ids(REFUSED_CASES))
@@ -62,7 +62,7 @@ def test_calibration_logs_are_never_over_predicted(case):
 def test_the_stated_confidence_is_what_the_logs_show():
     errors = [replay(c).error_pct for c in HELD_OUT_CASES]
     assert (round(min(errors), 1), round(max(errors), 1)) == confidence.HELD_OUT_ERROR
-    fresh = [replay(c).error_pct for c in VALIDATION_CASES if "known_miss" not in c]
+    fresh = [replay(c).error_pct for c in VALIDATION_CASES]
     assert (round(min(fresh), 1), round(max(fresh), 1)) == confidence.VALIDATION_ERROR
     misses = [abs(r.predicted_gib - r.logged_gib) for r in map(replay, CALIBRATION_CASES + HELD_OUT_CASES)]
     assert max(misses) <= confidence.OVERHEAD_SPREAD / 2**30

@@ -120,10 +120,10 @@ def test_engine_settings_change_the_overhead(cli):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)["overhead_bytes"]
 
-    default = overhead("--vllm-version", "0.20.0")
-    assert overhead("--vllm-version", "0.20.0", "--max-num-seqs", "64") < default  # fewer sampler rows
-    graphs = overhead("--vllm-version", "0.21.0")
-    assert graphs > default and overhead("--vllm-version", "0.21.0", "--enforce-eager") == default
+    default = overhead("--vllm-version", "0.19.0")
+    assert overhead("--vllm-version", "0.19.0", "--max-num-seqs", "64") < default  # fewer sampler rows
+    graphs = overhead("--vllm-version", "0.20.0")
+    assert graphs > default and overhead("--vllm-version", "0.20.0", "--enforce-eager") == default
     sort = overhead("--vllm-version", "0.12.0")
     assert overhead("--vllm-version", "0.12.0", "--set", "env.VLLM_USE_FLASHINFER_SAMPLER=1") < sort
     pcie = overhead("--vllm-version", "0.10.0", "--gpus", "2", "--interconnect", "pcie")
@@ -180,3 +180,19 @@ def test_a_qwen2_window_that_is_switched_off_is_planned(cli, tmp_path: Path):
 )
 def test_bad_engine_settings_are_one_line(cli, args, needle):
     assert_one_line_error(cli("plan", "Qwen/Qwen3-8B", *args), needle)
+
+
+def test_a_hand_given_old_version_may_lack_flashinfer(cli):
+    """0.8 to 0.11.0: the images ship FlashInfer, a pip install does not. A version given by hand plans the sort and
+    says it is unsure, unless the environment says which; the cloud image's version (0.11.0) plans FlashInfer's."""
+    def plan(*flags: str) -> str:
+        done = cli("plan", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--gpu", "A10", *flags)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    hand = plan("--vllm-version", "0.10.2")
+    assert "sort sampler" in hand and "a pip install does not" in hand
+    told = plan("--vllm-version", "0.10.2", "--set", "env.VLLM_USE_FLASHINFER_SAMPLER=1")
+    assert "flashinfer sampler" in told and "unsure" not in told
+    assert "flashinfer sampler" in cli("plan", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--instance",
+                                       "ecs.gn7i-c8g1.2xlarge").stdout

@@ -63,16 +63,16 @@ def test_cuda_spec_without_gpus_is_bad_input():
 
 
 def test_gpu_spec_takes_the_engine_settings_from_the_spec():
-    """The image tag decides the vLLM rules (CUDA graphs from 0.21, the sampler path), eager mode drops the graphs,
+    """The image tag decides the vLLM rules (CUDA graphs from 0.20, the sampler path), eager mode drops the graphs,
     the spec's env picks the sampler, flags set the batch."""
     from llmnest.plan import memory as mem
 
     qwen7 = get_model("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     a100 = [Gpu("NVIDIA A100-SXM4-80GB", 81920)]
     base = dict(device="cuda", gpu_count=1, max_model_len=16384, runtime="docker")
-    new = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.21.0"), qwen7, a100)
-    old = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.20.1"), qwen7, a100)
-    eager = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.21.0", enforce_eager=True), qwen7, a100)
+    new = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.20.0"), qwen7, a100)
+    old = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.19.1"), qwen7, a100)
+    eager = plan_for_spec(spec(**base, image="vllm/vllm-openai:v0.20.0", enforce_eager=True), qwen7, a100)
     assert new.overhead_bytes - old.overhead_bytes == mem.CUDA_GRAPH_BYTES == new.overhead_bytes - eager.overhead_bytes
     # 0.11.1 opted out of FlashInfer's sampler; the spec's env opts back in, and the plan follows
     opted = dict(base, image="vllm/vllm-openai:v0.11.1")

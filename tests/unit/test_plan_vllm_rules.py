@@ -18,46 +18,103 @@ def test_versions_are_read_from_tags(text, parsed):
     assert parse_version(text) == parsed
 
 
+IMAGE, PIP, UNKNOWN = True, False, None  # how vLLM was installed: the vllm/vllm-openai image ships FlashInfer
+
+
 @pytest.mark.parametrize(
-    ("version", "env", "sampler", "sure"),
+    ("version", "env", "installed", "sampler", "sure"),
     [
-        ("0.7.2", {}, "sort", True),  # V0 always sorts
-        ("0.10.1", {}, "sort", False),  # the images may or may not ship FlashInfer: the larger peak, said so
-        ("0.10.1", ON, "flashinfer", True),
-        ("0.10.1", OFF, "sort", True),
-        ("0.11.0", {}, "flashinfer", True),  # FlashInfer a dependency and on by default
-        ("0.11.0", OFF, "sort", True),
-        ("0.11.1", {}, "sort", True),  # PR #26859: opt-in
-        ("0.12.0", ON, "flashinfer", True),
-        ("0.20.0", {}, "sort", False),  # 0.13-0.31 not read: the larger peak, said so
-        ("0.20.0", ON, "sort", False),
-        ("0.32.0", {}, "triton", True),
-        ("0.33.0", {}, "sort", False),  # newer than the source read
-        (None, {}, "sort", False),
+        ("0.7.2", {}, IMAGE, "sort", True),  # V0 always sorts
+        ("0.8.5", {}, IMAGE, "flashinfer", True),  # the image's FlashInfer 0.2.1 (< 0.2.3) is used
+        ("0.10.1", {}, IMAGE, "flashinfer", True),
+        ("0.10.1", {}, PIP, "sort", True),  # FlashInfer only an extra before 0.11.1
+        ("0.10.1", {}, UNKNOWN, "sort", False),  # the larger peak, said so
+        ("0.10.1", ON, UNKNOWN, "flashinfer", True),
+        ("0.11.0", OFF, IMAGE, "sort", True),
+        ("0.11.0", {}, IMAGE, "flashinfer", True),
+        ("0.11.1", {}, IMAGE, "sort", True),  # opt-in from 0.11.1 (a dependency now, off by default)
+        ("0.12.0", ON, IMAGE, "flashinfer", True),
+        ("0.16.0", {}, IMAGE, "sort", True),
+        ("0.17.0", {}, IMAGE, "triton", True),  # apply_top_k_top_p takes the Triton kernel for >= 8 rows
+        ("0.20.0", ON, IMAGE, "flashinfer", True),
+        ("0.21.0", {}, IMAGE, "triton", True),  # FlashInfer on, and the profile warms the native path after it
+        ("0.24.0", OFF, PIP, "triton", True),
+        ("0.34.0", {}, IMAGE, "sort", False),  # V2 runner only: its peak is not modelled
+        ("0.35.0", {}, IMAGE, "sort", False),  # newer than the source read
+        (None, {}, IMAGE, "sort", False),
     ],
 )
-def test_the_sampler_path_follows_the_version_and_the_environment(version, env, sampler, sure):
-    rules = vllm_rules(version, env)
+def test_the_sampler_path_follows_the_version_and_the_environment(version, env, installed, sampler, sure):
+    rules = vllm_rules(version, env, flashinfer_installed=installed)
     assert rules.sampler == sampler
     assert (not rules.unsure) == sure, rules.unsure
+
+
+@pytest.mark.parametrize(
+    ("version", "model_type", "moe", "quantized", "env", "runner"),
+    [
+        ("0.21.0", "qwen3", False, False, {}, "v1"),
+        ("0.22.0", "qwen3", False, False, {}, "v2"),
+        ("0.22.0", "qwen3", False, True, {}, "v1"),  # dense and unquantized only
+        ("0.22.0", "llama", False, False, {}, "v1"),
+        ("0.23.0", "llama", False, False, {}, "v2"),
+        ("0.24.0", "qwen2", False, False, {}, "v1"),  # the 4090 logs' Qwen2.5: still V1 at 0.24
+        ("0.24.0", "qwen2_moe", True, False, {}, "v2"),
+        ("0.25.0", "qwen2", False, False, {}, "v2"),  # every dense model
+        ("0.28.0", "qwen3_moe", True, False, {}, "v1"),
+        ("0.29.0", "qwen3_moe", True, False, {}, "v2"),  # every model
+        ("0.31.0", "llama", False, False, {"VLLM_USE_V2_MODEL_RUNNER": "0"}, "v1"),
+        ("0.34.0", "llama", False, False, {"VLLM_USE_V2_MODEL_RUNNER": "0"}, "v2"),  # the V1 runner is gone
+        ("0.11.0", "qwen3", False, False, {"VLLM_USE_V2_MODEL_RUNNER": "1"}, "v1"),  # no V2 runner before 0.12
+    ],
+)
+def test_the_model_runner_follows_the_version_and_the_model(version, model_type, moe, quantized, env, runner):
+    rules = vllm_rules(version, env, model_type=model_type, moe=moe, quantized=quantized)
+    assert rules.runner == runner
+    assert (runner == "v2") == any("V2 model runner" in why for why in rules.unsure)
+
+
+def test_the_triton_path_counts_its_buffer():
+    assert vllm_rules("0.24.0").sampler_buffer_rows > 0 and vllm_rules("0.16.0").sampler_buffer_rows == 0
 
 
 def test_nccl_start_up_counts_only_before_0_11():
     assert vllm_rules("0.10.2").nccl_init_counted and not vllm_rules("0.11.0").nccl_init_counted
 
 
-def test_cuda_graphs_from_0_21_unless_eager_or_switched_off():
-    assert not vllm_rules("0.20.1").cuda_graphs
-    assert vllm_rules("0.21.0").cuda_graphs
+def test_cuda_graphs_from_0_20_unless_eager_or_switched_off():
+    estimate = {"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "1"}
+    assert not vllm_rules("0.17.1", estimate).cuda_graphs  # the switch does not exist yet
+    assert not vllm_rules("0.19.1").cuda_graphs and vllm_rules("0.18.0", estimate).cuda_graphs  # opt-in
+    assert vllm_rules("0.20.0").cuda_graphs
     assert not vllm_rules("0.21.0", enforce_eager=True).cuda_graphs
     assert not vllm_rules("0.21.0", {"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0"}).cuda_graphs
 
 
-def test_the_default_utilization_is_the_lower_where_unread():
-    assert vllm_rules("0.11.0").default_utilization == 0.9
-    assert vllm_rules("0.32.0").default_utilization == 0.92
+def test_the_default_utilization_moves_to_0_92_at_0_20():
+    assert vllm_rules("0.19.1").default_utilization == 0.9
+    assert vllm_rules("0.20.0").default_utilization == 0.92
 
 
 def test_every_term_names_its_versions_and_source():
     assert all(term.versions and term.rule and term.source for term in TERMS)
-    assert {"sampler path", "non-torch memory", "CUDA graphs"} <= {term.term for term in TERMS}
+    assert {"sampler path", "non-torch memory", "CUDA graphs", "model runner"} <= {term.term for term in TERMS}
+    assert not any("unread" in term.rule for term in TERMS)
+
+
+def test_a_small_batch_sorts_even_where_triton_is_the_path():
+    """apply_top_k_top_p takes the Triton kernel only for >= 8 rows: fewer sampled rows cost the sort's copies."""
+    from llmnest.catalog import get_model
+    from llmnest.plan.memory import EngineSettings, gpu_budget, sampler_bytes
+    from llmnest.plan.vllm_rules import SORT_COPIES, TRITON_BUFFER_ROWS, TRITON_COPIES
+
+    model = get_model("Qwen/Qwen3-8B")
+
+    def sampler_part(rows: int) -> int:  # a forward of `rows` tokens is far smaller than the sampler
+        engine = EngineSettings(max_num_seqs=rows, max_num_batched_tokens=rows, vllm_version="0.24.0",
+                                env={"VLLM_USE_V2_MODEL_RUNNER": "0"})  # the V1 runner (Qwen3 is V2 by default)
+        budget = gpu_budget(model, "bf16", "A10", None, 22 * 2**30, 0.9, 1, 1, engine)
+        return budget.activations - rows * model.hidden_size * 2
+
+    assert sampler_part(7) == sampler_bytes(model, 7, 7, SORT_COPIES)
+    assert sampler_part(8) == sampler_bytes(model, 8, 8, TRITON_COPIES, TRITON_BUFFER_ROWS)

@@ -60,9 +60,11 @@ def _engine_settings(
         raise BadInput(f"--interconnect {interconnect!r}: use nvlink or pcie (leave it out when unknown)")
     version = vllm_version.strip() if vllm_version else (
         image_vllm_version(default_image("vllm")) if gpu else DEPLOYED_VLLM)
+    # An image llmnest runs ships FlashInfer; a version given by hand may be a pip install without it (< 0.11.1).
     return EngineSettings(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
                           enforce_eager=enforce_eager, vllm_version=version, env=env,
-                          interconnect=interconnect.lower() if interconnect else None)
+                          interconnect=interconnect.lower() if interconnect else None,
+                          flashinfer_installed=None if vllm_version else True)
 
 
 def _card(gpu: str, memory_gib: float | None) -> tuple[GpuModel, int | None]:
@@ -159,8 +161,9 @@ def plan(
     vllm_version: str | None = typer.Option(
         None, "--vllm-version",
         help="vLLM version to plan for (default: the engine llmnest runs there: the local GPU image's tag for "
-             f"--gpu, the cloud image's ({DEPLOYED_VLLM}) for instance types). Decides the sampler path, NCCL and "
-             "CUDA graph terms."),
+             f"--gpu, the cloud image's ({DEPLOYED_VLLM}) for instance types). Decides the sampler path, model "
+             "runner, NCCL and CUDA graph terms; before 0.11.1 FlashInfer's sampler is assumed only with "
+             "--set env.VLLM_USE_FLASHINFER_SAMPLER=1 (an image ships it, a pip install does not)."),
     gpu_memory_gib: float | None = typer.Option(
         None, "--gpu-memory-gib",
         help="With --gpu: the card's memory as CUDA reports it, in GiB (a card not in the catalog needs it)."),

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..catalog import DTYPE_BYTES, CatalogModel
-from .vllm_rules import VllmRules, vllm_rules
+from .vllm_rules import SORT_COPIES, TRITON_MIN_ROWS, VllmRules, vllm_rules
 
 GIB = 1024**3
 CPU_BLOCK_SIZE = 128  # vllm/platforms/cpu.py: cache_config.block_size = 128 unless the user sets one
@@ -50,9 +50,10 @@ NCCL_PCIE = round(0.28 * GIB)
 # channels as before, so the PCIe figure stays.
 NCCL_NVLINK_RUNTIME = round(0.80 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
-# vLLM >= 0.21 subtracts its CUDA graph estimate. Not fitted: logs show 0.17 to 0.36 GiB for small dense models,
+# vLLM >= 0.20 subtracts its CUDA graph estimate. Not fitted: logs show 0.09 to 0.53 GiB for dense models,
 # 1.6 GiB for a hybrid and 5 GiB per GPU for a large MoE with FULL graphs (docs/plan.md, "What the formulas leave out").
 CUDA_GRAPH_BYTES = round(0.75 * GIB)
+QUANTIZED = frozenset({"fp8", "int8", "int4"})  # weight dtypes vLLM's model config calls quantized
 DEPLOYED_VLLM = "0.11.0"  # the GPU image cloud deployments run (cloud/aliyun/images.py)
 
 
@@ -148,18 +149,20 @@ def forward_bytes(model: CatalogModel, act_bytes: float, batched_tokens: int, tp
     return round(batched_tokens * (3 * hidden + mlp) * act_bytes)
 
 
-def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, copies: float) -> int:
-    """Peak of the profiling pass's sampler: `copies` fp32 rows of vocab logits for every request it samples
-    (the copies per sampler path: vllm_rules)."""
-    return round(copies * min(max_seqs, batched_tokens) * model.vocab_size * LOGITS_BYTES)
+def sampler_bytes(model: CatalogModel, max_seqs: int, batched_tokens: int, copies: float, buffer_rows: int = 0) -> int:
+    """Peak of the profiling pass's sampler: `copies` fp32 rows of vocab logits for every request it samples, plus
+    the Triton top-k/top-p kernel's buffer of at most `buffer_rows` rows (the copies per sampler path: vllm_rules)."""
+    rows = min(max_seqs, batched_tokens)
+    return round((copies * rows + min(rows, buffer_rows)) * model.vocab_size * LOGITS_BYTES)
 
 
 def activation_bytes(
     model: CatalogModel, act_bytes: float, batched_tokens: int, max_seqs: int, tp: int, sampler_copies: float,
+    buffer_rows: int = 0,
 ) -> int:
     """vLLM's "PyTorch activation peak": the larger of the forward and the sampler, plus the hidden states
     the sampler reads (the forward's intermediates are freed before it runs)."""
-    sampler = sampler_bytes(model, max_seqs, batched_tokens, sampler_copies)
+    sampler = sampler_bytes(model, max_seqs, batched_tokens, sampler_copies, buffer_rows)
     peak = max(forward_bytes(model, act_bytes, batched_tokens, tp), sampler)
     return peak + round(batched_tokens * model.hidden_size * act_bytes)
 
@@ -190,9 +193,12 @@ class EngineSettings:
     vllm_version: str | None = DEPLOYED_VLLM
     env: Mapping[str, str] = field(default_factory=dict)  # the engine's environment (VLLM_USE_FLASHINFER_SAMPLER)
     interconnect: str | None = None  # "nvlink" or "pcie"; None: the card's, or unknown
+    flashinfer_installed: bool | None = True  # the vllm/vllm-openai images ship FlashInfer; None: not known
 
-    def rules(self) -> VllmRules:
-        return vllm_rules(self.vllm_version, self.env, self.enforce_eager)
+    def rules(self, model: CatalogModel, weights_dtype: str) -> VllmRules:
+        return vllm_rules(self.vllm_version, self.env, self.enforce_eager, model_type=model.arch,
+                          moe=bool(model.experts), quantized=weights_dtype in QUANTIZED,
+                          flashinfer_installed=self.flashinfer_installed)
 
 
 @dataclass(frozen=True)
@@ -219,20 +225,28 @@ class GpuBudget:
         return self.usable - self.weights - self.overhead
 
 
+def _sampler_terms(rules: VllmRules, max_seqs: int, batched_tokens: int) -> tuple[float, int]:
+    """(copies, buffer rows) of the profiling sampler: the Triton top-k/top-p only runs on >= 8 rows
+    (apply_top_k_top_p), fewer take PyTorch's sort."""
+    if rules.sampler == "triton" and min(max_seqs, batched_tokens) < TRITON_MIN_ROWS:
+        return SORT_COPIES, 0
+    return rules.sampler_copies, rules.sampler_buffer_rows
+
+
 def gpu_budget(
     model: CatalogModel, weights_dtype: str, gpu_name: str, link: str | None, total: int, util: float, tp: int,
     pp: int, engine: EngineSettings,
 ) -> GpuBudget:
     """KV bytes per GPU = CUDA total x utilization - loaded weights - activation peak - non-torch - graphs,
     each term as the engine's vLLM version computes it (vllm_rules)."""
-    rules = engine.rules()
+    rules = engine.rules(model, weights_dtype)
     default_tokens, default_seqs = batch_defaults(gpu_name, total)
     batched = engine.max_num_batched_tokens or default_tokens
     seqs = engine.max_num_seqs or default_seqs
     act_bytes = max(DTYPE_BYTES[weights_dtype], 2)  # activations are 16-bit for 8- and 4-bit weights
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
-        activations=activation_bytes(model, act_bytes, batched, seqs, tp, rules.sampler_copies),
+        activations=activation_bytes(model, act_bytes, batched, seqs, tp, *_sampler_terms(rules, seqs, batched)),
         non_torch=non_torch_bytes(tp * pp, link, rules.nccl_init_counted),
         cuda_graphs=CUDA_GRAPH_BYTES if rules.cuda_graphs else 0, batched_tokens=batched, max_seqs=seqs,
         link=link, rules=rules,

@@ -46,7 +46,7 @@ class Plan:
     gpu_count: int
     gpu_memory_bytes: int | None
     gpu_memory_utilization: float | None
-    overhead_bytes: int  # per GPU: activation peak + non-torch memory + CUDA graphs (vLLM >= 0.21)
+    overhead_bytes: int  # per GPU: activation peak + non-torch memory + CUDA graphs (vLLM >= 0.20)
     suggestion: str | None
     arithmetic: tuple[str, ...]
     provenance: tuple[str, ...]  # which figures are measured facts, which estimates, and how sure
