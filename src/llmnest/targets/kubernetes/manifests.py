@@ -34,8 +34,11 @@ def render(spec: DeploymentSpec, place: KubernetesPlacement, engine_key: str | N
         out.append(engine.key_secret(spec, place, key))
     out.append(gateway.upstreams_secret(spec, place, key))
     out += weights.objects(spec, place, place.gateway_image)
-    out += [engine.workload(spec, place), engine.service(spec, place)]
-    out += [o for o in (scaling.pdb(spec, place), scaling.autoscaler(spec, place)) if o]
+    workload, scaler = engine.workload(spec, place), scaling.autoscaler(spec, place)
+    if scaler:  # the autoscaler owns the replica count: a re-apply must not reset it (minReplicas is the floor)
+        del workload["spec"]["replicas"]
+    out += [workload, engine.service(spec, place)]
+    out += [o for o in (scaling.pdb(spec, place), scaler) if o]
     out += [gateway.deployment(spec, place), gateway.service(spec, place)]
     return out
 
