@@ -4,6 +4,7 @@ server-side apply, label selectors, rollout waits with the events that matter, l
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -206,3 +207,18 @@ def test_delete_refuses_to_go_on_while_pods_hold_gpus(api: ApiStandIn):
     with pytest.raises(LlmnestError, match="1 engine pod.* still hold their GPUs"):
         k8s.delete("qwq-32b", objs, timeout=0.3, say=lambda _l: None, poll=0.1)
     assert api.get("secrets", NS, "qwq-32b-engine-key")  # nothing else went
+
+
+def test_connect_reads_the_kubeconfig_context_as_kubectl_does(api: ApiStandIn, tmp_path, monkeypatch):
+    from llmnest.errors import Conflict
+    from llmnest.targets.kubernetes.client import connect
+
+    config = tmp_path / "config"
+    config.write_text(json.dumps(kubeconfig(api.url)))
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    Cluster(connect("stand-in"), NS).apply_all(objects()[:1])
+    assert api.get("secrets", NS, "qwq-32b-engine-key")
+    with pytest.raises(Conflict, match="cannot use context 'prod' of your kubeconfig .*kubectl config get-contexts"):
+        connect("prod")

@@ -94,7 +94,7 @@ def _pod_spec(spec: DeploymentSpec, place: KubernetesPlacement, containers: list
                  "volumes": [weights.pod_volume(spec, place),
                              {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_LIMIT}}],
                  "terminationGracePeriodSeconds": 60}
-    wait = weights.wait_container(spec, place, place.gateway_image)
+    wait = weights.wait_container(spec, place, image_of(spec))  # the image the node pulls anyway
     if wait:
         pod["initContainers"] = [wait]
     if spec.device == "cuda":
