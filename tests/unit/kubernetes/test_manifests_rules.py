@@ -82,6 +82,7 @@ def test_gpu_pods_request_their_gpus_shm_and_the_card():
     leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
     worker = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
     assert "ray start --head" in leader["args"][1] and "--distributed-executor-backend ray" in leader["args"][1]
+    assert '"$$(ray status' in leader["args"][1]  # the kubelet turns $$( into $( and leaves it to the shell
     assert worker["command"] + worker["args"] == ["ray", "start", "--address=$(LWS_LEADER_ADDRESS):6379", "--block"]
     assert "startupProbe" in leader and "startupProbe" not in worker
     assert by(objs, "Service", "-engine")["spec"]["selector"]["llmnest.io/role"] == "leader"

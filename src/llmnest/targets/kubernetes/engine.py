@@ -132,7 +132,8 @@ def _deployment(spec: DeploymentSpec, place: KubernetesPlacement) -> dict:
 def _leader_worker_set(spec: DeploymentSpec, place: KubernetesPlacement) -> dict:
     if spec.engine == "vllm":
         leader, leader_env = engine_argv(spec, {"distributed-executor-backend": "ray"})
-        wait_ray = ("ray start --head --port={port} && until [ \"$(ray status 2>/dev/null | grep -c ' node_')\" "
+        # `$$(` is Kubernetes' escape for a literal `$(`: the shell, not the kubelet, runs `ray status`
+        wait_ray = ("ray start --head --port={port} && until [ \"$$(ray status 2>/dev/null | grep -c ' node_')\" "
                     "-ge \"$LWS_GROUP_SIZE\" ]; do echo waiting for the Ray workers; sleep 5; done && exec {engine}")
         leader = ["bash", "-c", wait_ray.format(port=RAY_PORT, engine=shlex.join(leader))]  # key: env only
         worker = ["ray", "start", f"--address=$(LWS_LEADER_ADDRESS):{RAY_PORT}", "--block"]
