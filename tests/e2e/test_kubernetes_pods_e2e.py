@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,13 +170,19 @@ def build_gateway_image(workdir: Path) -> None:
     """llmnest's wheel and its dependencies installed into the CPU engine image's venv, committed."""
     wheels = workdir / "wheels"
     py = sys.executable
-    subprocess.run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)], check=True)
+    source = workdir / "source"  # a copy: building in the checkout would leave src/llmnest.egg-info there
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)], check=True)
     wheel = next(wheels.glob("llmnest-*.whl"))
-    subprocess.run([py, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
+    python = docker("run", "--rm", "--entrypoint", "sh", LOCAL_CPU_IMAGE, "-c", "command -v python3")
+    version = docker("run", "--rm", "--entrypoint", python, LOCAL_CPU_IMAGE, "-c",
+                     "import platform; print(platform.python_version())")  # markers compare the full version
+    subprocess.run([py, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", version,
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(wheels),
                     f"llmnest[shared] @ {wheel.as_uri()}"], check=True, timeout=900)
     docker("rm", "--force", "llmnest-gateway-build", check=False)
-    python = docker("run", "--rm", "--entrypoint", "sh", LOCAL_CPU_IMAGE, "-c", "command -v python3")
     docker("run", "--name", "llmnest-gateway-build", "--volume", f"{wheels}:/wheels:ro", "--entrypoint", python,
            LOCAL_CPU_IMAGE, "-m", "pip", "install", "-q", "--no-index", "--find-links", "/wheels",
            f"/wheels/{wheel.name}[shared]", timeout=900)
