@@ -181,7 +181,8 @@ def build_gateway_image(workdir: Path) -> None:
                      "import platform; print(platform.python_version())")  # markers compare the full version
     subprocess.run([py, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", version,
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "-d", str(wheels),
-                    f"llmnest[shared] @ {wheel.as_uri()}"], check=True, timeout=900)
+                    # pip download compares python_full_version markers as X.Y.0: redis needs async-timeout below 3.11.3
+                    f"llmnest[shared] @ {wheel.as_uri()}", "async-timeout>=4.0.3"], check=True, timeout=900)
     docker("rm", "--force", "llmnest-gateway-build", check=False)
     docker("run", "--name", "llmnest-gateway-build", "--volume", f"{wheels}:/wheels:ro", "--entrypoint", python,
            LOCAL_CPU_IMAGE, "-m", "pip", "install", "-q", "--no-index", "--find-links", "/wheels",
