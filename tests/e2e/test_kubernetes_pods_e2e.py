@@ -112,11 +112,16 @@ def run_pod_container(pod: dict, container: dict, name: str, secrets_: dict[str,
 
 
 def probe(container: dict, which: str, ip: str, name: str) -> int:
-    """Run one of the container's httpGet probes as the kubelet would; returns the attempts it took."""
+    """Run one of the container's httpGet probes as the kubelet would; returns the attempts it took.
+
+    A startup or liveness probe must pass before failureThreshold consecutive failures (else the kubelet
+    restarts the container); readiness keeps the pod out of its Service until it passes (bounded here)."""
     spec = container[which]
     port = {p["name"]: p["containerPort"] for p in container["ports"]}.get(spec["httpGet"]["port"], spec["httpGet"]["port"])
     url = f"http://{ip}:{port}{spec['httpGet']['path']}"
-    threshold = spec.get("failureThreshold", 3) if which == "startupProbe" else 1
+    threshold = spec.get("failureThreshold", 3)
+    if which == "readinessProbe":
+        threshold = max(threshold * 10, 30)
     for attempt in range(1, threshold + 1):
         try:
             if httpx.get(url, timeout=spec.get("timeoutSeconds", 1), trust_env=False).status_code < 400:
@@ -257,8 +262,8 @@ def test_the_pod_specs_serve_the_demo_behind_the_gateway_with_a_key(pods: dict) 
     gw_pod = found[("Deployment", f"{NAME}-gateway")]["spec"]["template"]["spec"]
     gateway = gw_pod["containers"][0]
     gw_ip = run_pod_container(gw_pod, gateway, f"{NAME}-gateway", secrets_, {}, pods["workdir"], {dns: engine_ip})
-    probe(gateway, "readinessProbe", gw_ip, f"{NAME}-gateway")
     probe(gateway, "livenessProbe", gw_ip, f"{NAME}-gateway")
+    probe(gateway, "readinessProbe", gw_ip, f"{NAME}-gateway")
 
     made = run_cli(pods["env"], "keys", "create", "team-a", "--db", pods["db"], "--json")
     assert made.returncode == 0, made.stderr
