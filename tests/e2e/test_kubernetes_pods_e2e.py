@@ -193,6 +193,7 @@ def build_gateway_image(workdir: Path) -> None:
            LOCAL_CPU_IMAGE, "-m", "pip", "install", "-q", "--no-index", "--find-links", "/wheels",
            f"/wheels/{wheel.name}[shared]", timeout=900)
     bindir = str(Path(python).parent)
+    docker("rmi", GATEWAY_IMAGE, check=False)  # the previous run's build, else left dangling
     docker("commit", "--change", f"ENV PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "llmnest-gateway-build", GATEWAY_IMAGE)
     docker("rm", "--force", "llmnest-gateway-build", check=False)
