@@ -13,7 +13,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 QUIET := 2>&1 | { grep -v '^WARNING: Location' || true; }
 ARGS ?=
 # What `make up` installs besides the engine: everything a README command needs (tests hold it to that).
-EXTRAS := demo,bench,hub,aliyun,shared
+EXTRAS := demo,bench,hub,aliyun,shared,kubernetes
 # The local CPU engine image the docker runtime's tests run (no registry needed to build it).
 IMAGE ?= llmnest/vllm-cpu:local
 
