@@ -66,9 +66,9 @@ def make_app(model: str, api_key: str | None, replica: str, fail_status: int | N
                 for i in range(n):
                     if delay:
                         await asyncio.sleep(delay)
-                    delta = {"content": f" w{i}"} if chat else None
+                    delta = {"content": f" w{i}" if i else "w0"} if chat else None
                     choice = {"index": 0, "delta": delta, "finish_reason": None} if chat else \
-                        {"index": 0, "text": f" w{i}", "finish_reason": None}
+                        {"index": 0, "text": f" w{i}" if i else "w0", "finish_reason": None}
                     chunk: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                                              "created": 0, "model": model, "choices": [choice]}
                     sent += 1
