@@ -362,6 +362,7 @@ class Gateway:
             call.replica = replica
             return resp, content
         log.warning("no replica of %r can take a request: %s", call.model, last_error)
+        self.metrics.refused.labels("no_replica").inc()
         why = f"{len(tried)} failed" if tried else "no replica is ready (starting or restarting)"
         raise GatewayError(503, f"no replica of {call.model!r} can take the request ({why}); retry shortly",
                            "no_replica", {"Retry-After": "2"})  # (never the engines' addresses: the log has them)

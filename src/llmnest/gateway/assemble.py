@@ -39,9 +39,13 @@ class Assembler:
         self.stop_reason: Any = None
         self.usage: dict[str, Any] | None = None
 
-    def add(self, event: bytes) -> None:
-        if not event.startswith(b"data:") or event.startswith(b"data: [DONE]"):
-            return
+    def add(self, events: bytes) -> None:
+        """One or more whole server-sent events."""
+        for event in events.split(b"\n\n"):
+            if event.startswith(b"data:") and not event.startswith(b"data: [DONE]"):
+                self._add(event)
+
+    def _add(self, event: bytes) -> None:
         try:
             chunk = json.loads(event[5:])
         except ValueError:
@@ -86,4 +90,5 @@ class Assembler:
         else:
             choice, kind = {"index": 0, "text": self._joined("text") or "", "logprobs": None}, "text_completion"
         choice.update(finish_reason=self.finish_reason, stop_reason=self.stop_reason)
-        return {**self.head, "object": kind, "choices": [choice], "usage": usage or None}
+        return {"id": self.head.get("id"), "object": kind, "created": self.head.get("created"),
+                "model": self.head.get("model"), "choices": [choice], "usage": usage or None}

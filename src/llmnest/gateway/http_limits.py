@@ -54,7 +54,8 @@ class HttpLimits:
                     raise BadInput(f"${env}={os.environ[env]!r} is not a number") from None
             if value is not None:
                 if value < 0:
-                    raise BadInput(f"--{f.name.replace('_', '-')} must be 0 (no limit) or positive, not {value}")
+                    raise BadInput(f"--{f.name.removesuffix('_s').replace('_', '-')} must be 0 (no limit) or"
+                                   f" positive, not {value}")
                 values[f.name] = value
         return cls(**values)
 
