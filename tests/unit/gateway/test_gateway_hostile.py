@@ -295,3 +295,48 @@ def test_errors_carry_a_request_id_and_never_an_engine_address(sqlite_db, gatewa
     assert_openai_error(post(gw.url, key, {"model": 7, "messages": []}), 404, "model_not_found")
     assert "'7'" in post(gw.url, key, {"model": 7, "messages": []}).json()["error"]["message"]
     assert _refused(gw.url, "no_replica") == 1 and _refused(gw.url, "model_not_found") == 2
+
+
+# ---- key names and model lists --------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(min_size=1, max_size=70))
+def test_a_key_name_is_taken_only_when_it_matches_whole(name) -> None:
+    import re
+
+    from llmnest.errors import BadInput
+    from llmnest.gateway.keys import _validate
+
+    valid = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", name, flags=re.ASCII) is not None
+    try:
+        _validate(name, {})
+    except BadInput:
+        assert not valid
+    else:
+        assert valid
+
+
+def test_key_names_and_model_lists_through_the_cli(home, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from llmnest.cli.main import app
+
+    monkeypatch.setenv("LLMNEST_HOME", str(home))
+    monkeypatch.delenv("LLMNEST_GATEWAY_DB", raising=False)
+    runner = CliRunner()
+
+    def cli(*args: str):
+        return runner.invoke(app, list(args))
+
+    assert cli("keys", "create", "tester").exit_code == 0
+    for bad in ("tester\n", "tester ", "tést", "-x", "a" * 65, "a/b"):
+        done = cli("keys", "create", bad)
+        assert done.exit_code == 2 and "Traceback" not in done.output, (bad, done.output)
+    for models in ("a,,b", ",", "a b", "a\x01"):
+        done = cli("keys", "create", "m", "--models", models)
+        assert done.exit_code == 2 and "--models" in done.output, (models, done.output)
+    made = cli("keys", "create", "rich", "--models", "[bold]x[/bold],y")
+    assert made.exit_code == 0 and "warning: no deployment here serves [bold]x[/bold], y" in made.output
+    listed = cli("keys", "ls")
+    assert "[bold]x[/bold]" in listed.stdout  # shown as given, not as markup
