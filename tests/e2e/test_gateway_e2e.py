@@ -93,3 +93,42 @@ def test_usage_through_the_gateway_equals_vllms_counters(demo) -> None:
     assert {m for m in wanted if m.startswith("vllm:")}, "the dashboard shows engine metrics too"
     assert not (wanted - exposed), f"dashboard queries metrics nobody exposes: {wanted - exposed}"
     assert k1 not in gateway_metrics and demo.api_key not in gateway_metrics and 'key_name="one"' in gateway_metrics
+
+
+def test_an_abandoned_non_streamed_request_stops_vllm_within_a_second_and_is_billed(demo) -> None:
+    """A client that gives up on a long non-streamed answer after 2 s: vLLM stops generating within a
+    second, the key is billed the tokens vLLM generated (status 499), and its one slot is free again."""
+    made = json.loads(demo.cli("keys", "create", "leaver", "--max-concurrency", "1", "--json").stdout)["key"]
+    headers = {"Authorization": f"Bearer {made}"}
+    gw = demo.base_url.removesuffix("/v1")
+    root = f"http://127.0.0.1:{demo.replica()['port']}"
+    before = vllm_tokens(root)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw + "/v1/chat/completions", headers=headers, timeout=httpx.Timeout(60, read=2.0),
+                   json={"model": demo.model, "max_tokens": 600, "ignore_eos": True,
+                         "messages": [{"role": "user", "content": "Tell a long story."}]})
+    left = time.monotonic()
+    while _running(root) and time.monotonic() - left < 5:
+        time.sleep(0.05)
+    stopped_after = time.monotonic() - left
+    assert stopped_after < 1.0, f"vLLM still generated {stopped_after:.2f} s after the client left"
+    after = vllm_tokens(root)
+    time.sleep(0.5)  # the usage row is written as the engine's request ends
+    (row,) = _usage_of(demo, "leaver").values()
+    generated = after[1] - before[1]
+    assert row["errors"] == 1 and 0 < row["completion_tokens"] < 600
+    assert row["prompt_tokens"] == after[0] - before[0]
+    assert abs(row["completion_tokens"] - generated) <= 1, (row, generated)  # (one step may not have arrived)
+    again = httpx.post(gw + "/v1/completions", headers=headers, timeout=120,
+                       json={"model": demo.model, "prompt": "Hi", "max_tokens": 2})
+    assert again.status_code == 200, again.text  # the slot came back
+    tokenized = httpx.post(gw + "/tokenize", headers=headers, timeout=60, json={"model": demo.model, "prompt": "Hi there"})
+    assert tokenized.status_code == 200 and tokenized.json()["count"] >= 2 and tokenized.headers["x-request-id"]
+
+
+def _running(root: str) -> bool:
+    """vLLM's own count of requests it is generating for."""
+    for line in httpx.get(f"{root}/metrics", timeout=10).text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.rsplit(" ", 1)[1]) > 0
+    return False

@@ -243,10 +243,10 @@ def test_tokens_per_minute_hold_against_parallel_streams(sqlite_db, gateway, rep
 def test_a_request_refused_for_concurrency_does_not_use_up_requests_per_minute(sqlite_db, gateway, replicas) -> None:
     _, key = keys.create(sqlite_db, "k", rpm=3, max_concurrency=1)
     gw = gateway([replicas["a"].upstream()])
-    slow = threading.Thread(target=post, args=(gw.url, key, chat("m1", "x", 30, fake_delay=0.03)))
+    slow = threading.Thread(target=post, args=(gw.url, key, chat("m1", "x", 100, fake_delay=0.05)))
     slow.start()
     time.sleep(0.3)
-    for _ in range(10):  # a client retrying on 429
+    for _ in range(5):  # a client retrying on 429 (while the slow one holds the slot for 5 s)
         assert_openai_error(post(gw.url, key, chat("m1", "x")), 429, "max_concurrency")
     slow.join()
     ok = post(gw.url, key, chat("m1", "x"))
