@@ -296,7 +296,7 @@ class Gateway:
                 if endpoint in ("chat", "completions"):
                     return await self._stream(call, body, receive, send, extra)
                 return await self._passthrough(call, body, raw, receive, send, extra)
-            return await self._unary(call, body, raw, receive, send, extra)
+            return await self._unary(call, body, raw, receive)
         except BaseException:  # the request broke off (or a bug): still free its replica and slot, write its row
             self._release(call, call.tap)
             self._settle_later(call, 500)
@@ -367,8 +367,7 @@ class Gateway:
         raise GatewayError(503, f"no replica of {call.model!r} can take the request ({why}); retry shortly",
                            "no_replica", {"Retry-After": "2"})  # (never the engines' addresses: the log has them)
 
-    async def _unary(self, call: Call, body: dict[str, Any], raw: bytes, receive: Receive, send: Send,
-                     extra: list[tuple[bytes, bytes]]) -> Response | None:
+    async def _unary(self, call: Call, body: dict[str, Any], raw: bytes, receive: Receive) -> Response | None:
         """A non-streamed answer. A client that leaves before it is complete stops the engine at once
         and is billed what was generated (status 499)."""
         gone = asyncio.ensure_future(_disconnected(receive))

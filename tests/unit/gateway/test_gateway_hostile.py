@@ -340,3 +340,17 @@ def test_key_names_and_model_lists_through_the_cli(home, monkeypatch) -> None:
     assert made.exit_code == 0 and "warning: no deployment here serves [bold]x[/bold], y" in made.output
     listed = cli("keys", "ls")
     assert "[bold]x[/bold]" in listed.stdout  # shown as given, not as markup
+
+
+def test_two_gateways_sharing_redis_hold_a_budget_against_parallel_requests(sqlite_db, gateway, replicas,
+                                                                             redis_url) -> None:
+    from llmnest.gateway.limiter import Limiter
+
+    _, key = keys.create(sqlite_db, "shared-budget", token_budget=1000, budget_period="day")
+    ups = [replicas["a"].upstream(), replicas["b"].upstream()]
+    both = [gateway(ups, limiter=Limiter(redis_url)), gateway(ups, limiter=Limiter(redis_url))]
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: post(both[i % 2].url, key, chat("m1", "x", 200, fake_delay=0.005)),
+                                range(20)))
+    assert {a.status_code for a in answers} == {200, 429}
+    assert usage.tokens_since(sqlite_db, "shared-budget", 0) <= 1000 + 201
