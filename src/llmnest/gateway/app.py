@@ -279,8 +279,8 @@ class Gateway:
                 raise GatewayError(404, f"model {model!r} is not deployed here; GET /v1/models lists the models",
                                    "model_not_found")
             admission = await self.limiter.admit(key, self._reservation(endpoint, model, body, raw))
-            if key.rpm is not None or key.tpm is not None:
-                extra += [(k.encode(), v.encode()) for k, v in (await self.limiter.headers(key)).items()]
+            if admission.headers:
+                extra += [(k.encode(), v.encode()) for k, v in admission.headers.items()]
             if isinstance(admission, Rejection):
                 self.metrics.rejected.labels(key.name, admission.limit).inc()
                 self.metrics.requests.labels(key.name, model, "429").inc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limits import RateLimitItemPerMinute
 from limits.errors import ConfigurationError
@@ -39,6 +39,7 @@ class Rejection:
     limit: str
     message: str
     retry_after: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Admission:
     reserved: int
     tpm_window_ends: float = 0.0  # the tokens/min window the reservation went into (epoch s)
     ended: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # OpenAI's x-ratelimit-* for requests/min, tokens/min
 
 
 class Limiter:
@@ -79,12 +81,16 @@ class Limiter:
         rejection = await self._reserve(admission, reserve)
         if rejection is None and key.rpm is not None:
             item = RateLimitItemPerMinute(key.rpm)
-            if not await self.window.hit(item, "rpm", key.id):  # (taken and checked in one step)
-                await self.storage.incr(item.key_for("rpm", key.id), item.get_expiry(), amount=-1)
-                rejection = Rejection("rpm", f"requests per minute limit of {key.rpm} reached",
-                                      await self._reset(item, "rpm", key))
+            window = item.key_for("rpm", key.id)
+            count = await self.storage.incr(window, item.get_expiry(), amount=1)  # (taken and checked in one step)
+            ends = await self.storage.get_expiry(window)
+            if count > key.rpm:
+                await self.storage.incr(window, item.get_expiry(), amount=-1)
+                rejection = Rejection("rpm", f"requests per minute limit of {key.rpm} reached", _until(ends))
+            _headers(admission.headers, "requests", key.rpm, key.rpm - count, ends)
         if rejection is not None:
             await self.end(admission, None)
+            rejection.headers = admission.headers
             return rejection
         return admission
 
@@ -106,8 +112,10 @@ class Limiter:
             ends = await self.storage.get_expiry(window)
             if after - reserve >= key.tpm:
                 await self.storage.incr(window, item.get_expiry(), amount=-reserve)
+                _headers(admission.headers, "tokens", key.tpm, key.tpm - after + reserve, ends)
                 return Rejection("tpm", f"tokens per minute limit of {key.tpm} reached", _until(ends))
             admission.reserved, admission.tpm_window_ends = reserve, ends
+            _headers(admission.headers, "tokens", key.tpm, key.tpm - after, ends)
         return None
 
     async def end(self, admission: Admission, tokens: int | None) -> None:
@@ -131,19 +139,6 @@ class Limiter:
             fetched, start, before = self._budget[key.id]
             self._budget[key.id] = (fetched, start, before + used)
 
-    async def headers(self, key: Key) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers for a key with requests/min or tokens/min limits."""
-        out: dict[str, str] = {}
-        for kind, limit in (("requests", key.rpm), ("tokens", key.tpm)):
-            if limit is None:
-                continue
-            item = RateLimitItemPerMinute(limit)
-            stats = await self.window.get_window_stats(item, "rpm" if kind == "requests" else "tpm", key.id)
-            out[f"x-ratelimit-limit-{kind}"] = str(limit)
-            out[f"x-ratelimit-remaining-{kind}"] = str(max(0, stats.remaining))
-            out[f"x-ratelimit-reset-{kind}"] = f"{max(0.0, stats.reset_time - time.time()):.0f}s"
-        return out
-
     async def budget_used(self, key: Key, reserved: int = 0) -> int:
         """Tokens the key used in its current budget period (from the usage table; cached briefly while
         far from the budget, read afresh near it)."""
@@ -157,9 +152,12 @@ class Limiter:
         self._budget[key.id] = (time.monotonic(), start, used)
         return used
 
-    async def _reset(self, item: RateLimitItemPerMinute, kind: str, key: Key) -> int:
-        stats = await self.window.get_window_stats(item, kind, key.id)
-        return _until(stats.reset_time)
+
+
+def _headers(out: dict[str, str], kind: str, limit: int, remaining: int, ends: float) -> None:
+    out[f"x-ratelimit-limit-{kind}"] = str(limit)
+    out[f"x-ratelimit-remaining-{kind}"] = str(max(0, remaining))
+    out[f"x-ratelimit-reset-{kind}"] = f"{max(0, math.ceil(ends - time.time()))}s"
 
 
 def _slot(key: Key) -> str:
