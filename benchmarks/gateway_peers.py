@@ -90,7 +90,8 @@ def bench(root: str, key: str, rate: float, seconds: float, work: Path, tag: str
     with (work / f"{tag}.log").open("w") as log:
         done = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
-        sys.exit(f"vllm bench serve failed on {tag}; see {work / (tag + '.log')}")
+        tail = "".join((work / f"{tag}.log").read_text().splitlines(keepends=True)[-15:])
+        sys.exit(f"vllm bench serve failed on {tag}:\n{tail}")
     return json.loads((work / name).read_text())
 
 
