@@ -128,6 +128,9 @@ class Gateway:
         else:
             try:
                 response = await self.completions(endpoint, scope, receive, send, extra)
+            except RecursionError:  # JSON that parsed just below Python's limit and not deeper in the stack
+                self.metrics.refused.labels("invalid_json").inc()
+                response = error_response(400, "the body's JSON is nested too deeply", "invalid_json")
             except Exception as exc:
                 log.error("gateway error on %s", scope["path"], exc_info=exc)
                 response = error_response(500, "internal gateway error; see the gateway's log", "internal_error")

@@ -210,6 +210,7 @@ def protocol(limits: HttpLimits, on_refuse: Callable[[str], None] | None = None)
             self.transport.write(b"".join([
                 STATUS_LINE[status], b"content-type: application/json\r\n",
                 b"content-length: ", str(len(body)).encode(), b"\r\nconnection: close\r\n",
+                b"x-request-id: ", os.urandom(12).hex().encode(), b"\r\n",
                 *([b"retry-after: 1\r\n"] if status == 429 else []), b"\r\n", body]))
             self.transport.close()
 
