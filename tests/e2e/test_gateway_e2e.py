@@ -132,3 +132,30 @@ def _running(root: str) -> bool:
         if line.startswith("vllm:num_requests_running"):
             return float(line.rsplit(" ", 1)[1]) > 0
     return False
+
+
+def test_up_with_an_api_key_beside_a_gateway_with_keys_opens_that_deployment_only(demo, tmp_path) -> None:
+    """`up --api-key K` where the gateway has keys (the demo's `default`): K becomes the key named after the
+    new deployment, for its model only; `up` says so and `keys ls` lists it; K opens nothing else."""
+    from tests.conftest import MODELS_CACHE, free_port, run_cli
+
+    other = tmp_path / "smollm2-other"
+    other.symlink_to(MODELS_CACHE / "smollm2-135m")  # the demo's weights under another served name
+    secret = "sk-e2e-chosen-key-0123456789"
+    port = free_port()
+    done = run_cli(demo.env, "up", str(other), "--api-key", secret, "--port", str(port), "--max-model-len", "2048",
+                   timeout=1200)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "smollm2-other, for smollm2-other only" in done.stdout and secret in done.stdout
+        rows = {r["name"]: r for r in json.loads(demo.cli("keys", "ls", "--json").stdout)}
+        assert rows["smollm2-other"]["models"] == ["smollm2-other"] and "default" in rows
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        mine = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120,
+                          headers={"Authorization": f"Bearer {secret}"}, json={"model": "smollm2-other", **chat})
+        assert mine.status_code == 200, mine.text
+        elsewhere = httpx.post(demo.base_url + "/chat/completions", timeout=120,
+                               headers={"Authorization": f"Bearer {secret}"}, json={"model": demo.model, **chat})
+        assert elsewhere.status_code == 403 and elsewhere.json()["error"]["code"] == "model_not_allowed"
+    finally:
+        assert run_cli(demo.env, "down", "smollm2-other").returncode == 0
