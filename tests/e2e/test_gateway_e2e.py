@@ -5,6 +5,7 @@ the Grafana dashboard queries exists in the gateway's or vLLM's real /metrics.""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import httpx
@@ -139,8 +140,11 @@ def test_up_with_an_api_key_beside_a_gateway_with_keys_opens_that_deployment_onl
     new deployment, for its model only; `up` says so and `keys ls` lists it; K opens nothing else."""
     from tests.conftest import MODELS_CACHE, free_port, run_cli
 
-    other = tmp_path / "smollm2-other"
-    other.symlink_to(MODELS_CACHE / "smollm2-135m")  # the demo's weights under another served name
+    other = tmp_path / "smollm2-other"  # the demo's weights under another served name (hard links, no copy)
+    other.mkdir()
+    for f in (MODELS_CACHE / "smollm2-135m").iterdir():
+        if f.is_file():
+            os.link(f, other / f.name)
     secret = "sk-e2e-chosen-key-0123456789"
     port = free_port()
     done = run_cli(demo.env, "up", str(other), "--api-key", secret, "--port", str(port), "--max-model-len", "2048",
