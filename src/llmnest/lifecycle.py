@@ -105,12 +105,22 @@ def summary(dep: state.Deployment, api_key: str | None, extra: dict[str, Any] | 
         "status": dep.status,
         "where": target.where(dep),
         "gateway": dep.spec.gateway,
+        "api_key_name": _key_name(dep, api_key),
         "replicas": dep.spec.replicas,
         "endpoints": [as_dict(e) for e in eps],
         "log": target.log_file(dep),
         "follow_logs": target.refusal(Capability.FOLLOW_LOGS) is None,
         **(extra or {}),
     }
+
+
+def _key_name(dep: state.Deployment, api_key: str | None) -> str | None:
+    """The gateway's name for the key printed (`default`, or the deployment's own key and its model)."""
+    if not (dep.spec.gateway and api_key and dep.spec.target == "local"):
+        return None
+    from .targets.local_gateway import key_label
+
+    return key_label(api_key)
 
 
 def _row(dep: state.Deployment, live: dict[str, Any]) -> dict[str, Any]:

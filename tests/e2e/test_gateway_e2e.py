@@ -5,6 +5,7 @@ the Grafana dashboard queries exists in the gateway's or vLLM's real /metrics.""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import httpx
@@ -93,3 +94,72 @@ def test_usage_through_the_gateway_equals_vllms_counters(demo) -> None:
     assert {m for m in wanted if m.startswith("vllm:")}, "the dashboard shows engine metrics too"
     assert not (wanted - exposed), f"dashboard queries metrics nobody exposes: {wanted - exposed}"
     assert k1 not in gateway_metrics and demo.api_key not in gateway_metrics and 'key_name="one"' in gateway_metrics
+
+
+def test_an_abandoned_non_streamed_request_stops_vllm_within_a_second_and_is_billed(demo) -> None:
+    """A client that gives up on a long non-streamed answer after 2 s: vLLM stops generating within a
+    second, the key is billed the tokens vLLM generated (status 499), and its one slot is free again."""
+    made = json.loads(demo.cli("keys", "create", "leaver", "--max-concurrency", "1", "--json").stdout)["key"]
+    headers = {"Authorization": f"Bearer {made}"}
+    gw = demo.base_url.removesuffix("/v1")
+    root = f"http://127.0.0.1:{demo.replica()['port']}"
+    before = vllm_tokens(root)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw + "/v1/chat/completions", headers=headers, timeout=httpx.Timeout(60, read=2.0),
+                   json={"model": demo.model, "max_tokens": 600, "ignore_eos": True,
+                         "messages": [{"role": "user", "content": "Tell a long story."}]})
+    left = time.monotonic()
+    while _running(root) and time.monotonic() - left < 5:
+        time.sleep(0.05)
+    stopped_after = time.monotonic() - left
+    assert stopped_after < 1.0, f"vLLM still generated {stopped_after:.2f} s after the client left"
+    after = vllm_tokens(root)
+    time.sleep(0.5)  # the usage row is written as the engine's request ends
+    (row,) = _usage_of(demo, "leaver").values()
+    generated = after[1] - before[1]
+    assert row["errors"] == 1 and 0 < row["completion_tokens"] < 600
+    assert row["prompt_tokens"] == after[0] - before[0]
+    assert abs(row["completion_tokens"] - generated) <= 1, (row, generated)  # (one step may not have arrived)
+    again = httpx.post(gw + "/v1/completions", headers=headers, timeout=120,
+                       json={"model": demo.model, "prompt": "Hi", "max_tokens": 2})
+    assert again.status_code == 200, again.text  # the slot came back
+    tokenized = httpx.post(gw + "/tokenize", headers=headers, timeout=60, json={"model": demo.model, "prompt": "Hi there"})
+    assert tokenized.status_code == 200 and tokenized.json()["count"] >= 2 and tokenized.headers["x-request-id"]
+
+
+def _running(root: str) -> bool:
+    """vLLM's own count of requests it is generating for."""
+    for line in httpx.get(f"{root}/metrics", timeout=10).text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.rsplit(" ", 1)[1]) > 0
+    return False
+
+
+def test_up_with_an_api_key_beside_a_gateway_with_keys_opens_that_deployment_only(demo, tmp_path) -> None:
+    """`up --api-key K` where the gateway has keys (the demo's `default`): K becomes the key named after the
+    new deployment, for its model only; `up` says so and `keys ls` lists it; K opens nothing else."""
+    from tests.conftest import MODELS_CACHE, free_port, run_cli
+
+    other = tmp_path / "smollm2-other"  # the demo's weights under another served name (hard links, no copy)
+    other.mkdir()
+    for f in (MODELS_CACHE / "smollm2-135m").iterdir():
+        if f.is_file():
+            os.link(f, other / f.name)
+    secret = "sk-e2e-chosen-key-0123456789"
+    port = free_port()
+    done = run_cli(demo.env, "up", str(other), "--api-key", secret, "--port", str(port), "--max-model-len", "2048",
+                   timeout=1200)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "smollm2-other, for smollm2-other only" in done.stdout and secret in done.stdout
+        rows = {r["name"]: r for r in json.loads(demo.cli("keys", "ls", "--json").stdout)}
+        assert rows["smollm2-other"]["models"] == ["smollm2-other"] and "default" in rows
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        mine = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120,
+                          headers={"Authorization": f"Bearer {secret}"}, json={"model": "smollm2-other", **chat})
+        assert mine.status_code == 200, mine.text
+        elsewhere = httpx.post(demo.base_url + "/chat/completions", timeout=120,
+                               headers={"Authorization": f"Bearer {secret}"}, json={"model": demo.model, **chat})
+        assert elsewhere.status_code == 403 and elsewhere.json()["error"]["code"] == "model_not_allowed"
+    finally:
+        assert run_cli(demo.env, "down", "smollm2-other").returncode == 0

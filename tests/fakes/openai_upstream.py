@@ -66,9 +66,9 @@ def make_app(model: str, api_key: str | None, replica: str, fail_status: int | N
                 for i in range(n):
                     if delay:
                         await asyncio.sleep(delay)
-                    delta = {"content": f" w{i}"} if chat else None
+                    delta = {"content": f" w{i}" if i else "w0"} if chat else None
                     choice = {"index": 0, "delta": delta, "finish_reason": None} if chat else \
-                        {"index": 0, "text": f" w{i}", "finish_reason": None}
+                        {"index": 0, "text": f" w{i}" if i else "w0", "finish_reason": None}
                     chunk: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                                              "created": 0, "model": model, "choices": [choice]}
                     sent += 1
@@ -89,6 +89,29 @@ def make_app(model: str, api_key: str | None, replica: str, fail_status: int | N
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def other(request: Request) -> Response:
+        """vLLM's other routes, enough to see that the gateway reaches them: /tokenize, /detokenize,
+        /v1/embeddings, /v1/responses (not streamed), /v1/models (with max_model_len)."""
+        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
+            return JSONResponse({"error": {"message": "Unauthorized"}}, status_code=401)
+        path = request.url.path
+        if path == "/v1/models":
+            return JSONResponse({"object": "list", "data": [{"id": model, "object": "model", "max_model_len": 2048}]})
+        body = await request.json()
+        n = words({"prompt": body.get("prompt") or body.get("input") or ""})
+        stats["requests"] += 1
+        if path == "/tokenize":
+            return JSONResponse({"count": n, "max_model_len": 2048, "tokens": list(range(n))})
+        if path == "/detokenize":
+            return JSONResponse({"prompt": " ".join(f"w{t}" for t in body.get("tokens") or [])})
+        if path == "/v1/embeddings":
+            return JSONResponse({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+                                 "model": model, "usage": {"prompt_tokens": n, "total_tokens": n}})
+        out = int(body.get("max_output_tokens") or 8)
+        return JSONResponse({"id": "resp-1", "object": "response", "model": model, "status": "completed",
+                             "output": [{"type": "message", "content": [{"type": "output_text", "text": "w0"}]}],
+                             "usage": {"input_tokens": n, "output_tokens": out, "total_tokens": n + out}})
+
     async def get_stats(request: Request) -> Response:
         return JSONResponse({**stats, "replica": replica})
 
@@ -98,7 +121,8 @@ def make_app(model: str, api_key: str | None, replica: str, fail_status: int | N
     return Starlette(routes=[
         Route("/v1/chat/completions", complete, methods=["POST"]),
         Route("/v1/completions", complete, methods=["POST"]),
-        Route("/health", health), Route("/stats", get_stats),
+        Route("/health", health), Route("/stats", get_stats), Route("/v1/models", other),
+        *(Route(p, other, methods=["POST"]) for p in ("/tokenize", "/detokenize", "/v1/embeddings", "/v1/responses")),
     ])
 
 

@@ -73,8 +73,8 @@ def test_up_prints_the_gateways_default_key_and_keeps_it(home):
     assert [k.name for k in keys.list_keys(db)] == ["default"]
     _, alice = keys.create(db, "alice")
     assert local_gateway.user_key(alice) == alice  # a key of the gateway may be given with --api-key
-    with pytest.raises(Conflict, match="--api-key is not a usable key of the gateway"):
-        local_gateway.user_key("sk-someone-elses-key")
+    with pytest.raises(Conflict, match="--api-key is not a key of the gateway"):
+        local_gateway.user_key("sk-someone-elses-key")  # (no deployment to name it after)
     keys.revoke(db, "default")
     fresh = local_gateway.user_key(None)  # a revoked default is replaced, and printed from then on
     assert fresh != first and keys.authenticate(db, fresh).name == "default"
@@ -89,10 +89,24 @@ def test_a_default_key_up_did_not_make_is_not_printed(home):
     db.close()
 
 
-def test_the_first_api_key_given_becomes_the_default(home):
-    assert local_gateway.user_key("sk-chosen-by-me-1234") == "sk-chosen-by-me-1234"
+def test_an_api_key_given_to_up_opens_its_deployment_and_nothing_else(home):
+    """`up --api-key K` where the gateway has keys already: K becomes the key named after the deployment,
+    for its model only (again on the next `up`); a live key of that name with another secret is refused."""
+    local_gateway.user_key(None)  # the gateway's `default` exists
+    assert local_gateway.user_key("sk-chosen-by-me-1234", "demo", "SmolLM2") == "sk-chosen-by-me-1234"
     db = Database(None)
-    assert keys.authenticate(db, "sk-chosen-by-me-1234").name == "default"
+    key = keys.authenticate(db, "sk-chosen-by-me-1234")
+    assert (key.name, key.models) == ("demo", ["SmolLM2"])
+    assert local_gateway.user_key("sk-chosen-by-me-1234", "demo", "SmolLM2") == "sk-chosen-by-me-1234"
+    assert local_gateway.key_label("sk-chosen-by-me-1234") == "demo, for SmolLM2 only"
+    with pytest.raises(Conflict, match="may not use Other"):
+        local_gateway.user_key("sk-chosen-by-me-1234", "other", "Other")
+    with pytest.raises(Conflict, match="a key named 'demo' with another secret"):
+        local_gateway.user_key("sk-another-one-5678", "demo", "SmolLM2")
+    keys.revoke(db, "demo")
+    with pytest.raises(Conflict, match="which is revoked"):
+        local_gateway.user_key("sk-chosen-by-me-1234", "demo", "SmolLM2")
+    assert [k.name for k in keys.list_keys(db) if k.revoked_at is None] == ["default"]
     db.close()
 
 
@@ -160,10 +174,15 @@ def test_redeploy_may_move_off_or_across_its_own_gateway_but_not_one_it_shares(h
 
 
 def test_a_deployment_moving_behind_the_gateway_keeps_its_key_when_it_can(home):
-    assert local_gateway.joining_key("sk-mine-from-before-0001") == "sk-mine-from-before-0001"  # the first: `default`
-    assert local_gateway.joining_key("sk-mine-from-before-0001") == "sk-mine-from-before-0001"
-    assert local_gateway.joining_key("sk-another-one-0002") == local_gateway.user_key(None) == "sk-mine-from-before-0001"
-    assert local_gateway.joining_key(None) == "sk-mine-from-before-0001"
+    """Its key becomes the gateway's key named after it, for its model only (as `up --api-key` does);
+    when the gateway cannot take it, the deployment gets the `default` key."""
+    mine = "sk-mine-from-before-0001"
+    assert local_gateway.joining_key(mine, "a", "M") == mine
+    assert local_gateway.joining_key(mine, "a", "M") == mine
+    assert local_gateway.key_label(mine) == "a, for M only"
+    default = local_gateway.user_key(None)
+    assert local_gateway.joining_key("sk-another-one-0002", "a", "M") == default != mine  # `a` is taken
+    assert local_gateway.joining_key(None, "b", "M") == default
 
 
 def test_logs_of_each_replica_and_of_the_gateway(home):

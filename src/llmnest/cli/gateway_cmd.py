@@ -29,10 +29,25 @@ def serve(
     health_interval: float = typer.Option(5.0, "--health-interval", help="Seconds between replica health checks."),
     on_port: bool = typer.Option(False, "--deployments-on-port", help="Route only to the deployments that `llmnest up` "
                                  "put behind the gateway on --port (how `up` runs it)."),
+    max_header_bytes: int = typer.Option(None, "--max-header-bytes", help="Request line and headers, at most "
+                                         "(431 beyond; default 32768, $LLMNEST_GATEWAY_MAX_HEADER_BYTES)."),
+    max_headers: int = typer.Option(None, "--max-headers", help="Header fields per request, at most (431 beyond; "
+                                    "default 100, $LLMNEST_GATEWAY_MAX_HEADERS)."),
+    header_timeout: float = typer.Option(None, "--header-timeout", help="Seconds a request's headers may take to "
+                                         "arrive (408 after; default 10, $LLMNEST_GATEWAY_HEADER_TIMEOUT_S)."),
+    body_timeout: float = typer.Option(None, "--body-timeout", help="Seconds to wait for more of a body (408 after; "
+                                       "default 30, $LLMNEST_GATEWAY_BODY_TIMEOUT_S)."),
+    max_connections_per_client: int = typer.Option(
+        None, "--max-connections-per-client", help="Open connections per client IP address (429 beyond; default "
+        "512, $LLMNEST_GATEWAY_MAX_CONNECTIONS_PER_CLIENT; 0: no cap)."),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Request body, at most (413 beyond; default "
+                                       "8 MiB, $LLMNEST_GATEWAY_MAX_BODY_BYTES)."),
 ) -> None:
-    """Serve until interrupted. The admin key for /metrics beyond loopback comes from $LLMNEST_GATEWAY_ADMIN_KEY."""
+    """Serve until interrupted. The admin key for /metrics beyond loopback comes from $LLMNEST_GATEWAY_ADMIN_KEY.
+    The HTTP limits come from the options, else from $LLMNEST_GATEWAY_* (how the gateway `up` runs takes them)."""
     from ..gateway.app import Gateway
     from ..gateway.db import Database
+    from ..gateway.http_limits import HttpLimits
     from ..gateway.limiter import Limiter
     from ..gateway.server import serve as run
     from ..gateway.upstreams import StaticProvider
@@ -40,6 +55,9 @@ def serve(
 
     if health_interval <= 0:
         raise BadInput("--health-interval must be positive")
+    limits = HttpLimits.from_env(max_header_bytes=max_header_bytes, max_headers=max_headers,
+                                 header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                                 max_connections_per_client=max_connections_per_client, max_body_bytes=max_body_bytes)
     if upstreams is not None and on_port:
         raise BadInput("--upstreams and --deployments-on-port choose the upstreams both; pass one")
     if upstreams is not None:
@@ -54,7 +72,7 @@ def serve(
     redis = redis or os.environ.get("LLMNEST_GATEWAY_REDIS") or None
     limiter = Limiter(redis) if redis else None
     gateway = Gateway(database, provider, limiter=limiter, health_interval=health_interval,
-                      admin_key=os.environ.get("LLMNEST_GATEWAY_ADMIN_KEY") or None)
+                      admin_key=os.environ.get("LLMNEST_GATEWAY_ADMIN_KEY") or None, limits=limits)
     say(f"gateway on http://{host}:{port}/v1 (database {database.kind})")
     run(gateway, host, port)
 

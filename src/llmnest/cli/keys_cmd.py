@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .output import console, err, handle_errors, print_json
@@ -24,6 +25,19 @@ def _db(url: str | None):
 
 def _models(text: str | None) -> list[str] | None:
     return None if text is None else [m.strip() for m in text.split(",")]
+
+
+def _warn_undeployed(models: list[str] | None) -> None:
+    """Warn about allowed models no deployment on this machine serves (a typo, or one deployed later)."""
+    from .. import state
+
+    if not models:
+        return
+    served = {d.spec.served_model_name for d in state.all_deployments()}
+    missing = [m for m in models if m not in served]
+    if missing:
+        err.print(f"warning: no deployment here serves {', '.join(missing)} (deployed: "
+                  f"{', '.join(sorted(served)) or 'none'}); the key allows the name(s) as given", markup=False)
 
 
 @handle_errors
@@ -45,6 +59,7 @@ def create(
     _, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
                             token_budget=token_budget, budget_period=budget_period,
                             expires_at=keys.parse_expiry(expires))
+    _warn_undeployed(_models(models))
     if json_out:
         print_json({"name": name, "key": secret})
         return
@@ -60,11 +75,11 @@ def key_rows(database: Any) -> list[dict[str, Any]]:
     """Every key with its limits and usage so far (never the secret); `keys ls` and the console show these."""
     from ..gateway import keys, usage
 
-    totals = usage.totals_by_key(database)
     rows = []
-    for k in keys.list_keys(database):
-        used = totals.get(k.name, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        budget_used = (usage.tokens_since(database, k.name, usage.period_start(k.budget_period))
+    for k in keys.list_keys(database):  # usage since the key was made: a reused name starts from zero
+        used = usage.totals_by_key(database, k.created_at).get(
+            k.name, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        budget_used = (usage.tokens_since(database, k.name, max(k.created_at, usage.period_start(k.budget_period)))
                        if k.budget_period else None)
         rows.append({
             "name": k.name, "prefix": k.prefix, "status": k.problem() or "active", "models": k.models,
@@ -88,7 +103,7 @@ def ls(
     table = Table("name", "status", "models", "rpm", "tpm", "conc.", "budget", "expires", "requests", "tokens in/out")
     for r in rows:
         budget = f"{r['budget_used']}/{r['token_budget']} per {r['budget_period']}" if r["token_budget"] else ""
-        table.add_row(r["name"], r["status"], ",".join(r["models"]) if r["models"] else "all",
+        table.add_row(*map(escape, (r["name"], r["status"], ",".join(r["models"]) if r["models"] else "all")),
                       *(str(r[f] or "") for f in ("rpm", "tpm", "max_concurrency")), budget,
                       (r["expires"] or "")[:10], str(r["requests"]), f"{r['prompt_tokens']}/{r['completion_tokens']}")
     console.print(table)
@@ -114,6 +129,7 @@ def update(
     key = keys.update(_db(db), name, clear=tuple("expires_at" if c == "expires" else c for c in clear),
                       models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
                       token_budget=token_budget, budget_period=budget_period, expires_at=keys.parse_expiry(expires))
+    _warn_undeployed(_models(models))
     if json_out:
         print_json(key.to_dict())
     else:

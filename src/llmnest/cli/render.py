@@ -28,8 +28,9 @@ def endpoint_text(summary: dict[str, Any], program: str = "llmnest") -> str:
     `program`, the way this llmnest is reached from here)."""
     eps = [Endpoint(e["base_url"], e["api_key"], e["model"], e["label"]) for e in summary["endpoints"]]
     out = [f"  {'Endpoint (' + e.label + ')':<22} {e.base_url}" for e in eps]
-    label = "API key (default)" if summary.get("gateway") else "API key"
-    out += [f"  {label:<22} {summary['api_key'] or '(none: open endpoint)'}",
+    label = f"API key ({summary.get('api_key_name') or 'default'})" if summary.get("gateway") else "API key"
+    out += [f"  {label:<22} {summary['api_key'] or '(none: open endpoint)'}" if len(label) <= 22 else
+            f"  {label}\n  {'':<22} {summary['api_key'] or '(none: open endpoint)'}",
             f"  {'Model':<22} {summary['served_model_name']}", ""]
     if eps:
         ep = eps[0]

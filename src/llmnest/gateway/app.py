@@ -8,6 +8,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,10 +25,12 @@ from starlette.routing import Route
 
 from . import keys as keystore
 from . import usage as usagestore
+from .assemble import Assembler, assemblable, streamed_body
 from .db import Database
 from .errors import GatewayError, error_response
+from .http_limits import HttpLimits
 from .keys import Key
-from .limiter import Limiter
+from .limiter import Admission, Limiter, Rejection
 from .metrics import Metrics
 from .router import Replica, Router, prompt_prefix
 from .stream import DONE, StreamTap, upstream_body
@@ -36,14 +39,21 @@ from .upstreams import Provider
 
 log = logging.getLogger("llmnest.gateway")
 
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = HttpLimits.max_body_bytes
+DEFAULT_RESERVE = 4096  # tokens a request without max_tokens reserves when the model's context is not known
+BYTES_PER_TOKEN = 3  # the prompt's reservation: its body's bytes / 3 (English is ~4 bytes a token, CJK ~3)
 KEY_CACHE_S = 2.0
 KEY_CACHE_MAX = 10_000
 RETRY_STATUSES = {502, 503, 504}
 HEALTH_TIMEOUT_S = 3.0
 END_WAIT_S = 1.0  # how long the end of an engine's answer after [DONE] is awaited (to reuse its connection)
 HEALTH_FAILURES = 2  # failed checks in a row (other than a refused connection) that take a replica out
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
+             # the engine's other routes that name a `model`: same keys and limits, relayed as they are
+             "/v1/responses": "responses", "/v1/embeddings": "embeddings", "/tokenize": "tokenize",
+             "/detokenize": "detokenize", "/v1/score": "score", "/v1/rerank": "rerank", "/rerank": "rerank",
+             "/v2/rerank": "rerank", "/pooling": "pooling", "/classify": "classify"}
+UPSTREAM_PATHS = {"/v1/chat/completions": "chat/completions", "/v1/completions": "completions"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -56,6 +66,8 @@ class Call:
     key: Key
     model: str
     endpoint: str
+    path: str
+    admission: Admission | None = None
     started: float = field(default_factory=time.monotonic)
     replica: Replica | None = None
     status: int = 200
@@ -64,13 +76,16 @@ class Call:
     ttft_s: float | None = None
     released: bool = False  # the replica no longer counts it
     settled: bool = False  # usage written (or being written)
-    client_gone: bool = False  # the client disconnected mid-stream
+    client_gone: bool = False  # the client disconnected before the end
+    tap: StreamTap | None = None  # the engine's stream, when it was asked for one
+    streamed: bool = False  # the client asked for a stream (its TTFT is recorded)
 
 
 class Gateway:
     def __init__(self, db: Database, provider: Provider, *, limiter: Limiter | None = None,
-                 router: Router | None = None, health_interval: float = 5.0, max_body: int = MAX_BODY,
-                 admin_key: str | None = None, upstream_timeout: float = 600.0) -> None:
+                 router: Router | None = None, health_interval: float = 5.0, max_body: int | None = None,
+                 admin_key: str | None = None, upstream_timeout: float = 600.0,
+                 limits: HttpLimits | None = None) -> None:
         self.db = db
         self.provider = provider
         self.limiter = limiter or Limiter("memory://")
@@ -78,7 +93,8 @@ class Gateway:
         self.router = router or Router()
         self.metrics = Metrics()
         self.health_interval = health_interval
-        self.max_body = max_body
+        self.limits = limits or HttpLimits()
+        self.max_body = max_body or self.limits.max_body_bytes
         self.admin_key = admin_key
         self.upstream = UpstreamClient(upstream_timeout)  # completions: the hot path
         self.usage = usagestore.Writer(db)
@@ -99,21 +115,27 @@ class Gateway:
         )
 
     async def app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        """The ASGI app: completions on a plain ASGI path (a streamed chunk costs one `send`), the rest
-        through Starlette."""
+        """The ASGI app: the engine's routes on a plain ASGI path (a streamed chunk costs one `send`), the
+        rest through Starlette. Every answer carries an `x-request-id`."""
         endpoint = ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+        extra = [(b"x-request-id", os.urandom(12).hex().encode())]
         if endpoint is None:
-            await self._starlette(scope, receive, send)
+            await self._starlette(scope, receive, _with_headers(send, extra) if scope["type"] == "http" else send)
             return
         if scope["method"] != "POST":
+            self.metrics.refused.labels("method_not_allowed").inc()
             response: Response | None = error_response(405, "Method Not Allowed", headers={"Allow": "POST"})
         else:
             try:
-                response = await self.completions(endpoint, scope, receive, send)
+                response = await self.completions(endpoint, scope, receive, send, extra)
+            except RecursionError:  # JSON that parsed just below Python's limit and not deeper in the stack
+                self.metrics.refused.labels("invalid_json").inc()
+                response = error_response(400, "the body's JSON is nested too deeply", "invalid_json")
             except Exception as exc:
                 log.error("gateway error on %s", scope["path"], exc_info=exc)
                 response = error_response(500, "internal gateway error; see the gateway's log", "internal_error")
         if response is not None:
+            response.raw_headers.extend(extra)
             await response(scope, receive, send)
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -185,10 +207,26 @@ class Gateway:
             ok, refused = resp.status_code == 200, False
         except httpx.HTTPError as exc:
             ok, refused = False, isinstance(exc, httpx.ConnectError)
+        if ok and replica.max_model_len is None:
+            replica.max_model_len = await self._context_length(replica)
         replica.failed_checks = 0 if ok else replica.failed_checks + 1
         # one slow answer does not take a healthy replica out, nor bring back one that was out
         replica.healthy = ok or (replica.healthy and not refused and replica.failed_checks < HEALTH_FAILURES)
         self.metrics.replica_up.labels(replica.upstream.model, replica.id).set(1 if replica.healthy else 0)
+
+    async def _context_length(self, replica: Replica) -> int:
+        """The model's context length from the engine's /v1/models (`max_model_len`, vLLM and SGLang);
+        0 when it does not say (then requests without max_tokens reserve DEFAULT_RESERVE)."""
+        assert self.client is not None
+        try:
+            resp = await self.client.get(f"{replica.upstream.base_url}/models", timeout=HEALTH_TIMEOUT_S,
+                                         headers=_auth(replica.upstream.internal_key))
+            for item in resp.json().get("data") or []:
+                if isinstance(item.get("max_model_len"), int):
+                    return item["max_model_len"]
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass
+        return 0
 
     # ---- endpoints -------------------------------------------------------------------------------
 
@@ -215,9 +253,10 @@ class Gateway:
                 self.metrics.replica_up.labels(model, r.id).set(1 if r.healthy else 0)
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def completions(self, endpoint: str, scope: dict[str, Any], receive: Receive,
-                          send: Send) -> Response | None:
-        """A chat or completions request: the answer to send, or None when it was streamed here."""
+    async def completions(self, endpoint: str, scope: dict[str, Any], receive: Receive, send: Send,
+                          extra: list[tuple[bytes, bytes]]) -> Response | None:
+        """A request for an engine route: the answer to send, or None when it was sent here (streamed,
+        or the client left). `extra` are headers every answer carries."""
         arrived = time.monotonic()
         secret, declared = "", None
         for name, value in scope["headers"]:
@@ -229,8 +268,12 @@ class Gateway:
             key = await self._authenticate(secret)
             raw, body = await self._read_json(declared, receive)
             model = body.get("model")
+            if isinstance(model, (int, float)) and not isinstance(model, bool):  # `"model": 7` names "7"
+                model = body["model"] = str(model)
+                raw = json.dumps(body).encode()
             if not isinstance(model, str) or not model:
-                raise GatewayError(400, "the request names no `model`", "missing_model")
+                raise GatewayError(400, "the request names no `model` (a string: GET /v1/models lists them)",
+                                   "missing_model")
             if not key.allows(model):
                 raise GatewayError(403, f"this key may not use model {model!r}", "model_not_allowed")
             if model not in self.router.replicas:
@@ -238,26 +281,53 @@ class Gateway:
             if model not in self.router.replicas:
                 raise GatewayError(404, f"model {model!r} is not deployed here; GET /v1/models lists the models",
                                    "model_not_found")
-            rejection = await self.limiter.admit(key)
-            if rejection:
-                self.metrics.rejected.labels(key.name, rejection.limit).inc()
+            admission = await self.limiter.admit(key, self._reservation(endpoint, model, body, raw))
+            if admission.headers:
+                extra += [(k.encode(), v.encode()) for k, v in admission.headers.items()]
+            if isinstance(admission, Rejection):
+                self.metrics.rejected.labels(key.name, admission.limit).inc()
                 self.metrics.requests.labels(key.name, model, "429").inc()
-                raise GatewayError(429, f"{rejection.message}; retry after {rejection.retry_after} s",
-                                   rejection.limit, {"Retry-After": str(rejection.retry_after)})
+                raise GatewayError(429, f"{admission.message}; retry after {admission.retry_after} s",
+                                   admission.limit, {"Retry-After": str(admission.retry_after)})
         except GatewayError as exc:
+            self.metrics.refused.labels(exc.code or str(exc.status)).inc()
             return exc.response()
-        call = Call(key, model, endpoint)
+        call = Call(key, model, endpoint, scope["path"], admission)
         self.metrics.in_flight.labels(model).inc()
         try:
-            if body.get("stream"):
-                return await self._stream(call, body, receive, send)
-            return await self._unary(call, body, raw)
+            if body.get("stream") is True:
+                if endpoint in ("chat", "completions"):
+                    return await self._stream(call, body, receive, send, extra)
+                return await self._passthrough(call, body, raw, receive, send, extra)
+            return await self._unary(call, body, raw, receive)
         except BaseException:  # the request broke off (or a bug): still free its replica and slot, write its row
-            self._release(call)
+            self._release(call, call.tap)
             self._settle_later(call, 500)
             raise
 
+    def _reservation(self, endpoint: str, model: str, body: dict[str, Any], raw: bytes) -> int:
+        """The tokens a request may use, reserved against its key's tokens/min and budget until it ends:
+        its prompt (estimated from the body's size) and its output limit, or the model's context."""
+        prompt = len(raw) // BYTES_PER_TOKEN + 1
+        if endpoint in ("tokenize", "detokenize"):
+            return 1
+        if endpoint not in ("chat", "completions", "responses"):
+            return prompt
+        limit = self.router.max_model_len(model)
+        out = next((v for f in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                    if isinstance(v := body.get(f), int) and not isinstance(v, bool) and v > 0), None)
+        if out is None:
+            return limit or DEFAULT_RESERVE
+        return min(prompt + out, limit) if limit else prompt + out
+
     # ---- proxying --------------------------------------------------------------------------------
+
+    def _upstream_url(self, replica: Replica, path: str) -> str:
+        if path in UPSTREAM_PATHS:
+            return f"{replica.upstream.base_url}/{UPSTREAM_PATHS[path]}"
+        if path.startswith("/v1/"):
+            return replica.upstream.base_url + path[3:]
+        return replica.upstream.root_url + path
 
     async def _send(self, call: Call, body: dict[str, Any], raw: bytes,
                     stream: bool) -> tuple[UpstreamResponse, bytes]:
@@ -266,14 +336,14 @@ class Gateway:
         tried: set[str] = set()
         prefix = prompt_prefix(body, self.router.affinity_chars)
         last_error = "no replica is ready (starting or restarting)"
-        path = "chat/completions" if call.endpoint == "chat" else "completions"
         if self.router.pick(call.model, prefix) is None:
             await self._catch_up(call.started)
         while (replica := self.router.pick(call.model, prefix, frozenset(tried))) is not None:
             tried.add(replica.id)
             replica.outstanding += 1
+            resp = None
             try:
-                resp = await self.upstream.post(f"{replica.upstream.base_url}/{path}", raw, {
+                resp = await self.upstream.post(self._upstream_url(replica, call.path), raw, {
                     "Content-Type": "application/json", **_auth(replica.upstream.internal_key)})
                 content = b"" if stream and resp.status == 200 else await resp.read()
             except UpstreamError as exc:  # refused, reset, timed out before the answer: out at once
@@ -282,8 +352,10 @@ class Gateway:
                 self.metrics.replica_up.labels(call.model, replica.id).set(0)
                 last_error = f"replica {replica.id}: {exc}"
                 continue
-            except BaseException:
+            except BaseException:  # (cancelled: the client left) the engine stops
                 replica.outstanding -= 1
+                if resp is not None:
+                    resp.abort()
                 raise
             if resp.status in RETRY_STATUSES:
                 resp.close()
@@ -292,26 +364,78 @@ class Gateway:
                 continue
             call.replica = replica
             return resp, content
-        raise GatewayError(503, f"no replica of {call.model!r} can take the request ({last_error});"
-                                " retry shortly", "no_replica", {"Retry-After": "2"})
+        log.warning("no replica of %r can take a request: %s", call.model, last_error)
+        self.metrics.refused.labels("no_replica").inc()
+        why = f"{len(tried)} failed" if tried else "no replica is ready (starting or restarting)"
+        raise GatewayError(503, f"no replica of {call.model!r} can take the request ({why}); retry shortly",
+                           "no_replica", {"Retry-After": "2"})  # (never the engines' addresses: the log has them)
 
-    async def _unary(self, call: Call, body: dict[str, Any], raw: bytes) -> Response:
+    async def _unary(self, call: Call, body: dict[str, Any], raw: bytes, receive: Receive) -> Response | None:
+        """A non-streamed answer. A client that leaves before it is complete stops the engine at once
+        and is billed what was generated (status 499)."""
+        gone = asyncio.ensure_future(_disconnected(receive))
+        work = asyncio.ensure_future(self._exchange(call, body, raw))
         try:
-            resp, content = await self._send(call, body, raw, stream=False)
+            await asyncio.wait((gone, work), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not work.done():
+            call.client_gone = True
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            self._release(call, call.tap)
+            await self._settle(call, 499)
+            return None
+        return work.result()
+
+    async def _exchange(self, call: Call, body: dict[str, Any], raw: bytes) -> Response:
+        """Ask the engine and settle: the answer."""
+        assembled = call.endpoint in ("chat", "completions") and assemblable(body)
+        try:
+            resp, content = await self._send(call, body, streamed_body(body) if assembled else raw,
+                                             stream=assembled)
         except GatewayError as exc:
             await self._settle(call, exc.status)
             return exc.response()
+        content_type = resp.headers.get("content-type", "application/json")
+        if assembled and resp.status == 200:
+            call.tap, assembler = StreamTap(True, True), Assembler(call.endpoint == "chat")
+            try:
+                while data := await resp.next():
+                    for event in call.tap.feed(data):
+                        assembler.add(event)
+                    if call.tap.done:
+                        break
+                else:
+                    raise UpstreamError("the stream ended without [DONE]")
+            except UpstreamError as exc:
+                resp.close()
+                self._release(call, call.tap)
+                if call.replica:
+                    call.replica.healthy = False
+                log.warning("replica %s failed mid-answer: %s", call.replica.id if call.replica else "?", exc)
+                await self._settle(call, 502)
+                return error_response(502, "the engine replica failed before the answer was complete; retry",
+                                      "upstream_failed")
+            except BaseException:
+                resp.abort()
+                raise
+            self._release(call, call.tap)
+            await self._settle(call, 200)
+            asyncio.get_running_loop().create_task(resp.finish(END_WAIT_S))
+            return Response(json.dumps(assembler.answer(), ensure_ascii=False).encode(), media_type="application/json")
         resp.close()
         self._release(call)
         if resp.status == 401:
-            return await self._engine_refused(call)
+            await self._settle(call, 502)
+            return _engine_refused()
         if resp.status == 200:
             call.prompt_tokens, call.completion_tokens = _usage_of(content)
         await self._settle(call, resp.status)
-        return Response(content, status_code=resp.status,
-                        media_type=resp.headers.get("content-type", "application/json"))
+        return Response(content, status_code=resp.status, media_type=content_type)
 
-    async def _stream(self, call: Call, body: dict[str, Any], receive: Receive, send: Send) -> Response | None:
+    async def _stream(self, call: Call, body: dict[str, Any], receive: Receive, send: Send,
+                      extra: list[tuple[bytes, bytes]]) -> Response | None:
         sent, wants_usage, wants_continuous = upstream_body(body)
         try:
             resp, content = await self._send(call, body, json.dumps(sent).encode(), stream=True)
@@ -322,16 +446,57 @@ class Gateway:
             resp.close()
             self._release(call)
             if resp.status == 401:
-                return await self._engine_refused(call)
+                await self._settle(call, 502)
+                return _engine_refused()
             await self._settle(call, resp.status)
             return Response(content, status_code=resp.status,
                             media_type=resp.headers.get("content-type", "application/json"))
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        call.streamed = True
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, call, resp))
         try:
             await self._relay(call, resp, StreamTap(wants_usage, wants_continuous), send)
         finally:
             watcher.cancel()
+        return None
+
+    async def _passthrough(self, call: Call, body: dict[str, Any], raw: bytes, receive: Receive, send: Send,
+                           extra: list[tuple[bytes, bytes]]) -> Response | None:
+        """A stream of another engine route (e.g. /v1/responses) relayed byte for byte; its usage is read
+        from the last events (the Responses API's `response.completed`)."""
+        try:
+            resp, content = await self._send(call, body, raw, stream=True)
+        except GatewayError as exc:
+            await self._settle(call, exc.status)
+            return exc.response()
+        if resp.status != 200:
+            resp.close()
+            self._release(call)
+            await self._settle(call, 502 if resp.status == 401 else resp.status)
+            return _engine_refused() if resp.status == 401 else Response(
+                content, status_code=resp.status, media_type=resp.headers.get("content-type", "application/json"))
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", resp.headers.get("content-type", "text/event-stream").encode()), *extra]})
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, call, resp))
+        tail, status = b"", 499
+        try:
+            while data := await resp.next():
+                tail = (tail + data)[-65536:]
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            status = 200
+        except UpstreamError as exc:
+            if not call.client_gone:
+                status = 502
+                log.warning("replica %s failed mid-stream: %s", call.replica.id if call.replica else "?", exc)
+        finally:
+            watcher.cancel()
+            resp.close()
+            call.prompt_tokens, call.completion_tokens = _stream_usage(tail)
+            self._release(call)
+            if status != 200:
+                self._settle_later(call, status)
+        await self._settle(call, 200)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return None
 
     async def _relay(self, call: Call, resp: UpstreamResponse, tap: StreamTap, send: Send) -> None:
@@ -361,8 +526,9 @@ class Gateway:
                 status = 502
                 if call.replica:
                     call.replica.healthy = False
+                log.warning("replica %s failed mid-stream: %s", call.replica.id if call.replica else "?", exc)
                 end = (end or b"") + b"data: " + json.dumps({"error": {
-                    "message": f"the engine replica failed mid-stream ({exc}); the answer is incomplete",
+                    "message": "the engine replica failed mid-stream; the answer is incomplete",
                     "type": "upstream_error", "param": None, "code": "upstream_failed"}}).encode() + b"\n\n"
         finally:
             if not call.settled:
@@ -376,16 +542,11 @@ class Gateway:
         """The replica is done with the call: count what it used."""
         if tap is not None:
             call.prompt_tokens, call.completion_tokens = tap.prompt_tokens, tap.completion_tokens
-            if tap.first_token_at is not None:
+            if tap.first_token_at is not None and call.streamed:
                 call.ttft_s = tap.first_token_at - call.started
         if call.replica is not None and not call.released:
             call.replica.outstanding -= 1
             call.released = True
-
-    async def _engine_refused(self, call: Call) -> Response:
-        await self._settle(call, 502)
-        return error_response(502, "the engine refused the gateway's internal key; redeploy or check the"
-                                   " deployment's key", "engine_auth")
 
     # ---- accounting ------------------------------------------------------------------------------
 
@@ -419,14 +580,16 @@ class Gateway:
         task.add_done_callback(self._pending.discard)
 
     async def _finish(self, call: Call, row: usagestore.Usage) -> None:
+        """Store the row, then put the request's usage in place of its reservation (in this order, a
+        budget is never read short of a finished request's tokens)."""
         try:
-            await self.limiter.release(call.key)
-            await self.limiter.charge(call.key, row.prompt_tokens + row.completion_tokens)
-        finally:
             await self.usage.write(row)
+        finally:
+            if call.admission is not None:
+                await self.limiter.end(call.admission, row.prompt_tokens + row.completion_tokens)
 
-    async def _tokens_used(self, key_name: str, since: float) -> int:
-        return await asyncio.to_thread(usagestore.tokens_since, self.db, key_name, since)
+    async def _tokens_used(self, key: Key, since: float) -> int:
+        return await asyncio.to_thread(usagestore.tokens_since, self.db, key.name, since)
 
     # ---- request checks --------------------------------------------------------------------------
 
@@ -472,6 +635,8 @@ class Gateway:
             body = json.loads(raw)
         except ValueError as exc:
             raise GatewayError(400, f"the body is not valid JSON ({exc})", "invalid_json") from None
+        except RecursionError:
+            raise GatewayError(400, "the body's JSON is nested too deeply", "invalid_json") from None
         if not isinstance(body, dict):
             raise GatewayError(400, "the body must be a JSON object", "invalid_json")
         return raw, body
@@ -485,6 +650,25 @@ class Gateway:
         return error_response(500, "internal gateway error; see the gateway's log", "internal_error")
 
 
+def _engine_refused() -> Response:
+    return error_response(502, "the engine refused the gateway's internal key; redeploy or check the"
+                               " deployment's key", "engine_auth")
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+    return sending
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (or the answer is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _watch_disconnect(receive: Receive, call: Call, resp: UpstreamResponse) -> None:
     """When the client leaves mid-stream, even while the engine is silent: close the engine's request
     (the engine stops generating); the relay then ends and records the usage so far."""
@@ -496,11 +680,27 @@ async def _watch_disconnect(receive: Receive, call: Call, resp: UpstreamResponse
 
 
 def _usage_of(content: bytes) -> tuple[int, int]:
+    """Prompt and output tokens of an answer's `usage` (chat, completions, embeddings, responses)."""
     try:
         used = json.loads(content).get("usage") or {}
-        return int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
-    except (ValueError, AttributeError, TypeError):
+        return (int(used.get("prompt_tokens") or used.get("input_tokens") or 0),
+                int(used.get("completion_tokens") or used.get("output_tokens") or 0))
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return 0, 0
+
+
+def _stream_usage(tail: bytes) -> tuple[int, int]:
+    """The usage in the last event of a stream's tail that carries one."""
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data:") and b'"usage"' in line:
+            try:
+                obj = json.loads(line[5:])
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+                obj = obj["response"]
+            return _usage_of(json.dumps(obj).encode())
+    return 0, 0
 
 
 def _bearer(value: str) -> str:

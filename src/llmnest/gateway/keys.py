@@ -22,8 +22,9 @@ from ..errors import BadInput, Conflict, NotFound
 from .db import Database
 
 PERIODS = ("day", "month")
+MODEL_RE = re.compile(r"[^\s\x00-\x1f\x7f,]{1,256}")  # a served model name: no spaces, commas or controls
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency", "token_budget")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # matched whole (fullmatch: no trailing newline)
 
 
 @dataclass
@@ -41,6 +42,11 @@ class Key:
     expires_at: float | None = None
     created_at: float = field(default_factory=time.time)
     revoked_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        """The key's identity: a new key that reuses a revoked key's name is another key."""
+        return f"{self.name}@{self.created_at:.6f}"
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -81,7 +87,7 @@ def parse_expiry(text: str | None) -> float | None:
 
 
 def _validate(name: str | None, limits: dict[str, Any]) -> None:
-    if name is not None and not NAME_RE.match(name):
+    if name is not None and not NAME_RE.fullmatch(name):
         raise BadInput(f"key name {name!r} is invalid; use letters, digits, '.', '_', '@', '-' (at most 64)")
     for f in LIMIT_FIELDS:
         value = limits.get(f)
@@ -90,8 +96,14 @@ def _validate(name: str | None, limits: dict[str, Any]) -> None:
     period = limits.get("budget_period")
     if period is not None and period not in PERIODS:
         raise BadInput(f"--budget-period must be day or month, not {period!r}")
-    if "models" in limits and limits["models"] is not None and not [m for m in limits["models"] if m]:
-        raise BadInput("--models is empty; name at least one model, or leave it out for all models")
+    models = limits.get("models")
+    if models is not None:
+        if not models:
+            raise BadInput("--models is empty; name at least one model, or leave it out for all models")
+        for m in models:
+            if not m or not MODEL_RE.fullmatch(m):
+                raise BadInput(f"--models has {'an empty entry' if not m else f'an invalid name {m!r}'}; give"
+                               " model names separated by commas (no spaces or control characters)")
 
 
 def _check_budget(key: Key) -> None:

@@ -28,3 +28,8 @@ class Metrics:
                                          ["model", "replica"], registry=r)
         self.rejected = Counter("llmnest_limit_rejections", "Requests refused by a limit",
                                 ["key_name", "limit"], registry=r)
+        self.refused = Counter("llmnest_refused_requests", "Requests refused before reaching an engine, by reason"
+                               " (HTTP limits, keys, bad requests, limits, no replica)", ["reason"], registry=r)
+
+    def refused_by(self, reason: str) -> None:
+        self.refused.labels(reason).inc()

@@ -19,6 +19,7 @@ class Replica:
     outstanding: int = 0
     healthy: bool = True
     failed_checks: int = 0  # health checks failed in a row
+    max_model_len: int | None = None  # the model's context, from the engine (0: it does not say)
 
     @property
     def id(self) -> str:
@@ -38,6 +39,10 @@ class Router:
         for up in upstreams:
             fresh.setdefault(up.model, []).append(old.get(up) or Replica(up))
         self.replicas = fresh
+
+    def max_model_len(self, model: str) -> int:
+        """The model's context length as its replicas report it (0: not known)."""
+        return max((r.max_model_len or 0 for r in self.replicas.get(model, [])), default=0)
 
     def models(self) -> list[str]:
         return sorted(self.replicas)

@@ -9,11 +9,14 @@ import time
 import uvicorn
 
 from .app import Gateway
+from .http_limits import protocol
 
 
 def config(gateway: Gateway, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
+    """uvicorn with the gateway's HTTP limits on its own httptools protocol (see http_limits)."""
+    http = protocol(gateway.limits, gateway.metrics.refused_by)
     return uvicorn.Config(gateway.app, host=host, port=port, log_level=log_level, access_log=False, interface="asgi3",
-                          timeout_graceful_shutdown=10, lifespan="on")
+                          timeout_graceful_shutdown=10, lifespan="on", http=http)
 
 
 def serve(gateway: Gateway, host: str = "127.0.0.1", port: int = 8080) -> None:

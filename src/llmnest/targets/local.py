@@ -202,7 +202,8 @@ class LocalTarget(Target):
         spec = resolved.spec
         check_can_start(spec, ctx)
         planned = check_plan(spec, resolved.model, ctx.force)
-        key = local_gateway.user_key(resolved.api_key) if spec.gateway else resolved.api_key
+        key = (local_gateway.user_key(resolved.api_key, spec.name, spec.served_model_name) if spec.gateway
+               else resolved.api_key)
         spec = with_weights(spec, resolved.model, ctx)
         state.create(spec, key)
         state.update(spec.name, info=planned)
@@ -471,7 +472,7 @@ class LocalTarget(Target):
         """Every engine of the old spec stopped, then the new spec started and waited for."""
         old = dep.spec
         joining = new.gateway and not old.gateway
-        key = local_gateway.joining_key(state.api_key(dep.name)) if joining else None
+        key = local_gateway.joining_key(state.api_key(dep.name), dep.name, new.served_model_name) if joining else None
         self._stop(dep)
         state.delete_units(dep.name)
         state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})

@@ -29,19 +29,15 @@ def default_key_path() -> Path:
     return home() / "gateway" / "default_key"
 
 
-def user_key(requested: str | None) -> str:
+def user_key(requested: str | None, name: str | None = None, model: str | None = None) -> str:
     """The key `up` prints behind the gateway: the `default` key (made on first use, kept 0600 so every
-    `up` prints it again), or the key the user passed with --api-key when it is one of the gateway's."""
+    `up` prints it again), or the key the user passed with --api-key, which opens the deployment `name`
+    (serving `model`): a key of the gateway already that may use the model, or a new key named after the
+    deployment that may use that model only."""
     db = Database(None)
     try:
         if requested:
-            found = keys.authenticate(db, requested)
-            if found is not None and found.problem() is None:
-                return requested
-            if found is None and _live_default(db) is None:
-                return _make_default(db, requested)
-            raise Conflict("--api-key is not a usable key of the gateway, which has its `default` key already: "
-                           "leave --api-key out to use it, or `llmnest keys create NAME` for another")
+            return _deployment_key(db, requested, name, model)
         path = default_key_path()
         if path.exists() and (found := keys.authenticate(db, path.read_text())) and found.problem() is None:
             return path.read_text()
@@ -53,15 +49,48 @@ def user_key(requested: str | None) -> str:
         db.close()
 
 
-def joining_key(current: str | None) -> str:
-    """The key of a deployment that moves behind the gateway: its own when the gateway can take it (one of
-    its keys, or the first `default`), else the gateway's `default` (redeploy prints it)."""
+def joining_key(current: str | None, name: str, model: str) -> str:
+    """The key of a deployment that moves behind the gateway: its own, as `up --api-key` takes it (a key
+    named after the deployment), when the gateway can take it; else the gateway's `default` (redeploy
+    prints it)."""
     if current:
         try:
-            return user_key(current)
+            return user_key(current, name, model)
         except Conflict:
             pass
     return user_key(None)
+
+
+def _deployment_key(db: Database, secret: str, name: str | None, model: str | None) -> str:
+    found = keys.authenticate(db, secret)
+    if found is not None:
+        if problem := found.problem():
+            raise Conflict(f"--api-key is the gateway's key {found.name!r}, which is {problem}; pass another key")
+        if model is not None and not found.allows(model):
+            raise Conflict(f"--api-key is the gateway's key {found.name!r}, which may not use {model}: "
+                           f"`llmnest keys update {found.name} --models ...`, or pass another key")
+        return secret
+    if name is None or model is None:
+        raise Conflict("--api-key is not a key of the gateway; `llmnest keys create NAME` makes one")
+    if any(k.name == name and k.revoked_at is None for k in keys.list_keys(db)):
+        raise Conflict(f"the gateway has a key named {name!r} with another secret: pass that key with --api-key,"
+                       f" or `llmnest keys revoke {name}` so that this one takes the name")
+    keys.create(db, name, models=[model], secret=secret)
+    return secret
+
+
+def key_label(secret: str | None) -> str | None:
+    """How `up` names the key it prints: `default`, or `NAME, for MODEL only`."""
+    if not secret:
+        return None
+    db = Database(None)
+    try:
+        found = keys.authenticate(db, secret)
+    finally:
+        db.close()
+    if found is None:
+        return None
+    return found.name if found.models is None else f"{found.name}, for {', '.join(found.models)} only"
 
 
 def _live_default(db: Database) -> keys.Key | None:

@@ -104,7 +104,7 @@ def test_stream_usage_is_asked_for_and_stripped_unless_the_client_wanted_it(sqli
     gw = gateway([replicas["c"].upstream()])
     plain = stream(gw.url, key, chat("m2", "one two three", 3))
     assert plain[-1] == "[DONE]" and len(plain) == 4
-    assert all("usage" not in e for e in plain[:-1]) and "".join(e["choices"][0]["delta"]["content"] for e in plain[:-1]) == " w0 w1 w2"
+    assert all("usage" not in e for e in plain[:-1]) and "".join(e["choices"][0]["delta"]["content"] for e in plain[:-1]) == "w0 w1 w2"
     wanted = stream(gw.url, key, chat("m2", "one two three", 3, stream_options={"include_usage": True}))
     assert len(wanted) == 5 and wanted[-2]["choices"] == [] and wanted[-2]["usage"]["completion_tokens"] == 3
     assert all("usage" not in e for e in wanted[:3])
