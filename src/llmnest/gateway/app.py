@@ -434,23 +434,28 @@ class Gateway:
         await self._settle(call, resp.status)
         return Response(content, status_code=resp.status, media_type=content_type)
 
+    async def _open_stream(self, call: Call, body: dict[str, Any], raw: bytes) -> tuple[Any, Response | None]:
+        """The engine's streamed answer, or (None, what the client gets) when it did not open: the error is
+        settled and the replica released (an engine refusing its internal key is the gateway's fault, 502)."""
+        try:
+            resp, content = await self._send(call, body, raw, stream=True)
+        except GatewayError as exc:
+            await self._settle(call, exc.status)
+            return None, exc.response()
+        if resp.status == 200:
+            return resp, None
+        resp.close()
+        self._release(call)
+        await self._settle(call, 502 if resp.status == 401 else resp.status)
+        return None, _engine_refused() if resp.status == 401 else Response(
+            content, status_code=resp.status, media_type=resp.headers.get("content-type", "application/json"))
+
     async def _stream(self, call: Call, body: dict[str, Any], receive: Receive, send: Send,
                       extra: list[tuple[bytes, bytes]]) -> Response | None:
         sent, wants_usage, wants_continuous = upstream_body(body)
-        try:
-            resp, content = await self._send(call, body, json.dumps(sent).encode(), stream=True)
-        except GatewayError as exc:
-            await self._settle(call, exc.status)
-            return exc.response()
-        if resp.status != 200:
-            resp.close()
-            self._release(call)
-            if resp.status == 401:
-                await self._settle(call, 502)
-                return _engine_refused()
-            await self._settle(call, resp.status)
-            return Response(content, status_code=resp.status,
-                            media_type=resp.headers.get("content-type", "application/json"))
+        resp, refused = await self._open_stream(call, body, json.dumps(sent).encode())
+        if refused is not None:
+            return refused
         call.streamed = True
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, call, resp))
@@ -464,17 +469,9 @@ class Gateway:
                            extra: list[tuple[bytes, bytes]]) -> Response | None:
         """A stream of another engine route (e.g. /v1/responses) relayed byte for byte; its usage is read
         from the last events (the Responses API's `response.completed`)."""
-        try:
-            resp, content = await self._send(call, body, raw, stream=True)
-        except GatewayError as exc:
-            await self._settle(call, exc.status)
-            return exc.response()
-        if resp.status != 200:
-            resp.close()
-            self._release(call)
-            await self._settle(call, 502 if resp.status == 401 else resp.status)
-            return _engine_refused() if resp.status == 401 else Response(
-                content, status_code=resp.status, media_type=resp.headers.get("content-type", "application/json"))
+        resp, refused = await self._open_stream(call, body, raw)
+        if refused is not None:
+            return refused
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", resp.headers.get("content-type", "text/event-stream").encode()), *extra]})
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, call, resp))

@@ -17,13 +17,6 @@ from llmnest.gateway.db import Database
 
 
 @pytest.fixture
-def token(tmp_path, monkeypatch) -> str:
-    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LLMNEST_GATEWAY_DB", raising=False)
-    return auth.load_or_create_token()
-
-
-@pytest.fixture
 def anon(token) -> TestClient:
     return TestClient(create_app(token), follow_redirects=False)
 

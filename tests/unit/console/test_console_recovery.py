@@ -25,13 +25,6 @@ from llmnest.spec import apply_sets
 
 
 @pytest.fixture
-def token(tmp_path, monkeypatch) -> str:
-    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LLMNEST_GATEWAY_DB", raising=False)
-    return auth.load_or_create_token()
-
-
-@pytest.fixture
 def client(token) -> TestClient:
     c = TestClient(create_app(token), follow_redirects=False)
     assert c.get(f"/?token={token}").status_code == 303
