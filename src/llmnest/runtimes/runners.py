@@ -53,6 +53,23 @@ class Runner(Protocol):
 CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build pins its threads to
 
 
+def cpu_bind(index: int, replicas: int, cores: int) -> str | None:
+    """The cores replica slot `index` of `replicas` pins vLLM's threads to, or None for vLLM's own choice.
+
+    Several replicas split the cores in equal shares; slot `replicas` (a surge replica, started next to them
+    while they are replaced) gets the cores left over. One replica keeps vLLM's choice (every core but the
+    last, which it keeps for its scheduler), its surge slot takes the last core."""
+    if replicas == 1:
+        return str(cores - 1) if index == 1 and cores >= 2 else None
+    if cores < replicas:
+        return None
+    share = cores // replicas
+    first, last = (index * share, (index + 1) * share - 1) if index < replicas else (replicas * share, cores - 1)
+    if first > last:
+        return None
+    return str(first) if first == last else f"{first}-{last}"
+
+
 def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
     """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes.
 
@@ -61,10 +78,8 @@ def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
     assert unit.deployment is not None
     dep = state.get(unit.deployment)
     spec = dep.spec.listening_on(unit.host, unit.port, unit.index)
-    cores = os.cpu_count() or 1
-    if spec.device == "cpu" and spec.replicas > 1 and cores >= spec.replicas and CPU_BIND not in spec.env:
-        share = cores // spec.replicas
-        bind = f"{unit.index * share}-{(unit.index + 1) * share - 1}" if share > 1 else str(unit.index)
+    bind = cpu_bind(unit.index, spec.replicas, os.cpu_count() or 1)
+    if spec.device == "cpu" and bind is not None and CPU_BIND not in spec.env:
         spec = spec.model_copy(update={"env": {**spec.env, CPU_BIND: bind}})
     return spec, state.engine_key(dep.name)
 
