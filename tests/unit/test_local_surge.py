@@ -88,7 +88,7 @@ def test_each_slot_has_cores_of_its_own_and_the_surge_slot_the_ones_left_over() 
 class Engines:
     """Stand-ins for the supervised engines: every call recorded in order; `failing` spec flags fail."""
 
-    def __init__(self, monkeypatch, failing: str | None = None) -> None:
+    def __init__(self, monkeypatch, failing: str | None = None, fail_at: int | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
         engines = self
 
@@ -100,6 +100,8 @@ class Engines:
             spec = state.get(name).spec
             if failing and failing in spec.engine_args:
                 raise LlmnestError(f"the engine exited: unrecognized arguments: --{failing}")
+            if fail_at is not None and sum(c[0] == "start" for c in engines.calls) == fail_at:
+                raise LlmnestError("the engine exited: out of memory")
             engines.calls.append(("ready", only.id))
             state.update_unit(only.id, status="ready")
             return state.get(name)
@@ -159,3 +161,16 @@ def test_a_failed_surge_leaves_the_old_replica_serving_and_the_spec_unchanged(ho
     assert engines.calls == [("start", "bad/1"), ("stop", "bad/1")]  # the old replica never drained nor stopped
     after = state.get("bad")
     assert after.spec == dep.spec and [(u.id, u.status) for u in after.replicas] == [("bad/0", "ready")]
+
+
+def test_a_surge_failing_on_the_second_replica_puts_the_first_back_on_the_old_spec(home, monkeypatch) -> None:
+    engines = Engines(monkeypatch, fail_at=2)
+    dep = running("two", replicas=2)
+    with pytest.raises(LlmnestError, match="out of memory"):
+        targets.get("local").redeploy(dep, apply_sets(dep.spec, {"max_model_len": "1024"}), Context())
+    assert engines.calls == [("start", "two/2"), ("ready", "two/2"), ("routed", "two/2"), ("drained", "two/0"),
+                             ("stop", "two/0"), ("start", "two/0"), ("stop", "two/0"),  # the second surge failed
+                             ("start", "two/0"), ("ready", "two/0"), ("routed", "two/0"), ("drained", "two/2"),
+                             ("stop", "two/2")]  # the first one back on the old spec, the same way
+    after = state.get("two")
+    assert after.spec == dep.spec and sorted(u.index for u in after.replicas) == [0, 1]

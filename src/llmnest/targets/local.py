@@ -487,6 +487,10 @@ class LocalTarget(Target):
             for done, unit in enumerate(dep.replicas):
                 try:
                     (self._surge if choice.surge else self._replace_unit)(dep, unit, ctx)
+                except KeyboardInterrupt:
+                    if choice.surge and not done:  # the surge replica is gone, the old one serves: its spec back
+                        state.update(dep.name, spec=old, info=dep.info.model_dump(exclude={"kind"}))
+                    raise
                 except LlmnestError as exc:
                     state.update(dep.name, spec=old, info=dep.info.model_dump(exclude={"kind"}))
                     if choice.surge and not done:

@@ -127,11 +127,17 @@ def rotation(spec: DeploymentSpec) -> dict[str, bool] | None:
 def wait_rotation(spec: DeploymentSpec, unit_id: str, taking: bool, on_wait: Callable[[str], None],
                   timeout: float = ROTATION_TIMEOUT) -> bool:
     """Until the gateway says replica `unit_id` takes new requests (`taking`) or no longer does; False when
-    it did not say so in time (or cannot say: a gateway from before it exported its rotation)."""
+    it did not say so in time. A gateway that cannot say (started by an llmnest from before it exported its
+    rotation, or not answering) gets three of its health intervals instead."""
     deadline = time.monotonic() + timeout
     while True:
         seen = rotation(spec)
-        if seen is not None and seen.get(unit_id, False) == taking:
+        if seen is None:
+            log.warning("the gateway on port %s does not export %s: waiting %.0f s instead", spec.port, ROTATION,
+                        OLD_GATEWAY_WAIT)
+            time.sleep(OLD_GATEWAY_WAIT)
+            return True
+        if seen.get(unit_id, False) == taking:
             return True
         if time.monotonic() > deadline:
             return False
@@ -142,11 +148,7 @@ def wait_rotation(spec: DeploymentSpec, unit_id: str, taking: bool, on_wait: Cal
 def drain(spec: DeploymentSpec, unit: state.Unit, on_wait: Callable[[str], None]) -> None:
     """`unit` (marked draining in the store) out of the gateway's rotation, on the gateway's word, then until
     its engine has nothing running or queued (bounded: a stuck request does not hold a redeploy for ever)."""
-    if rotation(spec) is None:
-        log.warning("the gateway on port %s does not export %s: waiting %.0f s instead", spec.port, ROTATION,
-                    OLD_GATEWAY_WAIT)
-        time.sleep(OLD_GATEWAY_WAIT)
-    elif not wait_rotation(spec, unit.id, False, on_wait):
+    if not wait_rotation(spec, unit.id, False, on_wait):
         log.warning("the gateway on port %s still routes to %s after %.0f s", spec.port, unit.id, ROTATION_TIMEOUT)
     deadline = time.monotonic() + IDLE_TIMEOUT
     while (busy := engine_busy(unit)) and time.monotonic() < deadline:
