@@ -36,7 +36,7 @@ def spec_of(name: str = "one", port: int = 18771, options: dict | None = None):
 def test_room_means_free_memory_for_weights_and_kv_space_and_a_core_of_its_own(home) -> None:
     spec = spec_of()
     roomy = local_surge.choose(spec, spec, demo_model(), 1, available=64 * GIB, cores=2)
-    assert roomy.surge and "core 1 free" in roomy.reason and roomy.line.startswith("surge: ")
+    assert roomy.surge and "cores 1 for it" in roomy.reason and roomy.line.startswith("surge: ")
     tight = local_surge.choose(spec, spec, demo_model(), 1, available=GIB // 4, cores=2)
     assert not tight.surge and "one more engine needs" in tight.reason and "0.2 GiB is free" in tight.reason
     assert tight.line.startswith("replace in place: ")
@@ -44,7 +44,7 @@ def test_room_means_free_memory_for_weights_and_kv_space_and_a_core_of_its_own(h
     assert not one_core.surge and "no CPU core left" in one_core.reason
     two = spec_of(options={"replicas": 2})
     assert not local_surge.choose(two, two, demo_model(), 2, available=64 * GIB, cores=2).surge  # a core each, none left
-    assert "core 2 free" in local_surge.choose(two, two, demo_model(), 2, available=64 * GIB, cores=3).reason
+    assert "cores 2 for it" in local_surge.choose(two, two, demo_model(), 2, available=64 * GIB, cores=3).reason
 
 
 @pytest.mark.parametrize(("new", "units", "why"), [
@@ -79,10 +79,12 @@ def test_no_surge_without_the_gateway_in_front(home) -> None:
 
 
 def test_each_slot_has_cores_of_its_own_and_the_surge_slot_the_ones_left_over() -> None:
-    assert [cpu_bind(i, 1, 2) for i in (0, 1)] == [None, "1"]  # vLLM's own choice keeps the last core free
+    assert [cpu_bind(i, 1, 2) for i in (0, 1)] == [None, None]  # alone: vLLM's own choice
+    assert [cpu_bind(i, 1, 2, alone=False) for i in (0, 1)] == ["0", "1"]  # next to the other (a surge)
+    assert [cpu_bind(i, 1, 8, alone=False) for i in (0, 1)] == ["0-3", "4-7"]
     assert [cpu_bind(i, 2, 2) for i in (0, 1, 2)] == ["0", "1", None]
     assert [cpu_bind(i, 2, 5) for i in (0, 1, 2)] == ["0-1", "2-3", "4"]
-    assert cpu_bind(0, 1, 1) is None and cpu_bind(1, 1, 1) is None
+    assert cpu_bind(0, 1, 1, alone=False) is None and cpu_bind(1, 1, 1, alone=False) is None
 
 
 class Engines:
@@ -174,3 +176,15 @@ def test_a_surge_failing_on_the_second_replica_puts_the_first_back_on_the_old_sp
                              ("stop", "two/2")]  # the first one back on the old spec, the same way
     after = state.get("two")
     assert after.spec == dep.spec and sorted(u.index for u in after.replicas) == [0, 1]
+
+
+def test_a_surge_replica_of_one_takes_its_own_cores_and_one_alone_keeps_vllms_choice(home, monkeypatch) -> None:
+    from llmnest.runtimes.runners import CPU_BIND, replica_launch
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    running("one")
+    assert CPU_BIND not in replica_launch(state.unit("one/0"))[0].env
+    state.put_unit(state.Unit("one/1", "engine", "one", 1, "127.0.0.1", 18900))
+    assert replica_launch(state.unit("one/1"))[0].env[CPU_BIND] == "2-3"
+    state.delete_unit("one/0")  # the old one stopped: a restart of the surge replica alone gets vLLM's choice again
+    assert CPU_BIND not in replica_launch(state.unit("one/1"))[0].env

@@ -72,7 +72,7 @@ def _cpu_room(old: DeploymentSpec, new: DeploymentSpec, model: CatalogModel | No
               cores: int) -> Choice:
     if CPU_BIND in old.env or CPU_BIND in new.env:
         return Choice(False, f"the spec pins its engines' cores ({CPU_BIND})")
-    bind = cpu_bind(old.replicas, old.replicas, cores)
+    bind = cpu_bind(old.replicas, old.replicas, cores, alone=False)
     if bind is None:
         return Choice(False, f"no CPU core left for one more engine ({cores} cores, {old.replicas} engine(s))")
     need = _memory_needed(new, model)
@@ -82,7 +82,7 @@ def _cpu_room(old: DeploymentSpec, new: DeploymentSpec, model: CatalogModel | No
     if available is None or need > available:
         free = f"{available / 2**30:.1f} GiB" if available is not None else "an unknown amount"
         return Choice(False, f"one more engine needs {need / 2**30:.1f} GiB of memory, {free} is free")
-    return Choice(True, f"{need / 2**30:.1f} GiB of {available / 2**30:.1f} GiB free memory, core {bind} free")
+    return Choice(True, f"{need / 2**30:.1f} GiB of {available / 2**30:.1f} GiB free memory, cores {bind} for it")
 
 
 def _gpu_room(old: DeploymentSpec, new: DeploymentSpec, gpus: int) -> Choice:
