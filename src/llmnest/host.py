@@ -99,11 +99,11 @@ def lan_address() -> str | None:
     return addrs[0] if addrs else None
 
 
-def host_memory_bytes() -> int | None:
-    """Total RAM from /proc/meminfo, or None where it cannot be read."""
+def host_memory_bytes(field: str = "MemTotal") -> int | None:
+    """Total RAM from /proc/meminfo (or another of its fields, e.g. MemAvailable), or None where it cannot be read."""
     try:
         for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass

@@ -206,8 +206,9 @@ def redeploy(name: str | None, sets: dict[str, str], ctx: Context) -> Created:
     if ctx.force:
         _require(target, Capability.FORCE_PLAN, dep.name)
     t0 = time.monotonic()
-    target.redeploy(dep, apply_sets(dep.spec, sets), ctx)
-    return Created(state.get(dep.name), state.api_key(dep.name), time.monotonic() - t0)
+    how = target.redeploy(dep, apply_sets(dep.spec, sets), ctx)
+    return Created(state.get(dep.name), state.api_key(dep.name), time.monotonic() - t0,
+                   {"replaced": how} if how else {})
 
 
 def down(name: str | None, ctx: Context) -> str:

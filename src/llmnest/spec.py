@@ -100,9 +100,9 @@ class DeploymentSpec(BaseModel):
 
     def listening_on(self, host: str, port: int, replica: int = 0) -> DeploymentSpec:
         """The spec of one engine replica that listens on host:port (behind the gateway); with several
-        replicas on GPUs, each sees its own GPUs."""
+        replicas on GPUs (or a surge replica next to the one, in slot 1), each sees its own GPUs."""
         update: dict[str, Any] = {"host": host, "port": port}
-        if self.device == "cuda" and self.replicas > 1:
+        if self.device == "cuda" and (self.replicas > 1 or replica > 0):
             size = self.tensor_parallel_size * self.pipeline_parallel_size
             gpus = ",".join(str(g) for g in range(replica * size, (replica + 1) * size))
             update["env"] = {**self.env, "CUDA_VISIBLE_DEVICES": gpus}

@@ -23,19 +23,23 @@ from tests.e2e.test_gateway_e2e import vllm_tokens
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    home = tmp_path_factory.mktemp("llmnest-replicas")
+def _deployed(tmp_path_factory: pytest.TempPathFactory, name: str, *up_args: str) -> Iterator[Demo]:
+    """`llmnest up --name NAME *up_args` of the demo model; on teardown `down`, which must leave nothing behind."""
+    home = tmp_path_factory.mktemp(f"llmnest-{name}")
     env = {**cli_env(home), LIVENESS_ENV: "3"}
     port = free_port()
-    done = run_cli(env, "up", "--name", "pair", "--replicas", "2", "--port", str(port), "--json", timeout=1800)
-    assert done.returncode == 0, f"llmnest up --replicas 2 failed:\n{done.stderr}"
+    done = run_cli(env, "up", "--name", name, *up_args, "--port", str(port), "--json", timeout=1800)
+    assert done.returncode == 0, f"llmnest up {' '.join(up_args)} failed:\n{done.stderr}"
     info = json.loads(done.stdout)
-    demo = Demo("pair", info["base_url"], info["api_key"], info["served_model_name"], home, env, port)
-    yield demo
-    down = run_cli(env, "down", "pair")
+    yield Demo(name, info["base_url"], info["api_key"], info["served_model_name"], home, env, port)
+    down = run_cli(env, "down", name)
     assert down.returncode == 0, down.stderr
     assert not serving_on(port) and not processes_of(home), "down left processes behind"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    yield from _deployed(tmp_path_factory, "pair", "--replicas", "2")
 
 
 @dataclass
@@ -192,3 +196,39 @@ def test_rolling_redeploy_never_stops_answering(pair) -> None:
         models = httpx.get(f"http://127.0.0.1:{replica['port']}/v1/models", timeout=30,
                            headers={"Authorization": f"Bearer {pair.engine_key}"}).json()
         assert models["data"][0]["max_model_len"] == 2048
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One replica behind the gateway: a redeploy surges (this machine has a core and memory for a second)."""
+    yield from _deployed(tmp_path_factory, "single")
+
+
+def test_a_bad_flag_on_one_replica_leaves_the_old_engine_serving_throughout(single) -> None:
+    before = single.status()
+    with Load(single, [single.api_key], workers=1) as load:
+        done = single.cli("redeploy", "single", "--set", "no-such-engine-flag=1", "--json", timeout=1800)
+    assert done.returncode == 1, done.stdout
+    assert "surge" in done.stderr and "kept serving on its previous spec throughout" in done.stderr, done.stderr
+    assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
+    after = single.status()
+    assert "no-such-engine-flag" not in single.cli("show", "single", "--as", "command").stdout
+    assert [(r["replica"], r["pid"]) for r in after["replicas"]] == [(r["replica"], r["pid"]) for r in before["replicas"]]
+
+
+def test_a_redeploy_of_one_replica_surges_and_never_stops_answering(single) -> None:
+    before = single.status()["replicas"]
+    with Load(single, [single.api_key], workers=1) as load:
+        done = single.cli("redeploy", "single", "--set", "max_model_len=2048", "--json", timeout=1800)
+        time.sleep(2)  # requests on the new engine alone, the old one stopped
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["replaced"].startswith("surge"), info["replaced"]
+    assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
+    after = single.status()["replicas"]
+    assert [r["replica"] for r in after] == [1 - before[0]["replica"]] and after[0]["status"] == "ready"
+    models = httpx.get(f"http://127.0.0.1:{after[0]['port']}/v1/models", timeout=30,
+                       headers={"Authorization": f"Bearer {single.engine_key}"}).json()
+    assert models["data"][0]["max_model_len"] == 2048
+    lines = single.cli("logs", "single", "--replica", str(after[0]["replica"]), "-n", "50")
+    assert lines.returncode == 0 and lines.stdout.strip(), lines.stderr

@@ -199,7 +199,7 @@ def test_logs_of_each_replica_and_of_the_gateway(home):
     assert list(lifecycle.logs("two", 1, False)) == ["replica 0 line 2"]
     assert list(lifecycle.logs("two", 5, False, replica=1)) == ["replica 1 line 1", "replica 1 line 2"]
     assert list(lifecycle.logs("two", 5, False, gateway=True)) == ["gateway line"]
-    with pytest.raises(BadInput, match="two has 2 replicas: pass --replica 0 to 1"):
+    with pytest.raises(BadInput, match="two has 2 replicas: pass --replica 0, 1"):
         list(lifecycle.logs("two", 5, False, replica=2))
     state.create(spec_for(name="direct", port=18612, options={"no_gateway": True})[0], "sk-d")
     with pytest.raises(BadInput, match=r"direct is served straight from its engine \(--no-gateway\): it has no gateway"):

@@ -207,7 +207,8 @@ def restart(
     name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
 ) -> None:
-    """Stop and start the deployment with the same spec; waits until it answers (aliyun: the bootstrap again)."""
+    """Start the deployment again with the same spec; waits until it answers (behind the gateway with room for one
+    more engine, the old one serves until the new one answers; aliyun: the bootstrap again)."""
     t0 = time.monotonic()
     with PhaseView() as view:
         dep = lifecycle.restart(name, _context(view, timeout=timeout))
@@ -222,7 +223,9 @@ def redeploy(
     force: bool = typer.Option(False, "--force", help="Redeploy even when the memory plan says it does not fit."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Change parameters and redeploy: same name, same API key; a new spec that does not answer puts the old one back."""
+    """Change parameters and redeploy: same name, same API key. Behind the gateway with room for one more engine,
+    the old engine serves until the new one answers (a failed new spec leaves it serving); else a new spec that
+    does not answer puts the old one back. Prints which it chose and why."""
     with PhaseView() as view:
         created = lifecycle.redeploy(name, parse_sets(sets), _context(view, timeout=timeout, force=force))
     _print_ready(created, json_out)

@@ -150,8 +150,9 @@ def _replica_rows(info: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _redeploy(job: Job, name: str, sets: dict[str, str], force: bool) -> None:
-    lifecycle.redeploy(name, sets, Context(on_phase=job.on_phase, force=force))
-    job.result = {"message": f"{name} redeployed with {', '.join(f'{k}={v}' for k, v in sets.items())}",
+    created = lifecycle.redeploy(name, sets, Context(on_phase=job.on_phase, force=force, say=job.say))
+    how = f" ({created.extra['replaced']})" if created.extra.get("replaced") else ""
+    job.result = {"message": f"{name} redeployed with {', '.join(f'{k}={v}' for k, v in sets.items())}{how}",
                   "link": f"/deployments/{name}"}
 
 

@@ -251,6 +251,7 @@ class Gateway:
             for r in reps:
                 self.metrics.replica_outstanding.labels(model, r.id).set(r.outstanding)
                 self.metrics.replica_up.labels(model, r.id).set(1 if r.healthy else 0)
+                self.metrics.replica_ready.labels(model, r.id).set(1 if r.upstream.ready else 0)
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def completions(self, endpoint: str, scope: dict[str, Any], receive: Receive, send: Send,

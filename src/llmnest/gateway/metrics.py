@@ -24,6 +24,8 @@ class Metrics:
         self.in_flight = Gauge("llmnest_requests_in_flight", "Requests being proxied", ["model"], registry=r)
         self.replica_up = Gauge("llmnest_replica_up", "1 when the replica passes health checks",
                                 ["model", "replica"], registry=r)
+        self.replica_ready = Gauge("llmnest_replica_in_rotation", "1 when the replica takes new requests (0: starting "
+                                   "or draining)", ["model", "replica"], registry=r)
         self.replica_outstanding = Gauge("llmnest_replica_outstanding_requests", "Requests in flight per replica",
                                          ["model", "replica"], registry=r)
         self.rejected = Counter("llmnest_limit_rejections", "Requests refused by a limit",

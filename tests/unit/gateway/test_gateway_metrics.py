@@ -57,3 +57,50 @@ def test_metrics_beyond_loopback_need_the_admin_key(sqlite_db) -> None:
     no_admin = Gateway(sqlite_db, StaticProvider([]))
     far2 = TestClient(no_admin.app, client=("10.1.2.3", 5555))
     assert far2.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
+
+
+def test_the_rotation_is_on_metrics_and_read_back_by_the_redeploy(sqlite_db, gateway, replicas) -> None:
+    """A replica that is starting or draining (ready=False) is out of the rotation the gateway exports;
+    `local_surge.rotation` and `wait_rotation` read that back, as a redeploy does before it drains."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from llmnest.targets import local_surge
+
+    gw = gateway([replicas["a"].upstream(), replace(replicas["b"].upstream(), ready=False)])
+    text = httpx.get(gw.url + "/metrics").text
+    assert 'llmnest_replica_in_rotation{model="m1",replica="a"} 1.0' in text
+    assert 'llmnest_replica_in_rotation{model="m1",replica="b"} 0.0' in text
+    port = int(gw.url.rsplit(":", 1)[1].split("/")[0])
+    spec = SimpleNamespace(host="127.0.0.1", port=port, served_model_name="m1")
+    assert local_surge.rotation(spec) == {"a": True, "b": False}
+    assert local_surge.wait_rotation(spec, "b", False, lambda _line: None)
+    assert not local_surge.wait_rotation(spec, "b", True, lambda _line: None, timeout=0.5)
+    assert not local_surge.wait_rotation(spec, "gone", True, lambda _line: None, timeout=0.5)
+
+
+def test_a_drain_waits_for_the_gateway_then_for_the_engines_running_requests(sqlite_db, gateway, replicas,
+                                                                              monkeypatch) -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from llmnest.targets import local_surge
+
+    gw = gateway([replicas["a"].upstream(), replace(replicas["b"].upstream(), ready=False)])
+    spec = SimpleNamespace(host="127.0.0.1", port=int(gw.url.rsplit(":", 1)[1].split("/")[0]), served_model_name="m1")
+    busy = [2.0, 1.0, 0.0]
+    monkeypatch.setattr(local_surge, "engine_busy", lambda unit: busy.pop(0))
+    seen: list[str] = []
+    local_surge.drain(spec, SimpleNamespace(id="b"), seen.append)
+    assert not busy and seen == ["draining b: 2 request(s) still running", "draining b: 1 request(s) still running"]
+
+
+def test_a_gateway_that_cannot_say_gets_three_health_intervals(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from llmnest.targets import local_surge
+
+    slept: list[float] = []
+    monkeypatch.setattr(local_surge.time, "sleep", slept.append)
+    spec = SimpleNamespace(host="127.0.0.1", port=1, served_model_name="m1")  # nothing listens on port 1
+    assert local_surge.wait_rotation(spec, "x", True, lambda _line: None) and slept == [local_surge.OLD_GATEWAY_WAIT]

@@ -1,0 +1,172 @@
+"""Replacing an engine behind the gateway without a gap: whether this machine has room for one more engine
+of the new spec (a surge replica), and the gateway's own word (its /metrics, read from loopback) on which
+replicas it routes to, so that a replica is put in rotation and drained out of it on what the gateway says."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from .. import state
+from ..catalog import CatalogModel
+from ..endpoints import reach_url
+from ..errors import LlmnestError
+from ..host import host_facts, host_memory_bytes
+from ..runtimes.runners import CPU_BIND, cpu_bind
+from ..spec import DeploymentSpec
+
+log = logging.getLogger(__name__)
+
+GPU_PIN = "CUDA_VISIBLE_DEVICES"
+ROTATION = "llmnest_replica_in_rotation"
+ROTATION_TIMEOUT = 30.0  # the gateway reads the store every health interval (2 s for the one `up` starts)
+IDLE_TIMEOUT = 60.0  # requests an engine out of rotation still answers get this long to end
+OLD_GATEWAY_WAIT = 6.0  # a gateway started before it exported ROTATION: three of its health intervals
+# what an engine reports running or queued on its /metrics (vLLM, SGLang)
+BUSY_METRICS = {"vllm:num_requests_running", "vllm:num_requests_waiting", "sglang:num_running_reqs",
+                "sglang:num_queue_reqs"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Surge (start the new engine next to the old one) or replace in place, and why, in one line."""
+
+    surge: bool
+    reason: str
+
+    @property
+    def line(self) -> str:
+        how = ("surge: the old engine serves until the new one answers" if self.surge else
+               "replace in place: the old engine stops first, a new spec that fails puts the old one back")
+        return f"{how} ({self.reason})"
+
+
+def choose(old: DeploymentSpec, new: DeploymentSpec, model: CatalogModel | None, units: int, *,
+           available: int | None = None, cores: int | None = None, gpus: int | None = None) -> Choice:
+    """Whether this machine has room for one more engine of `new` while `old`'s engines run: the same gateway in
+    front, and on CPUs cores of its own for vLLM's threads and free memory for its weights and KV space, on
+    GPUs GPUs no replica uses (the planner has checked that one engine of `new` fits on them)."""
+    if not (old.gateway and new.gateway and (old.host, old.port) == (new.host, new.port)):
+        return Choice(False, "no gateway in front of both specs to move traffic from one engine to the other")
+    if old.replicas != new.replicas:
+        return Choice(False, "the number of replicas changes")
+    if units != old.replicas:
+        return Choice(False, f"{units} of its {old.replicas} replica(s) run")
+    if old.served_model_name != new.served_model_name:
+        return Choice(False, "the served model name changes")
+    if old.device != new.device:
+        return Choice(False, "the device changes")
+    if new.device == "cpu":
+        return _cpu_room(old, new, model, available, cores if cores is not None else os.cpu_count() or 1)
+    return _gpu_room(old, new, gpus if gpus is not None else len(host_facts().gpus))
+
+
+def _cpu_room(old: DeploymentSpec, new: DeploymentSpec, model: CatalogModel | None, available: int | None,
+              cores: int) -> Choice:
+    if CPU_BIND in old.env or CPU_BIND in new.env:
+        return Choice(False, f"the spec pins its engines' cores ({CPU_BIND})")
+    bind = cpu_bind(old.replicas, old.replicas, cores, alone=False)
+    if bind is None:
+        return Choice(False, f"no CPU core left for one more engine ({cores} cores, {old.replicas} engine(s))")
+    need = _memory_needed(new, model)
+    if need is None:
+        return Choice(False, "no architecture figures to plan one more engine's memory")
+    available = available if available is not None else host_memory_bytes("MemAvailable")
+    if available is None or need > available:
+        free = f"{available / 2**30:.1f} GiB" if available is not None else "an unknown amount"
+        return Choice(False, f"one more engine needs {need / 2**30:.1f} GiB of memory, {free} is free")
+    return Choice(True, f"{need / 2**30:.1f} GiB of {available / 2**30:.1f} GiB free memory, cores {bind} for it")
+
+
+def _gpu_room(old: DeploymentSpec, new: DeploymentSpec, gpus: int) -> Choice:
+    if GPU_PIN in old.env or GPU_PIN in new.env:
+        return Choice(False, f"the spec pins its engines' GPUs ({GPU_PIN})")
+    size = new.tensor_parallel_size * new.pipeline_parallel_size
+    if size != old.tensor_parallel_size * old.pipeline_parallel_size:
+        return Choice(False, "the GPUs per engine change")
+    if gpus < (old.replicas + 1) * size:
+        return Choice(False, f"no free GPUs for one more engine ({gpus} GPUs, {old.replicas} x {size} in use)")
+    return Choice(True, f"{size} of {gpus} GPUs free")
+
+
+def _memory_needed(spec: DeploymentSpec, model: CatalogModel | None) -> int | None:
+    """The weights and KV space one engine of `spec` holds in RAM, as the planner figures them."""
+    from ..plan import plan_for_spec
+    from ..plan.local import model_from_dir
+
+    try:
+        model = model or model_from_dir(Path(spec.model_path or spec.model))
+        plan = plan_for_spec(spec.model_copy(update={"replicas": 1}), model, host_facts().gpus)
+    except LlmnestError:
+        return None
+    return plan.weights_bytes + plan.kv_cache_bytes
+
+
+def rotation(spec: DeploymentSpec) -> dict[str, bool] | None:
+    """The gateway's replicas of the deployment's model: id -> takes new requests; None when the gateway
+    does not say (not reachable, or started before it exported its rotation)."""
+    url = reach_url(spec.host, spec.port).removesuffix("/v1") + "/metrics"
+    try:
+        text = httpx.get(url, timeout=5).text
+        families = [f for f in text_string_to_metric_families(text) if f.name == ROTATION]
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not families:
+        return None
+    return {s.labels["replica"]: s.value == 1 for f in families for s in f.samples
+            if s.labels.get("model") == spec.served_model_name}
+
+
+def wait_rotation(spec: DeploymentSpec, unit_id: str, taking: bool, on_wait: Callable[[str], None],
+                  timeout: float = ROTATION_TIMEOUT) -> bool:
+    """Until the gateway says replica `unit_id` takes new requests (`taking`) or no longer does; False when
+    it did not say so in time. A gateway that cannot say (started by an llmnest from before it exported its
+    rotation, or not answering) gets three of its health intervals instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = rotation(spec)
+        if seen is None:
+            log.warning("the gateway on port %s does not export %s: waiting %.0f s instead", spec.port, ROTATION,
+                        OLD_GATEWAY_WAIT)
+            time.sleep(OLD_GATEWAY_WAIT)
+            return True
+        if seen.get(unit_id, False) == taking:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        on_wait(f"gateway: waiting for it to {'route to' if taking else 'stop routing to'} {unit_id}")
+        time.sleep(0.5)
+
+
+def drain(spec: DeploymentSpec, unit: state.Unit, on_wait: Callable[[str], None]) -> None:
+    """`unit` (marked draining in the store) out of the gateway's rotation, on the gateway's word, then until
+    its engine has nothing running or queued (bounded: a stuck request does not hold a redeploy for ever)."""
+    if not wait_rotation(spec, unit.id, False, on_wait):
+        log.warning("the gateway on port %s still routes to %s after %.0f s", spec.port, unit.id, ROTATION_TIMEOUT)
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    while (busy := engine_busy(unit)) and time.monotonic() < deadline:
+        on_wait(f"draining {unit.id}: {busy:.0f} request(s) still running")
+        time.sleep(0.5)
+
+
+def engine_busy(unit: state.Unit) -> float:
+    """Requests the engine reports running or queued on its /metrics (0 when it cannot say)."""
+    try:
+        text = httpx.get(unit.base_url.removesuffix("/v1") + "/metrics", timeout=5).text
+        return sum(s.value for f in text_string_to_metric_families(text) if f.name in BUSY_METRICS
+                   for s in f.samples)
+    except (httpx.HTTPError, ValueError):
+        return 0.0
+
+
+def free_index(units: list[state.Unit], replicas: int) -> int:
+    """The replica slot a surge replica takes: the lowest of 0..replicas no unit holds (its cores are free)."""
+    held = {u.index for u in units}
+    return next(i for i in range(replicas + 1) if i not in held)
