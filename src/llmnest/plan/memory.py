@@ -53,11 +53,13 @@ LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 3
 # vLLM's CUDA graph estimate (profile_cudagraph_memory, vllm_rules.TERMS): the first capture of the largest size
 # holds that forward's intermediates in the graph pool (bounded by forward_bytes), every further graph adds what its
 # second sample added: driver memory per captured kernel node and pool blocks it cannot reuse, which grows with the
-# layers. Per layer and graph, as upper bounds from the logs seen: the V1 runner (which extrapolates every mode from
-# its second sample) 0.53 GiB for Qwen2.5-7B on vLLM 0.24 (84 graphs, 28 layers: 203 KiB), the V2 runner (which
-# measures its piecewise graphs in full) 0.23 GiB for Llama-3.1-8B on 0.31 (84 graphs, 32 layers: 67 KiB). Both
-# taken with a margin (256 and 96 KiB): the estimate is one unrepeated measurement of free memory per mode.
+# layers. Per layer and graph, as upper bounds from the logs (tests/data/vllm_gpu_logs_graphs.yaml): at tp 1 the V1
+# runner (which extrapolates every mode from its second sample) logged up to 0.53 GiB for Qwen2.5-7B on vLLM 0.24
+# (84 further graphs, 28 layers: 203 KiB), the V2 runner (which measures its piecewise graphs in full) 0.23 GiB for
+# Llama-3.1-8B on 0.31 (67 KiB); both taken with a margin (256 and 96 KiB). With tp > 1 every layer's all-reduces are
+# captured too: Qwen2.5-72B at tp 4 (NCCL over PCIe) logged 2.73 GiB, 419 KiB per layer and graph; 512 KiB planned.
 GRAPH_LAYER_BYTES = {"v1": 256 * 1024, "v2": 96 * 1024}
+GRAPH_LAYER_BYTES_TP = 512 * 1024
 # MoE layers add the fused-MoE / all-to-all workspaces per graph; one log (a large MoE model with FULL graphs, 5 GiB
 # per GPU over 61 layers and ~100 graphs) bounds it: 850 KiB per layer and graph. Unchecked otherwise: unsure.
 GRAPH_MOE_LAYER_BYTES = 850 * 1024
@@ -196,7 +198,8 @@ def cuda_graph_bytes(
     if not sizes:
         return 0
     graphs = len(sizes) + sum(1 for n in sizes if n <= max_seqs)
-    per_layer = GRAPH_LAYER_BYTES[rules.runner] + (GRAPH_MOE_LAYER_BYTES if model.experts else 0)
+    per_layer = (GRAPH_LAYER_BYTES_TP if tp > 1 else GRAPH_LAYER_BYTES[rules.runner]) + (
+        GRAPH_MOE_LAYER_BYTES if model.experts else 0)
     return forward_bytes(model, act_bytes, sizes[-1], tp) + (graphs - 2) * model.layers * per_layer
 
 
