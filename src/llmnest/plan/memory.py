@@ -60,8 +60,9 @@ LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 3
 # captured too: Qwen2.5-72B at tp 4 (NCCL over PCIe) logged 2.73 GiB, 419 KiB per layer and graph; 512 KiB planned.
 GRAPH_LAYER_BYTES = {"v1": 256 * 1024, "v2": 96 * 1024}
 GRAPH_LAYER_BYTES_TP = 512 * 1024
-# MoE layers add the fused-MoE / all-to-all workspaces per graph; one log (a large MoE model with FULL graphs, 5 GiB
-# per GPU over 61 layers and ~100 graphs) bounds it: 850 KiB per layer and graph. Unchecked otherwise: unsure.
+# MoE layers add the fused-MoE / all-to-all workspaces per graph. Issue 20 reports up to ~5 GiB per GPU for a large
+# MoE model with FULL graphs; 850 KiB per layer and graph gives that for 61 layers over ~100 graphs. No log with the
+# model's settings checks it, so the plan says it is unsure (vllm_rules).
 GRAPH_MOE_LAYER_BYTES = 850 * 1024
 GRAPH_SIZES_MAX = 512  # vllm/config/vllm.py: min(2 x max_num_seqs, 512, max_num_batched_tokens)
 GRAPH_SIZES_MAX_BLACKWELL = 1024  # from vLLM 0.28 (0.31 read) on compute capability 10.x (B200, GB200, B300)

@@ -225,8 +225,8 @@ def vllm_rules(
         (parsed >= CUDA_GRAPHS_PROFILED_FROM and graphs_env is not False)
         or (parsed >= CUDA_GRAPH_ENV_FROM and graphs_env is True))
     if graphs and moe:
-        unsure.append("the CUDA graph estimate of an MoE model is checked against one log only: planned with an "
-                      "upper bound")
+        unsure.append("vLLM's CUDA graph estimate for an MoE model is checked against no log: planned with an upper "
+                      "bound")
     copies = {"sort": SORT_COPIES, "flashinfer": FLASHINFER_COPIES, "triton": TRITON_COPIES}[sampler]
     return VllmRules(
         version=parsed, sampler=sampler, sampler_copies=copies,
