@@ -131,7 +131,8 @@ def graph_replay(case: dict[str, Any]) -> GraphReplay:
 
 
 def graph_table(path: Path = GRAPHS) -> str:
-    rows = ["| log | vLLM | model | TP | graphs (piecewise + FULL) | planned GiB | vLLM's estimate GiB | seen |",
+    rows = ["| log | vLLM | model | TP | graphs (piecewise + FULL) | planned GiB | vLLM's estimate (gpt-oss: captured) GiB "
+            "| seen |",
             "|---|---|---|---|---|---|---|---|"]
     for case in load(path):
         r = graph_replay(case)

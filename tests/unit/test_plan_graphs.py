@@ -14,6 +14,8 @@ CASES = load(GRAPHS)
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_the_planned_graph_count_is_the_one_vllm_logged(case):
+    if "graphs" not in case:
+        pytest.skip("the log does not state its graph count")
     r = graph_replay(case)
     assert (r.piecewise, r.full) == (case["graphs"]["piecewise"], case["graphs"]["full"])
 
@@ -41,6 +43,8 @@ def test_the_graph_term_grows_with_layers_tp_and_experts_and_only_where_vllm_sub
     assert mem.cuda_graph_bytes(qwen7, 2, rules, "A100-80G", 2048, 64, 1) < one  # fewer capture sizes
     moe = qwen7.model_copy(update={"experts": 64, "experts_per_token": 8, "moe_intermediate_size": 1408})
     assert mem.cuda_graph_bytes(moe, 2, rules, "A100-80G", 2048, 256, 1) > one
+    assert mem.cuda_graph_bytes(moe, 2, rules, "A100-80G", 2048, 256, 2) > mem.cuda_graph_bytes(
+        qwen7, 2, rules, "A100-80G", 2048, 256, 2)
     assert any("MoE" in line for line in vllm_rules("0.24.0", moe=True).unsure)
     assert not any("MoE" in line for line in vllm_rules("0.24.0", moe=True, enforce_eager=True).unsure)
 

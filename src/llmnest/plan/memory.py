@@ -61,9 +61,12 @@ LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 3
 GRAPH_LAYER_BYTES = {"v1": 256 * 1024, "v2": 96 * 1024}
 GRAPH_LAYER_BYTES_TP = 512 * 1024
 # MoE layers add the fused-MoE / all-to-all workspaces per graph. Issue 20 reports up to ~5 GiB per GPU for a large
-# MoE model with FULL graphs; 850 KiB per layer and graph gives that for 61 layers over ~100 graphs. No log with the
-# model's settings checks it, so the plan says it is unsure (vllm_rules).
-GRAPH_MOE_LAYER_BYTES = 850 * 1024
+# MoE model with FULL graphs; 850 KiB per layer and graph gives that for 61 layers over ~100 graphs, planned at tp > 1.
+# At tp 1 the graphs gpt-oss captured (llm-d's H100 results: 1.03 GiB for the 120B's 36 layers over ~100 graphs, about
+# 300 KiB per layer and graph) bound it lower: 256 KiB on top of the dense figure. No log of vLLM's own estimate for an
+# MoE model checks either, so the plan says it is unsure (vllm_rules).
+GRAPH_MOE_LAYER_BYTES = 256 * 1024
+GRAPH_MOE_LAYER_BYTES_TP = 850 * 1024
 GRAPH_SIZES_MAX = 512  # vllm/config/vllm.py: min(2 x max_num_seqs, 512, max_num_batched_tokens)
 GRAPH_SIZES_MAX_BLACKWELL = 1024  # from vLLM 0.28 (0.31 read) on compute capability 10.x (B200, GB200, B300)
 QUANTIZED = frozenset({"fp8", "int8", "int4"})  # weight dtypes vLLM's model config calls quantized
@@ -199,8 +202,10 @@ def cuda_graph_bytes(
     if not sizes:
         return 0
     graphs = len(sizes) + sum(1 for n in sizes if n <= max_seqs)
-    per_layer = (GRAPH_LAYER_BYTES_TP if tp > 1 else GRAPH_LAYER_BYTES[rules.runner]) + (
-        GRAPH_MOE_LAYER_BYTES if model.experts else 0)
+    if tp > 1:
+        per_layer = GRAPH_LAYER_BYTES_TP + (GRAPH_MOE_LAYER_BYTES_TP if model.experts else 0)
+    else:
+        per_layer = GRAPH_LAYER_BYTES[rules.runner] + (GRAPH_MOE_LAYER_BYTES if model.experts else 0)
     return forward_bytes(model, act_bytes, sizes[-1], tp) + (graphs - 2) * model.layers * per_layer
 
 
