@@ -16,11 +16,11 @@ import tempfile
 
 import yaml
 
-from llmnest.catalog import CatalogModel, get_model
+from llmnest.catalog import DTYPE_BYTES, CatalogModel, get_model
 from llmnest.errors import BadInput
 from llmnest.plan import gpu_model, plan_gpus, resolve_model
 from llmnest.plan.hardware import GpuModel
-from llmnest.plan.memory import EngineSettings
+from llmnest.plan.memory import EngineSettings, capture_sizes, cuda_graph_bytes
 from llmnest.plan.vllm_rules import TERMS
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -28,6 +28,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "plan.md"
 CALIBRATION = DATA / "vllm_gpu_logs.yaml"
 HELD_OUT = DATA / "vllm_gpu_logs_heldout.yaml"
 VALIDATION = DATA / "vllm_gpu_logs_validation.yaml"
+GRAPHS = DATA / "vllm_gpu_logs_graphs.yaml"
 GIB = 1024**3
 
 
@@ -106,6 +107,40 @@ def replay(case: dict[str, Any]) -> Replay:
                   logged.get("kv_cache_tokens"))
 
 
+@dataclass(frozen=True)
+class GraphReplay:
+    case_id: str
+    predicted_gib: float
+    logged_gib: float
+    piecewise: int
+    full: int
+
+
+def graph_replay(case: dict[str, Any]) -> GraphReplay:
+    """The planner's CUDA graph term for the case's model and settings, against vLLM's logged estimate (0.18 and
+    0.19 compute it only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1, which the replay sets)."""
+    model = _model(case["model"])
+    settings = EngineSettings(vllm_version=case["vllm"], env={"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "1"})
+    rules = settings.rules(model, case["dtype"])
+    seqs, tokens = case["max_num_seqs"], case["max_num_batched_tokens"]
+    sizes = capture_sizes(seqs, tokens)
+    act_bytes = max(DTYPE_BYTES[case["dtype"]], 2)
+    predicted = cuda_graph_bytes(model, act_bytes, rules, "", tokens, seqs, case["tensor_parallel_size"])
+    return GraphReplay(case["id"], predicted / GIB, case["logged_graph_gib"], len(sizes),
+                       sum(1 for n in sizes if n <= seqs))
+
+
+def graph_table(path: Path = GRAPHS) -> str:
+    rows = ["| log | vLLM | model | TP | graphs (piecewise + FULL) | planned GiB | vLLM's estimate (gpt-oss: captured) GiB "
+            "| seen |",
+            "|---|---|---|---|---|---|---|---|"]
+    for case in load(path):
+        r = graph_replay(case)
+        rows.append(f"| {case['id']} | {case['vllm']} | {case['model']['key']} | {case['tensor_parallel_size']} | "
+                    f"{r.piecewise} + {r.full} | {r.predicted_gib:.2f} | {r.logged_gib:.2f} | {case['seen']} |")
+    return "\n".join(rows)
+
+
 def modelled(path: Path) -> list[dict[str, Any]]:
     """The cases of `path` the planner answers with a number (not the ones it must refuse)."""
     return [case for case in load(path) if "refused" not in case]
@@ -167,7 +202,7 @@ def write_docs(doc: Path = DOCS) -> None:
             name = line.removeprefix("<!-- plan_logs: ").removesuffix(" -->")
             tables = {"calibration": lambda: table(CALIBRATION), "held out": lambda: table(HELD_OUT),
                       "validation": lambda: table(VALIDATION), "refused": lambda: refusal_table(VALIDATION),
-                      "terms": terms_table}
+                      "terms": terms_table, "graphs": graph_table}
             out += [line, tables[name]()]
             skipping = True
         elif line == "<!-- /plan_logs -->":
@@ -183,4 +218,5 @@ if __name__ == "__main__":
     else:
         for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT), ("validation", VALIDATION)):
             print(f"{name}:\n{table(path)}\n")
-        print(f"refused:\n{refusal_table(VALIDATION)}")
+        print(f"refused:\n{refusal_table(VALIDATION)}\n")
+        print(f"CUDA graph estimate:\n{graph_table()}")

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..catalog import DTYPE_BYTES, CatalogModel
-from .vllm_rules import SORT_COPIES, TRITON_MIN_ROWS, VllmRules, vllm_rules
+from .vllm_rules import GRAPH_SIZES_BLACKWELL_FROM, SORT_COPIES, TRITON_MIN_ROWS, VllmRules, vllm_rules
 
 GIB = 1024**3
 CPU_BLOCK_SIZE = 128  # vllm/platforms/cpu.py: cache_config.block_size = 128 unless the user sets one
@@ -50,9 +50,25 @@ NCCL_PCIE = round(0.28 * GIB)
 # channels as before, so the PCIe figure stays.
 NCCL_NVLINK_RUNTIME = round(0.80 * GIB)
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
-# vLLM >= 0.20 subtracts its CUDA graph estimate. Not fitted: logs show 0.09 to 0.53 GiB for dense models,
-# 1.6 GiB for a hybrid and 5 GiB per GPU for a large MoE with FULL graphs (docs/plan.md, "What the formulas leave out").
-CUDA_GRAPH_BYTES = round(0.75 * GIB)
+# vLLM's CUDA graph estimate (profile_cudagraph_memory, vllm_rules.TERMS): the first capture of the largest size
+# holds that forward's intermediates in the graph pool (bounded by forward_bytes), every further graph adds what its
+# second sample added: driver memory per captured kernel node and pool blocks it cannot reuse, which grows with the
+# layers. Per layer and graph, as upper bounds from the logs (tests/data/vllm_gpu_logs_graphs.yaml): at tp 1 the V1
+# runner (which extrapolates every mode from its second sample) logged up to 0.53 GiB for Qwen2.5-7B on vLLM 0.24
+# (84 further graphs, 28 layers: 203 KiB), the V2 runner (which measures its piecewise graphs in full) 0.23 GiB for
+# Llama-3.1-8B on 0.31 (67 KiB); both taken with a margin (256 and 96 KiB). With tp > 1 every layer's all-reduces are
+# captured too: Qwen2.5-72B at tp 4 (NCCL over PCIe) logged 2.73 GiB, 419 KiB per layer and graph; 512 KiB planned.
+GRAPH_LAYER_BYTES = {"v1": 256 * 1024, "v2": 96 * 1024}
+GRAPH_LAYER_BYTES_TP = 512 * 1024
+# MoE layers add the fused-MoE / all-to-all workspaces per graph. Issue 20 reports up to ~5 GiB per GPU for a large
+# MoE model with FULL graphs; 850 KiB per layer and graph gives that for 61 layers over ~100 graphs, planned at tp > 1.
+# At tp 1 the graphs gpt-oss captured (llm-d's H100 results: 1.03 GiB for the 120B's 36 layers over ~100 graphs, about
+# 300 KiB per layer and graph) bound it lower: 256 KiB on top of the dense figure. No log of vLLM's own estimate for an
+# MoE model checks either, so the plan says it is unsure (vllm_rules).
+GRAPH_MOE_LAYER_BYTES = 256 * 1024
+GRAPH_MOE_LAYER_BYTES_TP = 850 * 1024
+GRAPH_SIZES_MAX = 512  # vllm/config/vllm.py: min(2 x max_num_seqs, 512, max_num_batched_tokens)
+GRAPH_SIZES_MAX_BLACKWELL = 1024  # from vLLM 0.28 (0.31 read) on compute capability 10.x (B200, GB200, B300)
 QUANTIZED = frozenset({"fp8", "int8", "int4"})  # weight dtypes vLLM's model config calls quantized
 DEPLOYED_VLLM = "0.11.0"  # the GPU image cloud deployments run (cloud/aliyun/images.py)
 
@@ -167,6 +183,32 @@ def activation_bytes(
     return peak + round(batched_tokens * model.hidden_size * act_bytes)
 
 
+def capture_sizes(max_seqs: int, batched_tokens: int, largest: int = GRAPH_SIZES_MAX) -> list[int]:
+    """The token counts vLLM captures graphs for by default (vllm/config/vllm.py _set_cudagraph_sizes, 0.18 - 0.34):
+    1, 2, 4, every 8 to 248, every 16 from 256, up to min(2 x max_num_seqs, 512, max_num_batched_tokens)."""
+    top = min(2 * max_seqs, largest, batched_tokens)
+    return [n for n in (1, 2, 4) if n <= top] + list(range(8, min(top + 1, 256), 8)) + list(range(256, top + 1, 16))
+
+
+def cuda_graph_bytes(
+    model: CatalogModel, act_bytes: float, rules: VllmRules, gpu_name: str, batched_tokens: int, max_seqs: int, tp: int,
+) -> int:
+    """vLLM's CUDA graph estimate on one GPU under the default FULL_AND_PIECEWISE mode (the most graphs): a
+    piecewise graph per capture size and a FULL decode graph per size up to max_num_seqs; the first capture's
+    pool (the largest size's forward) plus, for every further graph, a per-layer cost (GRAPH_LAYER_BYTES)."""
+    blackwell = rules.version >= GRAPH_SIZES_BLACKWELL_FROM and any(
+        tag in gpu_name.upper() for tag in ("B200", "B300", "GB200"))
+    sizes = capture_sizes(max_seqs, batched_tokens, GRAPH_SIZES_MAX_BLACKWELL if blackwell else GRAPH_SIZES_MAX)
+    if not sizes:
+        return 0
+    graphs = len(sizes) + sum(1 for n in sizes if n <= max_seqs)
+    if tp > 1:
+        per_layer = GRAPH_LAYER_BYTES_TP + (GRAPH_MOE_LAYER_BYTES_TP if model.experts else 0)
+    else:
+        per_layer = GRAPH_LAYER_BYTES[rules.runner] + (GRAPH_MOE_LAYER_BYTES if model.experts else 0)
+    return forward_bytes(model, act_bytes, sizes[-1], tp) + (graphs - 2) * model.layers * per_layer
+
+
 def nccl_bytes(link: str, init_counted: bool) -> int:
     """NCCL's buffers vLLM counts on one GPU over `link` ('nvlink' or 'pcie')."""
     if link == "pcie":
@@ -248,7 +290,8 @@ def gpu_budget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
         activations=activation_bytes(model, act_bytes, batched, seqs, tp, *_sampler_terms(rules, seqs, batched)),
         non_torch=non_torch_bytes(tp * pp, link, rules.nccl_init_counted),
-        cuda_graphs=CUDA_GRAPH_BYTES if rules.cuda_graphs else 0, batched_tokens=batched, max_seqs=seqs,
+        cuda_graphs=cuda_graph_bytes(model, act_bytes, rules, gpu_name, batched, seqs, tp) if rules.cuda_graphs else 0,
+        batched_tokens=batched, max_seqs=seqs,
         link=link, rules=rules,
     )
 

@@ -21,6 +21,7 @@ FLASHINFER_DEFAULT_FROM: Version = (0, 21, 0)  # VLLM_USE_FLASHINFER_SAMPLER def
 NCCL_BEFORE_SNAPSHOT_FROM: Version = (0, 11, 0)  # PR #25359: baseline snapshot taken after NCCL starts
 CUDA_GRAPH_ENV_FROM: Version = (0, 18, 0)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS exists, default 0
 CUDA_GRAPHS_PROFILED_FROM: Version = (0, 20, 0)  # ... and defaults to 1
+GRAPH_SIZES_BLACKWELL_FROM: Version = (0, 28, 0)  # capture sizes up to 1024 on compute capability 10.x (absent in 0.27)
 UTILIZATION_092_FROM: Version = (0, 20, 0)  # CacheConfig.gpu_memory_utilization = 0.92 (0.9 before)
 V2_RUNNER_ENV_FROM: Version = (0, 12, 0)  # VLLM_USE_V2_MODEL_RUNNER exists (default off)
 V2_RUNNER_ONLY_FROM: Version = (0, 34, 0)  # vllm/v1/worker/gpu_model_runner.py is gone: V2 is the only runner
@@ -95,8 +96,17 @@ TERMS: tuple[Term, ...] = (
     Term("CUDA graphs", "< 0.18 / 0.18 - 0.19", "not subtracted (captured after the KV cache is sized) / only with "
          "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1", "vllm/v1/worker/gpu_worker.py determine_available_memory; vllm/envs.py"),
     Term("CUDA graphs", "0.20 - 0.34", "profile_cudagraph_memory's estimate subtracted unless "
-         "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 or --enforce-eager (planned as one figure)",
+         "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 or --enforce-eager",
          "vllm/v1/worker/gpu_worker.py determine_available_memory; vllm/envs.py"),
+    Term("CUDA graph estimate", "0.18 - 0.33 (V1 runner)", "per mode (FULL, PIECEWISE) capture the two largest sizes "
+         "into a throwaway pool; the first capture's growth once (the larger mode's) plus the second's growth (at "
+         "least 1 MiB) x the mode's remaining graphs", "vllm/v1/worker/gpu_model_runner.py profile_cudagraph_memory"),
+    Term("CUDA graph estimate", "0.22 - 0.34 (V2 runner; read in 0.31, 0.34)", "capture every PIECEWISE graph (measured in full) and the "
+         "two largest FULL ones, extrapolated like V1", "vllm/v1/worker/gpu/cudagraph_utils.py profile_cudagraph_memory"),
+    Term("capture sizes", "0.18 - 0.34", "1, 2, 4, every 8 to 248, every 16 from 256 up to min(2 x max_num_seqs, "
+         "512, max_num_batched_tokens); 1024 instead of 512 on compute capability 10.x from 0.28 (0.31 read); mode "
+         "FULL_AND_PIECEWISE: a PIECEWISE graph per size, a FULL decode graph per size up to max_num_seqs",
+         "vllm/config/vllm.py _set_cudagraph_sizes, default optimization levels; config/compilation.py"),
     Term("max_num_seqs / max_num_batched_tokens", "0.8 - 0.34", ">= 160 GiB: 1024 / 16384; >= 70 GiB and not an "
          "A100: 1024 / 8192; else 256 / 2048 (the OpenAI server)",
          "vllm/engine/arg_utils.py _set_default_args / get_batch_defaults"),
@@ -210,11 +220,14 @@ def vllm_rules(
                       "larger sampler peak")
     if unsure:
         sampler = "sort"
-    copies = {"sort": SORT_COPIES, "flashinfer": FLASHINFER_COPIES, "triton": TRITON_COPIES}[sampler]
     graphs_env = _flag(env, "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS")
     graphs = not enforce_eager and (
         (parsed >= CUDA_GRAPHS_PROFILED_FROM and graphs_env is not False)
         or (parsed >= CUDA_GRAPH_ENV_FROM and graphs_env is True))
+    if graphs and moe:
+        unsure.append("vLLM's CUDA graph estimate for an MoE model is checked against no log: planned with an upper "
+                      "bound")
+    copies = {"sort": SORT_COPIES, "flashinfer": FLASHINFER_COPIES, "triton": TRITON_COPIES}[sampler]
     return VllmRules(
         version=parsed, sampler=sampler, sampler_copies=copies,
         sampler_buffer_rows=TRITON_BUFFER_ROWS if sampler == "triton" else 0, runner=runner,
