@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmnest.bench.health import BUSY_LIMIT
 from tests.conftest import MODELS_CACHE, free_port
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +67,11 @@ def test_demo_run_json_keys_consistent_and_charts(demo, tmp_path: Path) -> None:
         assert stage["cost_per_1m_output_tokens"] == pytest.approx(2.5 / 3600 / stage["output_throughput"] * 1e6)
         assert stage["max_in_flight"] >= 1
         assert stage["client_processes"] == 1 and stage["client_cpu_s"] > 0  # the client's own health
-        assert stage["client_saturated"] is False and stage["client_warnings"] == []
+        # at 1 req/s the client is far from its own limit; on a machine the engine keeps busy it may still be
+        # kept off the CPU, which it must then say (and only that)
+        assert stage["client_busiest_process_cpu"] < BUSY_LIMIT
+        assert stage["client_saturated"] == bool(stage["client_warnings"])
+        assert all("quieter machine" in w for w in stage["client_warnings"]), stage["client_warnings"]
     files = {p.name for p in out.iterdir()}
     assert {"run.json", "stage-qps0.5.json", "stage-qps1.json", "stage-qps1.records.jsonl"} <= files
     records = [json.loads(line) for line in (out / "stage-qps1.records.jsonl").read_text().splitlines()]
