@@ -21,7 +21,7 @@ from typing import Any
 from .. import state
 from ..build import UpRequest, build_spec, new_api_key
 from ..catalog import CatalogModel, demo_model, find_model, get_model
-from ..endpoints import local_endpoints, reach_url
+from ..endpoints import local_endpoints
 from ..errors import BadInput, Conflict, LlmnestError
 from ..examples import Endpoint
 from ..gateway.upstreams import Upstream
@@ -152,19 +152,12 @@ def _key_usable(key: str) -> bool:
 def _wait_routed(dep: state.Deployment, ctx: Context) -> None:
     """Until the gateway reports a healthy replica of the deployment's model on its /metrics (read from
     loopback, no key needed): for a deployment whose own key can no longer be used to ask it."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    url = reach_url(dep.spec.host, dep.spec.port).removesuffix("/v1") + "/metrics"
     deadline = time.monotonic() + max(ctx.timeout, 60)
     while True:
-        try:
-            text = httpx.get(url, timeout=5).text
-            if any(s.value == 1 and s.labels.get("model") == dep.spec.served_model_name
-                   for f in text_string_to_metric_families(text) if f.name == "llmnest_replica_up" for s in f.samples):
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
+        families = local_surge.gateway_metrics(dep.spec, "llmnest_replica_up") or []
+        if any(s.value == 1 and s.labels.get("model") == dep.spec.served_model_name
+               for f in families for s in f.samples):
+            return
         if time.monotonic() > deadline:
             raise LlmnestError(f"the engines answer but the gateway on port {dep.spec.port} does not route to them; "
                                f"see {gateway_log_path(dep.spec.port)}")

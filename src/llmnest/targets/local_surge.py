@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from .. import state
@@ -109,15 +110,24 @@ def _memory_needed(spec: DeploymentSpec, model: CatalogModel | None) -> int | No
     return plan.weights_bytes + plan.kv_cache_bytes
 
 
+def _metrics(url: str, names: Collection[str]) -> list[Metric] | None:
+    """The named metric families a /metrics URL exports; None when it cannot be read or parsed."""
+    try:
+        text = httpx.get(url, timeout=5).text
+        return [f for f in text_string_to_metric_families(text) if f.name in names]
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def gateway_metrics(spec: DeploymentSpec, name: str) -> list[Metric] | None:
+    """A metric family of the gateway in front of `spec`, read from this machine (loopback, no key needed)."""
+    return _metrics(reach_url(spec.host, spec.port).removesuffix("/v1") + "/metrics", {name})
+
+
 def rotation(spec: DeploymentSpec) -> dict[str, bool] | None:
     """The gateway's replicas of the deployment's model: id -> takes new requests; None when the gateway
     does not say (not reachable, or started before it exported its rotation)."""
-    url = reach_url(spec.host, spec.port).removesuffix("/v1") + "/metrics"
-    try:
-        text = httpx.get(url, timeout=5).text
-        families = [f for f in text_string_to_metric_families(text) if f.name == ROTATION]
-    except (httpx.HTTPError, ValueError):
-        return None
+    families = gateway_metrics(spec, ROTATION)
     if not families:
         return None
     return {s.labels["replica"]: s.value == 1 for f in families for s in f.samples
@@ -158,12 +168,8 @@ def drain(spec: DeploymentSpec, unit: state.Unit, on_wait: Callable[[str], None]
 
 def engine_busy(unit: state.Unit) -> float:
     """Requests the engine reports running or queued on its /metrics (0 when it cannot say)."""
-    try:
-        text = httpx.get(unit.base_url.removesuffix("/v1") + "/metrics", timeout=5).text
-        return sum(s.value for f in text_string_to_metric_families(text) if f.name in BUSY_METRICS
-                   for s in f.samples)
-    except (httpx.HTTPError, ValueError):
-        return 0.0
+    families = _metrics(unit.base_url.removesuffix("/v1") + "/metrics", BUSY_METRICS) or []
+    return sum(s.value for f in families for s in f.samples)
 
 
 def free_index(units: list[state.Unit], replicas: int) -> int:
