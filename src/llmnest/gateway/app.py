@@ -53,7 +53,6 @@ ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
              "/v1/responses": "responses", "/v1/embeddings": "embeddings", "/tokenize": "tokenize",
              "/detokenize": "detokenize", "/v1/score": "score", "/v1/rerank": "rerank", "/rerank": "rerank",
              "/v2/rerank": "rerank", "/pooling": "pooling", "/classify": "classify"}
-UPSTREAM_PATHS = {"/v1/chat/completions": "chat/completions", "/v1/completions": "completions"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -324,8 +323,7 @@ class Gateway:
     # ---- proxying --------------------------------------------------------------------------------
 
     def _upstream_url(self, replica: Replica, path: str) -> str:
-        if path in UPSTREAM_PATHS:
-            return f"{replica.upstream.base_url}/{UPSTREAM_PATHS[path]}"
+        """The engine's URL of a route: /v1/... under its OpenAI base, the others (/tokenize, ...) at its root."""
         if path.startswith("/v1/"):
             return replica.upstream.base_url + path[3:]
         return replica.upstream.root_url + path
@@ -680,10 +678,18 @@ async def _watch_disconnect(receive: Receive, call: Call, resp: UpstreamResponse
 def _usage_of(content: bytes) -> tuple[int, int]:
     """Prompt and output tokens of an answer's `usage` (chat, completions, embeddings, responses)."""
     try:
-        used = json.loads(content).get("usage") or {}
+        return _usage_in(json.loads(content))
+    except (ValueError, RecursionError):
+        return 0, 0
+
+
+def _usage_in(answer: Any) -> tuple[int, int]:
+    """Prompt and output tokens of a parsed answer's `usage`; (0, 0) where it has none that reads as counts."""
+    try:
+        used = answer.get("usage") or {}
         return (int(used.get("prompt_tokens") or used.get("input_tokens") or 0),
                 int(used.get("completion_tokens") or used.get("output_tokens") or 0))
-    except (ValueError, AttributeError, TypeError, RecursionError):
+    except (ValueError, AttributeError, TypeError):
         return 0, 0
 
 
@@ -697,7 +703,7 @@ def _stream_usage(tail: bytes) -> tuple[int, int]:
                 continue
             if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
                 obj = obj["response"]
-            return _usage_of(json.dumps(obj).encode())
+            return _usage_in(obj)
     return 0, 0
 
 
