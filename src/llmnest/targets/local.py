@@ -136,19 +136,6 @@ def _key_files(name: str) -> dict[Path, str | None]:
     return {p: p.read_text() if p.is_file() else None for p in (state.key_path(name), state.engine_key_path(name))}
 
 
-def _key_usable(key: str) -> bool:
-    """The gateway takes this key now (not revoked, not expired)."""
-    from ..gateway import keys
-    from ..gateway.db import Database
-
-    db = Database(None)
-    try:
-        found = keys.authenticate(db, key)
-    finally:
-        db.close()
-    return found is not None and found.problem() is None
-
-
 def _wait_routed(dep: state.Deployment, ctx: Context) -> None:
     """Until the gateway reports a healthy replica of the deployment's model on its /metrics (read from
     loopback, no key needed): for a deployment whose own key can no longer be used to ask it."""
@@ -288,7 +275,7 @@ class LocalTarget(Target):
         if dep.spec.gateway:
             key = state.api_key(name)
             assert key is not None, "a deployment behind the gateway has a key"
-            if _key_usable(key):
+            if local_gateway.key_usable(key):
                 local_gateway.wait_answers(dep, key, ctx)
             else:  # its key was revoked (e.g. `default` on the Keys page): the gateway's own view of the replicas
                 _wait_routed(dep, ctx)

@@ -79,15 +79,24 @@ def _deployment_key(db: Database, secret: str, name: str | None, model: str | No
     return secret
 
 
-def key_label(secret: str | None) -> str | None:
-    """How `up` names the key it prints: `default`, or `NAME, for MODEL only`."""
-    if not secret:
-        return None
+def _gateway_key(secret: str) -> keys.Key | None:
+    """The gateway's key with this secret (revoked or expired ones too), or None."""
     db = Database(None)
     try:
-        found = keys.authenticate(db, secret)
+        return keys.authenticate(db, secret)
     finally:
         db.close()
+
+
+def key_usable(secret: str) -> bool:
+    """The gateway takes this key now (not revoked, not expired)."""
+    found = _gateway_key(secret)
+    return found is not None and found.problem() is None
+
+
+def key_label(secret: str | None) -> str | None:
+    """How `up` names the key it prints: `default`, or `NAME, for MODEL only`."""
+    found = _gateway_key(secret) if secret else None
     if found is None:
         return None
     return found.name if found.models is None else f"{found.name}, for {', '.join(found.models)} only"
@@ -98,8 +107,8 @@ def _live_default(db: Database) -> keys.Key | None:
     return found[0] if found and found[0].revoked_at is None else None
 
 
-def _make_default(db: Database, secret: str | None = None) -> str:
-    _, secret = keys.create(db, DEFAULT_KEY, secret=secret)
+def _make_default(db: Database) -> str:
+    _, secret = keys.create(db, DEFAULT_KEY)
     path = default_key_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_secret(path, secret)
