@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import yaml
 
-from llmnest.cloud.aliyun.validate import check_parameters, check_properties, check_references
+from llmnest.targets.aliyun.validate import check_parameters, check_properties, check_references
 
 ACCESS_KEY_ID = "LTAI-emulated-key-id"
 ACCESS_KEY_SECRET = "emulated-secret-0123456789"

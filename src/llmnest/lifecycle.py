@@ -118,7 +118,7 @@ def _key_name(dep: state.Deployment, api_key: str | None) -> str | None:
     """The gateway's name for the key printed (`default`, or the deployment's own key and its model)."""
     if not (dep.spec.gateway and api_key and dep.spec.target == "local"):
         return None
-    from .targets.local_gateway import key_label
+    from .targets.local.gateway import key_label
 
     return key_label(api_key)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmnest.cloud.aliyun import bootstrap
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.targets.aliyun import bootstrap
+from llmnest.targets.aliyun.sizing import resolve
 from llmnest.runtimes.docker import LOCAL_CPU_IMAGE, run_argv
 from llmnest.spec import AliyunPlacement, DeploymentSpec
 from tests.conftest import cli_env, free_port, run_cli

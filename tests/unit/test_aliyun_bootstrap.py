@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from llmnest.catalog import get_model
-from llmnest.cloud.aliyun import bootstrap
-from llmnest.cloud.aliyun.sizing import disks_gib, gpu_type, needs_fabric_manager, resolve
-from llmnest.cloud.aliyun.template import command_content
+from llmnest.targets.aliyun import bootstrap
+from llmnest.targets.aliyun.sizing import disks_gib, gpu_type, needs_fabric_manager, resolve
+from llmnest.targets.aliyun.template import command_content
 from llmnest.errors import LlmnestError
 from llmnest.runtimes.docker import run_argv
 from llmnest.shell import render

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmnest.cloud.aliyun import bootstrap
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.targets.aliyun import bootstrap
+from llmnest.targets.aliyun.sizing import resolve
 from tests.engine_parsers import SGLANG_VERSION, sglang_parse, vllm_parse
 from tests.fakes.cloud_specs import cloud_spec
 

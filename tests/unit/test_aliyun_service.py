@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llmnest import state
-from llmnest.cloud.aliyun import client, service
+from llmnest.targets.aliyun import client, service
 from llmnest.errors import BadInput, Conflict, LlmnestError
 from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
 from tests.conftest import free_port
@@ -466,9 +466,9 @@ def test_status_after_the_stack_is_gone(deployed, emu: Emulator) -> None:
 
 
 def _validated(spec) -> list[dict]:
-    from llmnest.cloud.aliyun.preflight import validate_in_cloud
-    from llmnest.cloud.aliyun.sizing import resolve
-    from llmnest.cloud.aliyun.template import render_template, stack_parameters
+    from llmnest.targets.aliyun.preflight import validate_in_cloud
+    from llmnest.targets.aliyun.sizing import resolve
+    from llmnest.targets.aliyun.template import render_template, stack_parameters
 
     spec = resolve(spec)
     template = render_template(spec)
@@ -484,7 +484,7 @@ def test_validate_asks_ros_to_check_and_preview_and_creates_nothing(emu: Emulato
 
 
 def test_validate_reports_what_ros_rejects_and_skips_the_preview(emu: Emulator, monkeypatch) -> None:
-    from llmnest.cloud.aliyun import template as tpl
+    from llmnest.targets.aliyun import template as tpl
 
     real = tpl.render_template
     spec = cloud_spec()

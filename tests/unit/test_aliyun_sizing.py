@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmnest.catalog import get_model
-from llmnest.cloud.aliyun.sizing import ready_timeout_s, resolve
+from llmnest.targets.aliyun.sizing import ready_timeout_s, resolve
 from llmnest.engines import default_image
 from llmnest.errors import BadInput
 from llmnest.plan import rank_instances
@@ -151,7 +151,7 @@ def test_no_import_cycle_between_picker_and_planner() -> None:
 def test_the_picker_plans_the_vllm_the_instance_will_run() -> None:
     """The image the region pulls decides the vLLM rules, and the spec's env the sampler: the KV headroom shown
     is the one that vLLM will give."""
-    from llmnest.cloud.aliyun.sizing import check_fits
+    from llmnest.targets.aliyun.sizing import check_fits
     from llmnest.plan import instance
 
     model, itype = get_model("Qwen/QwQ-32B"), instance("ecs.gn7i-4x.8xlarge")

@@ -14,10 +14,10 @@ from importlib import resources
 import pytest
 import yaml
 
-from llmnest.cloud.aliyun import bootstrap, budget
-from llmnest.cloud.aliyun.sizing import needs_fabric_manager, resolve
-from llmnest.cloud.aliyun.template import command_content, masked, render_template, stack_parameters
-from llmnest.cloud.aliyun.validate import (
+from llmnest.targets.aliyun import bootstrap, budget
+from llmnest.targets.aliyun.sizing import needs_fabric_manager, resolve
+from llmnest.targets.aliyun.template import command_content, masked, render_template, stack_parameters
+from llmnest.targets.aliyun.validate import (
     check_parameters,
     check_properties,
     check_references,
@@ -192,12 +192,12 @@ def test_weights_beyond_the_system_disk_get_a_data_disk_the_bootstrap_mounts() -
     disks = template["Resources"]["Nodes"]["Properties"]["DiskMappings"]
     assert len(disks) == 1 and disks[0]["Category"] == "cloud_essd" and int(disks[0]["Size"]) >= 625 * 1.2
     assert check_template(template, VALUES) == []
-    from llmnest.cloud.aliyun.bootstrap import bootstrap_body
+    from llmnest.targets.aliyun.bootstrap import bootstrap_body
     assert "  DATA_DISK=1 \\\n" in bootstrap_body(spec, "prepare") and "mount_data_disk" in bootstrap_body(spec)
 
 
 def test_weights_no_disk_holds_are_refused_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmnest.cloud.aliyun import sizing
+    from llmnest.targets.aliyun import sizing
     from llmnest.errors import BadInput
 
     monkeypatch.setattr(sizing, "MAX_DATA_DISK_GIB", 500)
@@ -217,7 +217,7 @@ def test_the_instance_type_choice_keeps_to_types_the_rendered_command_fits() -> 
 
 
 def test_nvswitch_types_start_the_fabric_manager() -> None:
-    from llmnest.cloud.aliyun.bootstrap import bootstrap_body
+    from llmnest.targets.aliyun.bootstrap import bootstrap_body
 
     assert needs_fabric_manager(instance("ecs.ebmgn8v.48xlarge")) and needs_fabric_manager(instance("ecs.ebmgn7e.32xlarge"))
     assert not needs_fabric_manager(instance("ecs.gn7i-8x.16xlarge"))  # 8 PCIe A10s: no NVSwitch

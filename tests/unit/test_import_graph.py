@@ -85,7 +85,7 @@ def test_the_checker_finds_a_cycle() -> None:
 def test_the_graph_sees_imports_inside_functions_and_relative_ones() -> None:
     graph = import_graph()
     assert "llmnest.targets" in graph["llmnest.targets.upstream_provider"]  # `from . import get`
-    assert "llmnest.targets.local" in graph["llmnest.targets"]  # imported inside _registry()
+    assert "llmnest.targets.local.target" in graph["llmnest.targets"]  # imported inside _registry()
 
 
 def test_no_import_cycle_in_src() -> None:

@@ -14,9 +14,9 @@ from llmnest.catalog import demo_model
 from llmnest.errors import LlmnestError
 from llmnest.runtimes.runners import cpu_bind
 from llmnest.spec import apply_sets
-from llmnest.targets import local_surge
+from llmnest.targets.local import surge as local_surge
 from llmnest.targets.base import Context
-from llmnest.targets.local import LocalTarget
+from llmnest.targets.local.target import LocalTarget
 
 GIB = 2**30
 
@@ -117,7 +117,7 @@ class Engines:
         monkeypatch.setattr(local_surge, "drain",
                             lambda spec, unit, on_wait: engines.calls.append(("drained", unit.id)))
         monkeypatch.setattr(local_surge, "choose", lambda old, new, model, units: local_surge.Choice(True, "room"))
-        monkeypatch.setattr("llmnest.targets.local.check_can_start", lambda *a, **k: None)
+        monkeypatch.setattr("llmnest.targets.local.target.check_can_start", lambda *a, **k: None)
 
 
 def running(name: str, replicas: int = 1) -> state.Deployment:

@@ -91,7 +91,7 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
     """The gateways `llmnest up` runs on this machine: address, status, the deployments behind each."""
     from rich.table import Table
 
-    from ..targets.local_gateway import overview
+    from ..targets.local.gateway import overview
 
     rows = overview()
     if json_out:

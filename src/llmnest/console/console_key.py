@@ -45,7 +45,7 @@ def key_for(dep: state.Deployment) -> str | None:
 
 def users_of_default() -> list[str]:
     """The deployments whose printed key is the gateway's `default` (what stops working once it is revoked)."""
-    from ..targets.local_gateway import default_key_path
+    from ..targets.local.gateway import default_key_path
 
     path = default_key_path()
     if not path.is_file():

@@ -102,7 +102,7 @@ def checked(form: dict[str, str]) -> tuple[UpRequest, Any]:
     target = targets.get(req.target)
     resolved = target.resolve(req)
     if req.target == "local":
-        from ..targets.local import check_can_start, check_plan
+        from ..targets.local.target import check_can_start, check_plan
 
         check_can_start(resolved.spec, Context())
         check_plan(resolved.spec, resolved.model, bool(form.get("force")))

@@ -70,7 +70,7 @@ GRAPH_MOE_LAYER_BYTES_TP = 850 * 1024
 GRAPH_SIZES_MAX = 512  # vllm/config/vllm.py: min(2 x max_num_seqs, 512, max_num_batched_tokens)
 GRAPH_SIZES_MAX_BLACKWELL = 1024  # from vLLM 0.28 (0.31 read) on compute capability 10.x (B200, GB200, B300)
 QUANTIZED = frozenset({"fp8", "int8", "int4"})  # weight dtypes vLLM's model config calls quantized
-DEPLOYED_VLLM = "0.11.0"  # the GPU image cloud deployments run (cloud/aliyun/images.py)
+DEPLOYED_VLLM = "0.11.0"  # the GPU image cloud deployments run (targets/aliyun/images.py)
 
 
 def cdiv(a: int, b: int) -> int:

@@ -1,7 +1,7 @@
 """The model-aware instance picker: which Alibaba Cloud GPU instance types fit a model, cheapest first.
 
 The one instance-fitting routine: `llmnest plan` ranks with it and a cloud deployment picks and checks
-its instance type with it (`cloud.aliyun.sizing`).
+its instance type with it (`targets.aliyun.sizing`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from .base import Capability, Context, Created, Resolved, Target
 
 def _registry() -> dict[str, type[Target]]:
     # Imported here so a target's own dependencies load only when it is used.
-    from .aliyun import AliyunTarget
-    from .local import LocalTarget
+    from .aliyun.target import AliyunTarget
+    from .local.target import LocalTarget
 
     return {cls.name: cls for cls in (LocalTarget, AliyunTarget)}
 

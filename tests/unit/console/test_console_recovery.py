@@ -75,7 +75,7 @@ def test_a_failed_new_spec_puts_the_previous_one_back_before_redeploy_returns(to
     """The engines are stand-ins here (starting vLLM is the e2e test's job): `_start` fails for the new
     spec as an engine that rejects a flag does, and records what it was asked to start."""
     from llmnest.targets.base import Context
-    from llmnest.targets.local import LocalTarget
+    from llmnest.targets.local.target import LocalTarget
 
     dep = recorded("safe", 18993)
     key_before = state.api_key("safe")
@@ -118,12 +118,12 @@ def test_the_console_has_a_key_of_its_own_that_survives_revoking_default(client)
 
 
 def test_revoking_default_asks_first_naming_what_uses_it(client) -> None:
-    from llmnest.targets.local_gateway import user_key
+    from llmnest.targets.local.gateway import user_key
 
     user_key(None)  # the `default` key `up` makes and prints
     dep = recorded("team", 18996, gateway=True)
     from llmnest.home import write_secret
-    from llmnest.targets.local_gateway import default_key_path
+    from llmnest.targets.local.gateway import default_key_path
 
     write_secret(state.key_path(dep.name), default_key_path().read_text())  # as `up` records it
     page = client.get("/keys").text

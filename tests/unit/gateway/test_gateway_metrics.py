@@ -65,7 +65,7 @@ def test_the_rotation_is_on_metrics_and_read_back_by_the_redeploy(sqlite_db, gat
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from llmnest.targets import local_surge
+    from llmnest.targets.local import surge as local_surge
 
     gw = gateway([replicas["a"].upstream(), replace(replicas["b"].upstream(), ready=False)])
     text = httpx.get(gw.url + "/metrics").text
@@ -84,7 +84,7 @@ def test_a_drain_waits_for_the_gateway_then_for_the_engines_running_requests(sql
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from llmnest.targets import local_surge
+    from llmnest.targets.local import surge as local_surge
 
     gw = gateway([replicas["a"].upstream(), replace(replicas["b"].upstream(), ready=False)])
     spec = SimpleNamespace(host="127.0.0.1", port=int(gw.url.rsplit(":", 1)[1].split("/")[0]), served_model_name="m1")
@@ -98,7 +98,7 @@ def test_a_drain_waits_for_the_gateway_then_for_the_engines_running_requests(sql
 def test_a_gateway_that_cannot_say_gets_three_health_intervals(monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from llmnest.targets import local_surge
+    from llmnest.targets.local import surge as local_surge
 
     slept: list[float] = []
     monkeypatch.setattr(local_surge.time, "sleep", slept.append)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmnest.cloud.aliyun.sizing import resolve
+from llmnest.targets.aliyun.sizing import resolve
 from llmnest.spec import DeploymentSpec
 from llmnest.targets.kubernetes.placement import KubernetesPlacement
 from tests.fakes.cloud_specs import cloud_spec, seed_models, two_node_models

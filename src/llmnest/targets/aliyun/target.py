@@ -1,6 +1,6 @@
 """Alibaba Cloud: a ROS stack with a GPU instance (or two) that runs the engine in docker.
 
-The cloud's own orchestration (plan, preflight, stack, Cloud Assistant) is in cloud/aliyun/service.py;
+The cloud's own orchestration (plan, preflight, stack, Cloud Assistant) is in targets/aliyun/service.py;
 this adapter gives it the lifecycle's verbs and options.
 """
 
@@ -13,13 +13,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .. import state
-from ..build import UpRequest, build_spec
-from ..catalog import demo_model, get_model
-from ..errors import BadInput
-from ..examples import Endpoint
-from ..spec import AliyunPlacement, DeploymentSpec
-from .base import Capability, Context, Created, Resolved, Target
+from ... import state
+from ...build import UpRequest, build_spec
+from ...catalog import demo_model, get_model
+from ...errors import BadInput
+from ...examples import Endpoint
+from ...spec import AliyunPlacement, DeploymentSpec
+from ..base import Capability, Context, Created, Resolved, Target
 
 # placement field -> the `llmnest up` flag that sets it
 OPTIONS = {"region": "--region", "zone": "--zone", "instance_type": "--instance-type", "nodes": "--nodes",
@@ -29,7 +29,7 @@ OPTIONS = {"region": "--region", "zone": "--zone", "instance_type": "--instance-
 
 
 def _service():  # noqa: ANN202 - the module, imported late: it needs the Alibaba Cloud SDKs
-    from ..cloud.aliyun import service
+    from . import service
 
     return service
 

@@ -18,25 +18,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import state
-from ..build import UpRequest, build_spec, new_api_key
-from ..catalog import CatalogModel, demo_model, find_model, get_model
-from ..endpoints import local_endpoints
-from ..errors import BadInput, Conflict, LlmnestError
-from ..examples import Endpoint
-from ..gateway.upstreams import Upstream
-from ..home import gateway_log_path, log_path, supervisor_log_path, write_secret
-from ..host import check_host, host_facts, port_is_free
-from ..logs import follow as follow_file
-from ..logs import last_attempt
-from ..logs import tail as tail_of
-from ..runtimes import docker, process
-from ..runtimes.runners import gateway_command
-from ..shell import render as render_shell
-from ..sources import fetch, local_dir
-from ..spec import DeploymentSpec
-from . import local_gateway, local_surge
-from .base import Capability, Context, Created, Resolved, Target
+from ... import state
+from ...build import UpRequest, build_spec, new_api_key
+from ...catalog import CatalogModel, demo_model, find_model, get_model
+from ...endpoints import local_endpoints
+from ...errors import BadInput, Conflict, LlmnestError
+from ...examples import Endpoint
+from ...gateway.upstreams import Upstream
+from ...home import gateway_log_path, log_path, supervisor_log_path, write_secret
+from ...host import check_host, host_facts, port_is_free
+from ...logs import follow as follow_file
+from ...logs import last_attempt
+from ...logs import tail as tail_of
+from ...runtimes import docker, process
+from ...runtimes.runners import gateway_command
+from ...shell import render as render_shell
+from ...sources import fetch, local_dir
+from ...spec import DeploymentSpec
+from . import gateway as local_gateway, surge as local_surge
+from ..base import Capability, Context, Created, Resolved, Target
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool) ->
 
     Returns what `status` shows later: the planned KV cache capacity in tokens.
     """
-    from ..plan import plan_for_spec
-    from ..plan.local import model_from_dir
+    from ...plan import plan_for_spec
+    from ...plan.local import model_from_dir
 
     if model is None:
         try:

@@ -11,16 +11,16 @@ import socket
 import time
 from pathlib import Path
 
-from .. import state
-from ..endpoints import reach_url
-from ..errors import Conflict, LlmnestError
-from ..gateway import keys
-from ..gateway.db import Database
-from ..home import gateway_log_path, home, write_secret
-from ..host import port_is_free
-from ..probe import chat_once
-from ..runtimes import process
-from .base import Context
+from ... import state
+from ...endpoints import reach_url
+from ...errors import Conflict, LlmnestError
+from ...gateway import keys
+from ...gateway.db import Database
+from ...home import gateway_log_path, home, write_secret
+from ...host import port_is_free
+from ...probe import chat_once
+from ...runtimes import process
+from ..base import Context
 
 DEFAULT_KEY = "default"
 

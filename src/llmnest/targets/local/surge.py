@@ -15,13 +15,13 @@ import httpx
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .. import state
-from ..catalog import CatalogModel
-from ..endpoints import reach_url
-from ..errors import LlmnestError
-from ..host import host_facts, host_memory_bytes
-from ..runtimes.runners import CPU_BIND, cpu_bind
-from ..spec import DeploymentSpec
+from ... import state
+from ...catalog import CatalogModel
+from ...endpoints import reach_url
+from ...errors import LlmnestError
+from ...host import host_facts, host_memory_bytes
+from ...runtimes.runners import CPU_BIND, cpu_bind
+from ...spec import DeploymentSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def _gpu_room(old: DeploymentSpec, new: DeploymentSpec, gpus: int) -> Choice:
 
 def _memory_needed(spec: DeploymentSpec, model: CatalogModel | None) -> int | None:
     """The weights and KV space one engine of `spec` holds in RAM, as the planner figures them."""
-    from ..plan import plan_for_spec
-    from ..plan.local import model_from_dir
+    from ...plan import plan_for_spec
+    from ...plan.local import model_from_dir
 
     try:
         model = model or model_from_dir(Path(spec.model_path or spec.model))

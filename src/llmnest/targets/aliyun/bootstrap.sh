@@ -1,7 +1,7 @@
 #!/bin/bash
 # llmnest bootstrap: what each instance of a stack runs, through Cloud Assistant (RunCommand).
 #
-# This file is a template: `llmnest.cloud.aliyun.bootstrap` renders one script per deployment by
+# This file is a template: `llmnest.targets.aliyun.bootstrap` renders one script per deployment by
 # keeping the parts a role needs (the lines between `#@part NAME` and `#@end`) and filling the
 # generated blocks (`#@settings`, `#@start`, `#@main`). It is checked by shellcheck as it is.
 #

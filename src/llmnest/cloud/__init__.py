@@ -1,1 +1,0 @@
-"""Cloud targets: deployments that run on rented GPU machines instead of this one."""
