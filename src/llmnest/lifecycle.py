@@ -19,9 +19,8 @@ from .catalog import find_model
 from .errors import BadInput, NotFound
 from .examples import Endpoint, as_dict
 from .spec import apply_sets
-from .targets import Capability, Context, Created, Target
+from .targets import Capability, Context, Created, Target, registry
 
-SHOW_FORMATS = ("spec", "command", "script", "ros")
 
 
 def _require(target: Target, capability: Capability, name: str | None = None) -> None:
@@ -32,10 +31,10 @@ def _require(target: Target, capability: Capability, name: str | None = None) ->
 
 def _check_options(req: UpRequest, target: Target) -> None:
     """Options of another target are refused, naming the target they belong to."""
-    foreign = [k for k in req.options if k not in target.options]
+    foreign = [k for k in req.options if target.declaration.option(k) is None]
     if not foreign:
         return
-    owners = {opt: (name, flag) for name in targets.names() for opt, flag in targets.get(name).options.items()}
+    owners = {o.field: (d.name, o.flag) for d in registry.declarations() for o in d.options}
     owner = owners[foreign[0]][0]
     flags = ", ".join(owners[k][1] for k in foreign)
     one = len(foreign) == 1
@@ -51,6 +50,20 @@ def _resolved(req: UpRequest, ctx: Context) -> tuple[Target, targets.Resolved]:
     if ctx.force:
         _require(target, Capability.FORCE_PLAN)
     return target, target.resolve(req)
+
+
+def plan(req: UpRequest) -> dict[str, Any]:
+    """What `up` would make of the request, before anything starts: the target's plan (on this machine the
+    memory plan; on a cloud the instance types that fit, their price and the dry-run)."""
+    target, resolved = _resolved(req, Context())
+    return target.plan(resolved)
+
+
+def check(req: UpRequest, ctx: Context) -> targets.Resolved:
+    """The request resolved after every check `up` makes before it starts anything; the first refusal raises."""
+    target, resolved = _resolved(req, ctx)
+    target.check(resolved, ctx)
+    return resolved
 
 
 def dry_run(req: UpRequest, ctx: Context) -> dict[str, Any]:
@@ -174,8 +187,9 @@ def logs(name: str | None, tail: int, follow: bool, replica: int = 0, gateway: b
 
 def show(name: str | None, fmt: str) -> str:
     """`show --as FMT`: the effective spec (YAML), or what the target runs (command, script, template)."""
-    if fmt not in SHOW_FORMATS:
-        raise BadInput(f"unknown --as {fmt!r}: use one of {', '.join(SHOW_FORMATS)}")
+    formats = list(dict.fromkeys(["spec", *(f for d in registry.declarations() for f in d.show_formats)]))
+    if fmt not in formats:
+        raise BadInput(f"unknown --as {fmt!r}: use one of {', '.join(formats)}")
     if fmt in {"ros", "script"} and name and name not in state.names() and find_model(name):
         raise NotFound(f"no deployment named {name!r} yet: `llmnest up {name} --target aliyun --region REGION "
                        "--dry-run` prints the template and script it would run, creating nothing")
@@ -185,7 +199,7 @@ def show(name: str | None, fmt: str) -> str:
         data["api_key"] = f"set (in {state.key_path(dep.name)})" if state.api_key(dep.name) else None
         return yaml.safe_dump(data, sort_keys=False).rstrip()
     if fmt not in target.show_formats:
-        others = [n for n in targets.names() if fmt in targets.get(n).show_formats]
+        others = [d.name for d in registry.declarations() if fmt in d.show_formats]
         raise BadInput(f"{dep.name} runs on {target.name}: --as {fmt} exists for --target {' or '.join(others)} "
                        f"deployments; use one of spec, {', '.join(target.show_formats)}")
     return target.show(dep, fmt)

@@ -10,15 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel
 
 from .endpoints import reach_url
 from .errors import Conflict, NotFound
 from .home import deployment_dir, home, write_secret
 from .spec import DeploymentSpec
 from .suggest import did_you_mean
+from .targets import registry
 
 SCHEMA = ["""
 CREATE TABLE IF NOT EXISTS deployments (
@@ -57,45 +58,6 @@ CREATE TABLE IF NOT EXISTS units (
 # is replaced; failed; stopped.
 Status = Literal["starting", "loading", "ready", "restarting", "draining", "failed", "stopped", "dead", "unreachable"]
 ACTIVE = {"starting", "loading", "ready", "restarting", "draining"}
-
-
-class LocalState(BaseModel):
-    """What a deployment on this machine records beside its spec."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["local"] = "local"
-    kv_cache_tokens_planned: int | None = None
-    kv_cache_tokens_actual: int | None = None
-    plan_fits: bool | None = None
-
-
-class CloudEndpoint(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    label: str
-    base_url: str
-
-
-class AliyunState(BaseModel):
-    """What an Alibaba Cloud deployment records: where its stack is and what it reported."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["aliyun"] = "aliyun"
-    region: str | None = None
-    zone: str | None = None
-    client_token: str | None = None
-    stack_id: str | None = None
-    price: str | None = None
-    price_per_hour: float | None = None
-    endpoints: list[CloudEndpoint] = []
-    instance_ids: list[str] = []
-    private_ips: list[str] = []
-
-
-TargetState = Annotated[Union[LocalState, AliyunState], Field(discriminator="kind")]
-_TARGET_STATE: TypeAdapter[LocalState | AliyunState] = TypeAdapter(TargetState)
 
 
 @dataclass
@@ -144,7 +106,7 @@ class Deployment:
     ready_at: float | None = None
     restarts: int = 0
     last_error: str | None = None
-    info: LocalState | AliyunState = LocalState()
+    info: BaseModel = field(default_factory=lambda: registry.declaration(registry.DEFAULT).state())  # the target's
     replicas: list[Unit] = field(default_factory=list)
 
     @property
@@ -156,10 +118,11 @@ class Deployment:
         return sum(u.status == "ready" for u in self.replicas)
 
 
-def _target_state(spec: DeploymentSpec, raw: str) -> LocalState | AliyunState:
+def _target_state(spec: DeploymentSpec, raw: str) -> BaseModel:
+    """The target's typed state (its declared `state` model) from the stored JSON."""
     data = json.loads(raw)
     data.setdefault("kind", spec.target)  # records written before the state was typed
-    return _TARGET_STATE.validate_python(data)
+    return registry.declaration(spec.target).state.model_validate(data)
 
 
 @contextmanager
@@ -196,7 +159,7 @@ def _row(conn: sqlite3.Connection, row: sqlite3.Row) -> Deployment:
     spec = DeploymentSpec.from_json(row["spec"])
     units = [_unit(u) for u in conn.execute(
         "SELECT * FROM units WHERE deployment = ? AND kind = 'engine' ORDER BY idx", (spec.name,))]
-    if not units and spec.target == "local" and row["supervisor_pid"]:  # recorded before replicas were
+    if not units and row["supervisor_pid"]:  # on this machine, recorded before replicas were
         units = [Unit(replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port, row["status"],
                       row["pid"], row["supervisor_pid"], row["started_at"], row["ready_at"], row["restarts"],
                       row["last_error"])]

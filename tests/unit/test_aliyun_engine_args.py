@@ -40,7 +40,7 @@ def test_vllm_commands_parse_with_vllms_own_parser(edition: str) -> None:
     assert parsed["tensor_parallel_size"] == spec.tensor_parallel_size
     assert parsed["pipeline_parallel_size"] == spec.pipeline_parallel_size
     assert parsed["port"] == spec.port and parsed["served_model_name"] == [spec.served_model_name]
-    if spec.aliyun.nodes == 2:
+    if spec.placement.nodes == 2:
         assert parsed["distributed_executor_backend"] == "ray"
 
 
@@ -79,7 +79,7 @@ def test_sglang_commands_parse_with_sglangs_own_parser(edition: str, sglang_pars
     assert parsed["tp_size"] == spec.tensor_parallel_size and parsed["port"] == spec.port
     assert parsed["api_key"] == STACK_VALUES[bootstrap.KEY_PLACEHOLDER]
     assert parsed["mem_fraction_static"] is None  # left to SGLang, which sizes it from the card and TP at start
-    if spec.aliyun.nodes == 2:
+    if spec.placement.nodes == 2:
         assert (parsed["nnodes"], parsed["node_rank"], parsed["dist_init_addr"]) == (2, 1, "192.168.1.10:20000")
     else:
         assert parsed["nnodes"] == 1

@@ -208,7 +208,7 @@ def test_deploy_shows_price_confirms_follows_events_and_records(emu: Emulator, e
     assert (out["api_key"], out["status"], out["served_model_name"]) == (KEY, "ready", "Qwen/QwQ-32B")
     dep = state.get("qwq-32b")
     assert dep.status == "ready" and dep.info.stack_id == out["stack_id"] and dep.info.price_per_hour == 34.78
-    assert KEY not in dep.info.model_dump_json() and dep.spec.aliyun.zone == "cn-hangzhou-h"
+    assert KEY not in dep.info.model_dump_json() and dep.spec.placement.zone == "cn-hangzhou-h"
     assert state.api_key("qwq-32b") == KEY
     stack = emu.stacks[out["stack_id"]]
     assert stack.params["ApiKey"] == KEY and "GeneratedApiKey" not in stack.order
@@ -401,7 +401,7 @@ def test_a_two_node_redeploy_names_the_head_by_its_own_group(emu: Emulator) -> N
 
 
 def test_redeploy_refuses_to_change_the_instances(deployed) -> None:
-    new = deployed.spec.model_copy(update={"aliyun": deployed.spec.aliyun.model_copy(
+    new = deployed.spec.model_copy(update={"placement": deployed.spec.placement.model_copy(
         update={"instance_type": "ecs.ebmgn8v.48xlarge"})})
     with pytest.raises(BadInput, match=r"instance_type cannot change"):
         service.redeploy(deployed, new, print)

@@ -131,7 +131,7 @@ def test_every_wait_is_derived_and_no_outer_wait_is_shorter_than_an_inner_one(en
                 role = r["Properties"]["Name"].rsplit("-", 1)[-1]
                 assert r["Properties"]["Timeout"] == budget.role_timeout_s(spec, next(
                     x for x in bootstrap.roles(spec) if x.endswith(role))), name
-        if spec.aliyun.nodes == 2 and engine == "vllm":
+        if spec.placement.nodes == 2 and engine == "vllm":
             assert res["RayHead"]["Properties"]["Timeout"] > ray_wait
             assert res["Ready"]["Properties"]["Timeout"] >= ready_timeout + ray_wait
         assert res["Ready"]["Properties"]["Timeout"] >= ready_timeout

@@ -4,6 +4,8 @@ prints (the gateway's `default`), what `show` prints, and what is refused before
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from llmnest import lifecycle, state
@@ -14,8 +16,8 @@ from llmnest.gateway import keys
 from llmnest.gateway.db import Database
 from llmnest.host import Gpu, HostFacts
 from llmnest.plan.on_host import plan_for_spec
-from llmnest.spec import AliyunPlacement
 from llmnest.targets import Context
+from llmnest.targets.aliyun.placement import AliyunPlacement
 from llmnest.targets.local import gateway as local_gateway
 from tests.conftest import run_cli
 
@@ -38,8 +40,8 @@ def test_local_deployments_are_behind_the_gateway_unless_asked_not_to():
     assert not spec_for(options={"no_gateway": True})[0].gateway
     direct, key = spec_for(no_api_key=True)  # the gateway is the keyed front: no key, no gateway
     assert not direct.gateway and key is None
-    cloud, _ = build_spec(UpRequest(model="Qwen/QwQ-32B"), get_model("Qwen/QwQ-32B"), None,
-                          aliyun=AliyunPlacement(region="cn-hangzhou"))
+    cloud, _ = build_spec(UpRequest(model="Qwen/QwQ-32B", target="aliyun"), get_model("Qwen/QwQ-32B"), None,
+                          placement=AliyunPlacement(region="cn-hangzhou"))
     assert not cloud.gateway
     assert spec_for(options={"replicas": 3})[0].replicas == 3
 
@@ -213,7 +215,8 @@ def test_gateway_ls_shows_each_gateway_and_what_is_behind_it(home):
     import json
     import os
 
-    env = {"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    env = {"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # a worktree's code, when the tests run it
     empty = run_cli(env, "gateway", "ls")
     assert empty.returncode == 0 and "no gateway runs" in empty.stdout
     for name in ("a", "b"):

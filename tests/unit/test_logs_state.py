@@ -16,6 +16,7 @@ from llmnest.host import HostFacts
 from llmnest.logs import error_line, kv_cache_tokens, last_attempt
 from llmnest.plan import plan_cpu
 from llmnest.runtimes.runners import exit_description
+from llmnest.targets.local.records import LocalState
 
 VLLM_ARGPARSE = [
     "INFO 11-25 00:43:21 [utils.py:1] vLLM API server version 0.32.0",
@@ -71,7 +72,7 @@ def test_store_round_trip_secrets_and_conflicts(store):
     state.update(spec.name, info={"kv_cache_tokens_actual": 2})
     dep = state.get(spec.name)
     assert (dep.status, dep.restarts, dep.info) == (
-        "ready", 0, state.LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
+        "ready", 0, LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
     with pytest.raises(ValueError, match="LocalState has no field stack_id"):
         state.update(spec.name, info={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
     assert state.resolve_name(None) == spec.name
@@ -113,3 +114,24 @@ def test_planned_against_logged_kv_cache():
     assert kv_cache_comparison(planned, kv_cache_tokens([line])) == {
         "kv_cache_tokens_planned": 45_500, "kv_cache_tokens_actual": 45_500, "kv_cache_plan_error_pct": 0.0}
     assert kv_cache_comparison(planned, None)["kv_cache_plan_error_pct"] is None
+
+
+def test_records_stored_before_the_placement_was_the_targets_still_load(store):
+    """Specs used to keep the Alibaba Cloud placement under `aliyun` (null on every other spec)."""
+    import json
+    import sqlite3
+
+    from tests.fakes.cloud_specs import cloud_spec
+
+    cloud = cloud_spec(name="cloud")
+    here = build_spec(UpRequest(model="smollm2-135m", name="here"), get_model("smollm2-135m"),
+                      HostFacts(gpus=(), has_docker_engine=False))[0]
+    for spec in (cloud, here):
+        state.create(spec, None)
+        old = {k: v for k, v in spec.model_dump(mode="json").items() if k != "placement"}
+        old["aliyun"] = spec.model_dump(mode="json")["placement"]
+        with sqlite3.connect(state.home() / "state.db") as conn:
+            conn.execute("UPDATE deployments SET spec = ?, info = '{}' WHERE name = ?", (json.dumps(old), spec.name))
+    assert state.get("cloud").spec == cloud and state.get("here").spec == here
+    assert type(state.get("cloud").info).__name__ == "AliyunState" and state.get("here").info == LocalState()
+    assert "aliyun" not in state.get("cloud").spec.model_dump() and state.get("cloud").spec.placement.region

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+import yaml
+
 from .. import state
 from ..build import UpRequest
 from ..catalog import CatalogModel
 from ..examples import Endpoint
 from ..gateway.upstreams import Upstream
 from ..spec import DeploymentSpec
+from .declaration import Declaration
 
 Say = Callable[[str], None]
 OnPhase = Callable[[str, str], None]  # (phase, latest log line)
@@ -49,8 +52,6 @@ class Context:
     force: bool = False
     yes: bool = False
     dry_run: bool = False
-    validate: bool = False
-    password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Resolved:
     spec: DeploymentSpec
     api_key: str | None
     model: CatalogModel | None
+    settings: dict[str, Any] = field(default_factory=dict)  # options not in the spec (a password), for the verbs
 
 
 @dataclass
@@ -75,11 +77,22 @@ class Created:
 class Target(ABC):
     """One place deployments run. Subclasses fill the verbs; the lifecycle checks capabilities first."""
 
-    name: ClassVar[str]
-    place: ClassVar[str]  # for a person: "this machine", "Alibaba Cloud"
-    options: ClassVar[dict[str, str]] = {}  # `UpRequest.options` keys this target reads -> their CLI flag
+    declaration: ClassVar[Declaration]  # its package's DECLARATION: name, place, options, placement, state
     unsupported: ClassVar[dict[Capability, str]] = {}
-    show_formats: ClassVar[tuple[str, ...]] = ("command", "script")  # `show --as` beyond `spec`
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def place(self) -> str:
+        """For a person: "this machine", "Alibaba Cloud"."""
+        return self.declaration.place
+
+    @property
+    def show_formats(self) -> tuple[str, ...]:
+        """`show --as` beyond `spec`."""
+        return self.declaration.show_formats
 
     def refusal(self, capability: Capability, name: str = "NAME") -> str | None:
         """Why this target cannot do `capability` (for deployment `name`), or None when it can."""
@@ -89,6 +102,17 @@ class Target(ABC):
     @abstractmethod
     def resolve(self, req: UpRequest) -> Resolved:
         """Validate and fill in a request: no side effect, no network."""
+
+    def check(self, resolved: Resolved, ctx: Context) -> None:
+        """The refusals `create` makes before any side effect (a taken name or port, an engine missing, a
+        model too big unless ctx.force), made without creating anything; by default none."""
+
+    def plan(self, resolved: Resolved) -> dict[str, Any]:
+        """What a person sees before deploying (the console's Plan). `kind` says how to show it: "memory" (a
+        memory plan on a host: `plan`), "instances" (the instance types that fit with their price, and the
+        dry-run: `instances`, `preflight`, `template`, `parameters`, `bootstrap`), or by default "spec" (`yaml`)."""
+        return {"kind": "spec", "spec": resolved.spec.name,
+                "yaml": yaml.safe_dump(resolved.spec.model_dump(mode="json"), sort_keys=False)}
 
     @abstractmethod
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:

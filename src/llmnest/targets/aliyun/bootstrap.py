@@ -102,8 +102,8 @@ def host_model_dir(spec: DeploymentSpec) -> str:
 
 def roles(spec: DeploymentSpec) -> tuple[str, ...]:
     spec = resolve(spec)
-    assert spec.aliyun is not None
-    if spec.aliyun.nodes == 1:
+    assert spec.placement is not None
+    if spec.placement.nodes == 1:
         return ROLES_SINGLE
     return ROLES_SGLANG if spec.engine == "sglang" else ROLES_RAY
 
@@ -162,11 +162,11 @@ def engine_command(spec: DeploymentSpec) -> list[str]:
     """`-m MODULE ARG...`: the engine command the script starts in the container (with the
     placeholders the script fills from the stack: API key, node rank, head address)."""
     spec = resolve(spec)
-    assert spec.aliyun is not None
-    if spec.aliyun.nodes == 2 and spec.engine == "vllm":
+    assert spec.placement is not None
+    if spec.placement.nodes == 2 and spec.engine == "vllm":
         argv = _serve_exec_argv(spec)
         return argv[argv.index("python3") + 1 :]
-    argv = _engine_argv(_sglang_node_spec(spec) if spec.aliyun.nodes == 2 else spec)
+    argv = _engine_argv(_sglang_node_spec(spec) if spec.placement.nodes == 2 else spec)
     return argv[argv.index(image_of(spec)) + 1 :]
 
 
@@ -195,7 +195,7 @@ def _key_export(spec: DeploymentSpec) -> str:
 def _start_functions(spec: DeploymentSpec) -> str:
     """Shell functions that start the engine for this edition."""
     fresh = 'docker rm --force "$CONTAINER" >/dev/null 2>&1 || true\n'
-    if spec.aliyun is not None and spec.aliyun.nodes == 2 and spec.engine == "vllm":
+    if spec.placement is not None and spec.placement.nodes == 2 and spec.engine == "vllm":
         head = render(_ray_argv(spec, head=True), secrets=PLACEHOLDERS)
         worker = render(_ray_argv(spec, head=False), secrets=PLACEHOLDERS)
         serve = render(_serve_exec_argv(spec), secrets=PLACEHOLDERS)
@@ -207,7 +207,7 @@ def _start_functions(spec: DeploymentSpec) -> str:
             _function("start_engine", 'STEP="start the engine on the Ray cluster"\nwait_ray_nodes 2\n'
                       f"{_key_export(spec)}# shellcheck disable=SC2016  # $0 and $@ expand in the container\n{serve}"),
         ])
-    node_spec = _sglang_node_spec(spec) if spec.aliyun is not None and spec.aliyun.nodes == 2 else spec
+    node_spec = _sglang_node_spec(spec) if spec.placement is not None and spec.placement.nodes == 2 else spec
     argv = _engine_argv(node_spec)
     key = _key_file() if KEY_VOLUME_PLACEHOLDER in argv else _key_export(spec)
     return _function("start_engine", f'STEP="start the engine container"\n{fresh}{key}'
@@ -216,8 +216,8 @@ def _start_functions(spec: DeploymentSpec) -> str:
 
 def _settings(spec: DeploymentSpec) -> str:
     model = catalog_model(spec)
-    assert spec.aliyun is not None and spec.aliyun.instance_type is not None
-    t = gpu_type(spec.aliyun.instance_type)
+    assert spec.placement is not None and spec.placement.instance_type is not None
+    t = gpu_type(spec.placement.instance_type)
     lines = {
         "MODEL_ID": model.modelscope_id,
         "MODEL_ROOT": str(CONTAINER_MODEL_ROOT),
@@ -242,7 +242,7 @@ def _settings(spec: DeploymentSpec) -> str:
         "POLL_SECONDS": ("LLMNEST_POLL_SECONDS", "10"),
         "LOG_FILE": ("LLMNEST_LOG_FILE", BOOTSTRAP_LOG),
         "TOOLKIT_SOURCES": ("LLMNEST_TOOLKIT_SOURCES",
-                            " ".join(f"{key}|{repo}" for key, repo in toolkit_sources(spec.aliyun.region))),
+                            " ".join(f"{key}|{repo}" for key, repo in toolkit_sources(spec.placement.region))),
         "STATE_DIR": ("LLMNEST_STATE_DIR", STATE_DIR),
     }
     words += [f'{k}="${{{env}:-{default}}}"' for k, (env, default) in overridable.items()]
@@ -314,12 +314,12 @@ def bootstrap_body(spec: DeploymentSpec, role: str | None = None) -> str:
     every role of the edition (what `llmnest show --as script` prints).
     """
     spec = resolve(spec)
-    assert spec.aliyun is not None
+    assert spec.placement is not None
     roles_here = roles(spec) if role is None else (role,)
     needed = {part for r in roles_here for part in ROLE_PARTS[r]}
     blocks = {
         "settings": (f"# {spec.name}: {spec.served_model_name} with {spec.engine} on "
-                     f"{spec.aliyun.nodes} x {spec.aliyun.instance_type}\n" + _settings(spec)),
+                     f"{spec.placement.nodes} x {spec.placement.instance_type}\n" + _settings(spec)),
         "start": _start_functions(spec) if "start" in needed else "",
         "main": _main(roles_here, "serve" in needed),
     }
@@ -400,9 +400,9 @@ def logs_command(spec: DeploymentSpec, tail: int) -> str:
     """The command Cloud Assistant runs on node 0 to read the engine's log; before the engine's
     container exists, the bootstrap's own log and how much of the weights is on disk."""
     spec = resolve(spec)
-    assert spec.aliyun is not None
+    assert spec.placement is not None
     name, n = _q(spec.name), int(tail)
-    if spec.aliyun.nodes == 2 and spec.engine == "vllm":
+    if spec.placement.nodes == 2 and spec.engine == "vllm":
         engine = f"docker exec {name} tail -n {n} {ENGINE_LOG}"
     else:
         engine = f"docker logs --tail {n} {name} 2>&1"

@@ -59,7 +59,7 @@ def first(value: Any) -> dict[str, Any]:
 
 def node_groups(spec: DeploymentSpec) -> tuple[str, ...]:
     """The instance groups of the stack, head first: one instance each."""
-    place = resolve(spec).aliyun
+    place = resolve(spec).placement
     assert place is not None
     return (HEAD_GROUP,) if place.nodes == 1 else (HEAD_GROUP, WORKER_GROUP)
 
@@ -83,7 +83,7 @@ def _image_parameter(image_id: str | None) -> dict[str, Any]:
 
 
 def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     model = catalog_model(spec)
     allowed = fitting_types(spec)
@@ -173,7 +173,7 @@ def api_key_value(spec: DeploymentSpec) -> Any:
 
 
 def _ingress(spec: DeploymentSpec) -> list[dict[str, Any]]:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     port = f"{spec.port}/{spec.port}"
     inside = (NEW_VPC_CIDR,) if place.vpc_id is None else PRIVATE_RANGES
@@ -193,7 +193,7 @@ def _ingress(spec: DeploymentSpec) -> list[dict[str, Any]]:
 
 def _network(spec: DeploymentSpec) -> tuple[dict[str, Any], Any, Any]:
     """Network resources, and the VPC and vSwitch ids to use."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     if place.vpc_id:
         return {}, ref("VpcId"), ref("VSwitchId")
@@ -217,7 +217,7 @@ def _data_disk(spec: DeploymentSpec) -> dict[str, Any]:
 
 def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any, index: int) -> dict[str, Any]:
     """Node `index`'s instance group (one instance)."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     no_value = ref("ALIYUN::NoValue")
     return {
@@ -320,7 +320,7 @@ def curl_example(spec: DeploymentSpec, base_url: Any) -> Any:
 
 
 def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     port = f":{spec.port}/v1"
     private = join("http://", private_ip(HEAD_GROUP), port)
@@ -345,7 +345,7 @@ def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
 def render_template(spec: DeploymentSpec) -> dict[str, Any]:
     """The whole ROS template for `spec` (resolved first, so an unplanned spec works too)."""
     spec = resolve(spec)
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     network, vpc, vswitch = _network(spec)
     resources: dict[str, Any] = {

@@ -35,7 +35,7 @@ from ...runtimes.runners import gateway_command
 from ...shell import render as render_shell
 from ...sources import fetch, local_dir
 from ...spec import DeploymentSpec
-from . import gateway as local_gateway, surge as local_surge
+from . import DECLARATION, gateway as local_gateway, surge as local_surge
 from ..base import Capability, Context, Created, Resolved, Target
 
 log = logging.getLogger(__name__)
@@ -161,9 +161,7 @@ def replica_units(spec: DeploymentSpec) -> list[state.Unit]:
 
 
 class LocalTarget(Target):
-    name = "local"
-    place = "this machine"
-    options = {"replicas": "--replicas", "no_gateway": "--no-gateway"}
+    declaration = DECLARATION
     unsupported = {Capability.DRY_RUN: "on this machine nothing is rendered ahead; `llmnest show NAME --as command` "
                                        "prints what a deployment runs"}
 
@@ -172,6 +170,18 @@ class LocalTarget(Target):
         spec, key = build_spec(req, model, host_facts())
         # behind the gateway, no --api-key means its `default` key, looked up when the deployment is made
         return Resolved(spec, None if spec.gateway and req.api_key is None else key, model)
+
+    def check(self, resolved: Resolved, ctx: Context) -> None:
+        check_can_start(resolved.spec, ctx)
+        check_plan(resolved.spec, resolved.model, ctx.force)
+
+    def plan(self, resolved: Resolved) -> dict[str, Any]:
+        from ...plan import plan_for_spec
+        from ...plan.local import model_from_dir
+
+        spec = resolved.spec
+        entry = resolved.model or model_from_dir(Path(spec.model_path or spec.model))
+        return {"kind": "memory", "spec": spec.name, "plan": plan_for_spec(spec, entry, host_facts().gpus).to_dict()}
 
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         raise AssertionError("the lifecycle checks Capability.DRY_RUN first")
