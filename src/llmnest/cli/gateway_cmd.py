@@ -91,9 +91,9 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
     """The gateways `llmnest up` runs on this machine: address, status, the deployments behind each."""
     from rich.table import Table
 
-    from ..targets.local.gateway import overview
+    from .. import targets
 
-    rows = overview()
+    rows = [row for name in targets.names() for row in targets.get(name).gateways()]
     if json_out:
         print_json(rows)
         return

@@ -48,6 +48,8 @@ class Context:
     say: Say = lambda _line: None
     on_phase: OnPhase = lambda _phase, _line: None
     confirm: Confirm = lambda _question: False
+    # Where else a model that does not fit would: the lifecycle asks the other targets (Target.instance_hint)
+    elsewhere: Callable[[CatalogModel, int, Any], str | None] = lambda _model, _length, _engine: None
     timeout: float = DEFAULT_TIMEOUT
     force: bool = False
     yes: bool = False
@@ -107,7 +109,7 @@ class Target(ABC):
         """The refusals `create` makes before any side effect (a taken name or port, an engine missing, a
         model too big unless ctx.force), made without creating anything; by default none."""
 
-    def plan(self, resolved: Resolved) -> dict[str, Any]:
+    def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         """What a person sees before deploying (the console's Plan). `kind` says how to show it: "memory" (a
         memory plan on a host: `plan`), "instances" (the instance types that fit with their price, and the
         dry-run: `instances`, `preflight`, `template`, `parameters`, `bootstrap`), or by default "spec" (`yaml`)."""
@@ -178,4 +180,26 @@ class Target(ABC):
 
     def log_file(self, dep: state.Deployment) -> str | None:
         """A log path on this machine a person can open, when there is one."""
+        return None
+
+    def price_per_hour(self, dep: state.Deployment) -> float | None:
+        """What the deployment costs an hour, when the target knows (bench's cost per 1M tokens)."""
+        return None
+
+    def kv_cache(self, dep: state.Deployment) -> tuple[int | None, int | None]:
+        """KV cache tokens planned and logged by the engine, when the target records them (`status`)."""
+        return None, None
+
+    def key_name(self, dep: state.Deployment, api_key: str | None) -> str | None:
+        """What a gateway in front calls the key `up` printed (`default`), when one does."""
+        return None
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """The gateways this target runs on this machine (`llmnest gateway ls`): port, base_url, status,
+        restarts, deployments, log."""
+        return []
+
+    def instance_hint(self, model: CatalogModel, max_model_len: int, engine: Any) -> str | None:
+        """For a plan that does not fit elsewhere: one line naming what of this target would fit `model` at
+        `max_model_len` with `engine` (planner EngineSettings), as `up` flags; None when nothing would."""
         return None

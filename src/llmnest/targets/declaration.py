@@ -30,6 +30,7 @@ class Option:
     min: int | None = None
     max: int | None = None
     param: str | None = None  # the CLI function's parameter name, when it differs from `field`
+    required: bool = False  # the target refuses a request without it (named in hints: `--region REGION`)
     from_stdin: bool = False  # a bool flag that makes the CLI read the value (a secret) as one line of stdin
     label: str | None = None  # the console's form label; None keeps it off the form
     placeholder: str = ""
@@ -55,6 +56,7 @@ class Declaration:
     paid: bool = False  # creates resources that cost money: the console asks to accept the price first
     show_formats: tuple[str, ...] = ("command", "script")  # `show --as` beyond `spec`
     dry_run: str | None = None  # what `up --dry-run` prints, when it can: "template, parameters, preflight"
+    dry_run_shows: tuple[str, ...] = ()  # the `show --as` formats among them, for a deployment not made yet
     restart: str | None = None  # what `restart` does there, when the general words do not say it
     down: str | None = None  # what `down` removes there, likewise
     extra: str | None = None  # the pip extra of llmnest its SDKs come with

@@ -123,9 +123,9 @@ def test_revoking_default_asks_first_naming_what_uses_it(client) -> None:
     user_key(None)  # the `default` key `up` makes and prints
     dep = recorded("team", 18996, gateway=True)
     from llmnest.home import write_secret
-    from llmnest.targets.local.gateway import default_key_path
+    from llmnest.home import gateway_default_key_path
 
-    write_secret(state.key_path(dep.name), default_key_path().read_text())  # as `up` records it
+    write_secret(state.key_path(dep.name), gateway_default_key_path().read_text())  # as `up` records it
     page = client.get("/keys").text
     confirm = re.search(r'action="/keys/default/revoke" data-confirm="([^"]*)"', page)[1]
     assert "team uses it" in confirm and "The console keeps working" in confirm

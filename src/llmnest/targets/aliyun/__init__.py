@@ -14,6 +14,7 @@ DECLARATION = Declaration(
     name="aliyun", place="Alibaba Cloud", summary="an ECS GPU instance", state=AliyunState, placement=AliyunPlacement,
     options=OPTIONS, serves_on="an Alibaba Cloud instance", paid=True,
     show_formats=("command", "script", "ros"), dry_run="template, parameters, preflight",
+    dry_run_shows=("ros", "script"),
     restart="the bootstrap again", down="delete the stack",
     extra="aliyun", sdk_modules=("alibabacloud_", "Tea"),
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..declaration import Option
 
 OPTIONS = (
-    Option("region", "--region", "Region, e.g. cn-hangzhou.", label="Region", placeholder="cn-hangzhou"),
+    Option("region", "--region", "Region, e.g. cn-hangzhou.", required=True, label="Region",
+           placeholder="cn-hangzhou"),
     Option("zone", "--zone", "Zone (default: one that offers the type).", label="Zone",
            placeholder="one that offers the type"),
     Option("instance_type", "--instance-type", "ECS type (default: cheapest that fits).", label="Instance type",

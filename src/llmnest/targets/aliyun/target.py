@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from ... import state
 from ...build import UpRequest, build_spec
-from ...catalog import demo_model, get_model
+from ...catalog import CatalogModel, demo_model, get_model
 from ...errors import BadInput
 from ...examples import Endpoint
 from ...spec import DeploymentSpec
@@ -57,7 +58,7 @@ class AliyunTarget(Target):
         spec, key = build_spec(req, model, None, placement=placement)
         return Resolved(spec, key, model, {k: v for k, v in req.options.items() if k in SETTINGS})
 
-    def plan(self, resolved: Resolved) -> dict[str, Any]:
+    def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         from ...plan import rank_instances
 
         spec, model = resolved.spec, resolved.model
@@ -80,6 +81,21 @@ class AliyunTarget(Target):
                                    validate=bool(resolved.settings.get("validate")))
         extra = {k: result[k] for k in ("stack_id", "region", "zone", "instance_type", "nodes", "price")}
         return Created(state.get(result["name"]), result["api_key"], time.monotonic() - t0, extra)
+
+    def price_per_hour(self, dep: state.Deployment) -> float | None:
+        info = dep.info
+        assert isinstance(info, AliyunState)
+        return info.price_per_hour
+
+    def instance_hint(self, model: CatalogModel, max_model_len: int, engine: Any) -> str | None:
+        from ...plan import cheapest_fit
+        from ...plan.memory import DEPLOYED_VLLM
+
+        fit = cheapest_fit(model, max_model_len, engine=replace(engine, vllm_version=DEPLOYED_VLLM))
+        if fit is None:
+            return None
+        return (f"on {self.place}: --target {self.name} --instance-type {fit.instance.name} "
+                f"({fit.instance.gpus} x {fit.instance.gpu.key})")
 
     def where(self, dep: state.Deployment) -> str:
         place, info = placement_of(dep.spec), dep.info

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 
 from ... import state
 from ...endpoints import reach_url
 from ...errors import Conflict, LlmnestError
 from ...gateway import keys
 from ...gateway.db import Database
-from ...home import gateway_log_path, home, write_secret
+from ...home import gateway_default_key_path, gateway_log_path, write_secret
 from ...host import port_is_free
 from ...probe import chat_once
 from ...runtimes import process
 from ..base import Context
 
 DEFAULT_KEY = "default"
-
-
-def default_key_path() -> Path:
-    return home() / "gateway" / "default_key"
 
 
 def user_key(requested: str | None, name: str | None = None, model: str | None = None) -> str:
@@ -38,7 +33,7 @@ def user_key(requested: str | None, name: str | None = None, model: str | None =
     try:
         if requested:
             return _deployment_key(db, requested, name, model)
-        path = default_key_path()
+        path = gateway_default_key_path()
         if path.exists() and (found := keys.authenticate(db, path.read_text())) and found.problem() is None:
             return path.read_text()
         if _live_default(db) is not None:  # made with `keys create default`: its secret is not ours to print
@@ -109,7 +104,7 @@ def _live_default(db: Database) -> keys.Key | None:
 
 def _make_default(db: Database) -> str:
     _, secret = keys.create(db, DEFAULT_KEY)
-    path = default_key_path()
+    path = gateway_default_key_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_secret(path, secret)
     return secret

@@ -36,6 +36,7 @@ from ...shell import render as render_shell
 from ...sources import fetch, local_dir
 from ...spec import DeploymentSpec
 from . import DECLARATION, gateway as local_gateway, surge as local_surge
+from .records import LocalState
 from ..base import Capability, Context, Created, Resolved, Target
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def catalog_entry(model: str | None, weights: str | None) -> CatalogModel | None
     return entry
 
 
-def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool) -> dict[str, Any]:
+def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool,
+               ctx: Context | None = None) -> dict[str, Any]:
     """Plan the spec on this host before anything is downloaded; refuse one that cannot fit unless forced.
 
     Returns what `status` shows later: the planned KV cache capacity in tokens.
@@ -71,7 +73,7 @@ def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool) ->
         except LlmnestError:
             log.debug("no architecture figures for %s: not planned", spec.model)
             return {}
-    plan = plan_for_spec(spec, model, host_facts().gpus)
+    plan = plan_for_spec(spec, model, host_facts().gpus, ctx.elsewhere if ctx else None)
     if not plan.fits and not force:
         hint = f" Try: {plan.suggestion}." if plan.suggestion else ""
         raise Conflict(f"{spec.model} {plan.reason}.{hint} (--force starts it anyway)")
@@ -173,15 +175,16 @@ class LocalTarget(Target):
 
     def check(self, resolved: Resolved, ctx: Context) -> None:
         check_can_start(resolved.spec, ctx)
-        check_plan(resolved.spec, resolved.model, ctx.force)
+        check_plan(resolved.spec, resolved.model, ctx.force, ctx)
 
-    def plan(self, resolved: Resolved) -> dict[str, Any]:
+    def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         from ...plan import plan_for_spec
         from ...plan.local import model_from_dir
 
         spec = resolved.spec
         entry = resolved.model or model_from_dir(Path(spec.model_path or spec.model))
-        return {"kind": "memory", "spec": spec.name, "plan": plan_for_spec(spec, entry, host_facts().gpus).to_dict()}
+        plan = plan_for_spec(spec, entry, host_facts().gpus, ctx.elsewhere)
+        return {"kind": "memory", "spec": spec.name, "plan": plan.to_dict()}
 
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         raise AssertionError("the lifecycle checks Capability.DRY_RUN first")
@@ -190,7 +193,7 @@ class LocalTarget(Target):
         t0 = time.monotonic()
         spec = resolved.spec
         check_can_start(spec, ctx)
-        planned = check_plan(spec, resolved.model, ctx.force)
+        planned = check_plan(spec, resolved.model, ctx.force, ctx)
         key = (local_gateway.user_key(resolved.api_key, spec.name, spec.served_model_name) if spec.gateway
                else resolved.api_key)
         spec = with_weights(spec, resolved.model, ctx)
@@ -340,6 +343,17 @@ class LocalTarget(Target):
     def quick_status(self, dep: state.Deployment) -> dict[str, Any]:
         return self.status(dep)
 
+    def kv_cache(self, dep: state.Deployment) -> tuple[int | None, int | None]:
+        info = dep.info
+        assert isinstance(info, LocalState)
+        return info.kv_cache_tokens_planned, info.kv_cache_tokens_actual
+
+    def key_name(self, dep: state.Deployment, api_key: str | None) -> str | None:
+        return local_gateway.key_label(api_key) if dep.spec.gateway and api_key else None
+
+    def gateways(self) -> list[dict[str, Any]]:
+        return local_gateway.overview()
+
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
         return local_endpoints(dep.spec, api_key)
 
@@ -467,7 +481,7 @@ class LocalTarget(Target):
         replaced one at a time; else stopped and started. Without a surge, a failure puts the old spec back."""
         model = find_model(new.model)
         check_can_start(new, ctx, replacing=dep.spec)
-        planned = check_plan(new, model, ctx.force)
+        planned = check_plan(new, model, ctx.force, ctx)
         old = dep.spec
         choice = local_surge.choose(old, new, model, len(dep.replicas))
         ctx.say(choice.line)
