@@ -21,7 +21,9 @@ from .. import state
 from ..build import UpRequest
 from ..catalog import CatalogModel
 from ..examples import Endpoint
+from ..errors import BadInput
 from ..gateway.upstreams import Upstream
+from ..plan import Plan
 from ..spec import DeploymentSpec
 from .declaration import Declaration
 
@@ -198,6 +200,18 @@ class Target(ABC):
         """The gateways this target runs on this machine (`llmnest gateway ls`): port, base_url, status,
         restarts, deployments, log."""
         return []
+
+    def instance_fits(self, model: CatalogModel, max_model_len: int | None = None, *, fitting_only: bool = True,
+                      **settings: Any) -> list[Any]:
+        """`llmnest plan MODEL`: this target's instance types each with the plan of `model` on it (`.instance`
+        with name, gpu, gpus, vcpus, memory_gib, price; `.plan`; `.to_dict()`), cheapest first, only those that
+        fit unless `fitting_only` is False. `settings` are plan_gpus's. For a declaration with `instances`."""
+        return []
+
+    def instance_plan(self, model: CatalogModel, instance_type: str, max_model_len: int | None = None,
+                      **settings: Any) -> tuple[Any, Plan]:
+        """`llmnest plan MODEL --instance TYPE`: the instance type and the plan of `model` on it."""
+        raise BadInput(f"--target {self.name} has no instance types")
 
     def instance_hint(self, model: CatalogModel, max_model_len: int, engine: Any) -> str | None:
         """For a plan that does not fit elsewhere: one line naming what of this target would fit `model` at

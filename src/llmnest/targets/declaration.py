@@ -59,6 +59,7 @@ class Declaration:
     dry_run_shows: tuple[str, ...] = ()  # the `show --as` formats among them, for a deployment not made yet
     restart: str | None = None  # what `restart` does there, when the general words do not say it
     down: str | None = None  # what `down` removes there, likewise
+    instances: bool = False  # has an instance catalog with prices (`llmnest plan` ranks it: Target.instance_fits)
     extra: str | None = None  # the pip extra of llmnest its SDKs come with
     sdk_modules: tuple[str, ...] = ()  # prefixes of the modules that extra brings
 

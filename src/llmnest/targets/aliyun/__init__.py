@@ -16,5 +16,5 @@ DECLARATION = Declaration(
     show_formats=("command", "script", "ros"), dry_run="template, parameters, preflight",
     dry_run_shows=("ros", "script"),
     restart="the bootstrap again", down="delete the stack",
-    extra="aliyun", sdk_modules=("alibabacloud_", "Tea"),
+    instances=True, extra="aliyun", sdk_modules=("alibabacloud_", "Tea"),
 )

@@ -10,7 +10,9 @@ import math
 
 from ...catalog import DTYPE_BYTES, CatalogModel, find_model
 from ...errors import BadInput
-from ...plan import InstanceFit, InstanceType, Plan, instance, plan_instance, rank_instances
+from ...plan import Plan
+from .catalog import InstanceType, instance
+from .picker import InstanceFit, plan_instance, rank_instances
 from ...plan.memory import EngineSettings
 from ...plan.on_host import engine_settings
 from ...spec import DeploymentSpec, validated

@@ -19,6 +19,7 @@ from ...build import UpRequest, build_spec
 from ...catalog import CatalogModel, demo_model, get_model
 from ...errors import BadInput
 from ...examples import Endpoint
+from ...plan import Plan
 from ...spec import DeploymentSpec
 from ..base import Capability, Context, Created, Resolved, Target
 from . import DECLARATION
@@ -59,7 +60,7 @@ class AliyunTarget(Target):
         return Resolved(spec, key, model, {k: v for k, v in req.options.items() if k in SETTINGS})
 
     def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
-        from ...plan import rank_instances
+        from .picker import rank_instances
 
         spec, model = resolved.spec, resolved.model
         fits = [{**f.to_dict(), "price_label": f.instance.price.label()}
@@ -87,8 +88,22 @@ class AliyunTarget(Target):
         assert isinstance(info, AliyunState)
         return info.price_per_hour
 
+    def instance_fits(self, model: CatalogModel, max_model_len: int | None = None, *, fitting_only: bool = True,
+                      **settings: Any) -> list[Any]:
+        from .picker import evaluate_instances, rank_instances
+
+        return (rank_instances if fitting_only else evaluate_instances)(model, max_model_len, **settings)
+
+    def instance_plan(self, model: CatalogModel, instance_type: str, max_model_len: int | None = None,
+                      **settings: Any) -> tuple[Any, Plan]:
+        from .catalog import instance
+        from .picker import plan_instance
+
+        itype = instance(instance_type)
+        return itype, plan_instance(model, itype, max_model_len, **settings)
+
     def instance_hint(self, model: CatalogModel, max_model_len: int, engine: Any) -> str | None:
-        from ...plan import cheapest_fit
+        from .picker import cheapest_fit
         from ...plan.memory import DEPLOYED_VLLM
 
         fit = cheapest_fit(model, max_model_len, engine=replace(engine, vllm_version=DEPLOYED_VLLM))
