@@ -81,6 +81,11 @@ def dry_run(req: UpRequest, ctx: Context) -> dict[str, Any]:
     return target.render(resolved, ctx)
 
 
+def dry_run_text(req: UpRequest, result: dict[str, Any]) -> str:
+    """A dry-run's result for a person, as its target shows it."""
+    return targets.get(req.target).dry_run_text(result)
+
+
 def up(req: UpRequest, ctx: Context) -> Created:
     """Deploy and wait until the model answers a real chat request."""
     target, resolved, ctx = _resolved(req, ctx)

@@ -58,8 +58,8 @@ class DeploymentSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _placement_was_per_target(cls, data: Any) -> Any:
-        """Specs stored before the placement was the target's kept it under the target's name (`aliyun: {...}`,
-        and `aliyun: null` on every other target's spec)."""
+        """Specs stored before the placement was the target's kept it under the target's name (`NAME: {...}`,
+        and `NAME: null` on every other target's spec)."""
         if isinstance(data, dict) and "placement" not in data and (old := set(registry.names()) & set(data)):
             place = data.get(data.get("target", registry.DEFAULT))
             data = {k: v for k, v in data.items() if k not in old} | {"placement": place}

@@ -102,7 +102,7 @@ def up(
         if json_out:
             print_json(result)
         else:
-            console.print(render.dry_run_text(result), markup=False, highlight=False)
+            console.print(lifecycle.dry_run_text(req, result), markup=False, highlight=False)
         return
     with PhaseView() as view:
         created = lifecycle.up(req, _context(view, timeout=timeout, force=force, yes=yes))

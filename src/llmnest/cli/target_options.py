@@ -58,8 +58,8 @@ def given(values: dict[str, Any], stdin: TextIO) -> dict[str, Any]:
 
 
 def notes(what: str, sep: str = "; ") -> str:
-    """'aliyun: the bootstrap again' for each target that declares what `what` (restart, down, dry_run) does
-    there; joined by `sep`."""
+    """'NAME: what it does' for each target that declares what `what` (restart, down, dry_run) does there;
+    joined by `sep`."""
     return sep.join(f"{d.name}: {getattr(d, what)}" for d in registry.declarations() if getattr(d, what))
 
 

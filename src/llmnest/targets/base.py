@@ -122,6 +122,10 @@ class Target(ABC):
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         """What `up --dry-run` shows: the artefacts the target would apply and its checks."""
 
+    def dry_run_text(self, result: dict[str, Any]) -> str:
+        """What `render` returned, for a person (`up --dry-run` without --json); by default as YAML."""
+        return yaml.safe_dump(result, sort_keys=False).rstrip()
+
     @abstractmethod
     def create(self, resolved: Resolved, ctx: Context) -> Created:
         """Check, record, create, and wait until the model answers; undo what the target's rules say on failure."""

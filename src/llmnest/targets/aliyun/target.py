@@ -75,6 +75,19 @@ class AliyunTarget(Target):
                                  dry_run=True, say=ctx.say, confirm=ctx.confirm,
                                  validate=bool(resolved.settings.get("validate")))
 
+    def dry_run_text(self, result: dict[str, Any]) -> str:
+        """The template (YAML, as the ROS console shows it), the parameters (secrets masked) and each preflight
+        check."""
+        marks = {True: "ok  ", False: "FAIL", None: "skip"}
+        checks = [f"  [{marks[c['ok']]}] {c['check']:<12} {c['detail']}" for c in result["preflight"]]
+        params = [f"  {k} = {v}" for k, v in result["parameters"].items()]
+        return "\n".join([
+            "# ROS template", yaml.safe_dump(result["template"], sort_keys=False).rstrip(), "",
+            "# Parameters", *params, "",
+            "# Preflight", *checks, "",
+            "Nothing was created. Add --json for all of this and the bootstrap script as one JSON object.",
+        ])
+
     def create(self, resolved: Resolved, ctx: Context) -> Created:
         t0 = time.monotonic()
         result = _service().deploy(resolved.spec, resolved.api_key, resolved.settings.get("password"), yes=ctx.yes,
