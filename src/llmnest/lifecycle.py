@@ -23,7 +23,6 @@ from .spec import apply_sets
 from .targets import Capability, Context, Created, Target, registry
 
 
-
 def _require(target: Target, capability: Capability, name: str | None = None) -> None:
     if reason := target.refusal(capability, name or "NAME"):
         where = f"to {name}, which runs on {target.place}" if name else f"with --target {target.name}"

@@ -106,7 +106,8 @@ class Deployment:
     ready_at: float | None = None
     restarts: int = 0
     last_error: str | None = None
-    info: BaseModel = field(default_factory=lambda: registry.declaration(registry.DEFAULT).state())  # the target's
+    # the target's typed state: the `state` model its declaration names
+    info: BaseModel = field(default_factory=lambda: registry.declaration(registry.DEFAULT).state())
     replicas: list[Unit] = field(default_factory=list)
 
     @property
