@@ -208,7 +208,8 @@ def write_docs(doc: Path = DOCS) -> None:
         if line.startswith("<!-- plan_logs: "):
             name = line.removeprefix("<!-- plan_logs: ").removesuffix(" -->")
             tables = {"calibration": lambda: table(CALIBRATION), "held out": lambda: table(HELD_OUT),
-                      "validation": lambda: table(VALIDATION), "refused": lambda: refusal_table(VALIDATION) + refusal_table(CALIBRATION, header=False),
+                      "validation": lambda: table(VALIDATION),
+                      "refused": lambda: refusal_table(VALIDATION) + refusal_table(CALIBRATION, header=False),
                       "terms": terms_table, "graphs": graph_table}
             out += [line, tables[name]()]
             skipping = True
