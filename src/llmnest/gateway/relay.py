@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ..sse import EventTooLarge
 from .accounting import Accounting, Call, release, stream_usage, usage_of
 from .assemble import Assembler, assemblable, streamed_body
 from .errors import GatewayError, error_response
@@ -134,7 +135,7 @@ class Relay:
                         break
                 else:
                     raise UpstreamError("the stream ended without [DONE]")
-            except UpstreamError as exc:
+            except (UpstreamError, EventTooLarge) as exc:
                 resp.close()
                 release(call, call.tap)
                 if call.replica:
@@ -244,7 +245,7 @@ class Relay:
                                 "body": b"".join(events) if len(events) > 1 else events[0]})
             end = b"".join(tap.flush())
             raise UpstreamError("the stream ended without [DONE]")
-        except UpstreamError as exc:
+        except (UpstreamError, EventTooLarge) as exc:
             if not call.client_gone:  # the engine died mid-stream: tell the client, do not hang
                 status = 502
                 if call.replica:
