@@ -84,7 +84,7 @@ class Gateway:
     def __init__(self, db: Database, provider: Provider, *, limiter: Limiter | None = None,
                  router: Router | None = None, health_interval: float = 5.0, max_body: int | None = None,
                  admin_key: str | None = None, upstream_timeout: float = 600.0,
-                 limits: HttpLimits | None = None) -> None:
+                 limits: HttpLimits | None = None, metrics_from: tuple[str, ...] = ()) -> None:
         self.db = db
         self.provider = provider
         self.limiter = limiter or Limiter("memory://")
@@ -95,6 +95,7 @@ class Gateway:
         self.limits = limits or HttpLimits()
         self.max_body = max_body or self.limits.max_body_bytes
         self.admin_key = admin_key
+        self.metrics_from = tuple(ipaddress.ip_network(n, strict=False) for n in metrics_from)  # beyond loopback
         self.upstream = UpstreamClient(upstream_timeout)  # completions: the hot path
         self.usage = usagestore.Writer(db)
         self.client: httpx.AsyncClient | None = None  # health checks
@@ -242,10 +243,11 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        if not _is_loopback(request.client.host if request.client else "") and not (
+        if not _is_trusted(request.client.host if request.client else "", self.metrics_from) and not (
                 self.admin_key and hmac.compare_digest(_bearer(request.headers.get("authorization", "")).encode(),
                                                    self.admin_key.encode())):
-            return error_response(403, "/metrics is readable from loopback, or with the admin key as Bearer token")
+            return error_response(403, "/metrics is readable from loopback (and the --metrics-from networks), or with "
+                                  "the admin key as Bearer token")
         for model, reps in self.router.replicas.items():
             for r in reps:
                 self.metrics.replica_outstanding.labels(model, r.id).set(r.outstanding)
@@ -716,8 +718,10 @@ def _auth(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _is_loopback(host: str) -> bool:
+def _is_trusted(host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """A client address on loopback or in one of `networks`."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or any(address in n for n in networks)

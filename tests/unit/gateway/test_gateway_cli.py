@@ -122,3 +122,8 @@ def test_kill_9_of_the_gateway_loses_no_completed_requests_usage(cli, served) ->
     proc.wait(timeout=10)
     (row,) = json.loads(cli("usage", "--json").stdout)
     assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (5, 15, 2 + 3 + 4 + 5 + 6)
+
+
+def test_gateway_serve_rejects_a_bad_metrics_network(cli, tmp_path) -> None:
+    done = cli("gateway", "serve", "--port", str(free_port()), "--metrics-from", "192.168.0.0/16,not-a-net")
+    assert done.returncode == 2 and "--metrics-from" in done.stderr and "Traceback" not in done.stderr
