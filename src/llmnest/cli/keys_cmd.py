@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import BadInput
 from .output import console, err, handle_errors, print_json
 
 keys_app = typer.Typer(help="Create, list, change and revoke the gateway's API keys.",
@@ -50,21 +53,42 @@ def create(
     token_budget: int = typer.Option(None, "--token-budget", help="Tokens per budget period."),
     budget_period: str = typer.Option(None, "--budget-period", help="day or month (UTC)."),
     expires: str = typer.Option(None, "--expires", help="YYYY-MM-DD (stops at the start of that day, UTC) or ISO date-time."),
-    json_out: bool = typer.Option(False, "--json", help='Print {"name", "key"}.'),
+    key_file: Path = typer.Option(None, "--key-file", help="Take the secret from this file (an existing key, e.g. one "
+                                  "`up` printed) instead of generating one; it is not printed."),
+    json_out: bool = typer.Option(False, "--json", help='Print {"name", "key"} ({"name", "prefix"} with --key-file).'),
     db: str = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Create a key and print it once; it is stored only as a hash."""
     from ..gateway import keys
 
-    _, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-                            token_budget=token_budget, budget_period=budget_period,
-                            expires_at=keys.parse_expiry(expires))
+    given = _secret_from(key_file) if key_file is not None else None
+    key, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
+                              token_budget=token_budget, budget_period=budget_period,
+                              expires_at=keys.parse_expiry(expires), secret=given)
     _warn_undeployed(_models(models))
+    if given is not None:
+        if json_out:
+            print_json({"name": name, "prefix": key.prefix})
+        else:
+            console.print(f"key {name} ({key.prefix}...) created from {key_file}", markup=False)
+        return
     if json_out:
         print_json({"name": name, "key": secret})
         return
     console.print(f"key {name}: {secret}", markup=False)
     err.print("[dim]This is the only time the key is shown; store it now.[/dim]")
+
+
+def _secret_from(path: Path) -> str:
+    """The secret in `path` (surrounding whitespace dropped): 8-512 printable characters without spaces."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--key-file {path}: {getattr(exc, 'strerror', None) or exc}; give a readable file that "
+                       "holds the key") from None
+    if not re.fullmatch(r"[\x21-\x7e]{8,512}", text):
+        raise BadInput(f"--key-file {path} does not hold one key (8-512 printable characters, no spaces)")
+    return text
 
 
 def _when(ts: float | None) -> str | None:
