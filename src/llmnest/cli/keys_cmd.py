@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -91,35 +90,14 @@ def _secret_from(path: Path) -> str:
     return text
 
 
-def _when(ts: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
-
-
-def key_rows(database: Any) -> list[dict[str, Any]]:
-    """Every key with its limits and usage so far (never the secret); `keys ls` and the console show these."""
-    from ..gateway import keys, usage
-
-    rows = []
-    for k in keys.list_keys(database):  # usage since the key was made: a reused name starts from zero
-        used = usage.totals_by_key(database, k.created_at).get(
-            k.name, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        budget_used = (usage.tokens_since(database, k.name, max(k.created_at, usage.period_start(k.budget_period)))
-                       if k.budget_period else None)
-        rows.append({
-            "name": k.name, "prefix": k.prefix, "status": k.problem() or "active", "models": k.models,
-            "rpm": k.rpm, "tpm": k.tpm, "max_concurrency": k.max_concurrency, "token_budget": k.token_budget,
-            "budget_period": k.budget_period, "budget_used": budget_used, "expires": _when(k.expires_at),
-            "created": _when(k.created_at), **used,
-        })
-    return rows
-
-
 @handle_errors
 def ls(
     json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """List keys with their limits and usage so far (never the secret)."""
+    from ..gateway.admin import key_rows
+
     rows = key_rows(_db(db))
     if json_out:
         print_json(rows)
@@ -168,8 +146,10 @@ def revoke(
     """Revoke a key: requests with it get 401 within seconds; its usage stays."""
     from ..gateway import keys
 
+    from ..gateway.admin import when
+
     key = keys.revoke(_db(db), name)
-    console.print(f"key {name} revoked at {_when(key.revoked_at)}", markup=False)
+    console.print(f"key {name} revoked at {when(key.revoked_at)}", markup=False)
 
 
 keys_app.command("create")(create)
