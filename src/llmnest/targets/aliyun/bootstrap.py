@@ -55,7 +55,6 @@ KEY_VOLUME_PLACEHOLDER = "@LLMNEST_KEY_VOLUME@"
 ENGINE_KEY_FILE = "/run/llmnest/api-key"  # inside the SGLang container, read-only, from STATE_DIR/engine-key
 GATEWAY_UNIT = "llmnest-gateway"  # the systemd unit of the gateway on the instance
 GATEWAY_VENV = "/opt/llmnest"  # llmnest's virtualenv on the instance
-CLI_WRAPPER = "/usr/local/bin/llmnest"  # llmnest with the gateway's settings (root only)
 ENGINE_PORTS = (8000, 8001)  # the engine's loopback port behind the gateway: the first that is not the gateway's
 PYPI = "https://pypi.org/simple"
 PYPI_ALIYUN_MIRROR = "https://mirrors.aliyun.com/pypi/simple/"
