@@ -107,6 +107,9 @@ def up(
     image_id: Optional[str] = typer.Option(None, "--image-id",
                                            help="[aliyun] GPU image with the NVIDIA driver, docker and container "
                                                 "toolkit (default: newest public Ubuntu 22.04, completed by the bootstrap)."),
+    llmnest_package: Optional[str] = typer.Option(
+        None, "--llmnest-package", help="[aliyun] What pip installs on the instance for its gateway: a wheel URL "
+                                        "(e.g. on OSS) or a requirement (default: llmnest==this version, from PyPI)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
     validate: bool = typer.Option(False, "--validate",
                                   help="[aliyun] With --dry-run: have ROS validate the template and preview the stack "
@@ -121,7 +124,7 @@ def up(
              "region": region, "zone": zone, "instance_type": instance_type, "nodes": nodes if nodes != 1 else None,
              "public": public or None, "bandwidth_mbps": bandwidth, "allow_cidr": allow_cidr, "vpc_id": vpc_id,
              "vswitch_id": vswitch_id, "pay": pay if pay != "postpaid" else None, "period_months": period,
-             "key_pair": key_pair, "image_id": image_id, "password": password_stdin or None,
+             "key_pair": key_pair, "image_id": image_id, "llmnest_package": llmnest_package, "password": password_stdin or None,
              "validate": validate or None}
     req = UpRequest(
         model=model or "", name=name, engine=engine, runtime=runtime, host=host, port=port, api_key=api_key,
