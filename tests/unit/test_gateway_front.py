@@ -155,7 +155,7 @@ def test_bad_replica_options_get_one_line(args, message, home):
 def test_redeploy_may_move_off_or_across_its_own_gateway_but_not_one_it_shares(home):
     import socket
 
-    from llmnest.targets.local.target import check_can_start
+    from llmnest.targets.local.preflight import check_can_start
 
     with socket.socket() as sock:  # the gateway both are behind holds the port
         sock.bind(("127.0.0.1", 0))

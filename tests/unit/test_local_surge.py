@@ -1,7 +1,7 @@
 """Redeploy and restart behind the gateway with room for one more engine: the choice (room or not, and
 why), the surge sequence (new replica ready and routed before the old one drains and stops) and a failed
 surge (the old replica untouched, the spec unchanged). The engines are stand-ins (starting vLLM is the
-e2e test's job, tests/e2e/test_replicas_e2e.py): `_start_unit`, `_wait_ready` and `_stop_unit` are
+e2e test's job, tests/e2e/test_replicas_e2e.py): `units.start_unit`, `wait_ready` and `stop_unit` are
 replaced by fakes that record what they were asked, and the gateway's word by a function that says yes."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from llmnest.catalog import demo_model
 from llmnest.errors import LlmnestError
 from llmnest.runtimes.runners import cpu_bind
 from llmnest.spec import apply_sets
-from llmnest.targets.local import surge as local_surge
 from llmnest.targets.base import Context
-from llmnest.targets.local.target import LocalTarget
+from llmnest.targets.local import surge as local_surge, units as local_units
 
 GIB = 2**30
 
@@ -98,7 +97,7 @@ class Engines:
             engines.calls.append(("start", unit.id))
             state.update_unit(unit.id, status="starting")
 
-        def wait_ready(self, name, ctx, only=None):
+        def wait_ready(name, ctx, only=None):
             spec = state.get(name).spec
             if failing and failing in spec.engine_args:
                 raise LlmnestError(f"the engine exited: unrecognized arguments: --{failing}")
@@ -108,16 +107,15 @@ class Engines:
             state.update_unit(only.id, status="ready")
             return state.get(name)
 
-        monkeypatch.setattr(LocalTarget, "_start_unit", staticmethod(start_unit))
-        monkeypatch.setattr(LocalTarget, "_wait_ready", wait_ready)
-        monkeypatch.setattr(LocalTarget, "_stop_unit",
-                            staticmethod(lambda dep, unit, grace=30: engines.calls.append(("stop", unit.id))))
+        monkeypatch.setattr(local_units, "start_unit", start_unit)
+        monkeypatch.setattr(local_units, "wait_ready", wait_ready)
+        monkeypatch.setattr(local_units, "stop_unit", lambda dep, unit, grace=30: engines.calls.append(("stop", unit.id)))
         monkeypatch.setattr(local_surge, "wait_rotation",
                             lambda spec, uid, taking, on_wait, timeout=30: engines.calls.append(("routed", uid)) or True)
         monkeypatch.setattr(local_surge, "drain",
                             lambda spec, unit, on_wait: engines.calls.append(("drained", unit.id)))
         monkeypatch.setattr(local_surge, "choose", lambda old, new, model, units: local_surge.Choice(True, "room"))
-        monkeypatch.setattr("llmnest.targets.local.target.check_can_start", lambda *a, **k: None)
+        monkeypatch.setattr("llmnest.targets.local.preflight.check_can_start", lambda *a, **k: None)
 
 
 def running(name: str, replicas: int = 1) -> state.Deployment:
