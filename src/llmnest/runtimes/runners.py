@@ -17,7 +17,7 @@ from typing import Protocol
 from .. import state
 from ..home import gateway_log_path, log_path
 from ..logs import ATTEMPT_MARK, last_attempt
-from . import docker
+from . import docker, docker_cli
 from ..spec import DeploymentSpec
 from .process import engine_command, kill_group, wait_gone
 
@@ -176,19 +176,19 @@ class ContainerRunner:
         self.restarts_seen = 0
 
     def start(self, attempt: int) -> int | None:
-        found = docker.inspect(self.name, missing_ok=True)
+        found = docker_cli.inspect(self.name, missing_ok=True)
         if found is None:
             spec, key = replica_launch(self.unit)
             assert spec.model_path, "a local deployment has its weights before it starts"
-            docker.start(spec, spec.model_path, key, self.name)
+            docker_cli.start(spec, spec.model_path, key, self.name)
         elif found.status not in {"running", "restarting"}:
-            docker.call("start", self.name, check=False)  # Docker may be restarting it at this very moment
-        current = docker.inspect(self.name, missing_ok=True)
+            docker_cli.call("start", self.name, check=False)  # Docker may be restarting it at this very moment
+        current = docker_cli.inspect(self.name, missing_ok=True)
         self.restarts_seen = current.restarts if current else 0
         return current.pid if current and current.pid else None
 
     def exit_reason(self) -> str | None:
-        found = docker.inspect(self.name, missing_ok=True)
+        found = docker_cli.inspect(self.name, missing_ok=True)
         if found is None:
             return "engine container was removed"
         if found.restarts > self.restarts_seen:
@@ -199,21 +199,21 @@ class ContainerRunner:
         return f"engine container {found.status} with code {found.exit_code}" + (f": {found.error}" if found.error else "")
 
     def kill(self) -> None:
-        docker.call("kill", self.name)  # a manual stop for Docker: start() starts it again
+        docker_cli.call("kill", self.name)  # a manual stop for Docker: start() starts it again
 
     def stop(self, grace: float) -> None:
         """Stop and remove the container, keeping its last log lines in the replica's log for `llmnest logs`."""
-        docker.call("stop", "--time", str(max(int(grace), 1)), self.name, check=False)
-        lines = docker.log_lines(self.name, 5000)
+        docker_cli.call("stop", "--time", str(max(int(grace), 1)), self.name, check=False)
+        lines = docker_cli.log_lines(self.name, 5000)
         if lines:
             assert self.unit.deployment is not None
             with log_path(self.unit.deployment, self.unit.index).open("a") as log:
                 log.write(f"{ATTEMPT_MARK} container {self.name} removed at {time.ctime()}; its log:\n")
                 log.write("\n".join(lines) + "\n")
-        docker.remove(self.name)
+        docker_cli.remove(self.name)
 
     def recent_log(self) -> list[str]:
-        return docker.log_lines(self.name, 5000)
+        return docker_cli.log_lines(self.name, 5000)
 
 
 def runner_for(unit_id: str) -> Runner:

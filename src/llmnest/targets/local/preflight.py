@@ -12,7 +12,7 @@ from ... import state
 from ...catalog import CatalogModel, demo_model, find_model, get_model
 from ...errors import BadInput, Conflict, LlmnestError
 from ...host import check_host, host_facts, port_is_free
-from ...runtimes import docker
+from ...runtimes import docker, docker_cli
 from ...sources import fetch, local_dir
 from ...spec import DeploymentSpec
 from . import gateway as local_gateway
@@ -75,8 +75,9 @@ def check_can_start(spec: DeploymentSpec, ctx: Context, *, replacing: Deployment
         if importlib.util.find_spec(module) is None:
             raise BadInput(f"{spec.engine} is not installed in this environment: {how}")
     else:
-        docker.check_can_run(spec, ctx.say)
-        taken = [c for i in range(spec.replicas) if docker.inspect(c := docker.container_name(spec.name, i), missing_ok=True)]
+        docker_cli.check_can_run(spec, ctx.say)
+        taken = [c for i in range(spec.replicas)
+                 if docker_cli.inspect(c := docker.container_name(spec.name, i), missing_ok=True)]
         if replacing is None and taken:
             raise Conflict(f"a docker container named {taken[0]!r} exists and llmnest did not make it for this "
                            f"deployment; pick another --name, or remove it (`docker rm -f {taken[0]}`)")

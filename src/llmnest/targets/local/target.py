@@ -26,7 +26,7 @@ from ...home import gateway_log_path, log_path, write_secret
 from ...host import host_facts
 from ...logs import follow as follow_file
 from ...logs import tail as tail_of
-from ...runtimes import docker, process
+from ...runtimes import docker, docker_cli, process
 from ...spec import DeploymentSpec
 from . import gateway as local_gateway, rollout, units
 from . import show as local_show
@@ -118,7 +118,7 @@ class LocalTarget(Target):
         elif replica not in held:
             raise BadInput(f"{dep.name} has {len(held)} replicas: pass --replica {', '.join(map(str, held))}")
         container = docker.container_name(dep.name, replica)
-        if dep.spec.runtime == "docker" and docker.inspect(container, missing_ok=True):
+        if dep.spec.runtime == "docker" and docker_cli.inspect(container, missing_ok=True):
             with subprocess.Popen(docker.logs_argv(container, follow, tail), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
                 assert proc.stdout is not None

@@ -13,7 +13,7 @@ from ...errors import LlmnestError
 from ...home import gateway_log_path, log_path, supervisor_log_path
 from ...logs import last_attempt
 from ...logs import tail as tail_of
-from ...runtimes import docker, process
+from ...runtimes import docker, docker_cli, process
 from ...spec import DeploymentSpec
 from . import gateway as local_gateway, surge as local_surge
 from ..base import Context
@@ -74,8 +74,8 @@ def what_runs(dep: state.Deployment) -> str:
 
 def recent_lines(dep: state.Deployment, n: int = 200, replica: int = 0) -> list[str]:
     container = docker.container_name(dep.name, replica)
-    if dep.spec.runtime == "docker" and docker.inspect(container, missing_ok=True):
-        return docker.log_lines(container, n)
+    if dep.spec.runtime == "docker" and docker_cli.inspect(container, missing_ok=True):
+        return docker_cli.log_lines(container, n)
     return last_attempt(log_path(dep.name, replica), n)
 
 
@@ -145,7 +145,7 @@ def stop_all(dep: state.Deployment, grace: float = 30) -> None:
 def stop_unit(dep: state.Deployment, unit: state.Unit, grace: float = 30) -> None:
     process.stop(unit, grace, child_process=dep.spec.runtime == "process")
     if dep.spec.runtime == "docker":  # the supervisor removes it; this covers a supervisor that was gone
-        docker.remove(docker.container_name(dep.name, unit.index))
+        docker_cli.remove(docker.container_name(dep.name, unit.index))
 
 
 def replica_status(dep: state.Deployment, unit: state.Unit) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def replica_status(dep: state.Deployment, unit: state.Unit) -> dict[str, Any]:
                            "restarts": unit.restarts, "last_error": unit.last_error}
     if dep.spec.runtime == "docker":
         name = docker.container_name(dep.name, unit.index)
-        found = docker.inspect(name, missing_ok=True)
+        found = docker_cli.inspect(name, missing_ok=True)
         out["container"] = ({"name": name, "state": found.status, "restarts_by_docker": found.restarts,
                              "pid": found.pid or None, "started_at": found.started_at, "error": found.error}
                             if found else {"name": name, "state": "missing"})
