@@ -12,10 +12,10 @@ from llmnest import state, targets
 from llmnest.build import UpRequest
 from llmnest.catalog import demo_model
 from llmnest.errors import LlmnestError
-from llmnest.runtimes.runners import cpu_bind
 from llmnest.spec import apply_sets
 from llmnest.targets.base import Context
-from llmnest.targets.local import surge as local_surge, units as local_units
+from llmnest.targets.local import surge as local_surge, units as local_units, units_store
+from llmnest.targets.local.runners import cpu_bind
 
 GIB = 2**30
 
@@ -95,7 +95,7 @@ class Engines:
 
         def start_unit(unit):
             engines.calls.append(("start", unit.id))
-            state.update_unit(unit.id, status="starting")
+            units_store.update(unit.id, status="starting")
 
         def wait_ready(name, ctx, only=None):
             spec = state.get(name).spec
@@ -104,7 +104,7 @@ class Engines:
             if fail_at is not None and sum(c[0] == "start" for c in engines.calls) == fail_at:
                 raise LlmnestError("the engine exited: out of memory")
             engines.calls.append(("ready", only.id))
-            state.update_unit(only.id, status="ready")
+            units_store.update(only.id, status="ready")
             return state.get(name)
 
         monkeypatch.setattr(local_units, "start_unit", start_unit)
@@ -122,7 +122,7 @@ def running(name: str, replicas: int = 1) -> state.Deployment:
     spec = spec_of(name, options={"replicas": replicas} if replicas > 1 else {})
     state.create(spec, f"sk-{name}-secret-1")
     for i in range(replicas):
-        state.put_unit(state.Unit(state.replica_id(name, i), "engine", name, i, "127.0.0.1", 18800 + i, status="ready"))
+        units_store.put(units_store.Unit(units_store.replica_id(name, i), "engine", name, i, "127.0.0.1", 18800 + i, status="ready"))
     return state.get(name)
 
 
@@ -177,12 +177,12 @@ def test_a_surge_failing_on_the_second_replica_puts_the_first_back_on_the_old_sp
 
 
 def test_a_surge_replica_of_one_takes_its_own_cores_and_one_alone_keeps_vllms_choice(home, monkeypatch) -> None:
-    from llmnest.runtimes.runners import CPU_BIND, replica_launch
+    from llmnest.targets.local.runners import CPU_BIND, replica_launch
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     running("one")
-    assert CPU_BIND not in replica_launch(state.unit("one/0"))[0].env
-    state.put_unit(state.Unit("one/1", "engine", "one", 1, "127.0.0.1", 18900))
-    assert replica_launch(state.unit("one/1"))[0].env[CPU_BIND] == "2-3"
-    state.delete_unit("one/0")  # the old one stopped: a restart of the surge replica alone gets vLLM's choice again
-    assert CPU_BIND not in replica_launch(state.unit("one/1"))[0].env
+    assert CPU_BIND not in replica_launch(units_store.get("one/0"))[0].env
+    units_store.put(units_store.Unit("one/1", "engine", "one", 1, "127.0.0.1", 18900))
+    assert replica_launch(units_store.get("one/1"))[0].env[CPU_BIND] == "2-3"
+    units_store.delete("one/0")  # the old one stopped: a restart of the surge replica alone gets vLLM's choice again
+    assert CPU_BIND not in replica_launch(units_store.get("one/1"))[0].env

@@ -18,7 +18,7 @@ from ...catalog import find_model
 from ...errors import LlmnestError
 from ...home import gateway_log_path, write_secret
 from ...spec import DeploymentSpec
-from . import gateway as local_gateway, preflight, surge as local_surge, units
+from . import gateway as local_gateway, preflight, surge as local_surge, units, units_store
 from ..base import Context
 
 
@@ -36,29 +36,29 @@ def restart(dep: state.Deployment, ctx: Context) -> None:
     units.start_all(dep.name, ctx)
 
 
-def _replace_unit(dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
+def _replace_unit(dep: state.Deployment, unit: units_store.Unit, ctx: Context) -> None:
     """Out of the gateway's rotation first (on its word), then stopped once what it was answering is done,
     then started and waited for."""
     ctx.say(f"replacing replica {unit.index} of {dep.name}")
-    unit = state.unit(unit.id)  # its supervisor now, which an earlier attempt may have replaced
+    unit = units_store.get(unit.id)  # its supervisor now, which an earlier attempt may have replaced
     _drain(dep, unit, ctx)
     units.stop_unit(dep, unit)
     units.start_unit(unit)
     units.wait_ready(dep.name, ctx, only=unit)
 
 
-def _drain(dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
-    state.update_unit(unit.id, status="draining")
+def _drain(dep: state.Deployment, unit: units_store.Unit, ctx: Context) -> None:
+    units_store.update(unit.id, status="draining")
     local_surge.drain(dep.spec, unit, lambda line: ctx.on_phase("draining", line))
 
 
-def _surge(dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
+def _surge(dep: state.Deployment, unit: units_store.Unit, ctx: Context) -> None:
     """A replica of the deployment's spec (as stored now) in the free slot, waited for until the gateway
     routes to it, then `unit` drained and stopped. A surge replica that fails is stopped and forgotten,
     `unit` untouched."""
     index = local_surge.free_index(state.get(dep.name).replicas, dep.spec.replicas)
     ctx.say(f"starting replica {index} of {dep.name} next to replica {unit.index}")
-    fresh = state.put_unit(state.Unit(state.replica_id(dep.name, index), "engine", dep.name, index, "127.0.0.1",
+    fresh = units_store.put(units_store.Unit(units_store.replica_id(dep.name, index), "engine", dep.name, index, "127.0.0.1",
                                       local_gateway.free_port()))
     try:
         units.start_unit(fresh)
@@ -68,12 +68,12 @@ def _surge(dep: state.Deployment, unit: state.Unit, ctx: Context) -> None:
             raise LlmnestError(f"the gateway on port {dep.spec.port} did not route to replica {index} in time; "
                                f"see {gateway_log_path(dep.spec.port)}")
     except BaseException:
-        units.stop_unit(dep, state.unit(fresh.id), units.INTERRUPT_GRACE)
-        state.delete_unit(fresh.id)
+        units.stop_unit(dep, units_store.get(fresh.id), units.INTERRUPT_GRACE)
+        units_store.delete(fresh.id)
         raise
-    _drain(dep, state.unit(unit.id), ctx)
-    units.stop_unit(dep, state.unit(unit.id))
-    state.delete_unit(unit.id)
+    _drain(dep, units_store.get(unit.id), ctx)
+    units.stop_unit(dep, units_store.get(unit.id))
+    units_store.delete(unit.id)
 
 
 def redeploy(dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
@@ -122,7 +122,7 @@ def redeploy(dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
 
 def _key_files(name: str) -> dict[Path, str | None]:
     """The deployment's key files as they are (None: absent), to put back after a failed redeploy."""
-    return {p: p.read_text() if p.is_file() else None for p in (state.key_path(name), state.engine_key_path(name))}
+    return {p: p.read_text() if p.is_file() else None for p in (state.key_path(name), units_store.engine_key_path(name))}
 
 
 def _switch(dep: state.Deployment, new: DeploymentSpec, planned: dict[str, Any], ctx: Context) -> None:
@@ -131,13 +131,13 @@ def _switch(dep: state.Deployment, new: DeploymentSpec, planned: dict[str, Any],
     joining = new.gateway and not old.gateway
     key = local_gateway.joining_key(state.api_key(dep.name), dep.name, new.served_model_name) if joining else None
     units.stop_all(dep)
-    state.delete_units(dep.name)
+    units_store.delete_replicas(dep.name)
     state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
     if old.gateway and not new.gateway:
-        state.engine_key_path(dep.name).unlink(missing_ok=True)
+        units_store.engine_key_path(dep.name).unlink(missing_ok=True)
     if key is not None:
         write_secret(state.key_path(dep.name), key)
-        write_secret(state.engine_key_path(dep.name), new_api_key())
+        write_secret(units_store.engine_key_path(dep.name), new_api_key())
     if old.gateway and ((old.port, old.host) != (new.port, new.host) or not new.gateway):
         local_gateway.release(old.port, leaving=dep.name)
     units.start_all(dep.name, ctx)
@@ -149,7 +149,7 @@ def _put_back(dep: state.Deployment, new: DeploymentSpec, keys: dict[Path, str |
     ctx.say(f"the new spec of {dep.name} failed; putting the previous spec back")
     ctx.on_phase("putting the previous spec back", "")
     units.stop_all(state.get(dep.name), units.INTERRUPT_GRACE)
-    state.delete_units(dep.name)
+    units_store.delete_replicas(dep.name)
     for path, text in keys.items():
         if text is None:
             path.unlink(missing_ok=True)

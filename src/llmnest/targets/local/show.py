@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from ... import state
 from ...runtimes import docker, process
-from ...runtimes.runners import gateway_command
 from ...shell import render as render_shell
+from . import units_store
+from .runners import gateway_command
 from .units import replica_units
 
 
 def render(dep: state.Deployment, fmt: str) -> str:
     """The engine command of each replica, and the gateway's; as a script, engines in the background."""
-    key = state.engine_key(dep.name)
+    key = units_store.engine_key(dep.name)
     secrets = {**process.key_secrets(dep.name, state.api_key(dep.name)),
-               **({key: f'"$(cat {state.engine_key_path(dep.name)})"'} if key and dep.spec.gateway else {})}
+               **({key: f'"$(cat {units_store.engine_key_path(dep.name)})"'} if key and dep.spec.gateway else {})}
     commands = []
     for unit in dep.replicas or replica_units(dep.spec):
         if dep.spec.gateway:

@@ -1,8 +1,8 @@
 """This machine: the engine as a supervised local process or in a docker container.
 
-A detached supervisor (`python -m llmnest.supervisor NAME/0`) starts each engine replica, records readiness,
-and restarts it after a crash or a hang; `create` records the deployment, starts the supervisors and waits on
-the record. On a failed or interrupted start, the engines are stopped and the record removed (the log stays,
+A detached supervisor (`python -m llmnest.targets.local.supervisor NAME/0`) starts each engine replica,
+records readiness, and restarts it after a crash or a hang; `create` records the deployment, starts the
+supervisors and waits on the record. On a failed or interrupted start, the engines are stopped and the record removed (the log stays,
 its path in the error), so a retry with the same name works. The verbs delegate: `preflight` (checks before
 a start), `units` (the replicas), `rollout` (restart, redeploy, rollback), `show` (the commands).
 """
@@ -28,7 +28,7 @@ from ...logs import follow as follow_file
 from ...logs import tail as tail_of
 from ...runtimes import docker, docker_cli, process
 from ...spec import DeploymentSpec
-from . import gateway as local_gateway, rollout, units
+from . import gateway as local_gateway, rollout, units, units_store
 from . import show as local_show
 from .preflight import catalog_entry, check_can_start, check_plan, with_weights
 from ..base import Capability, Context, Created, Resolved, Target
@@ -67,7 +67,7 @@ class LocalTarget(Target):
         state.update(spec.name, info=planned)
         try:
             if spec.gateway:
-                write_secret(state.engine_key_path(spec.name), new_api_key())
+                write_secret(units_store.engine_key_path(spec.name), new_api_key())
             units.start_all(spec.name, ctx)
         except BaseException as exc:
             units.discard(spec.name, ctx, interrupted=isinstance(exc, KeyboardInterrupt))
@@ -90,7 +90,7 @@ class LocalTarget(Target):
         out["replicas"] = [units.replica_status(dep, u) for u in dep.replicas]
         out["ready_replicas"] = dep.ready_replicas
         if dep.spec.gateway:
-            gw = state.find_unit(state.gateway_id(dep.spec.port))
+            gw = units_store.find(units_store.gateway_id(dep.spec.port))
             out["gateway"] = local_gateway.describe(gw) if gw else {"port": dep.spec.port, "status": "missing"}
         return out
 
@@ -105,7 +105,7 @@ class LocalTarget(Target):
         answers (a starting or restarting one keeps its model known but takes nothing)."""
         if not dep.replicas:  # recorded before replicas were
             return super().upstreams(dep)
-        key = state.engine_key(dep.name)
+        key = units_store.engine_key(dep.name)
         return [Upstream(dep.spec.served_model_name, u.id, u.base_url, key, ready=u.status == "ready")
                 for u in dep.replicas if u.status in state.ACTIVE]
 

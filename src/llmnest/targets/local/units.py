@@ -1,6 +1,6 @@
 """The engine replicas of a deployment on this machine, each a unit under a detached supervisor
-(`python -m llmnest.supervisor NAME/0`): started, waited for until they answer (and the gateway in front
-routes to them), stopped, and described for `status`."""
+(`python -m llmnest.targets.local.supervisor NAME/0`): started, waited for until they answer (and the
+gateway in front routes to them), stopped, and described for `status`."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from ...logs import last_attempt
 from ...logs import tail as tail_of
 from ...runtimes import docker, docker_cli, process
 from ...spec import DeploymentSpec
-from . import gateway as local_gateway, surge as local_surge
+from . import gateway as local_gateway, supervised, surge as local_surge, units_store
 from ..base import Context
 
 INTERRUPT_GRACE = 2.0  # an engine that never answered has nothing to drain
 
 
-def replica_units(spec: DeploymentSpec) -> list[state.Unit]:
+def replica_units(spec: DeploymentSpec) -> list[units_store.Unit]:
     """The engine replicas of `spec`: on loopback ports of their own behind the gateway, else on its host:port."""
     if not spec.gateway:
-        return [state.Unit(state.replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port)]
-    return [state.Unit(state.replica_id(spec.name, i), "engine", spec.name, i, "127.0.0.1", local_gateway.free_port())
+        return [units_store.Unit(units_store.replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port)]
+    return [units_store.Unit(units_store.replica_id(spec.name, i), "engine", spec.name, i, "127.0.0.1", local_gateway.free_port())
             for i in range(spec.replicas)]
 
 
@@ -34,17 +34,17 @@ def start_all(name: str, ctx: Context) -> None:
     ctx.on_phase("starting engine", "")
     spec = state.get(name).spec
     for unit in replica_units(spec):
-        start_unit(state.put_unit(unit))
+        start_unit(units_store.put(unit))
     if spec.gateway:
         local_gateway.ensure(spec.host, spec.port)
     wait_ready(name, ctx)
 
 
-def start_unit(unit: state.Unit) -> None:
-    state.update_unit(unit.id, status="starting", pid=None, ready_at=None, last_error=None, stage=None)
+def start_unit(unit: units_store.Unit) -> None:
+    units_store.update(unit.id, status="starting", pid=None, ready_at=None, last_error=None, stage=None)
     assert unit.deployment is not None
     log = supervisor_log_path(unit.deployment, unit.index)
-    state.update_unit(unit.id, supervisor_pid=process.start_supervisor(unit.id, log))
+    units_store.update(unit.id, supervisor_pid=supervised.start_supervisor(unit.id, log))
 
 
 def discard(name: str, ctx: Context, interrupted: bool) -> None:
@@ -79,7 +79,7 @@ def recent_lines(dep: state.Deployment, n: int = 200, replica: int = 0) -> list[
     return last_attempt(log_path(dep.name, replica), n)
 
 
-def wait_ready(name: str, ctx: Context, only: state.Unit | None = None) -> state.Deployment:
+def wait_ready(name: str, ctx: Context, only: units_store.Unit | None = None) -> state.Deployment:
     """Poll the record until the replicas' supervisors (or `only` that one) report 'ready', then until the
     gateway answers; a failed start or a timeout raises with the log tail."""
     deadline = time.monotonic() + ctx.timeout
@@ -142,13 +142,13 @@ def stop_all(dep: state.Deployment, grace: float = 30) -> None:
             stop.result()
 
 
-def stop_unit(dep: state.Deployment, unit: state.Unit, grace: float = 30) -> None:
-    process.stop(unit, grace, child_process=dep.spec.runtime == "process")
+def stop_unit(dep: state.Deployment, unit: units_store.Unit, grace: float = 30) -> None:
+    supervised.stop(unit, grace, child_process=dep.spec.runtime == "process")
     if dep.spec.runtime == "docker":  # the supervisor removes it; this covers a supervisor that was gone
         docker_cli.remove(docker.container_name(dep.name, unit.index))
 
 
-def replica_status(dep: state.Deployment, unit: state.Unit) -> dict[str, Any]:
+def replica_status(dep: state.Deployment, unit: units_store.Unit) -> dict[str, Any]:
     """One replica as `status` shows it: the supervisor's record, and the container's own state under docker."""
     out: dict[str, Any] = {"replica": unit.index, "status": unit.status, "port": unit.port,
                            "restarts": unit.restarts, "last_error": unit.last_error}

@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from .. import state
-from ..home import gateway_log_path, log_path
-from ..logs import ATTEMPT_MARK, last_attempt
-from . import docker, docker_cli
-from ..spec import DeploymentSpec
-from .process import engine_command, kill_group, wait_gone
+from ... import state
+from ...home import gateway_log_path, log_path
+from ...logs import ATTEMPT_MARK, last_attempt
+from ...runtimes import docker, docker_cli
+from ...runtimes.process import engine_command, kill_group, wait_gone
+from ...spec import DeploymentSpec
+from . import units_store
 
 
 def exit_description(code: int | None) -> str:
@@ -75,7 +76,7 @@ def cpu_bind(index: int, replicas: int, cores: int, alone: bool = True) -> str |
     return str(first) if first == last else f"{first}-{last}"
 
 
-def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
+def replica_launch(unit: units_store.Unit) -> tuple[DeploymentSpec, str | None]:
     """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes.
 
     On CPUs, vLLM pins its threads to the cores it picks, the same ones in every process: several replicas
@@ -87,7 +88,7 @@ def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
     bind = cpu_bind(unit.index, spec.replicas, os.cpu_count() or 1, alone)
     if spec.device == "cpu" and bind is not None and CPU_BIND not in spec.env:
         spec = spec.model_copy(update={"env": {**spec.env, CPU_BIND: bind}})
-    return spec, state.engine_key(dep.name)
+    return spec, units_store.engine_key(dep.name)
 
 
 class ChildRunner:
@@ -95,7 +96,7 @@ class ChildRunner:
 
     what = "engine"
 
-    def __init__(self, unit: state.Unit) -> None:
+    def __init__(self, unit: units_store.Unit) -> None:
         self.unit = unit
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -169,7 +170,7 @@ class ContainerRunner:
 
     what = "engine"
 
-    def __init__(self, unit: state.Unit) -> None:
+    def __init__(self, unit: units_store.Unit) -> None:
         assert unit.deployment is not None
         self.unit = unit
         self.name = docker.container_name(unit.deployment, unit.index)
@@ -217,7 +218,7 @@ class ContainerRunner:
 
 
 def runner_for(unit_id: str) -> Runner:
-    unit = state.unit(unit_id)
+    unit = units_store.get(unit_id)
     if unit.kind == "gateway":
         return GatewayRunner(unit)
     assert unit.deployment is not None
