@@ -186,3 +186,18 @@ def test_a_surge_replica_of_one_takes_its_own_cores_and_one_alone_keeps_vllms_ch
     assert replica_launch(units_store.get("one/1"))[0].env[CPU_BIND] == "2-3"
     units_store.delete("one/0")  # the old one stopped: a restart of the surge replica alone gets vLLM's choice again
     assert CPU_BIND not in replica_launch(units_store.get("one/1"))[0].env
+
+
+def test_ctrl_c_during_the_first_surge_leaves_the_old_replica_serving_on_its_spec(home, monkeypatch) -> None:
+    engines = Engines(monkeypatch)
+    dep = running("int")
+
+    def interrupted(name, ctx, only=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_units, "wait_ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        targets.get("local").redeploy(dep, apply_sets(dep.spec, {"max_model_len": "1024"}), Context())
+    assert engines.calls == [("start", "int/1"), ("stop", "int/1")]  # the surge replica stopped and forgotten
+    after = state.get("int")
+    assert after.spec == dep.spec and [(u.id, u.status) for u in after.replicas] == [("int/0", "ready")]
