@@ -91,7 +91,8 @@ class Engines:
         assert not thread.is_alive()
 
     def answers(self, url: str) -> bool:
-        return any(s.runner.running and units_store.get(s.id).base_url == url for s, _ in list(self.supervisors.values()))
+        return any(s.runner.running and units_store.get(s.id).base_url == url
+                   for s, _ in list(self.supervisors.values()))
 
     def probe(self, url: str) -> ProbeResult:
         return ProbeResult(True, "ready") if self.answers(url) else ProbeResult(False, "down")
@@ -119,7 +120,8 @@ def create(name: str, options: dict) -> state.Deployment:
     """A deployment made by the local target's own `create` (its weights' folder given, nothing fetched)."""
     target = targets.get("local")
     resolved = target.resolve(UpRequest(model="", name=name, port=local_gateway.free_port(), options=options))
-    resolved = dataclasses.replace(resolved, spec=resolved.spec.model_copy(update={"model_path": "/models/smollm2-135m"}))
+    weights = {"model_path": "/models/smollm2-135m"}
+    resolved = dataclasses.replace(resolved, spec=resolved.spec.model_copy(update=weights))
     return target.create(resolved, Context(timeout=30)).deployment
 
 

@@ -58,8 +58,8 @@ def _surge(dep: state.Deployment, unit: units_store.Unit, ctx: Context) -> None:
     `unit` untouched."""
     index = local_surge.free_index(state.get(dep.name).replicas, dep.spec.replicas)
     ctx.say(f"starting replica {index} of {dep.name} next to replica {unit.index}")
-    fresh = units_store.put(units_store.Unit(units_store.replica_id(dep.name, index), "engine", dep.name, index, "127.0.0.1",
-                                      local_gateway.free_port()))
+    fresh = units_store.put(units_store.Unit(units_store.replica_id(dep.name, index), "engine", dep.name, index,
+                                             "127.0.0.1", local_gateway.free_port()))
     try:
         units.start_unit(fresh)
         units.wait_ready(dep.name, ctx, only=fresh)
@@ -122,7 +122,8 @@ def redeploy(dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
 
 def _key_files(name: str) -> dict[Path, str | None]:
     """The deployment's key files as they are (None: absent), to put back after a failed redeploy."""
-    return {p: p.read_text() if p.is_file() else None for p in (state.key_path(name), units_store.engine_key_path(name))}
+    paths = (state.key_path(name), units_store.engine_key_path(name))
+    return {p: p.read_text() if p.is_file() else None for p in paths}
 
 
 def _switch(dep: state.Deployment, new: DeploymentSpec, planned: dict[str, Any], ctx: Context) -> None:

@@ -61,7 +61,8 @@ class Supervisor:
             if ok:
                 units_store.update(self.id, status="ready", ready_at=time.time(), stage=None)
                 if unit.deployment is not None:
-                    state.update(unit.deployment, info={"kv_cache_tokens_actual": kv_cache_tokens(self.runner.recent_log())})
+                    actual = kv_cache_tokens(self.runner.recent_log())
+                    state.update(unit.deployment, info={"kv_cache_tokens_actual": actual})
                 return True
             units_store.update(self.id, stage=stage)
             self._sleep(1.0)
@@ -91,7 +92,8 @@ class Supervisor:
         while not self.stopping:
             attempt += 1
             pid = self.runner.start(attempt)
-            units_store.update(self.id, pid=pid, started_at=time.time(), status="loading" if attempt == 1 else "restarting")
+            units_store.update(self.id, pid=pid, started_at=time.time(),
+                               status="loading" if attempt == 1 else "restarting")
             ready = self._watch_until_ready()
             ever_ready = ever_ready or ready
             ready_since = time.monotonic()

@@ -2,9 +2,10 @@
 
 A detached supervisor (`python -m llmnest.targets.local.supervisor NAME/0`) starts each engine replica,
 records readiness, and restarts it after a crash or a hang; `create` records the deployment, starts the
-supervisors and waits on the record. On a failed or interrupted start, the engines are stopped and the record removed (the log stays,
-its path in the error), so a retry with the same name works. The verbs delegate: `preflight` (checks before
-a start), `units` (the replicas), `rollout` (restart, redeploy, rollback), `show` (the commands).
+supervisors and waits on the record. On a failed or interrupted start, the engines are stopped and the
+record removed (the log stays, its path in the error), so a retry with the same name works. The verbs
+delegate: `preflight` (checks before a start), `units` (the replicas), `rollout` (restart, redeploy,
+rollback), `show` (the commands).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ def replica_units(spec: DeploymentSpec) -> list[units_store.Unit]:
     """The engine replicas of `spec`: on loopback ports of their own behind the gateway, else on its host:port."""
     if not spec.gateway:
         return [units_store.Unit(units_store.replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port)]
-    return [units_store.Unit(units_store.replica_id(spec.name, i), "engine", spec.name, i, "127.0.0.1", local_gateway.free_port())
-            for i in range(spec.replicas)]
+    return [units_store.Unit(units_store.replica_id(spec.name, i), "engine", spec.name, i, "127.0.0.1",
+                             local_gateway.free_port()) for i in range(spec.replicas)]
 
 
 def start_all(name: str, ctx: Context) -> None:
