@@ -117,7 +117,8 @@ def test_show_prints_each_replica_and_the_gateway_reading_keys_from_files(home):
     state.create(spec, key)
     units_store.engine_key_path(spec.name).write_text("sk-internal-secret")
     for index, port in enumerate((18601, 18602)):
-        units_store.put(units_store.Unit(units_store.replica_id(spec.name, index), "engine", spec.name, index, "127.0.0.1", port))
+        unit_id = units_store.replica_id(spec.name, index)
+        units_store.put(units_store.Unit(unit_id, "engine", spec.name, index, "127.0.0.1", port))
     command = lifecycle.show(spec.name, "command")
     assert "sk-internal-secret" not in command and key not in command
     assert command.count("engine_key)") == 2 and "--port 18601" in command and "--port 18602" in command

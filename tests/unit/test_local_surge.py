@@ -109,7 +109,8 @@ class Engines:
 
         monkeypatch.setattr(local_units, "start_unit", start_unit)
         monkeypatch.setattr(local_units, "wait_ready", wait_ready)
-        monkeypatch.setattr(local_units, "stop_unit", lambda dep, unit, grace=30: engines.calls.append(("stop", unit.id)))
+        monkeypatch.setattr(local_units, "stop_unit",
+                            lambda dep, unit, grace=30: engines.calls.append(("stop", unit.id)))
         monkeypatch.setattr(local_surge, "wait_rotation",
                             lambda spec, uid, taking, on_wait, timeout=30: engines.calls.append(("routed", uid)) or True)
         monkeypatch.setattr(local_surge, "drain",
@@ -122,7 +123,8 @@ def running(name: str, replicas: int = 1) -> state.Deployment:
     spec = spec_of(name, options={"replicas": replicas} if replicas > 1 else {})
     state.create(spec, f"sk-{name}-secret-1")
     for i in range(replicas):
-        units_store.put(units_store.Unit(units_store.replica_id(name, i), "engine", name, i, "127.0.0.1", 18800 + i, status="ready"))
+        unit_id = units_store.replica_id(name, i)
+        units_store.put(units_store.Unit(unit_id, "engine", name, i, "127.0.0.1", 18800 + i, status="ready"))
     return state.get(name)
 
 

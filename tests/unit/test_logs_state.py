@@ -78,7 +78,7 @@ def test_store_round_trip_secrets_and_conflicts(store):
     assert state.resolve_name(None) == spec.name
     units_store.put(units_store.Unit(units_store.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
     units_store.put(units_store.Unit(units_store.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
-    units_store.put(units_store.Unit(units_store.gateway_id(8080), "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
+    units_store.put(units_store.Unit("gateway/8080", "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
     units_store.update("%s/0" % spec.name, status="ready", ready_at=5.0, pid=11)
     units_store.update("%s/1" % spec.name, status="ready", ready_at=7.0)
     units_store.bump_restarts("%s/1" % spec.name, "boom")

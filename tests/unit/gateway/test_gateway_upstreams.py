@@ -48,8 +48,8 @@ def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp
         state.create(spec, user_key)
         units_store.engine_key_path(spec.name).write_text(f"internal-{spec.name}")
     for index, port in enumerate((18011, 18012)):
-        units_store.put(units_store.Unit(units_store.replica_id("front", index), "engine", "front", index, "127.0.0.1", port))
-    units_store.put(units_store.Unit(units_store.replica_id("other", 0), "engine", "other", 0, "127.0.0.1", 18013, status="ready"))
+        units_store.put(units_store.Unit(f"front/{index}", "engine", "front", index, "127.0.0.1", port))
+    units_store.put(units_store.Unit("other/0", "engine", "other", 0, "127.0.0.1", 18013, status="ready"))
     units_store.update("front/0", status="ready")
     units_store.update("front/1", status="restarting")  # out of rotation until it answers again
     model = front.served_model_name
