@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import BadInput
 from .base import Capability, Context, Created, Resolved, Target
+from .local import units_store as _local_units  # noqa: F401  (joins the local units into deployments read)
 
 
 def _registry() -> dict[str, type[Target]]:
