@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmnest import state
+from llmnest import lifecycle, state
 from llmnest.targets.aliyun import client, service
 from llmnest.errors import BadInput, Conflict, LlmnestError
 from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
@@ -353,6 +353,15 @@ def test_logs_come_through_cloud_assistant(deployed, emu: Emulator) -> None:
     assert script.startswith("if docker inspect qwq-32b >/dev/null 2>&1; then docker logs --tail 3 qwq-32b 2>&1; else")
     emu.instance_logs = [f"server_args=ServerArgs(api_key='{KEY}', tp_size=1)"]
     assert service.logs(deployed, 1) == ["server_args=ServerArgs(api_key='[api key]', tp_size=1)"]
+
+
+def test_gateway_logs_are_its_units_journal_through_cloud_assistant(deployed, emu: Emulator) -> None:
+    """The cloud API is the emulator (a mock: no Alibaba Cloud here); the journal lines are its stand-in output."""
+    emu.command_handler = lambda script: (0, "2026-12-01T10:00:00+0800 gw llmnest[1]: gateway on http://0.0.0.0:8080/v1\n")
+    assert list(lifecycle.logs("qwq-32b", 5, follow=False, gateway=True)) == [
+        "2026-12-01T10:00:00+0800 gw llmnest[1]: gateway on http://0.0.0.0:8080/v1"]
+    script = list(emu.invocations.values())[-1]["script"]
+    assert script == "journalctl -u llmnest-gateway -n 5 --no-pager -o short-iso 2>&1"
 
 
 def test_logs_work_after_a_failed_stack_and_say_when_there_is_no_instance_yet(emu: Emulator) -> None:

@@ -15,8 +15,9 @@ from llmnest.errors import Conflict, NotFound
 from llmnest.host import HostFacts
 from llmnest.logs import error_line, kv_cache_tokens, last_attempt
 from llmnest.plan import plan_cpu
-from llmnest.runtimes.runners import exit_description
+from llmnest.targets.local import units_store
 from llmnest.targets.local.records import LocalState
+from llmnest.targets.local.runners import exit_description
 
 VLLM_ARGPARSE = [
     "INFO 11-25 00:43:21 [utils.py:1] vLLM API server version 0.32.0",
@@ -76,21 +77,21 @@ def test_store_round_trip_secrets_and_conflicts(store):
     with pytest.raises(ValueError, match="LocalState has no field stack_id"):
         state.update(spec.name, info={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
     assert state.resolve_name(None) == spec.name
-    state.put_unit(state.Unit(state.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
-    state.put_unit(state.Unit(state.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
-    state.put_unit(state.Unit(state.gateway_id(8080), "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
-    state.update_unit("%s/0" % spec.name, status="ready", ready_at=5.0, pid=11)
-    state.update_unit("%s/1" % spec.name, status="ready", ready_at=7.0)
-    state.bump_unit_restarts("%s/1" % spec.name, "boom")
+    units_store.put(units_store.Unit(units_store.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
+    units_store.put(units_store.Unit(units_store.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
+    units_store.put(units_store.Unit("gateway/8080", "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
+    units_store.update("%s/0" % spec.name, status="ready", ready_at=5.0, pid=11)
+    units_store.update("%s/1" % spec.name, status="ready", ready_at=7.0)
+    units_store.bump_restarts("%s/1" % spec.name, "boom")
     dep = state.get(spec.name)  # a deployment with replicas shows them together: the worst status leads
     assert (dep.status, dep.restarts, dep.last_error, dep.pid, dep.ready_replicas) == ("restarting", 1, "boom", 11, 1)
-    state.update_unit("%s/1" % spec.name, status="ready")
+    units_store.update("%s/1" % spec.name, status="ready")
     dep = state.get(spec.name)
     assert (dep.status, dep.ready_at) == ("ready", 7.0)
     assert [u.base_url for u in dep.replicas] == ["http://127.0.0.1:18001/v1", "http://127.0.0.1:18002/v1"]
-    assert [g.id for g in state.gateways()] == ["gateway/8080"]
+    assert [g.id for g in units_store.gateways()] == ["gateway/8080"]
     state.delete(spec.name)
-    assert state.find_unit("%s/0" % spec.name) is None and state.find_unit("gateway/8080") is not None
+    assert units_store.find("%s/0" % spec.name) is None and units_store.find("gateway/8080") is not None
     assert state.api_key(spec.name) is None
     with pytest.raises(NotFound, match="no deployment named"):
         state.get(spec.name)

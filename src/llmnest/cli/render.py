@@ -5,15 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..examples import Endpoint, chatbox_settings, curl_example, python_example
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+from ..humanize import duration  # noqa: F401  (the CLI's tables call it as render.duration)
 
 
 def ready_line(summary: dict[str, Any], seconds: float) -> str:

@@ -51,6 +51,7 @@ class Declaration:
     state: type[BaseModel]  # what a deployment records beside its spec (`Deployment.info`)
     placement: type[BaseModel] | None = None  # `spec.placement`'s model; None: the spec has none
     options: tuple[Option, ...] = ()
+    store: str | None = None  # its module that adds tables to the store (state.extend), loaded before the store opens
     gateway: bool = False  # llmnest's gateway on this machine may front its engines (`spec.gateway`)
     serves_on: str | None = None  # where the engine serves, when not this machine: "an Alibaba Cloud instance"
     paid: bool = False  # creates resources that cost money: the console asks to accept the price first

@@ -43,3 +43,10 @@ def declaration(name: str) -> Declaration:
 
 def declarations() -> list[Declaration]:
     return [declaration(name) for name in PACKAGES]
+
+
+def load_stores() -> None:
+    """Import each registered target's `store` module, which adds its tables to the store (state.extend)."""
+    for decl in declarations():
+        if decl.store:
+            importlib.import_module(f"{PACKAGES[decl.name]}.{decl.store}")

@@ -75,20 +75,20 @@ def test_a_failed_new_spec_puts_the_previous_one_back_before_redeploy_returns(to
     """The engines are stand-ins here (starting vLLM is the e2e test's job): `_start` fails for the new
     spec as an engine that rejects a flag does, and records what it was asked to start."""
     from llmnest.targets.base import Context
-    from llmnest.targets.local.target import LocalTarget
+    from llmnest.targets.local import units
 
     dep = recorded("safe", 18993)
     key_before = state.api_key("safe")
     started: list[dict] = []
 
-    def start(self, name, ctx):
+    def start(name, ctx):
         spec = state.get(name).spec
         started.append(dict(spec.engine_args))
         if "no-such-engine-flag" in spec.engine_args:
             raise LlmnestError("the engine exited: unrecognized arguments: --no-such-engine-flag 1")
 
-    monkeypatch.setattr(LocalTarget, "_start", start)
-    monkeypatch.setattr(LocalTarget, "_stop", lambda self, dep, grace=30: None)
+    monkeypatch.setattr(units, "start_all", start)
+    monkeypatch.setattr(units, "stop_all", lambda dep, grace=30: None)
     target = targets.get("local")
     with pytest.raises(LlmnestError) as failed:
         target.redeploy(dep, apply_sets(dep.spec, {"no-such-engine-flag": "1"}), Context())

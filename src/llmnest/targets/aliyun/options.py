@@ -25,6 +25,8 @@ OPTIONS = (
     Option("key_pair", "--key-pair", "SSH key pair name."),
     Option("image_id", "--image-id", "GPU image with the NVIDIA driver, docker and container toolkit (default: newest "
            "public Ubuntu 22.04, completed by the bootstrap)."),
+    Option("llmnest_package", "--llmnest-package", "What pip installs on the instance for its gateway: a wheel URL "
+           "(e.g. on OSS) or a requirement (default: llmnest==this version, from PyPI)."),
     Option("password", "--password-stdin", "Read the instance password from stdin.", kind=bool, default=False,
            param="password_stdin", from_stdin=True),
     Option("validate", "--validate", "With --dry-run: have ROS validate the template and preview the stack "

@@ -27,6 +27,8 @@ class AliyunPlacement(BaseModel):
     period_months: int | None = Field(default=None, ge=1, le=9)
     key_pair: str | None = None
     image_id: str | None = Field(default=None, description="GPU image with the NVIDIA driver, docker and toolkit")
+    llmnest_package: str | None = Field(default=None, pattern=r"^[^\s'\"\\-][^\s'\"\\]*$",
+                                        description="pip requirement or wheel URL of llmnest for the instance's gateway")
 
 
 def placement_of(spec: Any) -> AliyunPlacement:

@@ -27,7 +27,7 @@ from .sizing import resolve
 from .template import (API_KEY_PATTERN, HEAD_GROUP, PASSWORD_PATTERN, WORKER_GROUP, masked, node_groups,
                        render_template, stack_parameters)
 
-__all__ = ["deploy", "down", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
+__all__ = ["deploy", "down", "gateway_logs", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
 
 Say = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -347,10 +347,18 @@ def _nodes(dep: state.Deployment, cloud: Cloud) -> tuple[list[str], list[str]]:
 
 def logs(dep: state.Deployment, tail: int) -> list[str]:
     """The engine's last `tail` log lines, read on node 0 through ECS Cloud Assistant (no SSH), key redacted."""
-    script = bootstrap.logs_command(dep.spec, tail)
+    return _log_lines(dep, bootstrap.logs_command(dep.spec, tail), tail, "logs")
+
+
+def gateway_logs(dep: state.Deployment, tail: int) -> list[str]:
+    """The last `tail` lines of the gateway's journal on node 0, through Cloud Assistant."""
+    return _log_lines(dep, bootstrap.gateway_logs_command(tail), tail, "gateway-logs")
+
+
+def _log_lines(dep: state.Deployment, script: str, tail: int, what: str) -> list[str]:
     cloud = _cloud(dep)
     ids, _ = _nodes(dep, cloud)
-    results = _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-logs", 60)
+    results = _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-{what}", 60)
     result = results[0]
     if not succeeded(result):
         raise LlmnestError(f"reading the logs failed on {result['instance_id']} ({_how(result)}): "

@@ -40,7 +40,6 @@ class AliyunTarget(Target):
         Capability.FOLLOW_LOGS: "{name}'s log is fetched through Cloud Assistant; "
                                 "run `llmnest logs {name} --tail N` again for newer lines",
         Capability.FORCE_PLAN: "on the cloud the instance type must fit the model (pick one with --instance-type)",
-        Capability.GATEWAY_LOGS: "its engine takes the API key itself; no gateway runs in front of it",
     }
 
     def resolve(self, req: UpRequest) -> Resolved:
@@ -143,6 +142,11 @@ class AliyunTarget(Target):
         if replica:
             raise BadInput(f"{dep.name} runs one engine on its instance: leave --replica out")
         yield from _service().logs(dep, tail)
+
+    def gateway_logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
+        if not dep.spec.api_key_enabled:
+            raise BadInput(f"{dep.name} has no API key, so no gateway runs in front of its engine; leave --gateway out")
+        yield from _service().gateway_logs(dep, tail)
 
     def show(self, dep: state.Deployment, fmt: str) -> str:
         if fmt == "ros":
