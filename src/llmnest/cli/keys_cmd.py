@@ -45,18 +45,19 @@ def _models(text: str | None) -> list[str] | None:
     return None if text is None else [m.strip() for m in text.split(",")]
 
 
-def _warn_undeployed(models: list[str] | None, deployment: str | None) -> None:
-    """Warn about allowed models no deployment behind the gateway serves (a typo, or one deployed later)."""
+def _warn_undeployed(models: list[str] | None, remote: str | None) -> None:
+    """Warn about allowed models no deployment behind the gateway serves (a typo, or one deployed later): this
+    machine's deployments, or the one deployment `remote` whose gateway is elsewhere."""
     from .. import state
 
     if not models:
         return
-    deps = [state.get(deployment)] if deployment else state.all_deployments()
+    deps = [state.get(remote)] if remote else state.all_deployments()
     served = sorted({d.spec.served_model_name for d in deps})
     missing = [m for m in models if m not in served]
     if not missing:
         return
-    what = (f"{deployment} serves {', '.join(served)}, not {', '.join(missing)}" if deployment else
+    what = (f"{remote} serves {', '.join(served)}, not {', '.join(missing)}" if remote else
             f"no deployment here serves {', '.join(missing)} (deployed: {', '.join(served) or 'none'})")
     err.print(f"warning: {what}; the key allows the name(s) as given", markup=False)
 
@@ -96,8 +97,9 @@ def create(
         _print_imported(name, key.prefix, "its hash", json_out)
         return
     given = _secret_from(key_file) if key_file is not None else None
-    prefix, secret = admin(db, deployment).create_key(name, limits, expires, secret=given)
-    _warn_undeployed(limits["models"], deployment)
+    gateway = admin(db, deployment)
+    prefix, secret = gateway.create_key(name, limits, expires, secret=given)
+    _warn_undeployed(limits["models"], None if gateway.local else deployment)
     if given is not None:
         _print_imported(name, prefix, str(key_file), json_out)
         return
@@ -165,8 +167,9 @@ def update(
     """Change a key's models or limits (the secret stays the same)."""
     limits = _limits(models, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, token_budget=token_budget,
                      budget_period=budget_period)
-    key = admin(db, deployment).update_key(name, limits, expires, clear=tuple(clear))
-    _warn_undeployed(limits["models"], deployment)
+    gateway = admin(db, deployment)
+    key = gateway.update_key(name, limits, expires, clear=tuple(clear))
+    _warn_undeployed(limits["models"], None if gateway.local else deployment)
     if json_out:
         print_json(key)
     else:
