@@ -286,3 +286,29 @@ def test_console_keys_and_usage_pages_manage_the_instance_gateway(instance, monk
     while chat(inst, secret) != 401:
         assert time.monotonic() < deadline, "the revoked key still works"
         time.sleep(0.2)
+
+
+def _result(output: str, **kw) -> dict:
+    return {"instance_id": "i-1", "status": "Success", "exit_code": 0, "output": output, "error": "", "dropped": 0,
+            **kw}
+
+
+def test_a_run_that_did_not_frame_its_answer_is_one_failure_naming_why() -> None:
+    """What the emulator does not produce: Cloud Assistant's own failures, cut-off output, garbled frames."""
+    from llmnest.errors import LlmnestError
+    from llmnest.targets.aliyun.channel import admin_script, parse
+
+    with pytest.raises(LlmnestError, match=r"longer than Cloud Assistant keeps \(512 bytes cut off\)"):
+        parse(_result("llmnest-channel 0 AAAA AAAA\n", dropped=512), NAME)
+    with pytest.raises(LlmnestError, match=r"could not run llmnest on qwq-32b's instance i-1 \(Timeout, exit None\): "
+                                           r"the command timed out"):
+        parse(_result("", status="Timeout", exit_code=None, error="the command timed out"), NAME)
+    with pytest.raises(LlmnestError, match="garbled"):
+        parse(_result("llmnest-channel 0 bm90Z3ppcA== \n"), NAME)
+    with pytest.raises(LlmnestError, match="has no llmnest gateway yet"):
+        parse(_result("sh: 1: /usr/local/bin/llmnest: not found\nllmnest-channel 127  \n", exit_code=127), NAME)
+    fake = "fake() { printf '[]'; echo oops >&2; return 1; }\necho motd-like noise; printf 'no newline'\n"
+    script = fake + admin_script(["keys", "ls"]).replace('"${LLMNEST_ROOT:-}/usr/local/bin/llmnest"', "fake")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    got = parse(_result(done.stdout, exit_code=done.returncode), NAME)
+    assert (got.exit_code, got.stdout, got.stderr) == (1, "[]", "oops\n")

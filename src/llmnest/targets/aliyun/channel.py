@@ -3,8 +3,8 @@ settings and database, root only) run through Cloud Assistant, the account's own
 the instance opens no port for it.
 
 Cloud Assistant returns one output stream and keeps it with the invocation, so the script frames what the
-command printed: one line `llmnest-channel CODE STDOUT STDERR`, each stream gzipped and Base64-encoded (JSON
-shrinks ~10x, so a long key list fits the output Cloud Assistant keeps). Arguments are shell-quoted one by
+command printed: one line `llmnest-channel CODE STDOUT STDERR`, each stream gzipped and Base64-encoded (`keys ls
+--json` of 200 keys: 81 KB of JSON, 2.8 KB framed, well inside the output Cloud Assistant keeps). Arguments are shell-quoted one by
 one; nothing secret is ever in them (a new key travels as its SHA-256, see gateway/remote_admin.py).
 """
 
@@ -20,7 +20,7 @@ from ... import state
 from ...errors import BadInput, LlmnestError
 from ...gateway.remote_admin import ChannelResult
 
-WRAPPER = "/usr/local/bin/llmnest"  # written by the bootstrap (bootstrap.sh: write_gateway)
+WRAPPER = "/usr/local/bin/llmnest"  # written by the bootstrap (bootstrap.sh: start_gateway)
 FRAME = "llmnest-channel"
 TIMEOUT_S = 60
 FRAME_RE = re.compile(rf"^{FRAME} (\d+) ([A-Za-z0-9+/=]*) ([A-Za-z0-9+/=]*)$", re.MULTILINE)
@@ -36,13 +36,16 @@ def admin_script(argv: list[str]) -> str:
         "trap 'rm -f \"$out\" \"$err\"' EXIT\n"
         f"\"${{LLMNEST_ROOT:-}}{WRAPPER}\" {command} >\"$out\" 2>\"$err\" </dev/null\n"
         "code=$?\n"
-        f"printf '{FRAME} %s %s %s\\n' \"$code\" \"$(gzip -c <\"$out\" | base64 -w0)\" \"$(gzip -c <\"$err\" | base64 -w0)\"\n"
+        f"printf '\\n{FRAME} %s %s %s\\n' \"$code\" \"$(gzip -c <\"$out\" | base64 -w0)\" \"$(gzip -c <\"$err\" | base64 -w0)\"\n"
         "exit \"$code\"\n"
     )
 
 
-def _unpack(text: str) -> str:
-    return gzip.decompress(base64.b64decode(text)).decode(errors="replace") if text else ""
+def _unpack(text: str, name: str) -> str:
+    try:
+        return gzip.decompress(base64.b64decode(text)).decode(errors="replace") if text else ""
+    except (ValueError, OSError, EOFError):  # binascii.Error is a ValueError, BadGzipFile an OSError
+        raise LlmnestError(f"the answer from {name}'s instance is garbled (not gzip in Base64)") from None
 
 
 def parse(result: dict[str, Any], name: str) -> ChannelResult:
@@ -60,7 +63,7 @@ def parse(result: dict[str, Any], name: str) -> ChannelResult:
     if int(code) in (126, 127):  # the shell's "cannot execute" / "not found": no wrapper yet
         raise LlmnestError(f"{name}'s instance has no llmnest gateway yet (its bootstrap writes {WRAPPER} once "
                            f"the engine answers); see `llmnest status {name}`")
-    return ChannelResult(int(code), _unpack(out), _unpack(err))
+    return ChannelResult(int(code), _unpack(out, name), _unpack(err, name))
 
 
 class CloudAssistantChannel:
