@@ -312,3 +312,25 @@ def test_a_run_that_did_not_frame_its_answer_is_one_failure_naming_why() -> None
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     got = parse(_result(done.stdout, exit_code=done.returncode), NAME)
     assert (got.exit_code, got.stdout, got.stderr) == (1, "[]", "oops\n")
+
+
+def test_errors_of_the_remote_cli_come_back_as_its_one_line() -> None:
+    from llmnest.errors import BadInput, LlmnestError
+    from llmnest.gateway.remote_admin import ChannelResult, RemoteAdmin
+
+    class Replay:  # a channel that answers what a remote llmnest printed
+        def __init__(self, result: ChannelResult) -> None:
+            self.result = result
+
+        def run(self, argv: list[str]) -> ChannelResult:
+            return self.result
+
+    old = ("Usage: llmnest keys create [OPTIONS] NAME\nTry 'llmnest keys create -h' for help.\n"
+           "╭─ Error ─────────────────────────╮\n│ No such option: --key-sha256    │\n╰─────────────────────────────────╯\n")
+    with pytest.raises(BadInput, match=r"^the llmnest next to the gateway of d is older than this one "
+                                       r"\(No such option: --key-sha256\)$"):
+        RemoteAdmin(Replay(ChannelResult(2, "", old)), "d").create_key("ann", {})
+    with pytest.raises(LlmnestError, match=r"^llmnest keys ls failed next to the gateway of d \(exit 1\): disk full$"):
+        RemoteAdmin(Replay(ChannelResult(1, "", "error: disk full\n")), "d").key_rows()
+    with pytest.raises(LlmnestError, match="printed no JSON"):
+        RemoteAdmin(Replay(ChannelResult(0, "Welcome!\n", "")), "d").key_rows()

@@ -83,6 +83,8 @@ class RemoteAdmin(GatewayAdmin):
             line = error_line(result.stderr) or f"exit {result.exit_code}"
             # hints name the command to run here, which needs --deployment to reach that gateway
             line = re.sub(r"`llmnest (keys|usage)([^`]*)`", rf"`llmnest \1\2 --deployment {self.deployment}`", line)
+            if "No such option" in line:  # typer's words: that llmnest predates an option this one sends
+                line = f"the llmnest next to the gateway of {self.deployment} is older than this one ({line})"
             cls = ERRORS.get(result.exit_code)
             if cls is None:
                 raise LlmnestError(f"llmnest {' '.join(argv[:2])} failed next to the gateway of {self.deployment} "
