@@ -245,6 +245,10 @@ def test_console_keys_and_usage_pages_manage_the_instance_gateway(instance, monk
                 "HOME"):
         monkeypatch.setenv(var, inst.env[var])
     monkeypatch.delenv("LLMNEST_GATEWAY_DB", raising=False)
+    from alibabacloud_credentials.utils import auth_util  # the SDK reads its variables once, at its first import
+
+    monkeypatch.setattr(auth_util, "environment_access_key_id", ACCESS_KEY_ID)
+    monkeypatch.setattr(auth_util, "environment_access_key_secret", ACCESS_KEY_SECRET)
     token = auth.load_or_create_token()
     client = TestClient(create_app(token), follow_redirects=False)
     assert client.get(f"/keys?token={token}").status_code == 303
