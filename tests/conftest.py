@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -15,10 +16,39 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS_CACHE = REPO / ".llmnest-test" / "models"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, for a server the test (or a process it starts) binds later.
+
+    Taken below the kernel's ephemeral range, never from it: the kernel gives the local end of every outgoing
+    connection (any process's, on this shared machine) a port from that range, and such a connection holding
+    the port when the server binds makes the bind fail (EADDRINUSE even with SO_REUSEADDR, as uvicorn binds;
+    it once failed a bootstrap test as "the gateway stopped before it answered", under load, when the wait
+    between choosing and binding is long). Below the range only explicit binds take ports, and this process
+    never hands out the same one twice."""
+    low = _ephemeral_low()
+    first = min(20000, low // 2)
+    while True:
+        port = random.randrange(first, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # free on every address, and not even in TIME_WAIT
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def serving_on(port: int) -> list[str]:

@@ -19,6 +19,8 @@ from .build import UpRequest
 from .catalog import find_model
 from .errors import BadInput, NotFound
 from .examples import Endpoint, as_dict
+from .gateway.admin import GatewayAdmin, LocalAdmin
+from .gateway.remote_admin import RemoteAdmin
 from .spec import apply_sets
 from .targets import Capability, Context, Created, Target, registry
 
@@ -186,6 +188,14 @@ def logs(name: str | None, tail: int, follow: bool, replica: int = 0, gateway: b
         _require(target, Capability.GATEWAY_LOGS, dep.name)
         return target.gateway_logs(dep, tail, follow)
     return target.logs(dep, tail, follow, replica)
+
+
+def gateway_admin(name: str) -> GatewayAdmin:
+    """Keys and usage of the gateway in front of deployment `name`: this machine's, or through its target's
+    channel the one next to it."""
+    dep, target = _deployment(name)
+    channel = target.gateway_channel(dep)
+    return LocalAdmin() if channel is None else RemoteAdmin(channel, dep.name)
 
 
 def show(name: str | None, fmt: str) -> str:

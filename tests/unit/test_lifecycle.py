@@ -69,3 +69,26 @@ def test_follow_logs_on_the_cloud_is_refused_with_what_to_do(tmp_path, monkeypat
 def test_the_target_base_declares_the_fixed_verbs():
     verbs = {"resolve", "render", "create", "where", "status", "endpoints", "logs", "show", "restart", "redeploy", "down"}
     assert verbs <= Target.__abstractmethods__
+
+
+def test_the_admin_of_a_deployments_gateway_comes_from_its_target(tmp_path, monkeypatch):
+    """This machine's gateway for a local deployment, the target's channel for a cloud one, none without a key."""
+    from llmnest.errors import NotFound
+    from llmnest.gateway.admin import LocalAdmin
+    from llmnest.gateway.remote_admin import RemoteAdmin
+
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path))
+    local = targets.get("local").resolve(UpRequest(model="smollm2-135m"))
+    state.create(local.spec, local.api_key)
+    assert isinstance(lifecycle.gateway_admin(local.spec.name), LocalAdmin)
+    for name, key in (("keyed", True), ("open", False)):
+        resolved = targets.get("aliyun").resolve(UpRequest(model="Qwen/QwQ-32B", target="aliyun", name=name,
+                                                           no_api_key=not key, insecure=not key,
+                                                           options={"region": "cn-hangzhou"}))
+        state.create(resolved.spec, resolved.api_key)
+    admin = lifecycle.gateway_admin("keyed")
+    assert isinstance(admin, RemoteAdmin) and not admin.local and admin.deployment == "keyed"
+    with pytest.raises(BadInput, match="open has no API key, so no gateway runs in front of its engine"):
+        lifecycle.gateway_admin("open")
+    with pytest.raises(NotFound):
+        lifecycle.gateway_admin("nowhere")

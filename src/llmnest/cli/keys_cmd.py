@@ -17,6 +17,8 @@ keys_app = typer.Typer(help="Create, list, change and revoke the gateway's API k
                        context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True)
 
 DB_HELP = "Database URL (sqlite:///PATH or postgresql://...); default $LLMNEST_GATEWAY_DB or $LLMNEST_HOME/gateway.db."
+DEPLOYMENT_HELP = ("The gateway in front of this deployment (one on a cloud instance is reached through the "
+                   "target's own channel, e.g. Cloud Assistant); default: this machine's gateway.")
 
 
 def _db(url: str | None):
@@ -25,21 +27,43 @@ def _db(url: str | None):
     return Database(url)
 
 
+def admin(db: str | None, deployment: str | None):  # noqa: ANN201 - a GatewayAdmin, imported late
+    """This machine's gateway (`--db`), or the one in front of `--deployment`, wherever it runs."""
+    from ..gateway.admin import LocalAdmin
+
+    if deployment is None:
+        return LocalAdmin(db)
+    if db is not None:
+        raise BadInput("give --db (a gateway database on this machine) or --deployment (that deployment's gateway), "
+                       "not both")
+    from .. import lifecycle
+
+    return lifecycle.gateway_admin(deployment)
+
+
 def _models(text: str | None) -> list[str] | None:
     return None if text is None else [m.strip() for m in text.split(",")]
 
 
-def _warn_undeployed(models: list[str] | None) -> None:
-    """Warn about allowed models no deployment on this machine serves (a typo, or one deployed later)."""
+def _warn_undeployed(models: list[str] | None, remote: str | None) -> None:
+    """Warn about allowed models no deployment behind the gateway serves (a typo, or one deployed later): this
+    machine's deployments, or the one deployment `remote` whose gateway is elsewhere."""
     from .. import state
 
     if not models:
         return
-    served = {d.spec.served_model_name for d in state.all_deployments()}
+    deps = [state.get(remote)] if remote else state.all_deployments()
+    served = sorted({d.spec.served_model_name for d in deps})
     missing = [m for m in models if m not in served]
-    if missing:
-        err.print(f"warning: no deployment here serves {', '.join(missing)} (deployed: "
-                  f"{', '.join(sorted(served)) or 'none'}); the key allows the name(s) as given", markup=False)
+    if not missing:
+        return
+    what = (f"{remote} serves {', '.join(served)}, not {', '.join(missing)}" if remote else
+            f"no deployment here serves {', '.join(missing)} (deployed: {', '.join(served) or 'none'})")
+    err.print(f"warning: {what}; the key allows the name(s) as given", markup=False)
+
+
+def _limits(models: str | None, **limits: Any) -> dict[str, Any]:
+    return {"models": _models(models), **limits}
 
 
 @handle_errors
@@ -54,28 +78,43 @@ def create(
     expires: str = typer.Option(None, "--expires", help="YYYY-MM-DD (stops at the start of that day, UTC) or ISO date-time."),
     key_file: Path = typer.Option(None, "--key-file", help="Take the secret from this file (an existing key, e.g. one "
                                   "`up` printed) instead of generating one; it is not printed."),
+    key_sha256: str = typer.Option(None, "--key-sha256", help="Store only this SHA-256 (hex) of a secret kept "
+                                   "elsewhere, with --key-prefix (what --deployment sends a remote gateway)."),
+    key_prefix: str = typer.Option(None, "--key-prefix", help="The secret's first 7 characters, shown by `keys ls`."),
     json_out: bool = typer.Option(False, "--json", help='Print {"name", "key"} ({"name", "prefix"} with --key-file).'),
     db: str = typer.Option(None, "--db", help=DB_HELP),
+    deployment: str = typer.Option(None, "--deployment", help=DEPLOYMENT_HELP),
 ) -> None:
     """Create a key and print it once; it is stored only as a hash."""
-    from ..gateway import keys
+    limits = _limits(models, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, token_budget=token_budget,
+                     budget_period=budget_period)
+    if (key_sha256 is None) != (key_prefix is None) or (key_sha256 is not None and (key_file or deployment)):
+        raise BadInput("--key-sha256 and --key-prefix go together, without --key-file or --deployment")
+    if key_sha256 is not None:
+        from ..gateway import keys
 
+        key = keys.create_hashed(_db(db), name, key_sha256, key_prefix, expires_at=keys.parse_expiry(expires), **limits)
+        _print_imported(name, key.prefix, "its hash", json_out)
+        return
     given = _secret_from(key_file) if key_file is not None else None
-    key, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-                              token_budget=token_budget, budget_period=budget_period,
-                              expires_at=keys.parse_expiry(expires), secret=given)
-    _warn_undeployed(_models(models))
+    gateway = admin(db, deployment)
+    prefix, secret = gateway.create_key(name, limits, expires, secret=given)
+    _warn_undeployed(limits["models"], None if gateway.local else deployment)
     if given is not None:
-        if json_out:
-            print_json({"name": name, "prefix": key.prefix})
-        else:
-            console.print(f"key {name} ({key.prefix}...) created from {key_file}", markup=False)
+        _print_imported(name, prefix, str(key_file), json_out)
         return
     if json_out:
         print_json({"name": name, "key": secret})
         return
     console.print(f"key {name}: {secret}", markup=False)
     err.print("[dim]This is the only time the key is shown; store it now.[/dim]")
+
+
+def _print_imported(name: str, prefix: str, source: str, json_out: bool) -> None:
+    if json_out:
+        print_json({"name": name, "prefix": prefix})
+    else:
+        console.print(f"key {name} ({prefix}...) created from {source}", markup=False)
 
 
 def _secret_from(path: Path) -> str:
@@ -94,11 +133,10 @@ def _secret_from(path: Path) -> str:
 def ls(
     json_out: bool = typer.Option(False, "--json", help="Print the keys as JSON."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
+    deployment: str = typer.Option(None, "--deployment", help=DEPLOYMENT_HELP),
 ) -> None:
     """List keys with their limits and usage so far (never the secret)."""
-    from ..gateway.admin import key_rows
-
-    rows = key_rows(_db(db))
+    rows = admin(db, deployment).key_rows()
     if json_out:
         print_json(rows)
         return
@@ -124,16 +162,16 @@ def update(
     clear: list[str] = typer.Option([], "--clear", help="Remove a limit: rpm, tpm, max_concurrency, token_budget, models, expires (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print the key's new settings as JSON."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
+    deployment: str = typer.Option(None, "--deployment", help=DEPLOYMENT_HELP),
 ) -> None:
     """Change a key's models or limits (the secret stays the same)."""
-    from ..gateway import keys
-
-    key = keys.update(_db(db), name, clear=tuple("expires_at" if c == "expires" else c for c in clear),
-                      models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-                      token_budget=token_budget, budget_period=budget_period, expires_at=keys.parse_expiry(expires))
-    _warn_undeployed(_models(models))
+    limits = _limits(models, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency, token_budget=token_budget,
+                     budget_period=budget_period)
+    gateway = admin(db, deployment)
+    key = gateway.update_key(name, limits, expires, clear=tuple(clear))
+    _warn_undeployed(limits["models"], None if gateway.local else deployment)
     if json_out:
-        print_json(key.to_dict())
+        print_json(key)
     else:
         console.print(f"key {name} updated", markup=False)
 
@@ -141,15 +179,18 @@ def update(
 @handle_errors
 def revoke(
     name: str = typer.Argument(..., help="The key's name."),
+    json_out: bool = typer.Option(False, "--json", help="Print the key's settings (with revoked_at) as JSON."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
+    deployment: str = typer.Option(None, "--deployment", help=DEPLOYMENT_HELP),
 ) -> None:
     """Revoke a key: requests with it get 401 within seconds; its usage stays."""
-    from ..gateway import keys
-
     from ..gateway.admin import when
 
-    key = keys.revoke(_db(db), name)
-    console.print(f"key {name} revoked at {when(key.revoked_at)}", markup=False)
+    key = admin(db, deployment).revoke_key(name)
+    if json_out:
+        print_json(key)
+    else:
+        console.print(f"key {name} revoked at {when(key['revoked_at'])}", markup=False)
 
 
 keys_app.command("create")(create)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..errors import BadInput
-from .keys_cmd import DB_HELP, _db
+from .keys_cmd import DB_HELP, DEPLOYMENT_HELP, admin
 from .output import console, handle_errors, print_json
 
 
@@ -19,13 +19,14 @@ def usage(
     json_out: bool = typer.Option(False, "--json", help="Print rows as JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print rows as CSV."),
     db: str = typer.Option(None, "--db", help=DB_HELP),
+    deployment: str = typer.Option(None, "--deployment", help=DEPLOYMENT_HELP),
 ) -> None:
     """Requests, errors, prompt and completion tokens and mean latency/TTFT, as the engines counted them."""
     from ..gateway import usage as store
 
     if json_out and csv_out:
         raise BadInput("give --json or --csv, not both")
-    rows = store.summarize(_db(db), by, store.parse_since(since))
+    rows = admin(db, deployment).usage(by, since)
     if json_out:
         print_json(rows)
     elif csv_out:

@@ -1,6 +1,7 @@
-"""Keys and usage of the gateway (its database layer, as `llmnest keys` and `llmnest usage` use it):
-create (the secret shown once, in the answer to the form), change limits, revoke; usage per key, model,
-day or hour as a chart, a table and CSV."""
+"""Keys and usage of a gateway (the admin interface `llmnest keys` and `llmnest usage` use): create (the
+secret shown once, in the answer to the form), change limits, revoke; usage per key, model, day or hour as a
+chart, a table and CSV. This machine's gateway, or (`?deployment=NAME`, the picker) the one in front of a
+deployment elsewhere, reached through its target's channel."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..errors import LlmnestError
-from ..gateway.admin import key_rows
+from ..gateway.admin import GatewayAdmin, LocalAdmin
 from .charts import bar_chart, column_chart
 from .console_key import NAME as CONSOLE_KEY
 from .console_key import users_of_default
@@ -25,10 +26,37 @@ KEY_LABELS = {"--models": "Models", "--rpm": "Requests / minute", "--tpm": "Toke
               "--budget-period": "Budget period", "--expires": "Expires"}
 
 
-def _database() -> Any:
-    from ..gateway.db import Database
+def _admin(deployment: str | None) -> GatewayAdmin:
+    """This machine's gateway, or the one in front of `deployment` (through its target's channel)."""
+    from .. import lifecycle
 
-    return Database(None)
+    return lifecycle.gateway_admin(deployment) if deployment else LocalAdmin()
+
+
+def _deployment(request: Request) -> str | None:
+    return request.query_params.get("deployment") or None
+
+
+def _query(deployment: str | None, **params: str) -> str:
+    """The query string that keeps the chosen gateway (and `params`) on the next page."""
+    from urllib.parse import urlencode
+
+    pairs = {**({"deployment": deployment} if deployment else {}), **params}
+    return f"?{urlencode(pairs)}" if pairs else ""
+
+
+def remote_gateways() -> list[str]:
+    """Deployments whose gateway is not this machine's (the page's picker offers them)."""
+    from .. import state
+
+    names = []
+    for dep in state.all_deployments():
+        try:
+            if not _admin(dep.name).local:
+                names.append(dep.name)
+        except LlmnestError:  # no gateway in front of it
+            continue
+    return names
 
 
 def _limit(text: str) -> int | str | None:
@@ -39,59 +67,53 @@ def _limit(text: str) -> int | str | None:
     return int(text) if text.isdigit() else text
 
 
-def _form_args(form: dict[str, str]) -> dict[str, Any]:
-    from ..gateway import keys
-
+def _form_limits(form: dict[str, str]) -> dict[str, Any]:
     models = form.get("models", "").strip()
-    return {
-        "models": [m.strip() for m in models.split(",")] if models else None,
-        **{f: _limit(form.get(f, "")) for f in LIMITS},
-        "budget_period": form.get("budget_period") or None,
-        "expires_at": keys.parse_expiry(form.get("expires", "").strip() or None),
-    }
+    return {"models": [m.strip() for m in models.split(",")] if models else None,
+            **{f: _limit(form.get(f, "")) for f in LIMITS}, "budget_period": form.get("budget_period") or None}
 
 
-def _form_of(key: Any) -> dict[str, str]:
-    """A stored key's limits as the form shows them (blank: no limit)."""
-    import datetime as dt
-
-    expires = dt.datetime.fromtimestamp(key.expires_at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M") if key.expires_at else ""
-    return {"name": key.name, "models": ",".join(key.models or []), "budget_period": key.budget_period or "",
-            "expires": expires, **{f: str(getattr(key, f) or "") for f in LIMITS}}
+def _form_of(row: dict[str, Any]) -> dict[str, str]:
+    """A key's limits (its `keys ls` row) as the form shows them (blank: no limit)."""
+    return {"name": row["name"], "models": ",".join(row["models"] or []), "budget_period": row["budget_period"] or "",
+            "expires": (row["expires"] or "")[:16], **{f: str(row[f] or "") for f in LIMITS}}
 
 
-def _update(name: str, form: dict[str, str]) -> None:
+def _update(deployment: str | None, name: str, form: dict[str, str]) -> None:
     """Set what the form fills in; a field left blank removes that limit."""
-    from ..gateway import keys
-
-    db = _database()
-    args = _form_args(form)
-    clear = tuple(f for f in (*LIMITS, "models", "expires_at") if args[f] is None)
-    keys.update(db, name, clear=clear, **{k: v for k, v in args.items() if v is not None})
+    limits = _form_limits(form)
+    expires = form.get("expires", "").strip() or None
+    clear = tuple(f for f in (*LIMITS, "models") if limits[f] is None) + (() if expires else ("expires",))
+    _admin(deployment).update_key(name, {k: v for k, v in limits.items() if v is not None}, expires, clear=clear)
 
 
-def _create(form: dict[str, str]) -> str:
-    from ..gateway import keys
-
-    _, secret = keys.create(_database(), form.get("name", "").strip(), **_form_args(form))
+def _create(deployment: str | None, form: dict[str, str]) -> str:
+    _, secret = _admin(deployment).create_key(form.get("name", "").strip(), _form_limits(form),
+                                              form.get("expires", "").strip() or None)
     return secret
 
 
-def _rows() -> tuple[list[dict[str, Any]], list[str]]:
-    return key_rows(_database()), users_of_default()
+def _rows(deployment: str | None) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    admin = _admin(deployment)
+    return admin.key_rows(), users_of_default() if admin.local else [], remote_gateways()
 
 
 async def page(request: Request, *, status: int = 200, **extra: Any) -> Response:
-    rows, default_users = await call(_rows)
+    deployment = _deployment(request)
+    try:
+        rows, default_users, gateways = await call(_rows, deployment)
+    except LlmnestError as exc:
+        return render(request, "error.html", http_status(exc), message=exc.message)
     base = {"form": {}, "error": None, "field": None, "secret": None, "created": None}
-    return render(request, "keys.html", status, rows=rows, console_key=CONSOLE_KEY,
-                  default_users=default_users, **{**base, **extra})
+    return render(request, "keys.html", status, rows=rows, console_key=CONSOLE_KEY if not deployment else None,
+                  default_users=default_users, deployment=deployment, gateways=gateways, q=_query(deployment),
+                  **{**base, **extra})
 
 
 async def create(request: Request) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
-        secret = await call(_create, form)
+        secret = await call(_create, _deployment(request), form)
     except LlmnestError as exc:
         return await page(request, status=http_status(exc), form=form, error=in_page_words(exc.message, KEY_LABELS),
                           field=field_of(exc.message, KEY_FIELDS) or "name")
@@ -100,42 +122,33 @@ async def create(request: Request) -> Response:
 
 async def edit(request: Request) -> Response:
     """GET: the key's limits in a form; POST: change them (the secret stays the same)."""
-    from ..gateway import keys
-
-    name = request.path_params["name"]
+    name, deployment = request.path_params["name"], _deployment(request)
+    q = _query(deployment)
     if request.method == "GET":
         try:
-            key = await call(lambda: keys.get(_database(), name))
+            row = await call(lambda: _admin(deployment).key_row(name))
         except LlmnestError as exc:
             return render(request, "error.html", http_status(exc), message=exc.message)
-        return render(request, "key_edit.html", name=name, form=_form_of(key), error=None, field=None)
+        return render(request, "key_edit.html", name=name, form=_form_of(row), error=None, field=None, q=q)
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
-        await call(_update, name, form)
+        await call(_update, deployment, name, form)
     except LlmnestError as exc:
-        return render(request, "key_edit.html", http_status(exc), name=name, form=form,
+        return render(request, "key_edit.html", http_status(exc), name=name, form=form, q=q,
                       error=in_page_words(exc.message, KEY_LABELS), field=field_of(exc.message, KEY_FIELDS))
-    return RedirectResponse("/keys", status_code=303)
+    return RedirectResponse(f"/keys{q}", status_code=303)
 
 
 async def revoke(request: Request) -> Response:
-    from ..gateway import keys
-
-    name = request.path_params["name"]
-    if name == CONSOLE_KEY:
+    name, deployment = request.path_params["name"], _deployment(request)
+    if name == CONSOLE_KEY and not deployment:
         return render(request, "error.html", 409, message=f"{CONSOLE_KEY} is the console's own key (Playground, "
                       "Benchmarks); it is not revoked from here")
     try:
-        await call(lambda: keys.revoke(_database(), name))
+        await call(lambda: _admin(deployment).revoke_key(name))
     except LlmnestError as exc:
         return render(request, "error.html", http_status(exc), message=exc.message)
-    return RedirectResponse("/keys", status_code=303)
-
-
-def _usage(by: str, since: str) -> list[dict[str, Any]]:
-    from ..gateway import usage
-
-    return usage.summarize(_database(), by, usage.parse_since(since))
+    return RedirectResponse(f"/keys{_query(deployment)}", status_code=303)
 
 
 def _label(row: dict[str, Any], by: str) -> str:
@@ -184,14 +197,17 @@ async def usage_page(request: Request) -> Response:
 
     by = request.query_params.get("by", "day")
     since = request.query_params.get("since", "7d")
+    deployment = _deployment(request)
+    gateways = await call(remote_gateways)
     try:
-        rows = await call(_usage, by, since)
+        rows = await call(lambda: _admin(deployment).usage(by, since))
         charts = usage_charts(rows, by, usage.parse_since(since), time.time())
         error = None
     except LlmnestError as exc:
         rows, charts, error = [], [], exc.message
     return render(request, "usage.html", rows=rows, by=by, since=since, error=error, charts=charts,
-                  console_key=CONSOLE_KEY)
+                  console_key=CONSOLE_KEY if not deployment else None, deployment=deployment, gateways=gateways,
+                  csv=f"/usage.csv{_query(deployment, by=by, since=since)}")
 
 
 async def usage_csv(request: Request) -> Response:
@@ -200,7 +216,7 @@ async def usage_csv(request: Request) -> Response:
     by = request.query_params.get("by", "day")
     since = request.query_params.get("since", "7d")
     try:
-        rows = await call(_usage, by, since)
+        rows = await call(lambda: _admin(_deployment(request)).usage(by, since))
     except LlmnestError as exc:
         return Response(exc.message + "\n", status_code=http_status(exc), media_type="text/plain")
     return Response(usage.to_csv(rows), media_type="text/csv",

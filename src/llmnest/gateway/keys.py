@@ -125,14 +125,33 @@ def create(db: Database, name: str, *, models: list[str] | None = None, rpm: int
            budget_period: str | None = None, expires_at: float | None = None,
            secret: str | None = None) -> tuple[Key, str]:
     """Store a new key; returns it and its secret (shown once). A revoked key's name may be reused."""
-    limits = dict(models=models, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-                  token_budget=token_budget, budget_period=budget_period)
-    _validate(name, limits)
-    if secret is not None and (holder := authenticate(db, secret)) is not None:
-        raise Conflict(f"that secret is the key {holder.name!r} already; a secret opens one key only")
     secret = secret or new_secret()
-    key = Key(name=name, prefix=secret[:7], expires_at=expires_at, **limits)  # type: ignore[arg-type]
+    key = create_hashed(db, name, hash_secret(secret), secret[:7], models=models, rpm=rpm, tpm=tpm,
+                        max_concurrency=max_concurrency, token_budget=token_budget, budget_period=budget_period,
+                        expires_at=expires_at)
+    return key, secret
+
+
+def check(name: str | None, limits: dict[str, Any], *, new: bool) -> None:
+    """Refuse what `create` (`new`) or `update` would refuse in a name and limits without a database (what a
+    caller of a remote gateway checks before anything is sent)."""
+    _validate(name, limits)
+    if new:
+        _check_budget(Key(name="", prefix="", **limits))
+
+
+def create_hashed(db: Database, name: str, digest: str, prefix: str, *, expires_at: float | None = None,
+                  **limits: Any) -> Key:
+    """Store a new key from its secret's SHA-256 and shown prefix: the secret itself stays with the caller
+    (`keys create --deployment NAME` sends a remote gateway only these)."""
+    _validate(name, limits)
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or not re.fullmatch(r"[\x21-\x7e]{1,7}", prefix):
+        raise BadInput("a key's hash is 64 lowercase hex digits (SHA-256) and its prefix 1-7 printable characters")
+    if (holder := by_digests(db, [digest]).get(digest)) is not None:
+        raise Conflict(f"that secret is the key {holder.name!r} already; a secret opens one key only")
+    key = Key(name=name, prefix=prefix, expires_at=expires_at, **limits)
     _check_budget(key)
+    models = limits.get("models")
     with db.transaction() as cur:
         cur.execute(db._sql("SELECT revoked_at FROM api_keys WHERE name = ?"), (name,))
         old = cur.fetchone()
@@ -143,9 +162,9 @@ def create(db: Database, name: str, *, models: list[str] | None = None, rpm: int
         cur.execute(db._sql(
             "INSERT INTO api_keys (name, key_hash, prefix, models, rpm, tpm, max_concurrency, token_budget,"
             " budget_period, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-            (name, hash_secret(secret), key.prefix, json.dumps(models) if models else None, rpm, tpm,
-             max_concurrency, token_budget, budget_period, expires_at, key.created_at))
-    return key, secret
+            (name, digest, key.prefix, json.dumps(models) if models else None, key.rpm, key.tpm,
+             key.max_concurrency, key.token_budget, key.budget_period, expires_at, key.created_at))
+    return key
 
 
 def get(db: Database, name: str) -> Key:

@@ -22,6 +22,7 @@ from ..build import UpRequest
 from ..catalog import CatalogModel
 from ..examples import Endpoint
 from ..errors import BadInput
+from ..gateway.remote_admin import GatewayChannel
 from ..gateway.upstreams import Upstream
 from ..plan import Plan
 from ..spec import DeploymentSpec
@@ -183,6 +184,11 @@ class Target(ABC):
     def quick_status(self, dep: state.Deployment) -> dict[str, Any]:
         """What `status` adds that is known without a network call (for `ls`); by default nothing."""
         return {}
+
+    def gateway_channel(self, dep: state.Deployment) -> GatewayChannel | None:
+        """How to run `llmnest` next to the deployment's gateway when that is not this machine's (the target's
+        own authenticated channel, never a new open port); None: its gateway is this machine's."""
+        return None
 
     def log_file(self, dep: state.Deployment) -> str | None:
         """A log path on this machine a person can open, when there is one."""

@@ -150,3 +150,26 @@ def test_keys_create_takes_an_existing_secret_from_a_file_and_never_prints_it(cl
         assert done.exit_code == 2 and "--key-file" in done.output and "Traceback" not in done.output, bad
     missing = cli_here("keys", "create", "bad", "--key-file", str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "--key-file" in missing.output
+
+
+def test_keys_create_from_a_hash_stores_a_key_whose_secret_it_never_saw(cli_here, home) -> None:
+    """What `keys create --deployment NAME` runs next to a remote gateway: the secret stays with the caller."""
+    import hashlib
+
+    from llmnest.gateway import keys
+    from llmnest.gateway.db import Database
+
+    secret = keys.new_secret()
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    made = cli_here("keys", "create", "frank", "--key-sha256", digest, "--key-prefix", secret[:7], "--rpm", "3",
+                    "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout) == {"name": "frank", "prefix": secret[:7]} and secret not in made.output
+    assert keys.authenticate(Database(None), secret).rpm == 3
+    again = cli_here("keys", "create", "gina", "--key-sha256", digest, "--key-prefix", secret[:7])
+    assert again.exit_code == 3 and "that secret is the key 'frank' already" in again.output
+    for bad in (["--key-sha256", digest], ["--key-sha256", digest.upper(), "--key-prefix", "sk-ab"],
+                ["--key-sha256", digest[:-1], "--key-prefix", "sk-ab"], ["--key-sha256", "0" * 64, "--key-prefix", "x y"],
+                ["--key-sha256", "0" * 64, "--key-prefix", "sk-ab", "--deployment", "d"]):
+        done = cli_here("keys", "create", "hank", *bad)
+        assert done.exit_code == 2 and "Traceback" not in done.output, (bad, done.output)

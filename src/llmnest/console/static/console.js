@@ -19,6 +19,11 @@ document.addEventListener("submit", (ev) => {
   if (msg && !window.confirm(msg)) ev.preventDefault();
 });
 
+// A picker that says so shows its choice at once (its Show button stays for keyboards and no-script).
+document.addEventListener("change", (ev) => {
+  if (ev.target.matches("select[data-autosubmit]")) ev.target.form.submit();
+});
+
 // The deployments table refreshes its live cells every 3 s.
 function liveTable() {
   const table = $("#deployments");

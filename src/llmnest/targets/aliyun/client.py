@@ -182,6 +182,7 @@ class Cloud:
                 "exit_code": r.get("ExitCode"),
                 "output": base64.b64decode(r.get("Output") or "").decode(errors="replace"),
                 "error": r.get("ErrorInfo") or "",
+                "dropped": r.get("Dropped") or 0,  # bytes of output Cloud Assistant cut off (it keeps a bounded output)
             }
             for r in results
         ]

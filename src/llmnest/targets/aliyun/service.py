@@ -27,7 +27,8 @@ from .sizing import resolve
 from .template import (API_KEY_PATTERN, HEAD_GROUP, PASSWORD_PATTERN, WORKER_GROUP, masked, node_groups,
                        render_template, stack_parameters)
 
-__all__ = ["deploy", "down", "gateway_logs", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
+__all__ = ["deploy", "down", "gateway_logs", "logs", "redeploy", "render_bootstrap", "render_template", "run_on_head",
+           "status"]
 
 Say = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -355,11 +356,15 @@ def gateway_logs(dep: state.Deployment, tail: int) -> list[str]:
     return _log_lines(dep, bootstrap.gateway_logs_command(tail), tail, "gateway-logs")
 
 
-def _log_lines(dep: state.Deployment, script: str, tail: int, what: str) -> list[str]:
+def run_on_head(dep: state.Deployment, script: str, what: str, timeout: int = 60) -> dict[str, Any]:
+    """Run a script on node 0 through Cloud Assistant and wait for its end; its result (status, exit code, output)."""
     cloud = _cloud(dep)
     ids, _ = _nodes(dep, cloud)
-    results = _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-{what}", 60)
-    result = results[0]
+    return _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-{what}", timeout)[0]
+
+
+def _log_lines(dep: state.Deployment, script: str, tail: int, what: str) -> list[str]:
+    result = run_on_head(dep, script, what)
     if not succeeded(result):
         raise LlmnestError(f"reading the logs failed on {result['instance_id']} ({_how(result)}): "
                            f"{(result['output'] or result['error']).strip().splitlines()[-1:]}")

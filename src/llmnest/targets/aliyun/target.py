@@ -19,6 +19,7 @@ from ...build import UpRequest, build_spec
 from ...catalog import CatalogModel, demo_model, get_model
 from ...errors import BadInput
 from ...examples import Endpoint
+from ...gateway.remote_admin import GatewayChannel
 from ...plan import Plan
 from ...spec import DeploymentSpec
 from ..base import Capability, Context, Created, Resolved, Target
@@ -147,6 +148,14 @@ class AliyunTarget(Target):
         if not dep.spec.api_key_enabled:
             raise BadInput(f"{dep.name} has no API key, so no gateway runs in front of its engine; leave --gateway out")
         yield from _service().gateway_logs(dep, tail)
+
+    def gateway_channel(self, dep: state.Deployment) -> GatewayChannel:
+        if not dep.spec.api_key_enabled:
+            raise BadInput(f"{dep.name} has no API key, so no gateway runs in front of its engine: it has no keys "
+                           "or usage to manage")
+        from .channel import CloudAssistantChannel
+
+        return CloudAssistantChannel(dep)
 
     def show(self, dep: state.Deployment, fmt: str) -> str:
         if fmt == "ros":
