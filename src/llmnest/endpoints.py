@@ -1,12 +1,27 @@
-"""The URLs a deployment answers on, and the examples that go with them."""
+"""What a client needs to reach a deployment (`Endpoint`), and the URLs a deployment on this machine answers on."""
 
 from __future__ import annotations
 
-from .examples import Endpoint
+from dataclasses import dataclass
+
 from .host import lan_address
 from .spec import DeploymentSpec
 
 WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a client needs: the OpenAI base URL (ending in /v1), the key and the model name."""
+
+    base_url: str
+    api_key: str | None
+    model: str
+    label: str = "local"
+
+    @property
+    def api_host(self) -> str:
+        return self.base_url.removesuffix("/v1")
 
 
 def reach_url(host: str, port: int) -> str:

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-
-@dataclass(frozen=True)
-class Endpoint:
-    """What a client needs: the OpenAI base URL (ending in /v1), the key and the model name."""
-
-    base_url: str
-    api_key: str | None
-    model: str
-    label: str = "local"
-
-    @property
-    def api_host(self) -> str:
-        return self.base_url.removesuffix("/v1")
+from .endpoints import Endpoint
 
 
 def curl_example(ep: Endpoint) -> str:

@@ -15,10 +15,11 @@ from typing import Any
 import yaml
 
 from . import state, targets
-from .build import UpRequest
+from .spec_builder import UpRequest
 from .catalog import find_model
 from .errors import BadInput, NotFound
-from .examples import Endpoint, as_dict
+from .endpoints import Endpoint
+from .examples import as_dict
 from .gateway.admin import GatewayAdmin, LocalAdmin
 from .gateway.remote_admin import RemoteAdmin
 from .spec import apply_sets

@@ -59,7 +59,7 @@ class Deployment:
     restarts: int = 0
     last_error: str | None = None
     # the target's typed state: the `state` model its declaration names
-    info: BaseModel = field(default_factory=lambda: registry.declaration(registry.DEFAULT).state())
+    target_state: BaseModel = field(default_factory=lambda: registry.declaration(registry.DEFAULT).state())
     replicas: list[Any] = field(default_factory=list)  # what its target keeps per replica, joined in by an Extension
 
     @property
@@ -133,7 +133,7 @@ def _row(conn: sqlite3.Connection, row: sqlite3.Row) -> Deployment:
         ready_at=row["ready_at"],
         restarts=row["restarts"],
         last_error=row["last_error"],
-        info=_target_state(spec, row["info"]),
+        target_state=_target_state(spec, row["info"]),
     )
     for extension in _EXTENSIONS:
         dep = extension.join(conn, dep)
@@ -189,20 +189,21 @@ def resolve_name(name: str | None) -> str:
 
 
 def update(name: str, **fields: Any) -> None:
-    """Set columns of a deployment; `spec` takes a DeploymentSpec, `info` a dict of target-state fields
-    merged into the stored ones and validated against the target's state type."""
+    """Set columns of a deployment; `spec` takes a DeploymentSpec, `target_state` a dict of target-state
+    fields merged into the stored ones (column `info`) and validated against the target's state type."""
     if "spec" in fields:
         fields["spec"] = fields["spec"].to_json()
     with _db() as conn:
-        if "info" in fields:
+        if "target_state" in fields:
             row = conn.execute("SELECT spec, info FROM deployments WHERE name = ?", (name,)).fetchone()
             if row is None:
                 return
             old = _target_state(DeploymentSpec.from_json(row[0]), row[1])
-            unknown = set(fields["info"]) - set(type(old).model_fields)
+            given = fields.pop("target_state")
+            unknown = set(given) - set(type(old).model_fields)
             if unknown:
                 raise ValueError(f"{type(old).__name__} has no field {', '.join(sorted(unknown))}")
-            fields["info"] = old.model_validate({**old.model_dump(), **fields["info"]}).model_dump_json()
+            fields["info"] = old.model_validate({**old.model_dump(), **given}).model_dump_json()
         cols = ", ".join(f"{k} = ?" for k in fields)
         conn.execute(f"UPDATE deployments SET {cols} WHERE name = ?", (*fields.values(), name))
 

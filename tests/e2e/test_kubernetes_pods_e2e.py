@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.catalog import demo_model
 from llmnest.runtimes.docker import LOCAL_CPU_IMAGE
 from llmnest.targets import get as get_target

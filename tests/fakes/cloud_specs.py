@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.catalog import load_catalog
 from llmnest.spec import DeploymentSpec
 from llmnest.targets import get

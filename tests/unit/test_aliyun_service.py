@@ -207,8 +207,8 @@ def test_deploy_shows_price_confirms_follows_events_and_records(emu: Emulator, e
     assert all(e["api_key"] == KEY and e["model"] == "Qwen/QwQ-32B" for e in out["endpoints"])
     assert (out["api_key"], out["status"], out["served_model_name"]) == (KEY, "ready", "Qwen/QwQ-32B")
     dep = state.get("qwq-32b")
-    assert dep.status == "ready" and dep.info.stack_id == out["stack_id"] and dep.info.price_per_hour == 34.78
-    assert KEY not in dep.info.model_dump_json() and dep.spec.placement.zone == "cn-hangzhou-h"
+    assert dep.status == "ready" and dep.target_state.stack_id == out["stack_id"] and dep.target_state.price_per_hour == 34.78
+    assert KEY not in dep.target_state.model_dump_json() and dep.spec.placement.zone == "cn-hangzhou-h"
     assert state.api_key("qwq-32b") == KEY
     stack = emu.stacks[out["stack_id"]]
     assert stack.params["ApiKey"] == KEY and "GeneratedApiKey" not in stack.order
@@ -267,7 +267,7 @@ def test_stack_failure_prints_the_failing_resource_and_reason(emu: Emulator) -> 
     assert "`llmnest down qwq-32b`" in err.value.message
     assert "CUDA out of memory" in err.value.detail
     dep = state.get("qwq-32b")
-    assert dep.status == "failed" and dep.info.stack_id in emu.stacks
+    assert dep.status == "failed" and dep.target_state.stack_id in emu.stacks
 
 
 def test_a_taken_name_is_refused_before_anything_is_created(emu: Emulator) -> None:
@@ -289,7 +289,7 @@ def test_ctrl_c_while_following_leaves_the_stack_recorded(emu: Emulator) -> None
     with pytest.raises(KeyboardInterrupt):
         service.deploy(cloud_spec(), KEY, None, yes=True, dry_run=False, say=interrupt, confirm=rec.confirm)
     dep = state.get("qwq-32b")
-    assert dep.info.stack_id in emu.stacks
+    assert dep.target_state.stack_id in emu.stacks
     assert any("`llmnest status qwq-32b`" in line and "`llmnest down qwq-32b`" in line for line in rec.lines)
 
 
@@ -308,7 +308,7 @@ def test_ctrl_c_during_create_stack_records_the_stack_it_made(emu: Emulator, mon
     with pytest.raises(KeyboardInterrupt):
         deploy(yes=True)
     assert len(emu.stacks) == 1  # the retry with the same client token did not make a second one
-    assert state.get("qwq-32b").info.stack_id == next(iter(emu.stacks))
+    assert state.get("qwq-32b").target_state.stack_id == next(iter(emu.stacks))
 
 
 # ---- lifecycle
@@ -337,7 +337,7 @@ def test_bench_targets_the_public_endpoint_with_the_key_and_the_stack_price(depl
     target = resolve_endpoint("qwq-32b", None, None, None, None, None, print)
     assert target.base_url == f"http://127.0.0.1:{engine}/v1" and target.api_key == KEY
     assert target.tokenizer == str(tokenizer)
-    assert target.price_per_hour == deployed.info.price_per_hour and target.model == "Qwen/QwQ-32B"
+    assert target.price_per_hour == deployed.target_state.price_per_hour and target.model == "Qwen/QwQ-32B"
 
 
 def test_status_notices_an_endpoint_that_does_not_answer(deployed, engine: int, monkeypatch) -> None:
@@ -371,7 +371,7 @@ def test_logs_work_after_a_failed_stack_and_say_when_there_is_no_instance_yet(em
     emu.instance_logs = ["ERROR: torch.OutOfMemoryError: CUDA out of memory"]
     dep = state.get("qwq-32b")
     assert service.logs(dep, 10) == ["ERROR: torch.OutOfMemoryError: CUDA out of memory"]
-    assert state.get("qwq-32b").info.instance_ids == emu.stacks[dep.info.stack_id].attributes["Nodes"]["InstanceIds"]
+    assert state.get("qwq-32b").target_state.instance_ids == emu.stacks[dep.target_state.stack_id].attributes["Nodes"]["InstanceIds"]
     emu.fail_resource = {"Nodes": "ecs.gn7e-c16g1.4xlarge is out of stock (OperationDenied.NoStock)"}
     with pytest.raises(LlmnestError) as err:
         deploy(cloud_spec(name="other"), yes=True)
@@ -386,7 +386,7 @@ def test_redeploy_reruns_the_bootstrap_with_the_new_spec_and_same_key(deployed, 
     service.redeploy(deployed, new, rec.say)
     script = unpacked(next(inv["script"] for inv in emu.invocations.values()))
     assert "--max-model-len 8192" in script and f"LLMNEST_API_KEY='{KEY}'" in script
-    nodes = emu.stacks[deployed.info.stack_id].attributes["Nodes"]
+    nodes = emu.stacks[deployed.target_state.stack_id].attributes["Nodes"]
     assert next(inv["instances"] for inv in emu.invocations.values()) == nodes["InstanceIds"]
     assert state.get("qwq-32b").spec.max_model_len == 8192
 
@@ -396,7 +396,7 @@ def test_a_two_node_redeploy_names_the_head_by_its_own_group(emu: Emulator) -> N
     every role runs on the instance its group names, whatever order a list would have had."""
     deploy(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, public=True), yes=True)
     dep = state.get("deepseek-r1")
-    attrs = emu.stacks[dep.info.stack_id].attributes
+    attrs = emu.stacks[dep.target_state.stack_id].attributes
     head, worker = attrs["Nodes"], attrs["Worker"]
     emu.invocations.clear()
     service.redeploy(dep, dep.spec, print)
@@ -406,7 +406,7 @@ def test_a_two_node_redeploy_names_the_head_by_its_own_group(emu: Emulator) -> N
         ("prepare", head["InstanceIds"] + worker["InstanceIds"]), ("ray-head", head["InstanceIds"]),
         ("ray-worker", worker["InstanceIds"]), ("serve", head["InstanceIds"])]
     assert all(f"LLMNEST_HEAD_IP='{head['PrivateIps'][0]}'" in script for _, _, script in runs)
-    assert state.get("deepseek-r1").info.instance_ids == head["InstanceIds"] + worker["InstanceIds"]
+    assert state.get("deepseek-r1").target_state.instance_ids == head["InstanceIds"] + worker["InstanceIds"]
 
 
 def test_redeploy_refuses_to_change_the_instances(deployed) -> None:
@@ -453,9 +453,9 @@ def test_a_run_that_ends_without_an_exit_code_is_a_failure_not_a_success(deploye
 def test_down_confirms_deletes_and_reports(deployed, emu: Emulator) -> None:
     rec = Recorder()
     service.down(deployed, rec.say, rec.confirm)
-    assert rec.questions[0].startswith(f"Delete stack {deployed.info.stack_id} in cn-hangzhou with Vpc (ALIYUN::ECS::VPC)")
+    assert rec.questions[0].startswith(f"Delete stack {deployed.target_state.stack_id} in cn-hangzhou with Vpc (ALIYUN::ECS::VPC)")
     assert "deleted Nodes (ALIYUN::ECS::InstanceGroup)" in "\n".join(rec.lines)
-    assert emu.stacks[deployed.info.stack_id].status == "DELETE_COMPLETE"
+    assert emu.stacks[deployed.target_state.stack_id].status == "DELETE_COMPLETE"
     assert state.names() == []
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmnest.build import UpRequest, build_spec
+from llmnest.spec_builder import UpRequest, build_spec
 from llmnest.catalog import get_model
 from llmnest.errors import BadInput
 from llmnest.host import Gpu, HostFacts

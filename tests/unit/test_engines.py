@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from llmnest.build import UpRequest, build_spec
+from llmnest.spec_builder import UpRequest, build_spec
 from llmnest.catalog import get_model, load_catalog
 from llmnest.engines import render_launch
 from llmnest.host import Gpu, HostFacts

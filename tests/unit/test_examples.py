@@ -6,7 +6,8 @@ import ast
 import json
 import shlex
 
-from llmnest.examples import Endpoint, chatbox_settings, curl_example, python_example
+from llmnest.endpoints import Endpoint
+from llmnest.examples import chatbox_settings, curl_example, python_example
 
 EP = Endpoint("http://127.0.0.1:8080/v1", "sk-abc123456", "Qwen/QwQ-32B")
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from llmnest import lifecycle, state
-from llmnest.build import UpRequest, build_spec
+from llmnest.spec_builder import UpRequest, build_spec
 from llmnest.catalog import get_model
 from llmnest.errors import BadInput, Conflict
 from llmnest.gateway import keys

@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from llmnest import lifecycle, state, targets
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.errors import BadInput
 from llmnest.targets import Capability, Context, Target, registry
 

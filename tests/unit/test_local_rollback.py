@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmnest import state, targets
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.errors import LlmnestError
 from llmnest.probe import ProbeResult
 from llmnest.spec import DeploymentSpec, apply_sets

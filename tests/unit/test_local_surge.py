@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from llmnest import state, targets
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.catalog import demo_model
 from llmnest.errors import LlmnestError
 from llmnest.spec import apply_sets

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from llmnest import state
-from llmnest.build import UpRequest, build_spec
+from llmnest.spec_builder import UpRequest, build_spec
 from llmnest.catalog import get_model
 from llmnest.lifecycle import kv_cache_comparison
 from llmnest.errors import Conflict, NotFound
@@ -69,13 +69,13 @@ def test_store_round_trip_secrets_and_conflicts(store):
     assert oct(os.stat(home / "state.db").st_mode & 0o777) == "0o600"
     with pytest.raises(Conflict):
         state.create(spec, key)
-    state.update(spec.name, status="ready", info={"kv_cache_tokens_planned": 1})
-    state.update(spec.name, info={"kv_cache_tokens_actual": 2})
+    state.update(spec.name, status="ready", target_state={"kv_cache_tokens_planned": 1})
+    state.update(spec.name, target_state={"kv_cache_tokens_actual": 2})
     dep = state.get(spec.name)
-    assert (dep.status, dep.restarts, dep.info) == (
+    assert (dep.status, dep.restarts, dep.target_state) == (
         "ready", 0, LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
     with pytest.raises(ValueError, match="LocalState has no field stack_id"):
-        state.update(spec.name, info={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
+        state.update(spec.name, target_state={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
     assert state.resolve_name(None) == spec.name
     units_store.put(units_store.Unit(units_store.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
     units_store.put(units_store.Unit(units_store.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
@@ -134,5 +134,5 @@ def test_records_stored_before_the_placement_was_the_targets_still_load(store):
         with sqlite3.connect(state.home() / "state.db") as conn:
             conn.execute("UPDATE deployments SET spec = ?, info = '{}' WHERE name = ?", (json.dumps(old), spec.name))
     assert state.get("cloud").spec == cloud and state.get("here").spec == here
-    assert type(state.get("cloud").info).__name__ == "AliyunState" and state.get("here").info == LocalState()
+    assert type(state.get("cloud").target_state).__name__ == "AliyunState" and state.get("here").target_state == LocalState()
     assert "aliyun" not in state.get("cloud").spec.model_dump() and state.get("cloud").spec.placement.region

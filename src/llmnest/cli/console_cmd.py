@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..build import LOOPBACK
+from ..spec_builder import LOOPBACK
 from .gateway_cmd import _check_port
 from .output import console, err, handle_errors
 

@@ -12,7 +12,7 @@ from rich.status import Status
 from rich.table import Table
 
 from .. import lifecycle
-from ..build import UpRequest
+from ..spec_builder import UpRequest
 from ..spec import parse_sets
 from ..targets import Context, registry
 from ..targets.base import DEFAULT_TIMEOUT

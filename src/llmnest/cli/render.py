@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..examples import Endpoint, chatbox_settings, curl_example, python_example
+from ..endpoints import Endpoint
+from ..examples import chatbox_settings, curl_example, python_example
 from ..humanize import duration  # noqa: F401  (the CLI's tables call it as render.duration)
 
 

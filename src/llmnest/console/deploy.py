@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .. import lifecycle, state
-from ..build import UpRequest
+from ..spec_builder import UpRequest
 from ..catalog import load_catalog
 from ..errors import BadInput, LlmnestError
 from ..host import check_host

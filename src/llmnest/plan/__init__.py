@@ -8,7 +8,7 @@ Public API:
 """
 
 from .hardware import GpuModel, gpu_model, gpu_models
-from .local import resolve_model
+from .architecture import resolve_model
 from .on_host import plan_for_spec
 from .planner import Plan, plan_cpu, plan_gpus
 

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import yaml
 
 from .. import state
-from ..build import UpRequest
+from ..spec_builder import UpRequest
 from ..catalog import CatalogModel
-from ..examples import Endpoint
+from ..endpoints import Endpoint
 from ..errors import BadInput
 from ..gateway.remote_admin import GatewayChannel
 from ..gateway.upstreams import Upstream

@@ -48,7 +48,7 @@ class Declaration:
     name: str  # `--target NAME`, `spec.target`
     place: str  # for a person: "this machine", "Alibaba Cloud"
     summary: str  # `--target`'s help: "local (this machine) or aliyun (an ECS GPU instance)"
-    state: type[BaseModel]  # what a deployment records beside its spec (`Deployment.info`)
+    state: type[BaseModel]  # what a deployment records beside its spec (`Deployment.target_state`)
     placement: type[BaseModel] | None = None  # `spec.placement`'s model; None: the spec has none
     options: tuple[Option, ...] = ()
     store: str | None = None  # its module that adds tables to the store (state.extend), loaded before the store opens

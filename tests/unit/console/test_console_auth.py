@@ -131,7 +131,7 @@ def test_deploy_form_refuses_a_taken_port_and_a_taken_name_before_any_job(client
     import socket
 
     from llmnest import targets
-    from llmnest.build import UpRequest
+    from llmnest.spec_builder import UpRequest
 
     resolved = targets.get("local").resolve(UpRequest(model="", name="taken", port=18998, api_key="sk-taken-secret"))
     state.create(resolved.spec.model_copy(update={"model_path": "/models/smollm2-135m"}), resolved.api_key)
@@ -205,7 +205,7 @@ def test_key_limits_change_and_blank_removes_a_limit(client) -> None:
 
 def test_redeploy_form_refuses_bad_values_before_anything_stops(client) -> None:
     from llmnest import targets
-    from llmnest.build import UpRequest
+    from llmnest.spec_builder import UpRequest
 
     resolved = targets.get("local").resolve(UpRequest(model="", name="idle", port=18999, api_key="sk-idle-secret"))
     spec = resolved.spec.model_copy(update={"model_path": "/models/smollm2-135m"})

@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from llmnest import state, targets
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.console import auth, conversations
 from llmnest.console.app import create_app
 from llmnest.console.console_key import NAME as CONSOLE_KEY

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmnest import state
-from llmnest.build import UpRequest, build_spec
+from llmnest.spec_builder import UpRequest, build_spec
 from llmnest.catalog import get_model
 from llmnest.gateway.upstreams import StaticProvider, Upstream
 from llmnest.targets.upstream_provider import DeploymentProvider
@@ -27,7 +27,7 @@ def test_state_provider_reads_the_active_deployments_wherever_they_run(tmp_path,
     state.update("gone", status="stopped")
     cloud = get("aliyun").resolve(UpRequest(model="Qwen/QwQ-32B", target="aliyun", options={"region": "cn-hangzhou"}))
     state.create(cloud.spec, cloud.api_key)  # an engine on another machine: its public endpoint
-    state.update(cloud.spec.name, info={"endpoints": [{"label": "public", "base_url": "http://203.0.113.7:8080/v1"},
+    state.update(cloud.spec.name, target_state={"endpoints": [{"label": "public", "base_url": "http://203.0.113.7:8080/v1"},
                                                        {"label": "private", "base_url": "http://192.168.1.10:8080/v1"}]})
     ups = DeploymentProvider().upstreams()
     model = one.served_model_name

@@ -1,4 +1,4 @@
-"""What an Alibaba Cloud deployment records in the store beside its spec (`Deployment.info`)."""
+"""What an Alibaba Cloud deployment records in the store beside its spec (`Deployment.target_state`)."""
 
 from __future__ import annotations
 

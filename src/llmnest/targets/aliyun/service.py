@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import state
-from ...build import new_api_key
+from ...spec_builder import new_api_key
 from ...errors import BadInput, Conflict, LlmnestError, NotFound
 from ...probe import chat_once
 from ...spec import DeploymentSpec
@@ -68,8 +68,8 @@ def _check_secrets(api_key: str | None, password: str | None) -> None:
 
 
 def _info(dep: state.Deployment) -> AliyunState:
-    assert isinstance(dep.info, AliyunState), f"{dep.name} is not an Alibaba Cloud deployment"
-    return dep.info
+    assert isinstance(dep.target_state, AliyunState), f"{dep.name} is not an Alibaba Cloud deployment"
+    return dep.target_state
 
 
 def _cloud(dep: state.Deployment) -> Cloud:
@@ -156,7 +156,7 @@ def _create_recorded(cloud: Cloud, spec: DeploymentSpec, template: dict[str, Any
     """
     def create() -> str:
         stack_id = cloud.create_stack(stack_name(spec), template, values, stack_minutes(spec), token)
-        state.update(spec.name, info={"stack_id": stack_id})
+        state.update(spec.name, target_state={"stack_id": stack_id})
         return stack_id
 
     try:
@@ -216,7 +216,7 @@ def deploy(
     spec = spec.model_copy(update={"placement": place.model_copy(update={"zone": pre.zone})})  # record where it went
     token = secrets.token_hex(16)
     state.create(spec, key)
-    state.update(spec.name, info={"region": place.region, "zone": pre.zone, "client_token": token,
+    state.update(spec.name, target_state={"region": place.region, "zone": pre.zone, "client_token": token,
                                   "price_per_hour": hourly, "price": price_text})
     stack_id = _create_recorded(pre.cloud, spec, template, values, token, say)
     say(f"creating stack {stack_name(spec)} ({stack_id}) in {place.region}; this takes a while (weights download)")
@@ -234,7 +234,7 @@ def deploy(
         raise error
     outputs = _outputs(stack)
     endpoints = _endpoints(outputs)
-    state.update(spec.name, status="ready", ready_at=time.time(), info={"endpoints": endpoints})
+    state.update(spec.name, status="ready", ready_at=time.time(), target_state={"endpoints": endpoints})
     return {
         "name": spec.name,
         "endpoints": [{**e, "api_key": key, "model": spec.served_model_name} for e in endpoints],
@@ -273,7 +273,7 @@ def status(dep: state.Deployment) -> dict[str, Any]:
     outputs = _outputs(stack)
     if outputs and not out["endpoints"]:
         out["endpoints"] = _endpoints(outputs)
-        state.update(dep.name, info={"endpoints": out["endpoints"]})
+        state.update(dep.name, target_state={"endpoints": out["endpoints"]})
     stack_status = stack.get("Status", "")
     out.update(stack_status=stack_status, stack_reason=stack.get("StatusReason", ""))
     public = next((e["base_url"] for e in out["endpoints"] if e["label"] == "public"), None)
@@ -342,7 +342,7 @@ def _nodes(dep: state.Deployment, cloud: Cloud) -> tuple[list[str], list[str]]:
                                f"see `llmnest status {dep.name}`")
         ids += group_ids
         ips += group_ips
-    state.update(dep.name, info={"instance_ids": ids, "private_ips": ips})
+    state.update(dep.name, target_state={"instance_ids": ids, "private_ips": ips})
     return ids, ips
 
 

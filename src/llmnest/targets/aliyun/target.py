@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from ... import state
-from ...build import UpRequest, build_spec
+from ...spec_builder import UpRequest, build_spec
 from ...catalog import CatalogModel, demo_model, get_model
 from ...errors import BadInput
-from ...examples import Endpoint
+from ...endpoints import Endpoint
 from ...gateway.remote_admin import GatewayChannel
 from ...plan import Plan
 from ...spec import DeploymentSpec
@@ -97,7 +97,7 @@ class AliyunTarget(Target):
         return Created(state.get(result["name"]), result["api_key"], time.monotonic() - t0, extra)
 
     def price_per_hour(self, dep: state.Deployment) -> float | None:
-        info = dep.info
+        info = dep.target_state
         assert isinstance(info, AliyunState)
         return info.price_per_hour
 
@@ -126,7 +126,7 @@ class AliyunTarget(Target):
                 f"({fit.instance.gpus} x {fit.instance.gpu.key})")
 
     def where(self, dep: state.Deployment) -> str:
-        place, info = placement_of(dep.spec), dep.info
+        place, info = placement_of(dep.spec), dep.target_state
         assert isinstance(info, AliyunState)
         return f"{place.nodes} x {place.instance_type or 'ECS'}, {info.region}/{info.zone}"
 
@@ -135,7 +135,7 @@ class AliyunTarget(Target):
         return {"status": cloud["status"], "cloud": cloud}
 
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
-        info = dep.info
+        info = dep.target_state
         assert isinstance(info, AliyunState)
         return [Endpoint(e.base_url, api_key, dep.spec.served_model_name, e.label) for e in info.endpoints]
 

@@ -43,7 +43,7 @@ def check_plan(spec: DeploymentSpec, model: CatalogModel | None, force: bool,
     Returns what `status` shows later: the planned KV cache capacity in tokens.
     """
     from ...plan import plan_for_spec
-    from ...plan.local import model_from_dir
+    from ...plan.architecture import model_from_dir
 
     if model is None:
         try:

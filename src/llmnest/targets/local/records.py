@@ -1,4 +1,4 @@
-"""What a deployment on this machine records in the store beside its spec (`Deployment.info`)."""
+"""What a deployment on this machine records in the store beside its spec (`Deployment.target_state`)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import state
-from ...build import new_api_key
+from ...spec_builder import new_api_key
 from ...catalog import find_model
 from ...errors import LlmnestError
 from ...home import gateway_log_path, write_secret
@@ -89,16 +89,16 @@ def redeploy(dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
     rolling = old.gateway and new.replicas == old.replicas > 1 and (old.host, old.port, old.gateway) == (
         new.host, new.port, new.gateway)
     if choice.surge or rolling:
-        state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
+        state.update(dep.name, spec=new, target_state={**planned, "kv_cache_tokens_actual": None})
         for done, unit in enumerate(dep.replicas):
             try:
                 (_surge if choice.surge else _replace_unit)(dep, unit, ctx)
             except KeyboardInterrupt:
                 if choice.surge and not done:  # the surge replica is gone, the old one serves: its spec back
-                    state.update(dep.name, spec=old, info=dep.info.model_dump(exclude={"kind"}))
+                    state.update(dep.name, spec=old, target_state=dep.target_state.model_dump(exclude={"kind"}))
                 raise
             except LlmnestError as exc:
-                state.update(dep.name, spec=old, info=dep.info.model_dump(exclude={"kind"}))
+                state.update(dep.name, spec=old, target_state=dep.target_state.model_dump(exclude={"kind"}))
                 if choice.surge and not done:
                     raise LlmnestError(f"the new spec failed: {exc.message}; {dep.name} kept serving on its "
                                        "previous spec throughout", detail=exc.detail) from exc
@@ -133,7 +133,7 @@ def _switch(dep: state.Deployment, new: DeploymentSpec, planned: dict[str, Any],
     key = local_gateway.joining_key(state.api_key(dep.name), dep.name, new.served_model_name) if joining else None
     units.stop_all(dep)
     units_store.delete_replicas(dep.name)
-    state.update(dep.name, spec=new, info={**planned, "kv_cache_tokens_actual": None})
+    state.update(dep.name, spec=new, target_state={**planned, "kv_cache_tokens_actual": None})
     if old.gateway and not new.gateway:
         units_store.engine_key_path(dep.name).unlink(missing_ok=True)
     if key is not None:
@@ -156,7 +156,7 @@ def _put_back(dep: state.Deployment, new: DeploymentSpec, keys: dict[Path, str |
             path.unlink(missing_ok=True)
         else:
             write_secret(path, text)
-    state.update(dep.name, spec=dep.spec, info=dep.info.model_dump(exclude={"kind"}))
+    state.update(dep.name, spec=dep.spec, target_state=dep.target_state.model_dump(exclude={"kind"}))
     if new.gateway and ((new.port, new.host) != (dep.spec.port, dep.spec.host) or not dep.spec.gateway):
         local_gateway.release(new.port, leaving=dep.name)
     units.start_all(dep.name, ctx)

@@ -62,7 +62,7 @@ class Supervisor:
                 units_store.update(self.id, status="ready", ready_at=time.time(), stage=None)
                 if unit.deployment is not None:
                     actual = kv_cache_tokens(self.runner.recent_log())
-                    state.update(unit.deployment, info={"kv_cache_tokens_actual": actual})
+                    state.update(unit.deployment, target_state={"kv_cache_tokens_actual": actual})
                 return True
             units_store.update(self.id, stage=stage)
             self._sleep(1.0)

@@ -100,7 +100,7 @@ def _gpu_room(old: DeploymentSpec, new: DeploymentSpec, gpus: int) -> Choice:
 def _memory_needed(spec: DeploymentSpec, model: CatalogModel | None) -> int | None:
     """The weights and KV space one engine of `spec` holds in RAM, as the planner figures them."""
     from ...plan import plan_for_spec
-    from ...plan.local import model_from_dir
+    from ...plan.architecture import model_from_dir
 
     try:
         model = model or model_from_dir(Path(spec.model_path or spec.model))

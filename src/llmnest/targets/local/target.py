@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ... import state
-from ...build import UpRequest, build_spec, new_api_key
+from ...spec_builder import UpRequest, build_spec, new_api_key
 from ...endpoints import local_endpoints
 from ...errors import BadInput
-from ...examples import Endpoint
+from ...endpoints import Endpoint
 from ...gateway.upstreams import Upstream
 from ...home import gateway_log_path, log_path, write_secret
 from ...host import host_facts
@@ -58,7 +58,7 @@ class LocalTarget(Target):
 
     def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         from ...plan import plan_for_spec
-        from ...plan.local import model_from_dir
+        from ...plan.architecture import model_from_dir
 
         spec = resolved.spec
         entry = resolved.model or model_from_dir(Path(spec.model_path or spec.model))
@@ -77,7 +77,7 @@ class LocalTarget(Target):
                else resolved.api_key)
         spec = with_weights(spec, resolved.model, ctx)
         state.create(spec, key)
-        state.update(spec.name, info=planned)
+        state.update(spec.name, target_state=planned)
         try:
             if spec.gateway:
                 write_secret(units_store.engine_key_path(spec.name), new_api_key())
@@ -111,7 +111,7 @@ class LocalTarget(Target):
         return self.status(dep)
 
     def kv_cache(self, dep: state.Deployment) -> tuple[int | None, int | None]:
-        info = dep.info
+        info = dep.target_state
         assert isinstance(info, LocalState)
         return info.kv_cache_tokens_planned, info.kv_cache_tokens_actual
 
