@@ -78,7 +78,10 @@ def parse_rates(parsers: dict[str, tuple]) -> dict[str, dict[str, float]]:
 
 async def gateway_path(a: argparse.Namespace) -> tuple[int, float]:
     from llmnest.gateway.stream import StreamTap, upstream_body
-    from llmnest.gateway.upstream_client import UpstreamClient
+    try:
+        from llmnest.http1 import Client as UpstreamClient
+    except ImportError:  # a revision from before the shared client
+        from llmnest.gateway.upstream_client import UpstreamClient
 
     client, tokens = UpstreamClient(60.0), 0
     raw = json.dumps(upstream_body({**CHAT, "max_tokens": a.tokens})[0]).encode()
@@ -158,8 +161,8 @@ def child(a: argparse.Namespace) -> None:
     except ImportError:
         pass
     import llmnest.bench.request
-    import llmnest.gateway.stream
-    import llmnest.gateway.upstream_client  # noqa: F401  (imported before the clock starts)
+    import llmnest.gateway.relay
+    import llmnest.gateway.stream  # noqa: F401  (imported before the clock starts)
 
     run = {"gateway": gateway_path, "bench": bench_path}[a.child]
     cpu, wall = time.process_time(), time.perf_counter()
