@@ -10,10 +10,11 @@ them, in a process of its own), each path in a child process of its own, the two
 - bench: `bench.request.Client.send`, one RequestRecord per request.
 
 Figures per path: requests/s at `--concurrency` streams and the child's CPU (user + system) per
-streamed token (median of the repeats); and the SSE parser alone on one captured stream body, fed in
-reads of 8 whole events and in 1,000-byte cuts (events split anywhere): MB/s, both revisions in this
-process (the old one imported as `llmnest_old`), alternating in 20 ms windows, the best window of
-each. The old revision's `src/` is checked out with `git archive` into a temporary directory; the new
+streamed token (median of the repeats); the SSE parser alone on one captured stream body, fed in
+reads of 8 whole events and in 1,000-byte cuts (events split anywhere); and the client's connection
+(HTTP framing, per-read handling) with that parser on the whole HTTP answer (one chunk per event), fed
+by hand one chunk a read and 8 chunks a read: MB/s, both revisions in this process (the old one
+imported as `llmnest_old`), alternating in 20 ms windows, the best window of each. The old revision's `src/` is checked out with `git archive` into a temporary directory; the new
 one is this checkout's.
 
     python benchmarks/sse_client.py [--old main] [--tokens 256] [--requests 300] [--concurrency 16] [--repeat 3]
@@ -38,6 +39,7 @@ from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
 CHAT = {"model": "standin", "messages": [{"role": "user", "content": "hello"}], "stream": True}
 
 
@@ -56,24 +58,49 @@ def reads(stream: bytes) -> dict[str, list[bytes]]:
             "1000-byte cuts": [stream[i:i + 1000] for i in range(0, len(stream), 1000)]}
 
 
-def parse_rates(parsers: dict[str, tuple]) -> dict[str, dict[str, float]]:
-    """MB/s of each side's `feed_all(pieces)` (one stream parsed from a fresh state) per way of cutting
-    it: the sides alternate in windows of 20 ms, and each keeps its best (as timeit does: other processes
-    only ever make a window slower)."""
-    out: dict[str, dict[str, float]] = {side: {} for side in parsers}
-    for name in ("8 events a read", "1000-byte cuts"):
-        best = dict.fromkeys(parsers, 0.0)
+def http_reads(stream: bytes) -> dict[str, list[bytes]]:
+    """The whole HTTP answer (one chunk per event, as the stand-in and uvicorn send it) as reads of one
+    chunk (the head with the first), and of 8 chunks."""
+    events = [e + b"\n\n" for e in stream.split(b"\n\n") if e]
+    chunks = [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
+    chunks[0] = HEAD + chunks[0]
+    return {"1 chunk a read": chunks, "8 chunks a read": [b"".join(chunks[i:i + 8]) for i in range(0, len(chunks), 8)]}
+
+
+def rates(feeders: dict[str, tuple], cuts, label: str) -> dict[str, dict[str, float]]:
+    """MB/s (of SSE body) of each side's `feed_all(pieces)` (one stream read from a fresh state) per way
+    `cuts(stream)` cuts it: the sides alternate in windows of 20 ms, and each keeps its best (as timeit
+    does: other processes only ever make a window slower)."""
+    out: dict[str, dict[str, float]] = {side: {} for side in feeders}
+    for name in cuts(next(iter(feeders.values()))[1]):
+        best = dict.fromkeys(feeders, 0.0)
         for _ in range(50):
-            for side, (feed_all, stream) in parsers.items():
-                pieces = reads(stream)[name]
+            for side, (feed_all, stream) in feeders.items():
+                pieces = cuts(stream)[name]
                 n, start = 0, time.perf_counter()
                 while (took := time.perf_counter() - start) < 0.02:
                     feed_all(pieces)
                     n += 1
                 best[side] = max(best[side], n * len(stream) / took / 1e6)
-        for side in parsers:
-            out[side][f"parse MB/s, {name}"] = best[side]
+        for side in feeders:
+            out[side][f"{label} MB/s, {name}"] = best[side]
     return out
+
+
+class Socket:
+    """Stands in for the socket under a connection fed by hand (what it is asked to do costs nothing)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
 async def gateway_path(a: argparse.Namespace) -> tuple[int, float]:
@@ -153,6 +180,65 @@ def bench_parser(package: str, stream: bytes, tokens: int):
     return feed_all
 
 
+def gateway_client(package: str, stream: bytes, tokens: int):
+    """The gateway's connection and stream tap on the whole HTTP answer, taking the body after each read
+    as the relay does (the shared client, or the gateway's own before it)."""
+    StreamTap = importlib.import_module(f"{package}.gateway.stream").StreamTap
+    try:
+        Connection = importlib.import_module(f"{package}.http1").Connection
+    except ImportError:
+        Connection = importlib.import_module(f"{package}.gateway.upstream_client")._Connection
+
+    def feed_all(pieces: list[bytes]) -> None:
+        conn, tap = Connection(), StreamTap(False, False)
+        conn.connection_made(Socket())
+        if hasattr(conn, "send"):
+            conn.send(b"", None)
+        for piece in pieces:
+            conn.data_received(piece)
+            if conn.body:
+                tap.feed(conn.take())
+        assert conn.complete and tap.done and tap.completion_tokens == tokens
+
+    return feed_all
+
+
+def bench_client(package: str, stream: bytes, tokens: int):
+    """The benchmark's connection and event reader on the whole HTTP answer (the shared client with the
+    reader as its sink, or the bench's own connection and framing parser before it)."""
+    RequestRecord = importlib.import_module(f"{package}.bench.record").RequestRecord
+    bench_stream = importlib.import_module(f"{package}.bench.stream")
+    request = importlib.import_module(f"{package}.bench.request")
+    try:
+        Connection = importlib.import_module(f"{package}.http1").Connection
+    except ImportError:
+        Connection = None
+
+    def feed_all(pieces: list[bytes]) -> None:
+        reader = bench_stream.EventReader(RequestRecord(0, 0.0, 1, tokens), True, 0.0)
+        if Connection is not None:
+            conn = Connection(request.COALESCE_S)
+            conn.connection_made(Socket())
+            conn.send(b"", reader.feed)
+        else:
+            conn = request._Connection()
+            conn.connection_made(Socket())
+            conn.begin(bench_stream.Response(reader), asyncio.get_running_loop().create_future(), b"")
+        for piece in pieces:
+            conn.data_received(piece)
+        assert reader.done and reader.record.output_tokens == tokens
+
+    return feed_all
+
+
+async def client_rates(packages: dict[str, str], streams: dict[str, bytes], tokens: int) -> dict:
+    """Per path and side: connection + parser MB/s on the whole HTTP answer, in a running loop (the
+    connections schedule their timers on it)."""
+    return {path: rates({side: (make(package, streams[path], tokens), streams[path])
+                         for side, package in packages.items()}, http_reads, "client")
+            for path, make in (("gateway", gateway_client), ("bench", bench_client))}
+
+
 def child(a: argparse.Namespace) -> None:
     """One path at the revision on PYTHONPATH: its figures as one JSON line."""
     try:
@@ -220,10 +306,13 @@ def main() -> None:
             streams = {"gateway": capture(port, upstream_body({**CHAT, "max_tokens": a.tokens})[0]),
                        "bench": capture(port, {**CHAT, "max_tokens": a.tokens, "stream_options": {"include_usage": True}})}
             for path, make in (("gateway", gateway_parser), ("bench", bench_parser)):
-                rates = parse_rates({side: (make(packages[side], streams[path], a.tokens), streams[path])
-                                     for side in sides})
+                parsed = rates({side: (make(packages[side], streams[path], a.tokens), streams[path])
+                                for side in sides}, reads, "parse")
                 for side in sides:
-                    results[(path, side)][0].update(rates[side])
+                    results[(path, side)][0].update(parsed[side])
+            for path, framed in asyncio.run(client_rates(packages, streams, a.tokens)).items():
+                for side in sides:
+                    results[(path, side)][0].update(framed[side])
         finally:
             stop_server(server)
     print(f"old = {a.old}, new = this checkout; {a.requests} requests x {a.tokens} tokens, {a.concurrency} "

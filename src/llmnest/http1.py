@@ -7,7 +7,7 @@ framing (chunked, sized, or until close). The body of a 200 answer goes one of t
 
 - pushed: a `sink(data, arrived)` is called once per socket read with all the body bytes that read
   carried and the `perf_counter` time it arrived (one clock reading per read, no task switch: the
-  benchmark stamps chunks with it). A sink that returns True lets the connection gather reads that
+  benchmark stamps chunks with it). A sink that returns a true value lets the connection gather reads that
   come faster than `gather_s` apart (reading is paused that long), so a very fast stream costs a
   fraction of one read per chunk;
 - pulled: `Response.next` hands over all the bytes that arrived since the last call (one wake-up moves
@@ -32,7 +32,7 @@ IDLE_S = 4.0  # drop kept-alive connections idle longer (uvicorn-based servers c
 HIGH_WATER = 256 * 1024  # unread pulled body bytes at which the socket is paused
 MAX_HEAD = 64 * 1024  # bytes a response head may take
 
-Sink = Callable[[bytes, float], bool]
+Sink = Callable[[bytes, float], object]  # (body bytes of one read, when it came) -> truthy: reads may be gathered
 Origin = tuple[str, str, int]
 
 
@@ -103,20 +103,22 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        arrived = perf_counter()
-        if not self.busy:  # bytes nobody asked for: this connection cannot be trusted
-            self.close()
-            return
-        self.got_bytes = True
-        if not self.status:
+        sink = self.sink
+        arrived = perf_counter() if sink is not None else 0.0
+        heading = not self.status
+        if heading:
+            if not self.busy:  # bytes nobody asked for: this connection cannot be trusted
+                self.close()
+                return
             self.head_size += len(data)
+        self.got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"the server sent malformed HTTP ({exc})"))
             self.close()
             return
-        if not self.status and self.head_size > MAX_HEAD:
+        if heading and not self.status and self.head_size > MAX_HEAD:
             self._fail(BadResponse(f"the server's response head is over {MAX_HEAD} bytes"))
             self.close()
             return
@@ -127,20 +129,25 @@ class Connection(asyncio.Protocol):
                 if self.size > HIGH_WATER and not self.paused:
                     self.paused = True
                     self.transport.pause_reading()  # type: ignore[union-attr]
-                self._wake()
-            else:
-                self.body, self.size = [], 0
-                try:
-                    gather = push(body[0] if len(body) == 1 else b"".join(body), arrived)
-                except Exception as exc:  # the sink refused the stream (e.g. an endless event): this request fails
-                    self._fail(exc)
-                    self.close()
-                    return
-                if gather and arrived - self.last < self.gather_s and not self.held and not self.complete:
-                    self.held = True
-                    self.transport.pause_reading()  # type: ignore[union-attr]
-                    self.loop.call_later(self.gather_s, self._release_hold)
-        self.last = arrived
+                waiter = self.waiter  # (self._wake, inline: this is the gateway's per-read path)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                return
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            self.size = 0
+            try:
+                gather = push(data, arrived)
+            except Exception as exc:  # the sink refused the stream (e.g. an endless event): this request fails
+                self._fail(exc)
+                self.close()
+                return
+            if gather and arrived - self.last < self.gather_s and not self.held and not self.complete:
+                self.held = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+                self.loop.call_later(self.gather_s, self._release_hold)
+        if sink is not None:
+            self.last = arrived
 
     def _release_hold(self) -> None:
         self.held = False

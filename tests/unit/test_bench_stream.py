@@ -227,3 +227,31 @@ def test_payload_carries_stream_options_and_key() -> None:
     assert client.headers["Authorization"] == "Bearer sk-1"
     assert client.url == "http://x/v1/chat/completions"
     assert "ignore_eos" not in Client("http://x/v1", None, "m", "completions").payload(Prompt("p", 1, 1))
+
+
+def test_a_server_that_sends_no_usage_leaves_the_text_to_count() -> None:
+    """Over a real socket: the request the bench writes, and an answer without usage keeping its text."""
+    from llmnest.bench.datasets import Prompt
+
+    stream = [chat({"role": "assistant", "content": ""}), chat({"content": "Hel"}), chat({"content": "lo"}, "stop"),
+              event("[DONE]")]
+    seen: list[bytes] = []
+
+    async def go() -> RequestRecord:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head + await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])))
+            writer.write(chunked(stream))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        async with server, Client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", "sk-1", "m") as client:
+            return await client.send(Prompt("hi", 1, 4), RequestRecord(0, 0.0, 1, 4), 0.0)
+
+    record = asyncio.run(go())
+    assert record.ok and record.output_tokens is None and record.text == "Hello" and len(record.chunks) == 2
+    assert record.written is not None and record.sent <= record.written <= record.ended
+    head, body = seen[0].split(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"Accept: text/event-stream" in head
+    assert b"Authorization: Bearer sk-1" in head and json.loads(body)["stream_options"] == {"include_usage": True}

@@ -47,12 +47,12 @@ class EventReader:
         self.empty = b'"content":""' if chat else b'"text":""'
         self.compact: bool | None = None  # JSON without spaces (as vLLM and SGLang send it): byte counts work
 
-    def feed(self, data: bytes, arrived: float) -> bool:
-        """Take the next body bytes, read at absolute time `arrived`; whether a content chunk has been
-        timed yet (from then on, reads may be gathered: see http1's sink). Raises sse.EventTooLarge."""
+    def feed(self, data: bytes, arrived: float) -> list[float]:
+        """Take the next body bytes, read at absolute time `arrived`. Returns the content chunks' times so
+        far: once there are any, reads may be gathered (see http1's sink). Raises sse.EventTooLarge."""
         if not self.done and (block := self.split.feed(data)):
             self.block(block, arrived)
-        return bool(self.record.chunks)
+        return self.record.chunks
 
     def block(self, block: bytes, arrived: float) -> None:
         """Whole events (the block ends with a blank line) read at `arrived`."""
