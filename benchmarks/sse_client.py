@@ -317,12 +317,14 @@ def main() -> None:
             stop_server(server)
     print(f"old = {a.old}, new = this checkout; {a.requests} requests x {a.tokens} tokens, {a.concurrency} "
           f"streams; median of {a.repeat}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'path':8} {'figure':34} {'old':>10} {'new':>10} {'new/old':>8}")
+    print(f"{'path':8} {'figure':34} {'old':>10} {'new':>10} {'new/old':>8}  new/old of each repeat's pair")
     for path in ("gateway", "bench"):
         for name in results[(path, "old")][0]:
-            old = statistics.median(r[name] for r in results[(path, "old")] if name in r)
-            new = statistics.median(r[name] for r in results[(path, "new")] if name in r)
-            print(f"{path:8} {name:34} {old:10.2f} {new:10.2f} {new / old:8.3f}")
+            pairs = [(o[name], n[name]) for o, n in zip(results[(path, "old")], results[(path, "new")]) if name in o]
+            old = statistics.median(o for o, _ in pairs)
+            new = statistics.median(n for _, n in pairs)
+            spread = " ".join(f"{n / o:.2f}" for o, n in pairs) if len(pairs) > 1 else ""
+            print(f"{path:8} {name:34} {old:10.2f} {new:10.2f} {new / old:8.3f}  {spread}")
 
 
 if __name__ == "__main__":

@@ -173,9 +173,10 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        if self.status == 200:
-            self.push = self.sink
-        self._wake()
+        if self.status == 200 and self.sink is not None:
+            self.push = self.sink  # (the waiter waits for the end)
+        else:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -198,17 +199,19 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _timed_out(self, waiter: asyncio.Future[None], why: str) -> None:
+    def _timed_out(self, waiter: asyncio.Future[None], allowed: float) -> None:
         if not waiter.done():
-            self._fail(HttpTimeout(why, before_response=not self.got_bytes))
+            why = "no complete answer within" if self.push is not None else "the server sent nothing for"
+            self._fail(HttpTimeout(f"{why} {allowed:g} s", before_response=not self.got_bytes))
             self.close()
 
-    async def wait(self, timeout: float, why: str | None = None) -> None:
+    async def wait(self, timeout: float, allowed: float | None = None) -> None:
         """Until something happens on the connection (the head, pulled bytes, the end, an error) or
-        `timeout` passes: then the connection fails (HttpTimeout saying `why`) and closes."""
+        `timeout` passes: then the connection fails (HttpTimeout naming `allowed` seconds, `timeout` by
+        default) and closes."""
         self.waiter = waiter = self.loop.create_future()
         timer = self.loop.call_later(max(timeout, 0.0), self._timed_out, waiter,
-                                     why or f"the server sent nothing for {timeout:g} s")
+                                     timeout if allowed is None else allowed)
         try:
             await waiter
         finally:
@@ -232,8 +235,8 @@ class Connection(asyncio.Protocol):
 
 
 class Response:
-    """An answer whose head has arrived: wait for its end (`complete`, the body pushed to the sink) or
-    pull its body (`read` whole, `next` as it comes), then `close`."""
+    """An answer whose head has arrived (and, when pushed to a sink, whose body is complete): pull its
+    body (`read` whole, `next` as it comes), then `close`."""
 
     def __init__(self, client: Client, origin: Origin, conn: Connection) -> None:
         self._client, self._origin, self._conn = client, origin, conn
@@ -241,16 +244,6 @@ class Response:
         self.status = conn.status
         self.headers = conn.headers
         self.written = conn.written  # when the request was written (perf_counter)
-
-    async def complete(self, timeout: float) -> None:
-        """Until the body is complete (pushed to the sink as it came). Raises HttpError (HttpTimeout
-        when it takes over `timeout` seconds in all) or what the sink raised."""
-        conn = self._conn
-        deadline = perf_counter() + timeout
-        while not conn.complete:
-            if conn.error is not None:
-                raise conn.error
-            await conn.wait(deadline - perf_counter(), f"no complete answer within {timeout:g} s")
 
     async def next(self) -> bytes:
         """The body bytes that arrived since the last call (waiting for some, up to the client's timeout
@@ -308,8 +301,9 @@ class Client:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], sink: Sink | None = None,
                    timeout: float | None = None) -> Response:
-        """Send the request and wait for the answer's head (connecting included, up to `timeout`,
-        the client's by default). Raises HttpError."""
+        """Send the request and wait for the answer's head or, when its body is pushed to `sink` (a 200),
+        for its end; connecting included, up to `timeout` (the client's by default). Raises HttpError
+        or what the sink raised, with `written` set when the request had been written."""
         timeout = self.timeout if timeout is None else timeout
         began = perf_counter()
         origin, path = self.target(url)
@@ -320,15 +314,15 @@ class Client:
             conn = self._get(origin) or await self._connect(origin, timeout - (perf_counter() - began))
             conn.send(head + body, sink)
             try:
-                while not conn.status:
+                while not conn.status or (conn.push is not None and not conn.complete):
                     if conn.error is not None:
                         raise conn.error
-                    await conn.wait(timeout - (perf_counter() - began), f"the server sent nothing for {timeout:g} s")
-            except HttpError as exc:
+                    await conn.wait(timeout - (perf_counter() - began), timeout)
+            except Exception as exc:
                 conn.close()
-                if conn.reused and not conn.got_bytes and not isinstance(exc, HttpTimeout):
+                if isinstance(exc, ConnectionBroken) and conn.reused and not conn.got_bytes:
                     continue  # a kept-alive connection the server had just closed: again on a fresh one
-                exc.written = conn.written
+                exc.written = conn.written  # type: ignore[attr-defined]
                 raise
             except BaseException:
                 conn.close()

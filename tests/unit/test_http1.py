@@ -257,10 +257,8 @@ def test_a_slow_stream_is_bounded_between_reads_when_pulled_and_in_all_when_push
         pulled = await client.post(url + "/v1/x", b"{}", {})
         assert await pulled.read() == b"ab\n\n" * 6  # 0.9 s in all, never 0.5 s silent
         pulled.close()
-        pushed = await client.post(url + "/v1/x", b"{}", {}, sink=lambda data, arrived: False)
         with pytest.raises(http1.HttpTimeout, match="no complete answer within 0.5 s"):
-            await pushed.complete(0.5)
-        pushed.close()
+            await client.post(url + "/v1/x", b"{}", {}, sink=lambda data, arrived: False)
         assert len(connections) == 1 and client.idle() == 0  # the first was reused, then closed by the timeout
 
     serve(handler, check)

@@ -160,16 +160,14 @@ class Client:
         try:
             response = await self._http.post(self.url, body, self._request_headers, events.feed, self.timeout_s)
             record.written = response.written - t0
-            if response.status == 200:
-                await response.complete(self.timeout_s - (time.perf_counter() - start))
-            else:
+            if response.status != 200:
                 record.error, record.detail = f"http {response.status}", await _detail(response)
         except asyncio.CancelledError:
             record.error, record.detail = "interrupted", "the run was stopped"
             raise
         except Exception as exc:  # every other failure is data: counted by cause, never fatal
-            if isinstance(exc, http1.HttpError) and exc.written is not None:
-                record.written = exc.written - t0
+            if (written := getattr(exc, "written", None)) is not None:
+                record.written = written - t0
             record.error, record.detail = classify(exc), str(exc)[:300] or type(exc).__name__
         finally:
             record.ended = time.perf_counter() - t0
