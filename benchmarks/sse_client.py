@@ -14,8 +14,10 @@ streamed token (median of the repeats); the SSE parser alone on one captured str
 reads of 8 whole events and in 1,000-byte cuts (events split anywhere); and the client's connection
 (HTTP framing, per-read handling) with that parser on the whole HTTP answer (one chunk per event), fed
 by hand one chunk a read and 8 chunks a read: MB/s, both revisions in this process (the old one
-imported as `llmnest_old`), alternating in 20 ms windows, the best window of each. The old revision's `src/` is checked out with `git archive` into a temporary directory; the new
-one is this checkout's.
+imported as `llmnest_old`), alternating in 20 ms windows, the best window of each. The old revision's
+`src/` is checked out with `git archive` into a temporary directory; the new one is this checkout's.
+Each repeat's pair of runs is printed as a ratio too: on a machine busy with other work they scatter
+far more than the medians (run `--old HEAD` on a clean checkout to see the noise of identical code).
 
     python benchmarks/sse_client.py [--old main] [--tokens 256] [--requests 300] [--concurrency 16] [--repeat 3]
 """

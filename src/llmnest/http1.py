@@ -7,9 +7,9 @@ framing (chunked, sized, or until close). The body of a 200 answer goes one of t
 
 - pushed: a `sink(data, arrived)` is called once per socket read with all the body bytes that read
   carried and the `perf_counter` time it arrived (one clock reading per read, no task switch: the
-  benchmark stamps chunks with it). A sink that returns a true value lets the connection gather reads that
-  come faster than `gather_s` apart (reading is paused that long), so a very fast stream costs a
-  fraction of one read per chunk;
+  benchmark stamps chunks with it). A sink that returns a true value lets the connection gather
+  reads that come faster than `gather_s` apart (reading is paused that long), so a very fast stream
+  costs a fraction of one read per chunk;
 - pulled: `Response.next` hands over all the bytes that arrived since the last call (one wake-up moves
   many chunks when the reader is busy); unread bytes past HIGH_WATER pause the socket, so backpressure
   reaches the server. Any non-200 answer's body is pulled too.
@@ -32,7 +32,7 @@ IDLE_S = 4.0  # drop kept-alive connections idle longer (uvicorn-based servers c
 HIGH_WATER = 256 * 1024  # unread pulled body bytes at which the socket is paused
 MAX_HEAD = 64 * 1024  # bytes a response head may take
 
-Sink = Callable[[bytes, float], object]  # (body bytes of one read, when it came) -> truthy: reads may be gathered
+Sink = Callable[[bytes, float], object]  # (one read's body bytes, when it came) -> true: reads may be gathered
 Origin = tuple[str, str, int]
 
 

@@ -50,8 +50,12 @@ class EventReader:
     def feed(self, data: bytes, arrived: float) -> list[float]:
         """Take the next body bytes, read at absolute time `arrived`. Returns the content chunks' times so
         far: once there are any, reads may be gathered (see http1's sink). Raises sse.EventTooLarge."""
-        if not self.done and (block := self.split.feed(data)):
-            self.block(block, arrived)
+        if not self.done:
+            split = self.split
+            if split.lf and not split.buf and data[-2:] == b"\n\n":  # the usual read, whole LF events:
+                self.block(data, arrived)  # what split.feed would return, without the call (one per read)
+            elif block := split.feed(data):
+                self.block(block, arrived)
         return self.record.chunks
 
     def block(self, block: bytes, arrived: float) -> None:
