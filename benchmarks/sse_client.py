@@ -14,7 +14,9 @@ streamed token (median of the repeats); the SSE parser alone on one captured str
 reads of 8 whole events and in 1,000-byte cuts (events split anywhere); and the client's connection
 (HTTP framing, per-read handling) with that parser on the whole HTTP answer (one chunk per event), fed
 by hand one chunk a read and 8 chunks a read: MB/s, both revisions in this process (the old one
-imported as `llmnest_old`), alternating in 20 ms windows, the best window of each. The old revision's
+imported as `llmnest_old`), alternating in 20 ms windows, the best window of each; and the CPU per
+short request (4 tokens, back to back over one kept-alive connection to an in-process server),
+alternating batches, the least of each. The old revision's
 `src/` is checked out with `git archive` into a temporary directory; the new one is this checkout's.
 Each repeat's pair of runs is printed as a ratio too: on a machine busy with other work they scatter
 far more than the medians (run `--old HEAD` on a clean checkout to see the noise of identical code).
@@ -41,6 +43,12 @@ from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SHORT_EVENTS = [b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"standin","choices":'
+                b'[{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":null}]}\n\n'] * 4 + [
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":4,"total_tokens":5}}\n\n',
+    b"data: [DONE]\n\n"]
+SHORT = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+         + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in SHORT_EVENTS) + b"0\r\n\r\n")
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
 CHAT = {"model": "standin", "messages": [{"role": "user", "content": "hello"}], "stream": True}
 
@@ -241,6 +249,73 @@ async def client_rates(packages: dict[str, str], streams: dict[str, bytes], toke
             for path, make in (("gateway", gateway_client), ("bench", bench_client))}
 
 
+class Answer(asyncio.Protocol):
+    """An in-process server answering every request at once with one short stream (4 tokens, usage)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport, self.buf = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            length = int(self.buf.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            self.transport.write(SHORT)
+
+
+async def request_costs(packages: dict[str, str]) -> dict:
+    """Per path and side: the least CPU µs per request (server included, the same for both) over 40
+    alternating batches of 50 sequential short requests, over one kept-alive connection."""
+    server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    runs: dict[str, dict] = {"gateway": {}, "bench": {}}
+    for side, package in packages.items():
+        request = importlib.import_module(f"{package}.bench.request")
+        Prompt = importlib.import_module(f"{package}.bench.datasets").Prompt
+        RequestRecord = importlib.import_module(f"{package}.bench.record").RequestRecord
+        try:
+            upstream = importlib.import_module(f"{package}.http1").Client(60.0)
+        except ImportError:
+            upstream = importlib.import_module(f"{package}.gateway.upstream_client").UpstreamClient(60.0)
+        client = await request.Client(url, "sk-standin", "standin").__aenter__()
+
+        async def bench(client=client, Prompt=Prompt, RequestRecord=RequestRecord) -> None:
+            for i in range(50):
+                record = await client.send(Prompt("hi", 1, 4), RequestRecord(i, 0.0, 1, 4), 0.0)
+                assert record.ok and record.output_tokens == 4, (record.error, record.detail)
+
+        async def gateway(upstream=upstream) -> None:
+            for _ in range(50):
+                resp = await upstream.post(url + "/chat/completions", b"{}", {"Content-Type": "application/json"})
+                while await resp.next():
+                    pass
+                resp.close()
+
+        runs["gateway"][side], runs["bench"][side] = gateway, bench
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for path, sides in runs.items():
+        best = dict.fromkeys(sides, 1e9)
+        for _ in range(40):
+            for side, run in sides.items():
+                start = time.process_time()
+                await run()
+                best[side] = min(best[side], (time.process_time() - start) / 50 * 1e6)
+        out[path] = {side: {"CPU µs per short request": best[side]} for side in sides}
+    server.close()
+    return out
+
+
+def run_uvloop(coro):
+    """`coro` run on uvloop (as the gateway and the bench run) when it is installed."""
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
 def child(a: argparse.Namespace) -> None:
     """One path at the revision on PYTHONPATH: its figures as one JSON line."""
     try:
@@ -315,6 +390,9 @@ def main() -> None:
             for path, framed in asyncio.run(client_rates(packages, streams, a.tokens)).items():
                 for side in sides:
                     results[(path, side)][0].update(framed[side])
+            for path, costs in run_uvloop(request_costs(packages)).items():
+                for side in sides:
+                    results[(path, side)][0].update(costs[side])
         finally:
             stop_server(server)
     print(f"old = {a.old}, new = this checkout; {a.requests} requests x {a.tokens} tokens, {a.concurrency} "

@@ -70,11 +70,12 @@ class Connection(asyncio.Protocol):
         self.reused = False
         self.last = 0.0  # when the previous read came
         self.held = False  # reading paused to gather a fast stream's reads
-        self._reset(None)
+        self._reset()
 
-    def _reset(self, sink: Sink | None) -> None:
+    def _reset(self) -> None:
+        """Ready for the next request (a fresh parser, no response)."""
         self.parser = httptools.HttpResponseParser(self)
-        self.sink = sink
+        self.sink: Sink | None = None
         self.push: Sink | None = None  # the sink, once the answer is a 200
         self.busy = False  # a request was sent and its answer is awaited
         self.status = 0
@@ -91,8 +92,9 @@ class Connection(asyncio.Protocol):
         self.written = 0.0
 
     def send(self, data: bytes, sink: Sink | None) -> None:
-        """Write a request; its answer's body goes to `sink` if given (and the answer is a 200)."""
-        self._reset(sink)
+        """Write a request (on a new or a reset connection); its answer's body goes to `sink` if given
+        (and the answer is a 200)."""
+        self.sink = sink
         self.busy = True
         self.written = perf_counter()
         self.transport.write(data)  # type: ignore[union-attr]
@@ -210,8 +212,7 @@ class Connection(asyncio.Protocol):
         `timeout` passes: then the connection fails (HttpTimeout naming `allowed` seconds, `timeout` by
         default) and closes."""
         self.waiter = waiter = self.loop.create_future()
-        timer = self.loop.call_later(max(timeout, 0.0), self._timed_out, waiter,
-                                     timeout if allowed is None else allowed)
+        timer = self.loop.call_later(timeout, self._timed_out, waiter, allowed or timeout)
         try:
             await waiter
         finally:
@@ -362,7 +363,7 @@ class Client:
         return None
 
     def _put(self, origin: Origin, conn: Connection) -> None:
-        conn._reset(None)
+        conn._reset()
         conn.idle_since = monotonic()
         self._idle.setdefault(origin, []).append(conn)
 
