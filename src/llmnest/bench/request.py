@@ -64,20 +64,20 @@ class Client:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + PATHS[endpoint]
-        try:
-            http1.Client(timeout_s).target(self.url)
-        except http1.HttpError:
-            raise BadInput(f"{base_url} is not an http(s) URL; give e.g. http://host:8000/v1") from None
         self.model = model
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self._http = self._new_http()
+        try:
+            self._http.target(self.url)
+        except http1.HttpError:
+            raise BadInput(f"{base_url} is not an http(s) URL; give e.g. http://host:8000/v1") from None
         self.ignore_eos = ignore_eos
         self.temperature = temperature
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self._request_headers = {"Accept": "text/event-stream", **self.headers}
-        self._http = self._new_http()
 
     def _new_http(self) -> http1.Client:
         return http1.Client(self.timeout_s, CONNECT_TIMEOUT_S, gather_s=COALESCE_S)
