@@ -138,9 +138,9 @@ def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:
     assert "attach the AliyunECSFullAccess policy" in done.stderr and "Traceback" not in done.stderr
 
 
-KEY_LINES = (  # where a script may name the key: shell builtins and assignments, none a process's argv
-    "LLMNEST_API_KEY='", 'export VLLM_API_KEY="${LLMNEST_API_KEY}"', "printf ", 'if [[ -n "${LLMNEST_API_KEY:-}" ]]',
-    's=${s//"$LLMNEST_API_KEY"/[api key]}',
+KEY_LINES = (  # where a script may name the key: shell builtins, assignments and the script's own functions
+    "LLMNEST_API_KEY='", "printf ", 'if [[ -n "${LLMNEST_API_KEY:-}" ]]', 's=${s//"$LLMNEST_API_KEY"/[api key]}',
+    'wait_chat "$PORT" "$LLMNEST_API_KEY"',
 )
 
 
@@ -178,5 +178,8 @@ def test_dry_run_bars(env: dict[str, str], engine: str, edition: tuple[str, ...]
             sources = script.split("LLMNEST_TOOLKIT_SOURCES:-", 1)[1].split('}"', 1)[0].split()
             assert sources[0].split("|")[1].startswith("https://developer.download.nvidia.cn/"), name
             assert len(sources) > 2 and not sources[0].split("|")[1].startswith("https://nvidia.github.io"), name
+        assert "VLLM_API_KEY=$(engine_key)" in script or "VLLM_API_KEY" not in script, name  # the engine's own key
     whole = json.dumps(out)
     assert "NCCL_IB" not in whole and "erdma" not in whole.lower()
+    serving = [script for sync, script in scripts.values() if "start_gateway" in script]
+    assert serving and all("--host 127.0.0.1" in s and "METRICS_FROM=192.168.0.0/16" in s for s in serving)

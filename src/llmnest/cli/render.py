@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from ..examples import Endpoint, chatbox_settings, curl_example, python_example
 from ..humanize import duration  # noqa: F401  (the CLI's tables call it as render.duration)
 
@@ -66,17 +64,3 @@ def status_text(info: dict[str, Any]) -> str:
         else:
             lines.append(f"{key:>{width}}  {flat(value)}")
     return "\n".join(lines)
-
-
-def dry_run_text(result: dict[str, Any]) -> str:
-    """`up --target aliyun --dry-run` for a person: the template (YAML, as the ROS console shows it),
-    the parameters (secrets masked) and each preflight check."""
-    marks = {True: "ok  ", False: "FAIL", None: "skip"}
-    checks = [f"  [{marks[c['ok']]}] {c['check']:<12} {c['detail']}" for c in result["preflight"]]
-    params = [f"  {k} = {v}" for k, v in result["parameters"].items()]
-    return "\n".join([
-        "# ROS template", yaml.safe_dump(result["template"], sort_keys=False).rstrip(), "",
-        "# Parameters", *params, "",
-        "# Preflight", *checks, "",
-        "Nothing was created. Add --json for all of this and the bootstrap script as one JSON object.",
-    ])

@@ -44,7 +44,7 @@ class Gateway:
     def __init__(self, db: Database, provider: Provider, *, limiter: Limiter | None = None,
                  router: Router | None = None, health_interval: float = 5.0, max_body: int | None = None,
                  admin_key: str | None = None, upstream_timeout: float = 600.0,
-                 limits: HttpLimits | None = None) -> None:
+                 limits: HttpLimits | None = None, metrics_from: tuple[str, ...] = ()) -> None:
         self.db = db
         self.provider = provider
         self.limiter = limiter or Limiter("memory://")
@@ -52,6 +52,7 @@ class Gateway:
         self.metrics = Metrics()
         self.limits = limits or HttpLimits()
         self.admin_key = admin_key
+        self.metrics_from = tuple(ipaddress.ip_network(n, strict=False) for n in metrics_from)  # beyond loopback
         self.routing = Routing(provider, self.router, self.metrics, health_interval)
         self.accounting = Accounting(db, self.limiter, self.metrics)
         self.limiter.tokens_used = self.limiter.tokens_used or self.accounting.tokens_used
@@ -147,10 +148,11 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        if not _is_loopback(request.client.host if request.client else "") and not (
+        if not _is_trusted(request.client.host if request.client else "", self.metrics_from) and not (
                 self.admin_key and hmac.compare_digest(bearer(request.headers.get("authorization", "")).encode(),
                                                    self.admin_key.encode())):
-            return error_response(403, "/metrics is readable from loopback, or with the admin key as Bearer token")
+            return error_response(403, "/metrics is readable from loopback (and the --metrics-from networks), or with "
+                                  "the admin key as Bearer token")
         for model, reps in self.router.replicas.items():
             for r in reps:
                 self.metrics.replica_outstanding.labels(model, r.id).set(r.outstanding)
@@ -175,8 +177,10 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     return sending
 
 
-def _is_loopback(host: str) -> bool:
+def _is_trusted(host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """A client address on loopback or in one of `networks`."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or any(address in n for n in networks)
