@@ -106,6 +106,20 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
+        if sink is None and self.status:  # a pulled body's read, the gateway's usual one: at the least cost
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                self._malformed(exc)
+                return
+            if self.body:  # (self._pulled(), inline)
+                if self.size > HIGH_WATER and not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()  # type: ignore[union-attr]
+                waiter = self.waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            return
         arrived = perf_counter() if sink is not None else 0.0
         heading = not self.status
         if heading:
@@ -117,8 +131,7 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(BadResponse(f"the server sent malformed HTTP ({exc})"))
-            self.close()
+            self._malformed(exc)
             return
         if heading and not self.status and self.head_size > MAX_HEAD:
             self._fail(BadResponse(f"the server's response head is over {MAX_HEAD} bytes"))
@@ -128,12 +141,7 @@ class Connection(asyncio.Protocol):
         if body:
             push = self.push
             if push is None:
-                if self.size > HIGH_WATER and not self.paused:
-                    self.paused = True
-                    self.transport.pause_reading()  # type: ignore[union-attr]
-                waiter = self.waiter  # (self._wake, inline: this is the gateway's per-read path)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                self._pulled()
                 return
             data = body[0] if len(body) == 1 else b"".join(body)
             body.clear()
@@ -150,6 +158,17 @@ class Connection(asyncio.Protocol):
                 self.loop.call_later(self.gather_s, self._release_hold)
         if sink is not None:
             self.last = arrived
+
+    def _pulled(self) -> None:
+        """Body bytes came for the reader to pull: wake it; too many unread pause the socket."""
+        if self.size > HIGH_WATER and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._wake()
+
+    def _malformed(self, exc: Exception) -> None:
+        self._fail(BadResponse(f"the server sent malformed HTTP ({exc})"))
+        self.close()
 
     def _release_hold(self) -> None:
         self.held = False
