@@ -137,7 +137,8 @@ async def gateway_path(a: argparse.Namespace) -> tuple[int, float]:
     async def worker(n: int) -> None:
         nonlocal tokens
         for _ in range(n):
-            tokens += await one()
+            got = await one()  # (not `tokens += await one()`: that reads `tokens` before the await)
+            tokens += got
 
     await asyncio.gather(*(worker(a.requests // a.concurrency) for _ in range(a.concurrency)))
     client.close()
