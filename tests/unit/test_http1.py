@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from llmnest import http1
-from llmnest.http1 import Client as UpstreamClient
-from llmnest.http1 import HttpError as UpstreamError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -57,7 +55,7 @@ def test_framings_keep_alive_and_a_kept_connection_the_engine_closed() -> None:
         await reader.read()
 
     async def check(url, connections):
-        client = UpstreamClient(timeout=5)
+        client = http1.Client(timeout=5)
         first = await client.post(url + "/v1/x", b"{}", {"Authorization": "Bearer k"})
         assert (first.status, first.headers["content-type"], await first.read()) == (200, "application/json", b"{}")
         first.close()
@@ -81,7 +79,7 @@ def test_a_body_until_close_and_bytes_that_wait_come_back_in_one_piece() -> None
         await writer.drain()
 
     async def check(url, connections):
-        client = UpstreamClient(timeout=5)
+        client = http1.Client(timeout=5)
         resp = await client.post(url + "/v1/x", b"{}", {})
         await asyncio.sleep(0.2)  # the relay is busy elsewhere: everything sent meanwhile waits
         assert await resp.next() == b"".join(b"data: %d\n\n" % i for i in range(50))
@@ -103,22 +101,22 @@ def test_failures_say_whether_the_engine_answered_at_all() -> None:
         await asyncio.sleep(5)  # silent
 
     async def check(url, connections):
-        client = UpstreamClient(timeout=0.5)
-        with pytest.raises(UpstreamError) as cut:
+        client = http1.Client(timeout=0.5)
+        with pytest.raises(http1.HttpError) as cut:
             await client.post(url + "/v1/x", b"{}", {})
         assert cut.value.before_response
         resp = await client.post(url + "/v1/x", b"{}", {})
         assert await resp.next() == b"hello"
-        with pytest.raises(UpstreamError) as died:
+        with pytest.raises(http1.HttpError) as died:
             await resp.next()
         assert not died.value.before_response
         resp.close()
-        with pytest.raises(UpstreamError, match="nothing for 0.5 s"):
+        with pytest.raises(http1.HttpError, match="nothing for 0.5 s"):
             await client.post(url + "/v1/x", b"{}", {})
 
     serve(handler, check)
-    with pytest.raises(UpstreamError, match="cannot connect") as refused:
-        asyncio.run(UpstreamClient(timeout=1).post("http://127.0.0.1:9/v1/x", b"{}", {}))
+    with pytest.raises(http1.HttpError, match="cannot connect") as refused:
+        asyncio.run(http1.Client(timeout=1).post("http://127.0.0.1:9/v1/x", b"{}", {}))
     assert refused.value.before_response
 
 
@@ -253,7 +251,7 @@ def test_a_slow_stream_is_bounded_between_reads_when_pulled_and_in_all_when_push
             await writer.drain()
 
     async def check(url, connections):
-        client = UpstreamClient(timeout=0.5)
+        client = http1.Client(timeout=0.5)
         pulled = await client.post(url + "/v1/x", b"{}", {})
         assert await pulled.read() == b"ab\n\n" * 6  # 0.9 s in all, never 0.5 s silent
         pulled.close()
@@ -273,7 +271,7 @@ def test_a_timeout_on_a_kept_connection_is_not_retried_elsewhere() -> None:
         await asyncio.sleep(2)  # the second request on this connection: silent
 
     async def check(url, connections):
-        client = UpstreamClient(timeout=0.3)
+        client = http1.Client(timeout=0.3)
         first = await client.post(url + "/v1/x", b"{}", {"Accept": "text/event-stream"})
         assert await first.read() == b"{}"
         first.close()
@@ -294,11 +292,11 @@ def test_the_request_head() -> None:
         await writer.drain()
 
     async def check(url, connections):
-        client = UpstreamClient(timeout=5)
+        client = http1.Client(timeout=5)
         resp = await client.post(url + "/v1/chat/completions?x=1", b'{"a":1}', {"Authorization": "Bearer k"})
         assert resp.status == 204 and await resp.read() == b""
         resp.close()
-        with pytest.raises(UpstreamError, match="not an http"):
+        with pytest.raises(http1.HttpError, match="not an http"):
             await client.post("ftp://host/x", b"", {})
 
     serve(handler, check)
