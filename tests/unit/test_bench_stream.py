@@ -1,15 +1,19 @@
-"""The streamed-response reader on raw HTTP bytes: which events count as content, usage, errors, and
-that every way of cutting the bytes into reads (chunk boundaries anywhere) gives the same record."""
+"""The streamed-response reader on raw HTTP bytes (framed by the shared HTTP/1.1 connection): which
+events count as content, usage, errors, and that every way of cutting the bytes into reads (chunk
+boundaries anywhere) gives the same record."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 
 import pytest
 
+from llmnest import http1
 from llmnest.bench.record import RequestRecord
 from llmnest.bench.request import Client
-from llmnest.bench.stream import EventReader, Response
+from llmnest.bench.stream import EventReader
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
@@ -41,13 +45,49 @@ def chunked(events: list[bytes]) -> bytes:
     return HEAD + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
 
 
-def read(reads: list[bytes], chat_endpoint: bool = True) -> tuple[Response, RequestRecord]:
-    """Feed the reads one by one, the i-th arriving at time i + 1 (the request was sent at 0)."""
+class Socket:
+    """Stands in for the socket under the connection, so that each test decides exactly how the bytes
+    are cut into reads (a real socket may join them)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+
+@dataclass
+class Read:
+    events: EventReader
+    finished: bool
+    status: int
+    keep_alive: bool
+    error_body: bytes
+    error: BaseException | None
+
+
+def read(reads: list[bytes], chat_endpoint: bool = True, closed: bool = False) -> tuple[Read, RequestRecord]:
+    """Feed the reads one by one to a connection with the bench's reader as its sink, the i-th arriving
+    at time i + 1 (the request was sent at 0); `closed`: the server closes the connection after them."""
     record = RequestRecord(0, 0.0, 5, 16)
-    response = Response(EventReader(record, chat_endpoint, 0.0))
-    for i, data in enumerate(reads):
-        response.feed(data, float(i + 1))
-    return response, record
+    events = EventReader(record, chat_endpoint, 0.0)
+
+    async def go() -> Read:
+        conn = http1.Connection()
+        conn.connection_made(Socket())  # type: ignore[arg-type]
+        clock = [0.0]
+        conn.send(b"POST / HTTP/1.1\r\n\r\n", lambda data, arrived: events.feed(data, clock[0]))
+        for i, data in enumerate(reads):
+            clock[0] = float(i + 1)
+            conn.data_received(data)
+        if closed:
+            conn.connection_lost(None)
+        return Read(events, conn.complete, conn.status, conn.keep_alive, conn.take(), conn.error)
+
+    return asyncio.run(go()), record
 
 
 def per_event_reads(events: list[bytes]) -> list[bytes]:
@@ -160,7 +200,9 @@ def test_a_sized_body_and_a_body_until_close() -> None:
     response, record = read([sized[:40], sized[40:]])
     assert response.finished and len(record.chunks) == 3
     response, record = read([b"HTTP/1.1 200 OK\r\n\r\n" + events])
-    assert not response.finished and response.eof() and len(record.chunks) == 3 and not response.keep_alive
+    assert not response.finished and len(record.chunks) == 3
+    response, record = read([b"HTTP/1.1 200 OK\r\n\r\n" + events], closed=True)
+    assert response.finished and response.error is None and not response.keep_alive
 
 
 def test_an_error_status_keeps_its_body_for_the_detail() -> None:
@@ -170,8 +212,8 @@ def test_an_error_status_keeps_its_body_for_the_detail() -> None:
 
 
 def test_not_http_is_an_error() -> None:
-    with pytest.raises(ValueError):
-        read([b"SSH-2.0-OpenSSH\r\n\r\n"])
+    response, _ = read([b"SSH-2.0-OpenSSH\r\n\r\n"])
+    assert isinstance(response.error, http1.BadResponse) and isinstance(response.error, ValueError)
 
 
 def test_payload_carries_stream_options_and_key() -> None:
@@ -185,6 +227,31 @@ def test_payload_carries_stream_options_and_key() -> None:
     assert client.headers["Authorization"] == "Bearer sk-1"
     assert client.url == "http://x/v1/chat/completions"
     assert "ignore_eos" not in Client("http://x/v1", None, "m", "completions").payload(Prompt("p", 1, 1))
-    head = client._head(42)
-    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"Content-Length: 42\r\n" in head
-    assert b"Authorization: Bearer sk-1\r\n" in head and head.endswith(b"\r\n\r\n")
+
+
+def test_a_server_that_sends_no_usage_leaves_the_text_to_count() -> None:
+    """Over a real socket: the request the bench writes, and an answer without usage keeping its text."""
+    from llmnest.bench.datasets import Prompt
+
+    stream = [chat({"role": "assistant", "content": ""}), chat({"content": "Hel"}), chat({"content": "lo"}, "stop"),
+              event("[DONE]")]
+    seen: list[bytes] = []
+
+    async def go() -> RequestRecord:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head + await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])))
+            writer.write(chunked(stream))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        async with server, Client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", "sk-1", "m") as client:
+            return await client.send(Prompt("hi", 1, 4), RequestRecord(0, 0.0, 1, 4), 0.0)
+
+    record = asyncio.run(go())
+    assert record.ok and record.output_tokens is None and record.text == "Hello" and len(record.chunks) == 2
+    assert record.written is not None and record.sent <= record.written <= record.ended
+    head, body = seen[0].split(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"Accept: text/event-stream" in head
+    assert b"Authorization: Bearer sk-1" in head and json.loads(body)["stream_options"] == {"include_usage": True}

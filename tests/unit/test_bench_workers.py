@@ -120,7 +120,7 @@ def test_wrong_key_and_keep_alive(standin: str) -> None:
             a = await good.send(Prompt("hi", 1, 3), RequestRecord(0, 0.0, 1, 3), 0.0)
             b = await good.send(Prompt("hi", 1, 5), RequestRecord(1, 0.0, 1, 5), 0.0)
             c = await bad.send(Prompt("hi", 1, 3), RequestRecord(2, 0.0, 1, 3), 0.0)
-            return a, b, c, len(good._idle)
+            return a, b, c, good.idle()
 
     a, b, c, idle = asyncio.run(go())
     assert a.ok and b.ok and (a.output_tokens, b.output_tokens) == (3, 5) and len(b.chunks) == 5

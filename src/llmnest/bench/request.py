@@ -1,22 +1,23 @@
 """The HTTP edge: one streamed OpenAI chat/completions call per request, timed, failures named by cause.
 
-Streaming requests go over keep-alive HTTP/1.1 connections of our own (an asyncio Protocol): each
-socket read is handed straight to the pure parser in `stream` with one clock reading, so a chunk
-costs no task switch, no stream-reader buffer and no per-line object (see docs/bench.md). The clock starts just before the request is written, as in `vllm bench serve`. Every
-request, connection included, is bounded by `timeout`.
+Requests go over the shared HTTP/1.1 client (`llmnest.http1`, keep-alive connections): each socket read's
+body bytes are handed straight to the pure event reader in `stream` with one clock reading, so a chunk
+costs no task switch, no stream-reader buffer and no per-line object (see docs/bench.md). The clock
+starts just before the request is written, as in `vllm bench serve`. Every request, connection
+included, is bounded by `timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from typing import Any, Literal
 
+from .. import http1
 from ..errors import BadInput, LlmnestError
 from .datasets import Prompt
 from .record import RequestRecord
-from .stream import EventReader, Response, parse_url, request_head, status_detail
+from .stream import EventReader
 
 try:
     from orjson import dumps
@@ -47,80 +48,6 @@ def classify(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; feeds the response in progress as bytes arrive."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None
-        self.response: Response | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.lost = False
-        self.last = 0.0  # when the previous read came
-        self.paused = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.loop = asyncio.get_running_loop()
-
-    def begin(self, response: Response, waiter: asyncio.Future[None], data: bytes) -> None:
-        self.response, self.waiter = response, waiter
-        self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        arrived = time.perf_counter()
-        response = self.response
-        if response is None:  # bytes nobody asked for: this connection cannot be trusted
-            self.transport.close()
-            return
-        try:
-            response.feed(data, arrived)
-        except Exception as exc:  # a malformed answer fails this request only
-            self.fail(exc)
-            return
-        if response.finished:
-            self._settle(None)
-        elif arrived - self.last < COALESCE_S and not self.paused and response.events.record.chunks:
-            self.paused = True  # a stream faster than one read per COALESCE_S: let its next chunks gather
-            self.transport.pause_reading()
-            self.loop.call_later(COALESCE_S, self._resume)
-        self.last = arrived
-
-    def _resume(self) -> None:
-        self.paused = False
-        if not self.lost:
-            self.last = time.perf_counter()
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        response = self.response
-        if response is not None:
-            if response.eof():
-                self._settle(None)
-            else:
-                self.fail(exc or ConnectionResetError("the server closed the connection mid-response"))
-
-    def fail(self, exc: BaseException) -> None:
-        self._settle(exc)
-
-    def _settle(self, exc: BaseException | None) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
-
-    def reusable(self) -> bool:
-        response = self.response
-        return not self.lost and response is not None and response.finished and response.keep_alive
-
-    def close(self) -> None:
-        self.lost = True
-        if self.transport is not None:
-            self.transport.close()
-
-
 class Client:
     """Streamed requests to one OpenAI-compatible base URL (…/v1), with a Bearer key, over a pool of
     keep-alive connections (one per request in flight)."""
@@ -137,32 +64,38 @@ class Client:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + PATHS[endpoint]
-        try:
-            self._target = parse_url(self.url)
-        except ValueError:
-            raise BadInput(f"{base_url} is not an http(s) URL; give e.g. http://host:8000/v1") from None
         self.model = model
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self._http = self._new_http()
+        try:
+            self._http.target(self.url)
+        except http1.HttpError:
+            raise BadInput(f"{base_url} is not an http(s) URL; give e.g. http://host:8000/v1") from None
         self.ignore_eos = ignore_eos
         self.temperature = temperature
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
-        self._idle: list[_Connection] = []
+        self._request_headers = {"Accept": "text/event-stream", **self.headers}
+
+    def _new_http(self) -> http1.Client:
+        return http1.Client(self.timeout_s, CONNECT_TIMEOUT_S, gather_s=COALESCE_S)
 
     def __getstate__(self) -> dict[str, Any]:
         """Configuration only (a worker process opens its own connections)."""
-        return {**self.__dict__, "_idle": []}
+        return {**self.__dict__, "_http": self._new_http()}
 
     async def __aenter__(self) -> Client:
-        self._idle = []
+        self._http = self._new_http()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for conn in self._idle:
-            conn.close()
-        self._idle = []
+        self._http.close()
+
+    def idle(self) -> int:
+        """Kept-alive connections waiting for the next request."""
+        return self._http.idle()
 
     async def list_models(self) -> list[str]:
         """GET /models: the served model ids. Unreachable, 401 and non-OpenAI answers are one clear line."""
@@ -220,62 +153,38 @@ class Client:
     async def send(self, prompt: Prompt, record: RequestRecord, t0: float) -> RequestRecord:
         """POST one streamed request and fill `record`; never raises except on cancellation."""
         body = dumps(self.payload(prompt))
-        loop = asyncio.get_running_loop()
         start = time.perf_counter()
         record.sent = start - t0
         events = EventReader(record, self.endpoint == "chat", start)
-        response = Response(events)
-        conn: _Connection | None = None
-        timer = None
+        response: http1.Response | None = None
         try:
-            conn = await self._connection(start)
-            waiter: asyncio.Future[None] = loop.create_future()
-            timer = loop.call_later(self.timeout_s - (time.perf_counter() - start), conn.fail,
-                                 TimeoutError(f"no complete answer within {self.timeout_s:g} s"))
-            data = self._head(len(body)) + body
-            record.written = time.perf_counter() - t0
-            conn.begin(response, waiter, data)
-            await waiter
+            response = await self._http.post(self.url, body, self._request_headers, events.feed, self.timeout_s)
+            record.written = response.written - t0
             if response.status != 200:
-                record.error, record.detail = f"http {response.status}", status_detail(response)
+                record.error, record.detail = f"http {response.status}", await _detail(response)
         except asyncio.CancelledError:
             record.error, record.detail = "interrupted", "the run was stopped"
             raise
         except Exception as exc:  # every other failure is data: counted by cause, never fatal
+            if (written := getattr(exc, "written", None)) is not None:
+                record.written = written - t0
             record.error, record.detail = classify(exc), str(exc)[:300] or type(exc).__name__
         finally:
             record.ended = time.perf_counter() - t0
-            if timer is not None:
-                timer.cancel()
-            if conn is not None:
-                self._release(conn)
+            if response is not None:
+                response.close()
         if record.error is None and not record.chunks:
             record.error, record.detail = "no content", "the stream ended without generated text"
         record.ok = record.error is None
         if record.ok and record.output_tokens is None:
-            record.text = "".join(events.texts)
+            record.text = events.text()
         return record
 
-    def _head(self, length: int) -> bytes:
-        _, host, port, path = self._target
-        return request_head("POST", path, host, port, self.headers, length)
 
-    async def _connection(self, start: float) -> _Connection:
-        """An idle keep-alive connection, or a new one (the connect bounded by the request's timeout)."""
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.lost:
-                return conn
-        scheme, host, port, _ = self._target
-        context = ssl.create_default_context() if scheme == "https" else None
-        connect = asyncio.get_running_loop().create_connection(_Connection, host, port, ssl=context)
-        limit = min(CONNECT_TIMEOUT_S, self.timeout_s - (time.perf_counter() - start))
-        _, conn = await asyncio.wait_for(connect, max(limit, 0.001))
-        return conn
-
-    def _release(self, conn: _Connection) -> None:
-        if conn.reusable():
-            conn.response = conn.waiter = None
-            self._idle.append(conn)
-        else:
-            conn.close()
+async def _detail(response: http1.Response) -> str:
+    """What a non-200 answer said (its first 300 characters), for the failure record."""
+    kept = b""
+    while data := await response.next():
+        if len(kept) < 300:
+            kept += data
+    return kept.decode("utf-8", "replace")[:300]

@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ..http1 import Client, HttpError, Response as UpstreamResponse
 from ..sse import EventTooLarge
 from .accounting import Accounting, Call, release, stream_usage, usage_of
 from .assemble import Assembler, assemblable, streamed_body
@@ -20,7 +21,6 @@ from .metrics import Metrics
 from .router import prompt_prefix
 from .routing import Routing, auth, engine_url
 from .stream import DONE, StreamTap, upstream_body
-from .upstream_client import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("llmnest.gateway")
 
@@ -38,7 +38,7 @@ class Relay:
         self.routing = routing
         self.accounting = accounting
         self.metrics = metrics
-        self.upstream = UpstreamClient(upstream_timeout)
+        self.upstream = Client(upstream_timeout)
 
     async def handle(self, call: Call, body: dict[str, Any], raw: bytes, receive: Receive, send: Send,
                      extra: list[tuple[bytes, bytes]]) -> Response | None:
@@ -72,7 +72,7 @@ class Relay:
                 resp = await self.upstream.post(engine_url(replica, call.path), raw, {
                     "Content-Type": "application/json", **auth(replica.upstream.internal_key)})
                 content = b"" if stream and resp.status == 200 else await resp.read()
-            except UpstreamError as exc:  # refused, reset, timed out before the answer: out at once
+            except HttpError as exc:  # refused, reset, timed out before the answer: out at once
                 replica.outstanding -= 1
                 replica.healthy = False
                 self.metrics.replica_up.labels(call.model, replica.id).set(0)
@@ -134,8 +134,8 @@ class Relay:
                     if call.tap.done:
                         break
                 else:
-                    raise UpstreamError("the stream ended without [DONE]")
-            except (UpstreamError, EventTooLarge) as exc:
+                    raise HttpError("the stream ended without [DONE]")
+            except (HttpError, EventTooLarge) as exc:
                 resp.close()
                 release(call, call.tap)
                 if call.replica:
@@ -208,7 +208,7 @@ class Relay:
                 tail = (tail + data)[-65536:]
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             status = 200
-        except UpstreamError as exc:
+        except HttpError as exc:
             if not call.client_gone:
                 status = 502
                 log.warning("replica %s failed mid-stream: %s", call.replica.id if call.replica else "?", exc)
@@ -244,8 +244,8 @@ class Relay:
                     await send({"type": "http.response.body", "more_body": True,
                                 "body": b"".join(events) if len(events) > 1 else events[0]})
             end = b"".join(tap.flush())
-            raise UpstreamError("the stream ended without [DONE]")
-        except (UpstreamError, EventTooLarge) as exc:
+            raise HttpError("the stream ended without [DONE]")
+        except (HttpError, EventTooLarge) as exc:
             if not call.client_gone:  # the engine died mid-stream: tell the client, do not hang
                 status = 502
                 if call.replica:
