@@ -12,7 +12,7 @@ from .errors import BadInput
 
 Engine = Literal["vllm", "sglang"]
 Runtime = Literal["process", "docker"]
-TargetName = Literal["local", "aliyun"]  # targets.get() gives the Target for a name
+TargetName = Literal["local", "aliyun", "kubernetes"]  # targets.get() gives the Target for a name
 Device = Literal["cuda", "cpu"]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -73,6 +73,8 @@ class DeploymentSpec(BaseModel):
     engine_args: dict[str, str] = Field(default_factory=dict, description="pass-through engine flags")
     env: dict[str, str] = Field(default_factory=dict)
     aliyun: AliyunPlacement | None = Field(default=None, description="set when target is aliyun")
+    kubernetes: dict[str, Any] | None = Field(default=None, description="set when target is kubernetes: its "
+                                              "KubernetesPlacement (targets/kubernetes/placement.py) as data")
 
     @field_validator("name")
     @classmethod
@@ -85,6 +87,8 @@ class DeploymentSpec(BaseModel):
     def _fits_host(self) -> DeploymentSpec:
         if (self.target == "aliyun") != (self.aliyun is not None):
             raise ValueError("an aliyun target needs its placement (region, ...) and only it has one")
+        if (self.target == "kubernetes") != (self.kubernetes is not None):
+            raise ValueError("a kubernetes target needs its placement (namespace, ...) and only it has one")
         if self.replicas > 1 and not self.gateway:
             raise ValueError("several replicas need the gateway in front of them: drop --no-gateway and --no-api-key")
         if self.gateway and (self.target != "local" or not self.api_key_enabled):
@@ -116,7 +120,7 @@ class DeploymentSpec(BaseModel):
         return cls.model_validate_json(text)
 
 
-SPEC_FIELDS = frozenset(DeploymentSpec.model_fields) - {"engine_args", "env", "aliyun"}
+SPEC_FIELDS = frozenset(DeploymentSpec.model_fields) - {"engine_args", "env", "aliyun", "kubernetes"}
 # A redeploy keeps its identity. The model too: its name, parser, context and weights follow from it.
 LOCKED_FIELDS = frozenset({"name", "target", "model"})
 

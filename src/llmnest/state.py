@@ -94,8 +94,11 @@ class AliyunState(BaseModel):
     private_ips: list[str] = []
 
 
-TargetState = Annotated[Union[LocalState, AliyunState], Field(discriminator="kind")]
-_TARGET_STATE: TypeAdapter[LocalState | AliyunState] = TypeAdapter(TargetState)
+# Each target's own state model beside it (imported here: the targets package imports this module back).
+from .targets.kubernetes.state import KubernetesState  # noqa: E402
+
+TargetState = Annotated[Union[LocalState, AliyunState, KubernetesState], Field(discriminator="kind")]
+_TARGET_STATE: TypeAdapter[LocalState | AliyunState | KubernetesState] = TypeAdapter(TargetState)
 
 
 @dataclass
@@ -144,7 +147,7 @@ class Deployment:
     ready_at: float | None = None
     restarts: int = 0
     last_error: str | None = None
-    info: LocalState | AliyunState = LocalState()
+    info: LocalState | AliyunState | KubernetesState = LocalState()
     replicas: list[Unit] = field(default_factory=list)
 
     @property
@@ -156,7 +159,7 @@ class Deployment:
         return sum(u.status == "ready" for u in self.replicas)
 
 
-def _target_state(spec: DeploymentSpec, raw: str) -> LocalState | AliyunState:
+def _target_state(spec: DeploymentSpec, raw: str) -> LocalState | AliyunState | KubernetesState:
     data = json.loads(raw)
     data.setdefault("kind", spec.target)  # records written before the state was typed
     return _TARGET_STATE.validate_python(data)
