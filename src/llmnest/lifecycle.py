@@ -21,7 +21,7 @@ from .examples import Endpoint, as_dict
 from .spec import apply_sets
 from .targets import Capability, Context, Created, Target
 
-SHOW_FORMATS = ("spec", "command", "script", "ros")
+SHOW_FORMATS = ("spec", "command", "script", "ros", "k8s")
 
 
 def _require(target: Target, capability: Capability, name: str | None = None) -> None:
@@ -209,6 +209,16 @@ def redeploy(name: str | None, sets: dict[str, str], ctx: Context) -> Created:
     how = target.redeploy(dep, apply_sets(dep.spec, sets), ctx)
     return Created(state.get(dep.name), state.api_key(dep.name), time.monotonic() - t0,
                    {"replaced": how} if how else {})
+
+
+def scale(name: str | None, replicas: int, ctx: Context) -> str:
+    """Engine replicas of a deployment whose target scales in place; one line saying what changed."""
+    dep, target = _deployment(name)
+    scale_to = getattr(target, "scale", None)
+    if scale_to is None:
+        raise BadInput(f"{dep.name} runs on {target.place}: change its replicas with "
+                       f"`llmnest redeploy {dep.name} --set replicas={replicas}`")
+    return scale_to(dep, replicas, ctx)
 
 
 def down(name: str | None, ctx: Context) -> str:

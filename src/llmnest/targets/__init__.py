@@ -9,9 +9,10 @@ from .base import Capability, Context, Created, Resolved, Target
 def _registry() -> dict[str, type[Target]]:
     # Imported here so a target's own dependencies load only when it is used.
     from .aliyun.target import AliyunTarget
+    from .kubernetes.target import KubernetesTarget
     from .local.target import LocalTarget
 
-    return {cls.name: cls for cls in (LocalTarget, AliyunTarget)}
+    return {cls.name: cls for cls in (LocalTarget, AliyunTarget, KubernetesTarget)}
 
 
 def names() -> list[str]:

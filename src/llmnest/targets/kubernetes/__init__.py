@@ -1,4 +1,2 @@
-"""Kubernetes (ACK first): the placement, pure manifest renderers and a thin client over lightkube.
-
-Not registered as a target yet: the verbs arrive once targets declare options and state their new way.
-"""
+"""Kubernetes (ACK first): the target (target.py), its placement, options and state, pure manifest
+renderers, the cluster preflight and a thin client over lightkube."""
