@@ -364,3 +364,22 @@ def test_an_unreachable_cluster_is_one_line(tmp_path, monkeypatch):
         lifecycle.up(request(gpu_type="NVIDIA-A10"), ctx())
     result = lifecycle.dry_run(request(gpu_type="NVIDIA-A10"), Context(dry_run=True))
     assert result["preflight"][0]["ok"] is None and "cannot reach" in result["preflight"][0]["detail"]
+
+
+@pytest.mark.parametrize(("model", "nodes", "engine"), [
+    ("Qwen/QwQ-32B", 1, "vllm"), ("Qwen/QwQ-32B", 1, "sglang"),
+    ("deepseek-ai/DeepSeek-R1", 2, "vllm"), ("deepseek-ai/DeepSeek-R1", 2, "sglang")])
+def test_dry_run_is_strictly_schema_valid_and_holds_no_key(tmp_path, monkeypatch, model: str, nodes: int, engine: str):
+    from llmnest.targets.kubernetes import checks
+    from tests.unit.kubernetes.test_manifests_schema import VERSIONS, validate
+
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    req = UpRequest(model=model, engine=engine, target="kubernetes",
+                    options={"namespace": NS, "nodes": nodes, "gpu_type": "NVIDIA-H20", "replicas": 2})
+    result = lifecycle.dry_run(req, Context(dry_run=True))
+    assert checks.problems(result["manifests"]) == []
+    for version in VERSIONS:
+        for obj in result["manifests"]:
+            validate(obj, version)
+    assert "sk-" not in result["yaml"]

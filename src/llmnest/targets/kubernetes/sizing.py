@@ -69,10 +69,11 @@ def request_spec(req: UpRequest, place: KubernetesPlacement) -> tuple[Deployment
         raise BadInput("the cluster's gateway always checks keys, kept in its PostgreSQL: drop --no-api-key/--api-key "
                        "and create keys with `llmnest keys create NAME --db URL`")
     model = catalog_model(req.model)
-    base, _ = build_spec(replace(req, options={}), model, None)
+    engine = req.engine or "vllm"
+    base, _ = build_spec(replace(req, options={}, engine="vllm"), model, None)  # built as for a CPU host, then moved
     data = base.model_dump()
     data.update(target="kubernetes", device="cuda", runtime="docker", host="0.0.0.0", gateway=False, replicas=1,
-                enforce_eager=False, image=base.image or default_image(base.engine),
+                engine=engine, enforce_eager=False, image=base.image or default_image(engine),
                 kubernetes=place.model_dump(mode="json"))
     return validated(data), model
 
