@@ -251,7 +251,7 @@ class Emulator:
 
     def _template(self, p: dict[str, str]) -> dict[str, Any]:
         """The request's template, checked as ROS would against the published resource definitions
-        (llmnest's data/ros, which names each type's source: the emulator keeps no copy of its own)."""
+        (llmnest's targets/aliyun/ros, which names each type's source: the emulator keeps no copy of its own)."""
         try:
             template = yaml.safe_load(p["TemplateBody"])
         except (KeyError, yaml.YAMLError) as exc:

@@ -151,8 +151,15 @@ def refused(path: Path) -> list[dict[str, Any]]:
 
 
 def refusal(case: dict[str, Any]) -> str:
-    """The one line `llmnest plan` refuses the case's model folder with (its config.json, no weights);
+    """The one line `llmnest plan` refuses the case with: its model folder's (its config.json, no weights), or, for a
+    case without a `config`, the plan's for its settings (a version whose profile of the model is not modelled);
     empty when it does not refuse."""
+    if "config" not in case:
+        try:
+            replay(case)
+        except BadInput as exc:
+            return str(exc)
+        return ""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / case["id"]
         folder.mkdir()
@@ -164,8 +171,8 @@ def refusal(case: dict[str, Any]) -> str:
     return ""
 
 
-def refusal_table(path: Path) -> str:
-    rows = ["| log | vLLM | logged KV GiB | the planner's answer |", "|---|---|---|---|"]
+def refusal_table(path: Path, header: bool = True) -> str:
+    rows = ["| log | vLLM | logged KV GiB | the planner's answer |", "|---|---|---|---|"] if header else [""]
     for case in refused(path):
         rows.append(f"| {case['id']} | {case['vllm']} | {case['logged']['kv_cache_gib']:.2f} | {refusal(case)} |")
     return "\n".join(rows)
@@ -201,7 +208,8 @@ def write_docs(doc: Path = DOCS) -> None:
         if line.startswith("<!-- plan_logs: "):
             name = line.removeprefix("<!-- plan_logs: ").removesuffix(" -->")
             tables = {"calibration": lambda: table(CALIBRATION), "held out": lambda: table(HELD_OUT),
-                      "validation": lambda: table(VALIDATION), "refused": lambda: refusal_table(VALIDATION),
+                      "validation": lambda: table(VALIDATION),
+                      "refused": lambda: refusal_table(VALIDATION) + refusal_table(CALIBRATION, header=False),
                       "terms": terms_table, "graphs": graph_table}
             out += [line, tables[name]()]
             skipping = True
@@ -218,5 +226,5 @@ if __name__ == "__main__":
     else:
         for name, path in (("calibration", CALIBRATION), ("held out", HELD_OUT), ("validation", VALIDATION)):
             print(f"{name}:\n{table(path)}\n")
-        print(f"refused:\n{refusal_table(VALIDATION)}\n")
+        print(f"refused:\n{refusal_table(VALIDATION)}{refusal_table(CALIBRATION, header=False)}\n")
         print(f"CUDA graph estimate:\n{graph_table()}")

@@ -12,7 +12,8 @@ from .catalog import CatalogModel
 from .errors import BadInput
 from .host import HostFacts
 from .parallel import default_tp
-from .spec import AliyunPlacement, DeploymentSpec, apply_sets, validated
+from .spec import DeploymentSpec, apply_sets, validated
+from .targets import registry
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -33,7 +34,7 @@ class UpRequest:
     max_model_len: int | None = None
     sets: dict[str, str] = field(default_factory=dict)
     weights: str | None = None  # a folder with the catalog model's weights, fetched by hand
-    target: str = "local"
+    target: str = registry.DEFAULT
     options: dict[str, Any] = field(default_factory=dict)  # the target's own options, only those given
 
 
@@ -47,22 +48,23 @@ def _name_from(text: str) -> str:
 
 
 def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | None,
-               aliyun: AliyunPlacement | None = None) -> tuple[DeploymentSpec, str | None]:
-    """The spec for `req` on this host (`facts`) or on Alibaba Cloud (`aliyun`, facts None), and the
-    API key it will use (None when disabled).
+               placement: Any = None) -> tuple[DeploymentSpec, str | None]:
+    """The spec for `req` on its target: this host (`facts`), or where `placement` says on a target that
+    serves elsewhere (facts None); and the API key it will use (None when disabled).
 
     `model` is the catalog entry, or None when req.model is a local directory.
     """
-    cloud = aliyun is not None
+    target = registry.declaration(req.target)
+    remote = target.serves_on is not None
     gpus = facts.gpus if facts else ()
-    device = "cuda" if cloud or gpus else "cpu"
-    gpu_count = 0 if cloud else len(gpus)
-    host = req.host or ("0.0.0.0" if cloud else "127.0.0.1")
+    device = "cuda" if remote or gpus else "cpu"
+    gpu_count = 0 if remote else len(gpus)
+    host = req.host or ("0.0.0.0" if remote else "127.0.0.1")
     if req.no_api_key and req.api_key:
         raise BadInput("--api-key and --no-api-key contradict each other; pass one")
     if req.no_api_key and host not in LOOPBACK and not req.insecure:
-        where = "an Alibaba Cloud instance" if cloud else host
-        fix = "" if cloud else ", bind --host 127.0.0.1"
+        where = target.serves_on or host
+        fix = "" if remote else ", bind --host 127.0.0.1"
         raise BadInput(
             f"refusing to serve on {where} without an API key: anyone who reaches this port could use it. "
             f"Drop --no-api-key{fix}, or pass --insecure"
@@ -82,7 +84,7 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | No
 
     replicas = req.options.get("replicas") or 1
     docker_here = facts is not None and facts.has_docker_engine and device == "cuda"
-    runtime = req.runtime or ("docker" if cloud or docker_here else "process")
+    runtime = req.runtime or ("docker" if remote or docker_here else "process")
     data: dict[str, object] = {
         "name": name,
         "model": model.key if model else path,  # a catalog key, or the folder of an uncatalogued model
@@ -90,13 +92,13 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | No
         "model_path": path,
         "engine": req.engine or "vllm",
         "runtime": runtime,
-        "target": "aliyun" if cloud else "local",
+        "target": req.target,
         "device": device,
         "gpu_count": gpu_count,
         "host": host,
         "port": req.port or 8080,
         "api_key_enabled": not req.no_api_key,
-        "gateway": not (cloud or req.no_api_key or req.options.get("no_gateway")),
+        "gateway": target.gateway and not (req.no_api_key or req.options.get("no_gateway")),
         "replicas": replicas,
         "max_model_len": req.max_model_len or (model.max_model_len if model else None),
         "gpu_memory_utilization": model.gpu_memory_utilization if model else 0.9,
@@ -104,7 +106,7 @@ def build_spec(req: UpRequest, model: CatalogModel | None, facts: HostFacts | No
         "enforce_eager": device == "cpu",  # CPU: 27 s to ready instead of 137 s with torch.compile
         "reasoning_parser": model.reasoning if model else None,
         "trust_remote_code": model.trust_remote_code if model else False,
-        "aliyun": aliyun,
+        "placement": placement,
     }
     spec = validated(data)
     if req.sets:

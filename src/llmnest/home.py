@@ -36,6 +36,11 @@ def supervisor_log_path(name: str, replica: int = 0) -> Path:
     return deployment_dir(name) / ("supervisor.log" if replica == 0 else f"supervisor-{replica}.log")
 
 
+def gateway_default_key_path() -> Path:
+    """The secret of the gateway's `default` key, which `up` prints behind the gateway (mode 0600)."""
+    return home() / "gateway" / "default_key"
+
+
 def gateway_log_path(port: int) -> Path:
     """The log of the gateway that `up` runs on `port`."""
     path = home() / "gateway"

@@ -1,4 +1,5 @@
-"""The deployment lifecycle the CLI (and the console) call: up, ls, status, logs, show, restart, redeploy, down.
+"""The deployment lifecycle the CLI (and the console) call: up, ls, status, logs, show, restart, redeploy, scale,
+down.
 
 Target-independent: each verb finds the deployment's target (targets.get), checks what it asks of
 it against the target's declared capabilities before any side effect, and calls the target's verb.
@@ -8,7 +9,8 @@ Returns plain data; never prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -19,9 +21,7 @@ from .catalog import find_model
 from .errors import BadInput, NotFound
 from .examples import Endpoint, as_dict
 from .spec import apply_sets
-from .targets import Capability, Context, Created, Target
-
-SHOW_FORMATS = ("spec", "command", "script", "ros", "k8s")
+from .targets import Capability, Context, Created, Target, registry
 
 
 def _require(target: Target, capability: Capability, name: str | None = None) -> None:
@@ -32,10 +32,10 @@ def _require(target: Target, capability: Capability, name: str | None = None) ->
 
 def _check_options(req: UpRequest, target: Target) -> None:
     """Options of another target are refused, naming the target they belong to."""
-    foreign = [k for k in req.options if k not in target.options]
+    foreign = [k for k in req.options if target.declaration.option(k) is None]
     if not foreign:
         return
-    owners = {opt: (name, flag) for name in targets.names() for opt, flag in targets.get(name).options.items()}
+    owners = {o.field: (d.name, o.flag) for d in registry.declarations() for o in d.options}
     owner = owners[foreign[0]][0]
     flags = ", ".join(owners[k][1] for k in foreign)
     one = len(foreign) == 1
@@ -43,25 +43,52 @@ def _check_options(req: UpRequest, target: Target) -> None:
                    f"add --target {owner}, or drop {'it' if one else 'them'} to deploy on {target.place}")
 
 
-def _resolved(req: UpRequest, ctx: Context) -> tuple[Target, targets.Resolved]:
+def _elsewhere(here: Target) -> Callable[..., str | None]:
+    """What the other targets suggest for a model that does not fit `here` (the first that has an answer)."""
+    def suggest(model: Any, max_model_len: int, engine: Any) -> str | None:
+        hints = (targets.get(n).instance_hint(model, max_model_len, engine) for n in targets.names() if n != here.name)
+        return next((h for h in hints if h), None)
+    return suggest
+
+
+def _resolved(req: UpRequest, ctx: Context) -> tuple[Target, targets.Resolved, Context]:
     target = targets.get(req.target)
     _check_options(req, target)
     if ctx.dry_run:
         _require(target, Capability.DRY_RUN)
     if ctx.force:
         _require(target, Capability.FORCE_PLAN)
-    return target, target.resolve(req)
+    return target, target.resolve(req), replace(ctx, elsewhere=_elsewhere(target))
+
+
+def plan(req: UpRequest) -> dict[str, Any]:
+    """What `up` would make of the request, before anything starts: the target's plan (on this machine the
+    memory plan; on a cloud the instance types that fit, their price and the dry-run)."""
+    target, resolved, ctx = _resolved(req, Context())
+    return target.plan(resolved, ctx)
+
+
+def check(req: UpRequest, ctx: Context) -> targets.Resolved:
+    """The request resolved after every check `up` makes before it starts anything; the first refusal raises."""
+    target, resolved, ctx = _resolved(req, ctx)
+    target.check(resolved, ctx)
+    return resolved
 
 
 def dry_run(req: UpRequest, ctx: Context) -> dict[str, Any]:
     """What `up` would create, rendered and checked; nothing is created."""
-    target, resolved = _resolved(req, ctx)
+    target, resolved, ctx = _resolved(req, ctx)
     return target.render(resolved, ctx)
+
+
+def dry_run_text(req: UpRequest, result: dict[str, Any]) -> str:
+    """A dry-run's result for a person, as its target shows it."""
+    return targets.get(req.target).dry_run_text(result)
 
 
 def up(req: UpRequest, ctx: Context) -> Created:
     """Deploy and wait until the model answers a real chat request."""
-    target, resolved = _resolved(req, ctx)
+    target, resolved, ctx = _resolved(req, ctx)
     return target.create(resolved, ctx)
 
 
@@ -75,8 +102,8 @@ def endpoints(dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
 
 
 def price_per_hour(dep: state.Deployment) -> float | None:
-    """The hourly price the target recorded (cloud), else None."""
-    return getattr(dep.info, "price_per_hour", None)
+    """The hourly price the target knows (a cloud's), else None."""
+    return targets.get(dep.spec.target).price_per_hour(dep)
 
 
 def _uptime(dep: state.Deployment) -> float | None:
@@ -105,22 +132,14 @@ def summary(dep: state.Deployment, api_key: str | None, extra: dict[str, Any] | 
         "status": dep.status,
         "where": target.where(dep),
         "gateway": dep.spec.gateway,
-        "api_key_name": _key_name(dep, api_key),
+        "api_key_name": target.key_name(dep, api_key),
+        "api_key_enabled": dep.spec.api_key_enabled,
         "replicas": dep.spec.replicas,
         "endpoints": [as_dict(e) for e in eps],
         "log": target.log_file(dep),
         "follow_logs": target.refusal(Capability.FOLLOW_LOGS) is None,
         **(extra or {}),
     }
-
-
-def _key_name(dep: state.Deployment, api_key: str | None) -> str | None:
-    """The gateway's name for the key printed (`default`, or the deployment's own key and its model)."""
-    if not (dep.spec.gateway and api_key and dep.spec.target == "local"):
-        return None
-    from .targets.local.gateway import key_label
-
-    return key_label(api_key)
 
 
 def _row(dep: state.Deployment, live: dict[str, Any]) -> dict[str, Any]:
@@ -148,14 +167,13 @@ def status(name: str | None) -> dict[str, Any]:
     dep, target = _deployment(name)
     live = target.status(dep)
     dep = state.get(dep.name)  # the target may have recorded what it saw
-    info = getattr(dep.info, "kv_cache_tokens_planned", None), getattr(dep.info, "kv_cache_tokens_actual", None)
     return {
         **_row(dep, live),
         "runtime": dep.spec.runtime,
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(dep.created_at)),
         "last_error": dep.last_error,
         "max_model_len": dep.spec.max_model_len,
-        **kv_cache_comparison(*info),
+        **kv_cache_comparison(*target.kv_cache(dep)),
         **{k: v for k, v in live.items() if k != "status"},
         "log": target.log_file(dep),
     }
@@ -174,18 +192,23 @@ def logs(name: str | None, tail: int, follow: bool, replica: int = 0, gateway: b
 
 def show(name: str | None, fmt: str) -> str:
     """`show --as FMT`: the effective spec (YAML), or what the target runs (command, script, template)."""
-    if fmt not in SHOW_FORMATS:
-        raise BadInput(f"unknown --as {fmt!r}: use one of {', '.join(SHOW_FORMATS)}")
-    if fmt in {"ros", "script"} and name and name not in state.names() and find_model(name):
-        raise NotFound(f"no deployment named {name!r} yet: `llmnest up {name} --target aliyun --region REGION "
-                       "--dry-run` prints the template and script it would run, creating nothing")
+    formats = list(dict.fromkeys(["spec", *(f for d in registry.declarations() for f in d.show_formats)]))
+    if fmt not in formats:
+        raise BadInput(f"unknown --as {fmt!r}: use one of {', '.join(formats)}")
+    if fmt != "spec" and name and name not in state.names() and find_model(name):
+        ahead = [d for d in registry.declarations() if fmt in d.dry_run_shows]
+        if ahead:
+            flags = " ".join(["--target", ahead[0].name, *(f"{o.flag} {o.field.upper()}" for o in ahead[0].options
+                                                           if o.required)])
+            raise NotFound(f"no deployment named {name!r} yet: `llmnest up {name} {flags} --dry-run` prints what "
+                           f"it would create ({ahead[0].dry_run}), creating nothing")
     dep, target = _deployment(name)
     if fmt == "spec":
         data = dep.spec.model_dump(mode="json")
         data["api_key"] = f"set (in {state.key_path(dep.name)})" if state.api_key(dep.name) else None
         return yaml.safe_dump(data, sort_keys=False).rstrip()
     if fmt not in target.show_formats:
-        others = [n for n in targets.names() if fmt in targets.get(n).show_formats]
+        others = [d.name for d in registry.declarations() if fmt in d.show_formats]
         raise BadInput(f"{dep.name} runs on {target.name}: --as {fmt} exists for --target {' or '.join(others)} "
                        f"deployments; use one of spec, {', '.join(target.show_formats)}")
     return target.show(dep, fmt)
@@ -206,22 +229,23 @@ def redeploy(name: str | None, sets: dict[str, str], ctx: Context) -> Created:
     if ctx.force:
         _require(target, Capability.FORCE_PLAN, dep.name)
     t0 = time.monotonic()
-    how = target.redeploy(dep, apply_sets(dep.spec, sets), ctx)
+    how = target.redeploy(dep, apply_sets(dep.spec, sets), replace(ctx, elsewhere=_elsewhere(target)))
     return Created(state.get(dep.name), state.api_key(dep.name), time.monotonic() - t0,
                    {"replaced": how} if how else {})
 
 
 def scale(name: str | None, replicas: int, ctx: Context) -> str:
-    """Engine replicas of a deployment whose target scales in place; one line saying what changed."""
+    """The deployment's engine replicas changed in place, where its target can; one line saying what changed."""
     dep, target = _deployment(name)
-    scale_to = getattr(target, "scale", None)
-    if scale_to is None:
-        raise BadInput(f"{dep.name} runs on {target.place}: change its replicas with "
-                       f"`llmnest redeploy {dep.name} --set replicas={replicas}`")
-    return scale_to(dep, replicas, ctx)
+    _require(target, Capability.SCALE, dep.name)
+    if replicas < 1:
+        raise BadInput(f"{dep.name} needs at least 1 replica, not {replicas}: `llmnest down {dep.name}` removes it")
+    return target.scale(dep, replicas, ctx)
 
 
 def down(name: str | None, ctx: Context) -> str:
     """Remove what the deployment created and forget it; one line saying what went."""
     dep, target = _deployment(name)
+    if ctx.delete_weights:
+        _require(target, Capability.DELETE_WEIGHTS, dep.name)
     return target.down(dep, ctx)

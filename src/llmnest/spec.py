@@ -6,38 +6,18 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from .errors import BadInput
+from .errors import BadInput, LlmnestError
+from .targets import registry
 
 Engine = Literal["vllm", "sglang"]
 Runtime = Literal["process", "docker"]
-TargetName = Literal["local", "aliyun", "kubernetes"]  # targets.get() gives the Target for a name
 Device = Literal["cuda", "cpu"]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DEFAULT_PORT = 8080
-
-
-class AliyunPlacement(BaseModel):
-    """Where an Alibaba Cloud deployment lives (the seed's deploy form, minus secrets)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    region: str
-    zone: str | None = None
-    instance_type: str | None = None
-    nodes: Literal[1, 2] = 1
-    public: bool = False
-    bandwidth_mbps: int | None = Field(default=None, ge=0, le=200,
-                                       description="public bandwidth cap; None picks one the weights download in")
-    allow_cidr: str | None = None
-    vpc_id: str | None = None
-    vswitch_id: str | None = None
-    pay: Literal["postpaid", "prepaid"] = "postpaid"
-    period_months: int | None = Field(default=None, ge=1, le=9)
-    key_pair: str | None = None
-    image_id: str | None = Field(default=None, description="GPU image with the NVIDIA driver, docker and toolkit")
 
 
 class DeploymentSpec(BaseModel):
@@ -51,7 +31,7 @@ class DeploymentSpec(BaseModel):
     model_path: str | None = Field(default=None, description="local weights directory, once resolved")
     engine: Engine = "vllm"
     runtime: Runtime = "process"
-    target: TargetName = "local"
+    target: str = Field(default=registry.DEFAULT, description="a registered target (targets/registry.py)")
     device: Device = "cpu"
     gpu_count: int = Field(default=0, ge=0)
     host: str = "127.0.0.1"
@@ -72,9 +52,45 @@ class DeploymentSpec(BaseModel):
     image: str | None = Field(default=None, description="container image for the docker runtime")
     engine_args: dict[str, str] = Field(default_factory=dict, description="pass-through engine flags")
     env: dict[str, str] = Field(default_factory=dict)
-    aliyun: AliyunPlacement | None = Field(default=None, description="set when target is aliyun")
-    kubernetes: dict[str, Any] | None = Field(default=None, description="set when target is kubernetes: its "
-                                              "KubernetesPlacement (targets/kubernetes/placement.py) as data")
+    placement: Any = Field(default=None, validate_default=True,
+                           description="where the target puts it: its declared placement model, or None")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement_was_per_target(cls, data: Any) -> Any:
+        """Specs stored before the placement was the target's kept it under the target's name (`NAME: {...}`,
+        and `NAME: null` on every other target's spec)."""
+        if isinstance(data, dict) and "placement" not in data and (old := set(registry.names()) & set(data)):
+            place = data.get(data.get("target", registry.DEFAULT))
+            data = {k: v for k, v in data.items() if k not in old} | {"placement": place}
+        return data
+
+    @field_validator("target")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        try:
+            registry.declaration(value)
+        except LlmnestError:
+            raise ValueError(f"unknown target {value!r}: use {registry.choices()}") from None
+        return value
+
+    @field_validator("placement")
+    @classmethod
+    def _placement_of_target(cls, value: Any, info: ValidationInfo) -> Any:
+        if "target" not in info.data:
+            return value  # the target is refused already
+        target = registry.declaration(info.data["target"])
+        if target.placement is None:
+            if value is not None:
+                raise ValueError(f"a {target.name} target takes no placement")
+            return None
+        if value is None:
+            raise ValueError(f"a {target.name} target needs its placement (where on {target.place})")
+        try:
+            return target.placement.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
     @field_validator("name")
     @classmethod
@@ -85,20 +101,18 @@ class DeploymentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _fits_host(self) -> DeploymentSpec:
-        if (self.target == "aliyun") != (self.aliyun is not None):
-            raise ValueError("an aliyun target needs its placement (region, ...) and only it has one")
-        if (self.target == "kubernetes") != (self.kubernetes is not None):
-            raise ValueError("a kubernetes target needs its placement (namespace, ...) and only it has one")
-        if self.replicas > 1 and not self.gateway:
+        target = registry.declaration(self.target)
+        if self.replicas > 1 and not (self.gateway or target.own_gateway):
             raise ValueError("several replicas need the gateway in front of them: drop --no-gateway and --no-api-key")
-        if self.gateway and (self.target != "local" or not self.api_key_enabled):
+        if self.gateway and (not target.gateway or not self.api_key_enabled):
             raise ValueError("the gateway fronts keyed deployments on this machine only")
         if self.device == "cpu" and self.engine == "sglang":
             raise ValueError("SGLang needs an NVIDIA GPU; on this machine use --engine vllm")
         per_replica = self.tensor_parallel_size * self.pipeline_parallel_size
-        if self.device == "cuda" and per_replica * self.replicas > max(self.gpu_count, 1):
-            times = f" x replicas {self.replicas}" if self.replicas > 1 else ""
-            raise ValueError(f"tensor_parallel_size x pipeline_parallel_size{times} = {per_replica * self.replicas} "
+        sharing = 1 if target.own_gateway else self.replicas  # replicas that share the gpu_count GPUs
+        if self.device == "cuda" and per_replica * sharing > max(self.gpu_count, 1):
+            times = f" x replicas {self.replicas}" if sharing > 1 else ""
+            raise ValueError(f"tensor_parallel_size x pipeline_parallel_size{times} = {per_replica * sharing} "
                              f"exceeds the {self.gpu_count} GPUs")
         return self
 
@@ -120,7 +134,7 @@ class DeploymentSpec(BaseModel):
         return cls.model_validate_json(text)
 
 
-SPEC_FIELDS = frozenset(DeploymentSpec.model_fields) - {"engine_args", "env", "aliyun", "kubernetes"}
+SPEC_FIELDS = frozenset(DeploymentSpec.model_fields) - {"engine_args", "env", "placement"}
 # A redeploy keeps its identity. The model too: its name, parser, context and weights follow from it.
 LOCKED_FIELDS = frozenset({"name", "target", "model"})
 

@@ -1,4 +1,7 @@
-"""The deployment store: a small SQLite database under $LLMNEST_HOME (mode 0600)."""
+"""The deployment store: a small SQLite database under $LLMNEST_HOME (mode 0600).
+
+One row per deployment (its spec, its target's state); a target that keeps more (the local target: one row
+per supervised process) adds a table of its own with `extend`, joined into each deployment read here."""
 
 from __future__ import annotations
 
@@ -6,19 +9,19 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel
 
-from .endpoints import reach_url
 from .errors import Conflict, NotFound
 from .home import deployment_dir, home, write_secret
 from .spec import DeploymentSpec
 from .suggest import did_you_mean
+from .targets import registry
 
 SCHEMA = ["""
 CREATE TABLE IF NOT EXISTS deployments (
@@ -34,104 +37,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     last_error TEXT,
     info TEXT NOT NULL DEFAULT '{}'
 )
-""", """
-CREATE TABLE IF NOT EXISTS units (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    deployment TEXT,
-    idx INTEGER NOT NULL DEFAULT 0,
-    host TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'starting',
-    pid INTEGER,
-    supervisor_pid INTEGER,
-    started_at REAL,
-    ready_at REAL,
-    restarts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    stage TEXT
-)
 """]
 
 # Statuses: starting -> loading -> ready; restarting after a crash or a hang; draining before a replica
 # is replaced; failed; stopped.
 Status = Literal["starting", "loading", "ready", "restarting", "draining", "failed", "stopped", "dead", "unreachable"]
 ACTIVE = {"starting", "loading", "ready", "restarting", "draining"}
-
-
-class LocalState(BaseModel):
-    """What a deployment on this machine records beside its spec."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["local"] = "local"
-    kv_cache_tokens_planned: int | None = None
-    kv_cache_tokens_actual: int | None = None
-    plan_fits: bool | None = None
-
-
-class CloudEndpoint(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    label: str
-    base_url: str
-
-
-class AliyunState(BaseModel):
-    """What an Alibaba Cloud deployment records: where its stack is and what it reported."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["aliyun"] = "aliyun"
-    region: str | None = None
-    zone: str | None = None
-    client_token: str | None = None
-    stack_id: str | None = None
-    price: str | None = None
-    price_per_hour: float | None = None
-    endpoints: list[CloudEndpoint] = []
-    instance_ids: list[str] = []
-    private_ips: list[str] = []
-
-
-# Each target's own state model beside it (imported here: the targets package imports this module back).
-from .targets.kubernetes.state import KubernetesState  # noqa: E402
-
-TargetState = Annotated[Union[LocalState, AliyunState, KubernetesState], Field(discriminator="kind")]
-_TARGET_STATE: TypeAdapter[LocalState | AliyunState | KubernetesState] = TypeAdapter(TargetState)
-
-
-@dataclass
-class Unit:
-    """One supervised process on this machine: an engine replica of a deployment, or the gateway on a port."""
-
-    id: str
-    kind: Literal["engine", "gateway"]
-    deployment: str | None
-    index: int
-    host: str
-    port: int
-    status: str = "starting"
-    pid: int | None = None
-    supervisor_pid: int | None = None
-    started_at: float | None = None
-    ready_at: float | None = None
-    restarts: int = 0
-    last_error: str | None = None
-    stage: str | None = None  # the readiness probe's last answer while loading
-
-    @property
-    def base_url(self) -> str:
-        """Where this machine reaches it (loopback for a wildcard bind)."""
-        return reach_url(self.host, self.port)
-
-
-def replica_id(name: str, index: int) -> str:
-    return f"{name}/{index}"
-
-
-def gateway_id(port: int) -> str:
-    return f"gateway/{port}"
 
 
 @dataclass
@@ -147,8 +58,9 @@ class Deployment:
     ready_at: float | None = None
     restarts: int = 0
     last_error: str | None = None
-    info: LocalState | AliyunState | KubernetesState = LocalState()
-    replicas: list[Unit] = field(default_factory=list)
+    # the target's typed state: the `state` model its declaration names
+    info: BaseModel = field(default_factory=lambda: registry.declaration(registry.DEFAULT).state())
+    replicas: list[Any] = field(default_factory=list)  # what its target keeps per replica, joined in by an Extension
 
     @property
     def name(self) -> str:
@@ -159,14 +71,41 @@ class Deployment:
         return sum(u.status == "ready" for u in self.replicas)
 
 
-def _target_state(spec: DeploymentSpec, raw: str) -> LocalState | AliyunState | KubernetesState:
+def _target_state(spec: DeploymentSpec, raw: str) -> BaseModel:
+    """The target's typed state (its declared `state` model) from the stored JSON."""
     data = json.loads(raw)
     data.setdefault("kind", spec.target)  # records written before the state was typed
-    return _TARGET_STATE.validate_python(data)
+    return registry.declaration(spec.target).state.model_validate(data)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A table a target keeps in the store beside the deployments: created with the store, joined into each
+    deployment read (`join` returns it completed), forgotten with a deleted deployment (`forget`)."""
+
+    schema: str
+    join: Callable[[sqlite3.Connection, Deployment], Deployment]
+    forget: Callable[[sqlite3.Connection, str], None]
+
+
+_EXTENSIONS: list[Extension] = []
+
+
+def extend(extension: Extension) -> None:
+    """Add a target's table to the store (once; the target's `store` module does it when imported, and the
+    store imports the registered targets' before it opens)."""
+    if extension not in _EXTENSIONS:
+        _EXTENSIONS.append(extension)
+
+
+def connection() -> AbstractContextManager[sqlite3.Connection]:
+    """The store's database, for a target's own table."""
+    return _db()
 
 
 @contextmanager
 def _db() -> Iterator[sqlite3.Connection]:
+    registry.load_stores()
     path = home() / "state.db"
     fresh = not path.exists()
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -174,7 +113,7 @@ def _db() -> Iterator[sqlite3.Connection]:
         if fresh:
             os.chmod(path, 0o600)
         conn.execute("PRAGMA journal_mode=WAL")
-        for table in SCHEMA:
+        for table in [*SCHEMA, *(e.schema for e in _EXTENSIONS)]:
             conn.execute(table)
         conn.row_factory = sqlite3.Row
         yield conn
@@ -182,37 +121,9 @@ def _db() -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _unit(row: sqlite3.Row) -> Unit:
-    return Unit(**{f.name: row["idx" if f.name == "index" else f.name] for f in fields(Unit)})
-
-
-def _status_of(units: list[Unit]) -> str:
-    """A deployment's status from its replicas': ready when all are; a failed or restarting one shows."""
-    statuses = {u.status for u in units}
-    for status in ("failed", "restarting", "draining", "loading", "starting"):
-        if status in statuses:
-            return status
-    return "ready" if statuses == {"ready"} else "stopped"
-
-
 def _row(conn: sqlite3.Connection, row: sqlite3.Row) -> Deployment:
     spec = DeploymentSpec.from_json(row["spec"])
-    units = [_unit(u) for u in conn.execute(
-        "SELECT * FROM units WHERE deployment = ? AND kind = 'engine' ORDER BY idx", (spec.name,))]
-    if not units and spec.target == "local" and row["supervisor_pid"]:  # recorded before replicas were
-        units = [Unit(replica_id(spec.name, 0), "engine", spec.name, 0, spec.host, spec.port, row["status"],
-                      row["pid"], row["supervisor_pid"], row["started_at"], row["ready_at"], row["restarts"],
-                      row["last_error"])]
-    if units:  # the replicas' supervisors keep these; the deployment shows them together
-        errors = [u.last_error for u in units if u.last_error]
-        status = _status_of(units)
-        return Deployment(
-            spec=spec, status=status, created_at=row["created_at"], pid=units[0].pid,
-            supervisor_pid=units[0].supervisor_pid, started_at=units[0].started_at,
-            ready_at=max(u.ready_at or 0 for u in units) if status == "ready" else None,
-            restarts=sum(u.restarts for u in units), last_error=errors[0] if errors else None,
-            info=_target_state(spec, row["info"]), replicas=units)
-    return Deployment(
+    dep = Deployment(
         spec=spec,
         status=row["status"],
         created_at=row["created_at"],
@@ -224,6 +135,9 @@ def _row(conn: sqlite3.Connection, row: sqlite3.Row) -> Deployment:
         last_error=row["last_error"],
         info=_target_state(spec, row["info"]),
     )
+    for extension in _EXTENSIONS:
+        dep = extension.join(conn, dep)
+    return dep
 
 
 def create(spec: DeploymentSpec, api_key: str | None) -> Deployment:
@@ -296,9 +210,9 @@ def update(name: str, **fields: Any) -> None:
 def delete(name: str) -> None:
     with _db() as conn:
         conn.execute("DELETE FROM deployments WHERE name = ?", (name,))
-        conn.execute("DELETE FROM units WHERE deployment = ?", (name,))
+        for extension in _EXTENSIONS:
+            extension.forget(conn, name)
     key_path(name).unlink(missing_ok=True)
-    engine_key_path(name).unlink(missing_ok=True)
 
 
 def key_path(name: str) -> Path:
@@ -310,66 +224,3 @@ def api_key(name: str) -> str | None:
     path = key_path(name)
     return path.read_text() if path.exists() else None
 
-
-# ---- units: the supervised processes -------------------------------------------------------------
-
-def put_unit(unit: Unit) -> Unit:
-    """Record a unit (replacing one with the same id)."""
-    values = {("idx" if f.name == "index" else f.name): getattr(unit, f.name) for f in fields(Unit)}
-    with _db() as conn:
-        conn.execute(f"INSERT OR REPLACE INTO units ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                     tuple(values.values()))
-    return unit
-
-
-def unit(unit_id: str) -> Unit:
-    with _db() as conn:
-        row = conn.execute("SELECT * FROM units WHERE id = ?", (unit_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no supervised process {unit_id!r}")
-    return _unit(row)
-
-
-def find_unit(unit_id: str) -> Unit | None:
-    try:
-        return unit(unit_id)
-    except NotFound:
-        return None
-
-
-def gateways() -> list[Unit]:
-    with _db() as conn:
-        return [_unit(r) for r in conn.execute("SELECT * FROM units WHERE kind = 'gateway' ORDER BY port")]
-
-
-def update_unit(unit_id: str, **values: Any) -> None:
-    cols = ", ".join(f"{k} = ?" for k in values)
-    with _db() as conn:
-        conn.execute(f"UPDATE units SET {cols} WHERE id = ?", (*values.values(), unit_id))
-
-
-def bump_unit_restarts(unit_id: str, last_error: str) -> None:
-    with _db() as conn:
-        conn.execute("UPDATE units SET restarts = restarts + 1, last_error = ?, status = 'restarting' WHERE id = ?",
-                      (last_error, unit_id))
-
-
-def delete_units(deployment: str) -> None:
-    with _db() as conn:
-        conn.execute("DELETE FROM units WHERE deployment = ?", (deployment,))
-
-
-def delete_unit(unit_id: str) -> None:
-    with _db() as conn:
-        conn.execute("DELETE FROM units WHERE id = ?", (unit_id,))
-
-
-def engine_key_path(name: str) -> Path:
-    """The key the gateway sends to a deployment's engines (mode 0600); nobody's user key."""
-    return deployment_dir(name) / "engine_key"
-
-
-def engine_key(name: str) -> str | None:
-    """The key the engines of `name` take: the internal one behind a gateway, else the deployment's key."""
-    path = engine_key_path(name)
-    return path.read_text() if path.exists() else api_key(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmnest.supervisor import LIVENESS_ENV
+from llmnest.targets.local.supervisor import LIVENESS_ENV
 from tests.conftest import cli_env, free_port, processes_of, run_cli, serving_on
 
 

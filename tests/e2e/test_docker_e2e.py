@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from llmnest.targets.aliyun import bootstrap
+from llmnest.targets.aliyun.placement import AliyunPlacement
 from llmnest.targets.aliyun.sizing import resolve
 from llmnest.runtimes.docker import LOCAL_CPU_IMAGE, run_argv
-from llmnest.spec import AliyunPlacement, DeploymentSpec
+from llmnest.spec import DeploymentSpec
 from tests.conftest import cli_env, free_port, run_cli
 from tests.e2e.conftest import Demo
 
@@ -100,7 +101,7 @@ def test_cloud_bootstrap_runs_the_same_docker_run(docker_demo: Demo) -> None:
     path, the GPU (`--gpus all`) and device settings passed as `--env`; the engine flags tested here
     are all in it (the cloud adds GPU flags and binds 0.0.0.0)."""
     local = _spec(docker_demo)
-    cloud = resolve(local.model_copy(update={"target": "aliyun", "aliyun": AliyunPlacement(region="cn-hangzhou"),
+    cloud = resolve(local.model_copy(update={"target": "aliyun", "placement": AliyunPlacement(region="cn-hangzhou"),
                                              "gateway": False}))
     script = bootstrap.bootstrap_body(cloud).replace("\\\n", " ")
     runs = [shlex.split(line) for line in script.splitlines() if line.lstrip().startswith("docker run ")]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from llmnest.supervisor import LIVENESS_ENV
+from llmnest.targets.local.supervisor import LIVENESS_ENV
 from tests.conftest import cli_env, free_port, processes_of, run_cli, serving_on
 from tests.e2e.conftest import Demo
 from tests.e2e.test_gateway_e2e import vllm_tokens

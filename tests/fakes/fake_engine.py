@@ -1,7 +1,7 @@
 """A stand-in for a vLLM/SGLang server: an OpenAI chat endpoint that checks the API key.
 
 Run as `python fake_engine.py --port P [--api-key K]` (the key may also come from VLLM_API_KEY, as
-the docker runtime passes it). FAKE_ENGINE_MODE=crash makes it log a CUDA out-of-memory error
+the docker runtime passes it). A request with "stream": true gets server-sent chunks with usage. FAKE_ENGINE_MODE=crash makes it log a CUDA out-of-memory error
 (including the key, to test that log tails are redacted) and exit instead of serving.
 """
 
@@ -17,7 +17,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 def serve(port: int, key: str | None, model: str) -> HTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *args: object) -> None:
-            sys.stderr.write(f"INFO: {fmt % args}\n")
+            if self.path != "/health":  # the gateway's health checks every few seconds
+                sys.stderr.write(f"INFO: {fmt % args}\n")
+
+        def do_GET(self) -> None:
+            self._answer(200 if self.path == "/health" else 404, {})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -26,8 +30,23 @@ def serve(port: int, key: str | None, model: str) -> HTTPServer:
                 self._answer(401, {"error": "Unauthorized"})
             elif self.path != "/v1/chat/completions" or body.get("model") != model:
                 self._answer(404, {"error": f"no such model {body.get('model')!r}"})
+            elif body.get("stream"):  # as the gateway asks (it assembles a non-streamed answer from it)
+                self._stream(model)
             else:
                 self._answer(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}]})
+
+        def _stream(self, served: str) -> None:
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            chunks = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": served,
+                       "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]},
+                      {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": served,
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}]
+            data = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _answer(self, status: int, obj: dict) -> None:
             data = json.dumps(obj).encode()

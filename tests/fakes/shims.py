@@ -7,7 +7,10 @@ links the few basic tools the script uses from this machine, and nothing else, s
 `apt-get install` puts the driver, docker and toolkit shims in place. Each records its argv as one
 JSON line in state_dir/calls.jsonl. `docker run` starts fake_engine.py with the engine flags of the
 docker command line (and the VLLM_API_KEY the docker CLI was given); `docker inspect/logs/rm` report
-on and stop that process. No GPU, docker, package archive or hub is touched.
+on and stop that process. `python3 -m venv` makes a virtualenv whose `llmnest` is this checkout's (pip
+installs nothing: `fail-pip` in state_dir makes it fail), and `systemctl restart UNIT` runs the unit file
+the script wrote (its EnvironmentFile and ExecStart) as a process: the instance's gateway runs for real.
+No GPU, docker, package archive or hub is touched.
 """
 
 from __future__ import annotations
@@ -124,6 +127,67 @@ target.mkdir(parents=True, exist_ok=True)
 '''
 
 
+PYTHON3 = r'''
+import json, os, sys
+from pathlib import Path
+state = Path(os.environ["SHIM_STATE"])
+args = sys.argv[1:]
+with open(state / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"tool": "python3", "argv": args}) + "\n")
+if args[:2] == ["-m", "venv"]:  # a virtualenv whose llmnest is this checkout's, run by the test's python
+    bindir = Path(args[2]) / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    (bindir / "python").symlink_to(sys.argv[0])
+    (bindir / "llmnest").write_text(f"#!/bin/sh\nPYTHONPATH={SRC} exec {PYTHON} -m llmnest \"$@\"\n")
+    (bindir / "llmnest").chmod(0o755)
+elif args[:3] == ["-m", "pip", "install"] and (state / "fail-pip").exists():
+    sys.exit("ERROR: No matching distribution found (simulated)")
+elif args[:1] == ["-c"]:
+    sys.exit(0)
+'''
+
+SYSTEMCTL = r'''
+import json, os, shlex, signal, subprocess, sys
+from pathlib import Path
+state = Path(os.environ["SHIM_STATE"])
+args = sys.argv[1:]
+with open(state / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"tool": "systemctl", "argv": args}) + "\n")
+if (state / "fail-systemctl").exists():
+    sys.exit("systemctl shim: failing as asked")
+unit = args[-1] if args else ""
+unit_file = Path(os.environ.get("LLMNEST_ROOT", "/")) / "etc/systemd/system" / f"{unit}.service"
+pidfile = state / f"unit-{unit}.pid"
+
+def running():
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, ValueError):
+        return False
+
+def stop():
+    if running():
+        os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+
+if args[:1] == ["is-active"]:  # active once `enable --now` started it, or its unit's process runs
+    sys.exit(0 if (state / f"active-{unit}").exists() or running() else 3)
+if args[:2] == ["enable", "--now"]:
+    (state / f"active-{unit}").touch()
+if args[:1] in (["restart"], ["start"], ["stop"]) and unit_file.exists():
+    stop()
+    if args[0] != "stop":
+        lines = dict(line.split("=", 1) for line in unit_file.read_text().splitlines() if "=" in line)
+        env = dict(os.environ)
+        for line in Path(lines["EnvironmentFile"]).read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value
+        proc = subprocess.Popen(shlex.split(lines["ExecStart"]), env=env, start_new_session=True,
+                                stdout=open(state / f"{unit}.log", "a"), stderr=subprocess.STDOUT)
+        pidfile.write_text(str(proc.pid))
+'''
+
 RECORDER = r'''
 import json, os, shutil, sys
 from pathlib import Path
@@ -133,10 +197,6 @@ with open(state / "calls.jsonl", "a") as fh:
     fh.write(json.dumps({"tool": tool, "argv": args}) + "\n")
 if (state / f"fail-{tool}").exists():
     sys.exit(f"{tool} shim: failing as asked")
-if tool == "systemctl" and args[:1] == ["is-active"]:  # active once `enable --now` started it
-    sys.exit(0 if (state / f"active-{args[-1]}").exists() else 3)
-if tool == "systemctl" and args[:2] == ["enable", "--now"]:
-    (state / f"active-{args[-1]}").touch()
 if tool == "gpg" and "-o" in args:
     Path(args[args.index("-o") + 1]).write_bytes(sys.stdin.buffer.read())
 if tool == "apt-get" and "install" in args:
@@ -179,7 +239,8 @@ BASICS = ("bash", "cat", "chmod", "curl", "cut", "date", "dirname", "du", "grep"
           "head", "hostname", "install", "mkdir", "mktemp", "rm", "sleep", "tail", "tee", "touch", "tr", "wc")
 # apt package -> the GPU-image tool it installs (on a bare image)
 PACKAGES = {"nvidia-utils-570-server": "nvidia-smi", "docker.io": "docker", "nvidia-container-toolkit": "nvidia-ctk"}
-BARE_TOOLS = ("apt-get", "ubuntu-drivers", "modprobe", "systemctl", "gpg")
+BARE_TOOLS = ("apt-get", "ubuntu-drivers", "modprobe", "gpg")
+SRC = Path(__file__).resolve().parents[2] / "src"  # this checkout's llmnest, for the instance's virtualenv
 
 
 def _write(path: Path, body: str, env: dict[str, str]) -> None:
@@ -197,6 +258,8 @@ def install(bin_dir: Path, state_dir: Path, *, bare: bool = False) -> None:
     _write(gpu_tools / "nvidia-smi", NVIDIA_SMI, {})
     _write(gpu_tools / "nvidia-ctk", RECORDER, {"PACKAGES": PACKAGES})
     _write(bin_dir / "modelscope", MODELSCOPE, {})
+    _write(bin_dir / "python3", PYTHON3, {"SRC": str(SRC), "PYTHON": sys.executable})
+    _write(bin_dir / "systemctl", SYSTEMCTL, {})
     for tool in DISK_TOOLS:
         _write(bin_dir / tool, DISKS, {})
     for tool in BASICS:
@@ -226,9 +289,10 @@ def calls(state_dir: Path, tool: str | None = None) -> list[dict]:
 
 
 def stop_engine(state_dir: Path) -> None:
-    pidfile = state_dir / "engine.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text()), 15)
-        except OSError:
-            pass
+    """Stop the engine and every unit (the gateway) the shims started."""
+    for pidfile in (state_dir / "engine.pid", *state_dir.glob("unit-*.pid")):
+        if pidfile.exists():
+            try:
+                os.killpg(int(pidfile.read_text()), 15)
+            except OSError:
+                pass

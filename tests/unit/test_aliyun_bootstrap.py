@@ -114,10 +114,12 @@ def test_shellcheck_can_fail(tmp_path: Path) -> None:
 
 def test_runs_exactly_the_local_docker_command() -> None:
     spec = _spec("single-vllm")
-    argv, env = run_argv(spec, bootstrap.host_model_dir(spec), bootstrap.KEY_PLACEHOLDER)
+    engine = spec.listening_on("127.0.0.1", bootstrap.engine_port(spec))  # the gateway has the public port
+    argv, env = run_argv(engine, bootstrap.host_model_dir(spec), bootstrap.KEY_PLACEHOLDER)
     script = bootstrap.render_bootstrap(spec)
     assert textwrap.indent(render(argv, secrets=bootstrap.PLACEHOLDERS), "  ") in script  # inside start_engine()
-    assert list(env) == ["VLLM_API_KEY"] and 'export VLLM_API_KEY="${LLMNEST_API_KEY}"' in script
+    assert list(env) == ["VLLM_API_KEY"] and "VLLM_API_KEY=$(engine_key)\n  export VLLM_API_KEY" in script
+    assert bootstrap.engine_port(spec) != spec.port and "--host 127.0.0.1" in script
     assert "--volume /root/llm-model/Qwen/QwQ-32B:/root/llm-model/Qwen/QwQ-32B:ro" in script
 
 
@@ -125,11 +127,11 @@ def test_runs_exactly_the_local_docker_command() -> None:
 def test_sglang_reads_its_key_from_a_file_never_from_its_command_line(edition: str) -> None:
     script = bootstrap.render_bootstrap(_spec(edition))
     assert '--api-key "${LLMNEST_API_KEY}"' not in script and bootstrap.KEY_PLACEHOLDER not in script
-    uses = [line.strip() for line in script.splitlines() if "LLMNEST_API_KEY}" in line]
-    assert uses == ["printf '%s' \"${LLMNEST_API_KEY}\" > \"${STATE_DIR}/api-key\"",
-                    "printf 'Authorization: Bearer %s\\n' \"$LLMNEST_API_KEY\" > \"$AUTH_HEADER\""][:len(uses)]
-    assert "printf '%s' \"${LLMNEST_API_KEY}\" > \"${STATE_DIR}/api-key\"" in script
-    assert f'--volume "${{STATE_DIR}}/api-key:{bootstrap.ENGINE_KEY_FILE}:ro"' in script
+    # the user's key goes to the gateway only: written to a 0600 file it imports, and sent by the probe
+    uses = [line.strip() for line in script.splitlines() if re.search(r"LLMNEST_API_KEY\b", line)
+            and not line.lstrip().startswith("#")]
+    assert all("--api-key" not in u and "docker" not in u for u in uses), uses
+    assert f'--volume "${{STATE_DIR}}/engine-key:{bootstrap.ENGINE_KEY_FILE}:ro"' in script
     command = bootstrap.engine_command(_spec(edition))
     assert command[:4] == ["-c", bootstrap.KEY_FILE_LAUNCHER, bootstrap.ENGINE_KEY_FILE, "sglang.launch_server"]
 
@@ -224,6 +226,7 @@ def signals():
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fake instance from a GPU image: shims first on PATH, weights under tmp instead of /root/llm-model."""
     monkeypatch.setattr(bootstrap, "CONTAINER_MODEL_ROOT", tmp_path / "llm-model")
+    monkeypatch.setattr(bootstrap, "ENGINE_PORTS", (free_port(), free_port()))  # the engine behind the gateway
     shims.install(tmp_path / "bin", tmp_path / "state")
     yield tmp_path
     shims.stop_engine(tmp_path / "state")
@@ -233,6 +236,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def bare_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fake instance from the default plain Ubuntu image: no driver, docker or toolkit until apt installs them."""
     monkeypatch.setattr(bootstrap, "CONTAINER_MODEL_ROOT", tmp_path / "llm-model")
+    monkeypatch.setattr(bootstrap, "ENGINE_PORTS", (free_port(), free_port()))
     shims.install(tmp_path / "bin", tmp_path / "state", bare=True)
     yield tmp_path
     shims.stop_engine(tmp_path / "state")
@@ -257,6 +261,7 @@ def run_bootstrap(host: Path, signals: SignalServer, spec, *, mode: str = "ok", 
         "LLMNEST_TOOLKIT_SOURCES": toolkit or f"{CLOSED}/3bf863cc.pub|{CLOSED}/cuda {signals.url}/gpgkey|{signals.url}/toolkit",
         "LLMNEST_ROOT": str(host / "root"),
         "LLMNEST_STATE_DIR": str(host / "root/var/lib/llmnest"),
+        "LLMNEST_GATEWAY_VENV": str(host / "root/opt/llmnest"),
     }
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -286,26 +291,78 @@ def test_success_signals_once_the_engine_answers_a_chat(host: Path, signals: Sig
     assert download[:3] == ["download", "--model", "Qwen/QwQ-32B"]
     assert download[-1] == str(host / "llm-model" / "Qwen/QwQ-32B")
     run = next(c for c in shims.calls(state, "docker") if c["argv"][:2] == ["run", "--detach"])
-    argv, _ = run_argv(spec, bootstrap.host_model_dir(spec), KEY)
+    engine = spec.listening_on("127.0.0.1", bootstrap.engine_port(spec))  # behind the gateway, on loopback
+    argv, _ = run_argv(engine, bootstrap.host_model_dir(spec), KEY)
     assert run["argv"] == argv[1:]  # exactly the local docker runtime's command
     assert run["key_in_env"] and KEY not in json.dumps(shims.calls(state))
     assert (host / "llm-model" / "Qwen/QwQ-32B" / ".llmnest-complete").exists()
 
 
+def _chat(port: int, key: str, model: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                                     data=json.dumps({"model": model, "messages": [{"role": "user", "content": "x"}],
+                                                      "max_tokens": 1}).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_the_gateway_serves_the_port_and_the_engine_only_loopback_with_its_own_key(host: Path, signals: SignalServer,
+                                                                                   engine: str) -> None:
+    """The gateway part run for real (the systemctl shim runs the unit the script wrote): the user's key is the
+    gateway's `default`, the engine listens on 127.0.0.1 with an internal key in a 0600 file, and neither key
+    is on any command line (docker argv, the gateway's, the engine's)."""
+    spec = _local_spec(engine=engine)
+    done = run_bootstrap(host, signals, spec)
+    assert done.returncode == 0, done.stderr
+    assert [s["status"] for s in signals.signals] == ["SUCCESS"] and "through the gateway" in signals.signals[0]["data"]
+    root, state = host / "root", host / "state"
+    engine_key = (root / "var/lib/llmnest/engine-key").read_text()
+    assert len(engine_key) >= 32 and engine_key != KEY
+    for secret_file in ("engine-key", "gateway-upstreams.json", "gateway.env"):
+        assert (root / "var/lib/llmnest" / secret_file).stat().st_mode & 0o777 == 0o600, secret_file
+    assert not (root / "var/lib/llmnest/user-key").exists()  # imported, then removed
+    run = next(c["argv"] for c in shims.calls(state, "docker") if c["argv"][:2] == ["run", "--detach"])
+    assert run[run.index("--host") + 1] == "127.0.0.1" and run[run.index("--port") + 1] == str(bootstrap.engine_port(spec))
+    everything = json.dumps(shims.calls(state))
+    assert KEY not in everything and engine_key not in everything
+    gateway_pid = int((state / "unit-llmnest-gateway.pid").read_text())
+    for pid in (gateway_pid, int((state / "engine.pid").read_text())):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+        assert KEY not in cmdline and engine_key not in cmdline
+    assert "gateway serve --host 0.0.0.0 --port" in Path(f"/proc/{gateway_pid}/cmdline").read_text().replace("\0", " ")
+    unit = (root / "etc/systemd/system/llmnest-gateway.service").read_text()
+    assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
+    assert ["enable", "llmnest-gateway"] in [c["argv"] for c in shims.calls(state, "systemctl")]
+    assert _chat(spec.port, KEY, spec.served_model_name) == 200  # the user's key, through the gateway
+    assert _chat(spec.port, engine_key, spec.served_model_name) == 401  # the internal key is no user's key
+    assert _chat(bootstrap.engine_port(spec), KEY, spec.served_model_name) == 401  # the engine: not the user's key
+    listed = subprocess.run([str(root / "usr/local/bin/llmnest"), "keys", "ls", "--json"], capture_output=True,
+                            text=True, check=True, env={"PATH": os.environ["PATH"]})
+    (default,) = json.loads(listed.stdout)
+    assert (default["name"], default["models"], default["requests"]) == ("default", [spec.served_model_name], 2)
+
+
 def test_sglang_gets_its_key_from_the_file_and_no_command_line_holds_it(host: Path, signals: SignalServer) -> None:
     """The SGLang container runs the key-file launcher for real (the shim maps the --volume): the engine
-    answers only with the key, which is in no docker argv and not in the engine process's command line."""
+    answers only with its internal key, which is in no docker argv and not in the engine process's command line."""
     spec = _local_spec(engine="sglang")
     done = run_bootstrap(host, signals, spec)
     assert done.returncode == 0, done.stderr
     assert [s["status"] for s in signals.signals] == ["SUCCESS"]  # the probe's key was accepted
     state = host / "state"
-    assert KEY not in json.dumps(shims.calls(state))
-    key_file = host / "root/var/lib/llmnest/api-key"
-    assert key_file.read_text() == KEY and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    key_file = host / "root/var/lib/llmnest/engine-key"
+    engine_key = key_file.read_text()
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600" and engine_key != KEY
+    assert KEY not in json.dumps(shims.calls(state)) and engine_key not in json.dumps(shims.calls(state))
     pid = int((state / "engine.pid").read_text())
-    assert KEY not in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    request = urllib.request.Request(f"http://127.0.0.1:{spec.port}/v1/chat/completions", method="POST",
+    assert engine_key not in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    assert _chat(bootstrap.engine_port(spec), engine_key, spec.served_model_name) == 200
+    request = urllib.request.Request(f"http://127.0.0.1:{bootstrap.engine_port(spec)}/v1/chat/completions", method="POST",
                                      data=json.dumps({"model": spec.served_model_name}).encode())
     with pytest.raises(urllib.error.HTTPError) as refused:  # the engine did get the key: it asks for it
         urllib.request.urlopen(request, timeout=10)
@@ -319,7 +376,7 @@ def test_failing_engine_signals_failure_with_its_log_tail_redacted(host: Path, s
     failure = signals.signals[0]
     assert failure["reason"] == "the engine stopped before it answered"
     assert "CUDA out of memory" in failure["data"]
-    assert KEY not in json.dumps(signals.signals) and "[api key]" in failure["data"]
+    assert KEY not in json.dumps(signals.signals) and "api_key=[engine key]" in failure["data"]
 
 
 def test_missing_gpus_fail_fast_with_the_reason(host: Path, signals: SignalServer) -> None:
@@ -360,7 +417,7 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
     assert done.returncode == 0, done.stderr
     assert [s["status"] for s in signals.signals] == ["SUCCESS"]
     steps = [(c["tool"], *c["argv"]) for c in shims.calls(bare_host / "state")
-             if c["tool"] in shims.BARE_TOOLS + ("nvidia-ctk",)]
+             if c["tool"] in shims.BARE_TOOLS + ("nvidia-ctk", "systemctl") and c["argv"][:1] != ["is-active"]]
 
     def what(step: tuple[str, ...]) -> str:
         if step[0] != "apt-get":
@@ -371,7 +428,7 @@ def test_plain_ubuntu_image_gets_driver_docker_and_toolkit_then_serves(bare_host
     order = [what(s) for s in steps]
     assert order == ["ubuntu-drivers", "apt-get update", "apt-get nvidia-utils-570-server", "modprobe",
                      "apt-get docker.io", "systemctl", "gpg", "apt-get update", "apt-get nvidia-container-toolkit",
-                     "nvidia-ctk", "systemctl"]
+                     "nvidia-ctk", "systemctl", "systemctl", "systemctl", "systemctl"]  # then the gateway's unit
     assert ("ubuntu-drivers", "install", "--gpgpu", "nvidia:570-server") in steps
     assert ("nvidia-ctk", "runtime", "configure", "--runtime=docker") in steps
     sources = bare_host / "root/etc/apt/sources.list.d/nvidia-container-toolkit.list"
@@ -391,7 +448,7 @@ def test_logs_show_the_bootstrap_until_the_engine_runs_then_the_engine(host: Pat
            "LLMNEST_LOG_FILE": str(host / "bootstrap.log")}
 
     def logs() -> list[str]:
-        done = subprocess.run(["bash", "-c", bootstrap.logs_command(spec, 3)], env=env, capture_output=True,
+        done = subprocess.run(["bash", "-c", bootstrap.logs_command(spec, 5)], env=env, capture_output=True,
                               text=True, check=False, timeout=30)
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()
@@ -632,3 +689,28 @@ def test_toolkit_sources_reachable_in_mainland_china_come_first_there(region: st
         assert sources[1].startswith("https://mirrors.aliyun.com/")
     script = bootstrap.render_bootstrap(resolve(cloud_spec("Qwen/QwQ-32B", region=region)))
     assert all(f"{repo}/" in script or repo in script for repo in sources)
+
+
+def test_llmnest_comes_from_pypi_through_the_mirror_in_china_or_from_the_users_url() -> None:
+    from llmnest import __version__
+
+    spec = _spec("single-vllm")  # cn-hangzhou
+    assert bootstrap.llmnest_package(spec) == f"llmnest=={__version__}"
+    assert bootstrap.pip_indexes("cn-hangzhou") == [bootstrap.PYPI_ALIYUN_MIRROR, bootstrap.PYPI]
+    assert bootstrap.pip_indexes("ap-southeast-1") == [bootstrap.PYPI]
+    url = "https://bucket.oss-cn-hangzhou.aliyuncs.com/llmnest-0.1.0-py3-none-any.whl"
+    given = spec.model_copy(update={"placement": spec.placement.model_copy(update={"llmnest_package": url})})
+    assert f"LLMNEST_PACKAGE={url}" in bootstrap.render_bootstrap(given)
+    from llmnest.targets.aliyun.placement import AliyunPlacement
+    for bad in ("--index-url=http://evil", "two words", "a'quote"):
+        with pytest.raises(ValueError):
+            AliyunPlacement(region="cn-hangzhou", llmnest_package=bad)
+
+
+def test_a_package_that_does_not_install_fails_before_the_download(host: Path, signals: SignalServer) -> None:
+    (host / "state" / "fail-pip").touch()
+    done = run_bootstrap(host, signals, _local_spec())
+    assert done.returncode == 1
+    assert signals.signals[-1]["reason"].startswith("could not install llmnest==")
+    assert "--llmnest-package" in signals.signals[-1]["reason"]
+    assert not shims.calls(host / "state", "modelscope")

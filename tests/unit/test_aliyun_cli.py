@@ -122,7 +122,7 @@ def test_cloud_flags_without_the_cloud_target_are_refused(env: dict[str, str]) -
     for args in (["--target", "nowhere"], ["--target", "local", "--force", "--target", "aliyun", "--region", "x"]):
         done = run_cli(env, "up", "smollm2-135m", *args, timeout=120)
         assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "unknown --target 'nowhere': use local or aliyun" in run_cli(env, "up", "--target", "nowhere").stderr
+    assert "unknown --target 'nowhere': use local, aliyun or kubernetes" in run_cli(env, "up", "--target", "nowhere").stderr
 
 
 def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:
@@ -138,9 +138,9 @@ def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:
     assert "attach the AliyunECSFullAccess policy" in done.stderr and "Traceback" not in done.stderr
 
 
-KEY_LINES = (  # where a script may name the key: shell builtins and assignments, none a process's argv
-    "LLMNEST_API_KEY='", 'export VLLM_API_KEY="${LLMNEST_API_KEY}"', "printf ", 'if [[ -n "${LLMNEST_API_KEY:-}" ]]',
-    's=${s//"$LLMNEST_API_KEY"/[api key]}',
+KEY_LINES = (  # where a script may name the key: shell builtins, assignments and the script's own functions
+    "LLMNEST_API_KEY='", "printf ", 'if [[ -n "${LLMNEST_API_KEY:-}" ]]', 's=${s//"$LLMNEST_API_KEY"/[api key]}',
+    'wait_chat "$PORT" "$LLMNEST_API_KEY"',
 )
 
 
@@ -178,5 +178,8 @@ def test_dry_run_bars(env: dict[str, str], engine: str, edition: tuple[str, ...]
             sources = script.split("LLMNEST_TOOLKIT_SOURCES:-", 1)[1].split('}"', 1)[0].split()
             assert sources[0].split("|")[1].startswith("https://developer.download.nvidia.cn/"), name
             assert len(sources) > 2 and not sources[0].split("|")[1].startswith("https://nvidia.github.io"), name
+        assert "VLLM_API_KEY=$(engine_key)" in script or "VLLM_API_KEY" not in script, name  # the engine's own key
     whole = json.dumps(out)
     assert "NCCL_IB" not in whole and "erdma" not in whole.lower()
+    serving = [script for sync, script in scripts.values() if "start_gateway" in script]
+    assert serving and all("--host 127.0.0.1" in s and "METRICS_FROM=192.168.0.0/16" in s for s in serving)

@@ -39,8 +39,9 @@ def test_vllm_commands_parse_with_vllms_own_parser(edition: str) -> None:
     assert parsed["model"] == f"/root/llm-model/{bootstrap.catalog_model(spec).modelscope_id}"
     assert parsed["tensor_parallel_size"] == spec.tensor_parallel_size
     assert parsed["pipeline_parallel_size"] == spec.pipeline_parallel_size
-    assert parsed["port"] == spec.port and parsed["served_model_name"] == [spec.served_model_name]
-    if spec.aliyun.nodes == 2:
+    assert parsed["served_model_name"] == [spec.served_model_name]
+    assert (parsed["host"], parsed["port"]) == ("127.0.0.1", bootstrap.engine_port(spec))  # behind the gateway
+    if spec.placement.nodes == 2:
         assert parsed["distributed_executor_backend"] == "ray"
 
 
@@ -76,10 +77,12 @@ def test_sglang_commands_parse_with_sglangs_own_parser(edition: str, sglang_pars
     spec = parsed["spec"]
     assert parsed["exit"] == 0, parsed.get("stderr")
     assert parsed["version"] == SGLANG_VERSION
-    assert parsed["tp_size"] == spec.tensor_parallel_size and parsed["port"] == spec.port
+    assert parsed["tp_size"] == spec.tensor_parallel_size and parsed["port"] == bootstrap.engine_port(spec)
+    command = bootstrap.engine_command(spec)
+    assert command[command.index("--host") + 1] == "127.0.0.1"  # behind the gateway
     assert parsed["api_key"] == STACK_VALUES[bootstrap.KEY_PLACEHOLDER]
     assert parsed["mem_fraction_static"] is None  # left to SGLang, which sizes it from the card and TP at start
-    if spec.aliyun.nodes == 2:
+    if spec.placement.nodes == 2:
         assert (parsed["nnodes"], parsed["node_rank"], parsed["dist_init_addr"]) == (2, 1, "192.168.1.10:20000")
     else:
         assert parsed["nnodes"] == 1

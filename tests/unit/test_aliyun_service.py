@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmnest import state
+from llmnest import lifecycle, state
 from llmnest.targets.aliyun import client, service
 from llmnest.errors import BadInput, Conflict, LlmnestError
 from tests.aliyun_emulator import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Emulator
@@ -208,7 +208,7 @@ def test_deploy_shows_price_confirms_follows_events_and_records(emu: Emulator, e
     assert (out["api_key"], out["status"], out["served_model_name"]) == (KEY, "ready", "Qwen/QwQ-32B")
     dep = state.get("qwq-32b")
     assert dep.status == "ready" and dep.info.stack_id == out["stack_id"] and dep.info.price_per_hour == 34.78
-    assert KEY not in dep.info.model_dump_json() and dep.spec.aliyun.zone == "cn-hangzhou-h"
+    assert KEY not in dep.info.model_dump_json() and dep.spec.placement.zone == "cn-hangzhou-h"
     assert state.api_key("qwq-32b") == KEY
     stack = emu.stacks[out["stack_id"]]
     assert stack.params["ApiKey"] == KEY and "GeneratedApiKey" not in stack.order
@@ -355,6 +355,15 @@ def test_logs_come_through_cloud_assistant(deployed, emu: Emulator) -> None:
     assert service.logs(deployed, 1) == ["server_args=ServerArgs(api_key='[api key]', tp_size=1)"]
 
 
+def test_gateway_logs_are_its_units_journal_through_cloud_assistant(deployed, emu: Emulator) -> None:
+    """The cloud API is the emulator (a mock: no Alibaba Cloud here); the journal lines are its stand-in output."""
+    emu.command_handler = lambda script: (0, "2026-12-01T10:00:00+0800 gw llmnest[1]: gateway on http://0.0.0.0:8080/v1\n")
+    assert list(lifecycle.logs("qwq-32b", 5, follow=False, gateway=True)) == [
+        "2026-12-01T10:00:00+0800 gw llmnest[1]: gateway on http://0.0.0.0:8080/v1"]
+    script = list(emu.invocations.values())[-1]["script"]
+    assert script == "journalctl -u llmnest-gateway -n 5 --no-pager -o short-iso 2>&1"
+
+
 def test_logs_work_after_a_failed_stack_and_say_when_there_is_no_instance_yet(emu: Emulator) -> None:
     emu.fail_resource["Ready"] = "WaitCondition received FAILURE: the engine stopped before it answered"
     with pytest.raises(LlmnestError):
@@ -401,7 +410,7 @@ def test_a_two_node_redeploy_names_the_head_by_its_own_group(emu: Emulator) -> N
 
 
 def test_redeploy_refuses_to_change_the_instances(deployed) -> None:
-    new = deployed.spec.model_copy(update={"aliyun": deployed.spec.aliyun.model_copy(
+    new = deployed.spec.model_copy(update={"placement": deployed.spec.placement.model_copy(
         update={"instance_type": "ecs.ebmgn8v.48xlarge"})})
     with pytest.raises(BadInput, match=r"instance_type cannot change"):
         service.redeploy(deployed, new, print)

@@ -9,7 +9,7 @@ from llmnest.catalog import get_model
 from llmnest.targets.aliyun.sizing import ready_timeout_s, resolve
 from llmnest.engines import default_image
 from llmnest.errors import BadInput
-from llmnest.plan import rank_instances
+from llmnest.targets.aliyun.picker import rank_instances
 from tests.fakes.cloud_specs import cloud_spec
 
 
@@ -17,7 +17,7 @@ def test_picks_the_planners_cheapest_fitting_type() -> None:
     spec = resolve(cloud_spec("Qwen/Qwen2.5-7B-Instruct"))
     model = get_model("Qwen/Qwen2.5-7B-Instruct")
     cheapest = rank_instances(model, spec.max_model_len, gpu_memory_utilization=spec.gpu_memory_utilization)[0]
-    assert spec.aliyun.instance_type == cheapest.instance.name
+    assert spec.placement.instance_type == cheapest.instance.name
     assert (spec.runtime, spec.device, spec.host) == ("docker", "cuda", "0.0.0.0")
     assert spec.gpu_count == cheapest.instance.gpus and spec.tensor_parallel_size == cheapest.plan.tensor_parallel_size
 
@@ -53,8 +53,8 @@ def test_bad_input_is_one_clear_line(placement: dict, model: str, message: str) 
 
 
 def test_an_allowed_address_becomes_the_block_the_security_group_takes() -> None:
-    assert resolve(cloud_spec(allow_cidr="203.0.113.7", public=True)).aliyun.allow_cidr == "203.0.113.7/32"
-    assert resolve(cloud_spec(allow_cidr="10.1.2.3/8")).aliyun.allow_cidr == "10.0.0.0/8"
+    assert resolve(cloud_spec(allow_cidr="203.0.113.7", public=True)).placement.allow_cidr == "203.0.113.7/32"
+    assert resolve(cloud_spec(allow_cidr="10.1.2.3/8")).placement.allow_cidr == "10.0.0.0/8"
 
 
 def test_too_large_names_types_that_fit() -> None:
@@ -90,14 +90,14 @@ def test_sglang_spans_two_nodes_with_tensor_parallel() -> None:
 
 
 def test_bandwidth_defaults_to_one_the_weights_download_in() -> None:
-    assert resolve(cloud_spec("Qwen/QwQ-32B")).aliyun.bandwidth_mbps == 100
+    assert resolve(cloud_spec("Qwen/QwQ-32B")).placement.bandwidth_mbps == 100
     big = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
-    assert big.aliyun.bandwidth_mbps == 200
+    assert big.placement.bandwidth_mbps == 200
     assert 3600 < ready_timeout_s(big) <= 43200
     assert ready_timeout_s(resolve(cloud_spec("Qwen/QwQ-32B", bandwidth_mbps=200))) < \
         ready_timeout_s(resolve(cloud_spec("Qwen/QwQ-32B"))) < ready_timeout_s(big)
     nat = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2, bandwidth_mbps=0, vpc_id="vpc-1", vswitch_id="vsw-1"))
-    assert nat.aliyun.bandwidth_mbps == 0 and ready_timeout_s(nat) == 43200  # a NAT gateway's speed is unknown
+    assert nat.placement.bandwidth_mbps == 0 and ready_timeout_s(nat) == 43200  # a NAT gateway's speed is unknown
 
 
 @pytest.mark.parametrize(("placement", "message"), [
@@ -123,36 +123,37 @@ def test_erdma_is_not_claimed_nccl_uses_tcp_on_eth0_on_every_type() -> None:
 
 def test_the_cloud_fits_instances_with_the_planners_routine() -> None:
     """One instance-fitting routine: a two-node plan is the picker's plan over both nodes."""
-    from llmnest.plan import instance, plan_instance
+    from llmnest.targets.aliyun.catalog import instance
+    from llmnest.targets.aliyun.picker import plan_instance
 
     spec = resolve(cloud_spec("deepseek-ai/DeepSeek-R1", nodes=2))
-    plan = plan_instance(get_model("deepseek-ai/DeepSeek-R1"), instance(spec.aliyun.instance_type), spec.max_model_len,
+    plan = plan_instance(get_model("deepseek-ai/DeepSeek-R1"), instance(spec.placement.instance_type), spec.max_model_len,
                          nodes=2, gpu_memory_utilization=spec.gpu_memory_utilization)
     assert plan.fits and (plan.tensor_parallel_size, plan.pipeline_parallel_size) == (spec.tensor_parallel_size, 2)
     ranked = rank_instances(get_model("deepseek-ai/DeepSeek-R1"), spec.max_model_len, nodes=2,
                             gpu_memory_utilization=spec.gpu_memory_utilization)
-    assert ranked[0].instance.name == spec.aliyun.instance_type
+    assert ranked[0].instance.name == spec.placement.instance_type
 
 
 def test_no_import_cycle_between_picker_and_planner() -> None:
     import ast
     from pathlib import Path
 
-    from llmnest.plan import picker
     from llmnest.plan import planner
+    from llmnest.targets.aliyun import picker
 
     def imports(module) -> set[str]:
         tree = ast.parse(Path(module.__file__).read_text())
         return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
 
-    assert "planner" in imports(picker) and "picker" not in imports(planner)
+    assert "plan.planner" in imports(picker) and not any("picker" in m for m in imports(planner))
 
 
 def test_the_picker_plans_the_vllm_the_instance_will_run() -> None:
     """The image the region pulls decides the vLLM rules, and the spec's env the sampler: the KV headroom shown
     is the one that vLLM will give."""
     from llmnest.targets.aliyun.sizing import check_fits
-    from llmnest.plan import instance
+    from llmnest.targets.aliyun.catalog import instance
 
     model, itype = get_model("Qwen/QwQ-32B"), instance("ecs.gn7i-4x.8xlarge")
 

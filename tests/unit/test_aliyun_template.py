@@ -1,6 +1,6 @@
 """The ROS template: for every seed model, both editions, public and private, it is valid YAML,
 every reference resolves, parameters and their constraints hold, resource properties match the
-published property definitions (data/ros, extracted from the ROS CDK packages), and every secret
+published property definitions (targets/aliyun/ros, extracted from the ROS CDK packages), and every secret
 is NoEcho. The checker itself is shown to catch each kind of mistake."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from llmnest.targets.aliyun.validate import (
     check_template,
     definitions,
 )
-from llmnest.plan import instance
+from llmnest.targets.aliyun.catalog import instance
 from tests.fakes.cloud_specs import cloud_spec, seed_models, two_node_models
 
 KEY, PASSWORD = "sk-template-test-0123", "Llm#nest-2026"
@@ -131,7 +131,7 @@ def test_every_wait_is_derived_and_no_outer_wait_is_shorter_than_an_inner_one(en
                 role = r["Properties"]["Name"].rsplit("-", 1)[-1]
                 assert r["Properties"]["Timeout"] == budget.role_timeout_s(spec, next(
                     x for x in bootstrap.roles(spec) if x.endswith(role))), name
-        if spec.aliyun.nodes == 2 and engine == "vllm":
+        if spec.placement.nodes == 2 and engine == "vllm":
             assert res["RayHead"]["Properties"]["Timeout"] > ray_wait
             assert res["Ready"]["Properties"]["Timeout"] >= ready_timeout + ray_wait
         assert res["Ready"]["Properties"]["Timeout"] >= ready_timeout
@@ -266,7 +266,7 @@ def test_parameters_are_masked_for_display() -> None:
 
 
 def test_definitions_come_from_the_published_packages() -> None:
-    types = json.loads((resources.files("llmnest.data") / "ros/resource_types.json").read_text())["types"]
+    types = json.loads((resources.files("llmnest.targets.aliyun") / "ros/resource_types.json").read_text())["types"]
     for name, definition in types.items():
         assert definition["source"].startswith(("npm @alicloud/ros-cdk-", "aliyun/ros-templates@")), name
     assert types["ALIYUN::ECS::InstanceGroup"]["source"].startswith("npm @alicloud/ros-cdk-ecs@")

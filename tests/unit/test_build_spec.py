@@ -8,7 +8,8 @@ from llmnest.build import UpRequest, build_spec
 from llmnest.catalog import get_model
 from llmnest.errors import BadInput
 from llmnest.host import Gpu, HostFacts
-from llmnest.spec import AliyunPlacement, DeploymentSpec, apply_sets, parse_sets
+from llmnest.spec import DeploymentSpec, apply_sets, parse_sets
+from llmnest.targets.aliyun.placement import AliyunPlacement
 
 CPU = HostFacts(gpus=(), has_docker_engine=False)
 A10x8 = HostFacts(gpus=tuple(Gpu("NVIDIA A10", 23028) for _ in range(8)), has_docker_engine=True)
@@ -69,8 +70,8 @@ def test_open_endpoint_on_the_network_needs_insecure():
     _, key = spec_for("smollm2-135m", no_api_key=True)  # loopback without a key is fine
     assert key is None
     with pytest.raises(BadInput, match=r"on an Alibaba Cloud instance without an API key.*Drop --no-api-key, or pass"):
-        build_spec(UpRequest(model="Qwen/QwQ-32B", no_api_key=True), get_model("Qwen/QwQ-32B"), None,
-                   aliyun=AliyunPlacement(region="cn-hangzhou"))
+        build_spec(UpRequest(model="Qwen/QwQ-32B", no_api_key=True, target="aliyun"), get_model("Qwen/QwQ-32B"), None,
+                   placement=AliyunPlacement(region="cn-hangzhou"))
 
 
 def test_user_key_is_kept_and_checked():

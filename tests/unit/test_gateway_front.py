@@ -4,6 +4,8 @@ prints (the gateway's `default`), what `show` prints, and what is refused before
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from llmnest import lifecycle, state
@@ -14,9 +16,9 @@ from llmnest.gateway import keys
 from llmnest.gateway.db import Database
 from llmnest.host import Gpu, HostFacts
 from llmnest.plan.on_host import plan_for_spec
-from llmnest.spec import AliyunPlacement
 from llmnest.targets import Context
-from llmnest.targets.local import gateway as local_gateway
+from llmnest.targets.aliyun.placement import AliyunPlacement
+from llmnest.targets.local import gateway as local_gateway, units_store
 from tests.conftest import run_cli
 
 CPU = HostFacts(gpus=(), has_docker_engine=False)
@@ -38,8 +40,8 @@ def test_local_deployments_are_behind_the_gateway_unless_asked_not_to():
     assert not spec_for(options={"no_gateway": True})[0].gateway
     direct, key = spec_for(no_api_key=True)  # the gateway is the keyed front: no key, no gateway
     assert not direct.gateway and key is None
-    cloud, _ = build_spec(UpRequest(model="Qwen/QwQ-32B"), get_model("Qwen/QwQ-32B"), None,
-                          aliyun=AliyunPlacement(region="cn-hangzhou"))
+    cloud, _ = build_spec(UpRequest(model="Qwen/QwQ-32B", target="aliyun"), get_model("Qwen/QwQ-32B"), None,
+                          placement=AliyunPlacement(region="cn-hangzhou"))
     assert not cloud.gateway
     assert spec_for(options={"replicas": 3})[0].replicas == 3
 
@@ -115,9 +117,10 @@ def test_show_prints_each_replica_and_the_gateway_reading_keys_from_files(home):
     spec, key = spec_for(options={"replicas": 2}, port=18600)
     spec = spec.model_copy(update={"model_path": "/models/smollm2"})
     state.create(spec, key)
-    state.engine_key_path(spec.name).write_text("sk-internal-secret")
+    units_store.engine_key_path(spec.name).write_text("sk-internal-secret")
     for index, port in enumerate((18601, 18602)):
-        state.put_unit(state.Unit(state.replica_id(spec.name, index), "engine", spec.name, index, "127.0.0.1", port))
+        unit_id = units_store.replica_id(spec.name, index)
+        units_store.put(units_store.Unit(unit_id, "engine", spec.name, index, "127.0.0.1", port))
     command = lifecycle.show(spec.name, "command")
     assert "sk-internal-secret" not in command and key not in command
     assert command.count("engine_key)") == 2 and "--port 18601" in command and "--port 18602" in command
@@ -155,7 +158,7 @@ def test_bad_replica_options_get_one_line(args, message, home):
 def test_redeploy_may_move_off_or_across_its_own_gateway_but_not_one_it_shares(home):
     import socket
 
-    from llmnest.targets.local.target import check_can_start
+    from llmnest.targets.local.preflight import check_can_start
 
     with socket.socket() as sock:  # the gateway both are behind holds the port
         sock.bind(("127.0.0.1", 0))
@@ -192,7 +195,7 @@ def test_logs_of_each_replica_and_of_the_gateway(home):
     spec = spec_for(name="two", port=18611, options={"replicas": 2})[0]
     state.create(spec, "sk-two")
     for i in range(2):
-        state.put_unit(state.Unit(state.replica_id("two", i), "engine", "two", i, "127.0.0.1", 18620 + i))
+        units_store.put(units_store.Unit(units_store.replica_id("two", i), "engine", "two", i, "127.0.0.1", 18620 + i))
         log_path("two", i).parent.mkdir(parents=True, exist_ok=True)
         log_path("two", i).write_text(f"replica {i} line 1\nreplica {i} line 2\n")
     gateway_log_path(18611).parent.mkdir(parents=True, exist_ok=True)
@@ -213,13 +216,14 @@ def test_gateway_ls_shows_each_gateway_and_what_is_behind_it(home):
     import json
     import os
 
-    env = {"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    env = {"LLMNEST_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # a worktree's code, when the tests run it
     empty = run_cli(env, "gateway", "ls")
     assert empty.returncode == 0 and "no gateway runs" in empty.stdout
     for name in ("a", "b"):
         state.create(spec_for(name=name, port=18630, host="0.0.0.0")[0], f"sk-{name}")
-    state.put_unit(state.Unit(state.gateway_id(18630), "gateway", None, 0, "0.0.0.0", 18630))
-    state.update_unit(state.gateway_id(18630), status="ready", supervisor_pid=os.getpid(), pid=os.getpid())
+    units_store.put(units_store.Unit(units_store.gateway_id(18630), "gateway", None, 0, "0.0.0.0", 18630))
+    units_store.update(units_store.gateway_id(18630), status="ready", supervisor_pid=os.getpid(), pid=os.getpid())
     done = run_cli(env, "gateway", "ls", "--json")
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)

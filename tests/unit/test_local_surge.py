@@ -1,7 +1,7 @@
 """Redeploy and restart behind the gateway with room for one more engine: the choice (room or not, and
 why), the surge sequence (new replica ready and routed before the old one drains and stops) and a failed
 surge (the old replica untouched, the spec unchanged). The engines are stand-ins (starting vLLM is the
-e2e test's job, tests/e2e/test_replicas_e2e.py): `_start_unit`, `_wait_ready` and `_stop_unit` are
+e2e test's job, tests/e2e/test_replicas_e2e.py): `units.start_unit`, `wait_ready` and `stop_unit` are
 replaced by fakes that record what they were asked, and the gateway's word by a function that says yes."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from llmnest import state, targets
 from llmnest.build import UpRequest
 from llmnest.catalog import demo_model
 from llmnest.errors import LlmnestError
-from llmnest.runtimes.runners import cpu_bind
 from llmnest.spec import apply_sets
-from llmnest.targets.local import surge as local_surge
 from llmnest.targets.base import Context
-from llmnest.targets.local.target import LocalTarget
+from llmnest.targets.local import surge as local_surge, units as local_units, units_store
+from llmnest.targets.local.runners import cpu_bind
 
 GIB = 2**30
 
@@ -96,35 +95,36 @@ class Engines:
 
         def start_unit(unit):
             engines.calls.append(("start", unit.id))
-            state.update_unit(unit.id, status="starting")
+            units_store.update(unit.id, status="starting")
 
-        def wait_ready(self, name, ctx, only=None):
+        def wait_ready(name, ctx, only=None):
             spec = state.get(name).spec
             if failing and failing in spec.engine_args:
                 raise LlmnestError(f"the engine exited: unrecognized arguments: --{failing}")
             if fail_at is not None and sum(c[0] == "start" for c in engines.calls) == fail_at:
                 raise LlmnestError("the engine exited: out of memory")
             engines.calls.append(("ready", only.id))
-            state.update_unit(only.id, status="ready")
+            units_store.update(only.id, status="ready")
             return state.get(name)
 
-        monkeypatch.setattr(LocalTarget, "_start_unit", staticmethod(start_unit))
-        monkeypatch.setattr(LocalTarget, "_wait_ready", wait_ready)
-        monkeypatch.setattr(LocalTarget, "_stop_unit",
-                            staticmethod(lambda dep, unit, grace=30: engines.calls.append(("stop", unit.id))))
+        monkeypatch.setattr(local_units, "start_unit", start_unit)
+        monkeypatch.setattr(local_units, "wait_ready", wait_ready)
+        monkeypatch.setattr(local_units, "stop_unit",
+                            lambda dep, unit, grace=30: engines.calls.append(("stop", unit.id)))
         monkeypatch.setattr(local_surge, "wait_rotation",
                             lambda spec, uid, taking, on_wait, timeout=30: engines.calls.append(("routed", uid)) or True)
         monkeypatch.setattr(local_surge, "drain",
                             lambda spec, unit, on_wait: engines.calls.append(("drained", unit.id)))
         monkeypatch.setattr(local_surge, "choose", lambda old, new, model, units: local_surge.Choice(True, "room"))
-        monkeypatch.setattr("llmnest.targets.local.target.check_can_start", lambda *a, **k: None)
+        monkeypatch.setattr("llmnest.targets.local.preflight.check_can_start", lambda *a, **k: None)
 
 
 def running(name: str, replicas: int = 1) -> state.Deployment:
     spec = spec_of(name, options={"replicas": replicas} if replicas > 1 else {})
     state.create(spec, f"sk-{name}-secret-1")
     for i in range(replicas):
-        state.put_unit(state.Unit(state.replica_id(name, i), "engine", name, i, "127.0.0.1", 18800 + i, status="ready"))
+        unit_id = units_store.replica_id(name, i)
+        units_store.put(units_store.Unit(unit_id, "engine", name, i, "127.0.0.1", 18800 + i, status="ready"))
     return state.get(name)
 
 
@@ -179,12 +179,27 @@ def test_a_surge_failing_on_the_second_replica_puts_the_first_back_on_the_old_sp
 
 
 def test_a_surge_replica_of_one_takes_its_own_cores_and_one_alone_keeps_vllms_choice(home, monkeypatch) -> None:
-    from llmnest.runtimes.runners import CPU_BIND, replica_launch
+    from llmnest.targets.local.runners import CPU_BIND, replica_launch
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     running("one")
-    assert CPU_BIND not in replica_launch(state.unit("one/0"))[0].env
-    state.put_unit(state.Unit("one/1", "engine", "one", 1, "127.0.0.1", 18900))
-    assert replica_launch(state.unit("one/1"))[0].env[CPU_BIND] == "2-3"
-    state.delete_unit("one/0")  # the old one stopped: a restart of the surge replica alone gets vLLM's choice again
-    assert CPU_BIND not in replica_launch(state.unit("one/1"))[0].env
+    assert CPU_BIND not in replica_launch(units_store.get("one/0"))[0].env
+    units_store.put(units_store.Unit("one/1", "engine", "one", 1, "127.0.0.1", 18900))
+    assert replica_launch(units_store.get("one/1"))[0].env[CPU_BIND] == "2-3"
+    units_store.delete("one/0")  # the old one stopped: a restart of the surge replica alone gets vLLM's choice again
+    assert CPU_BIND not in replica_launch(units_store.get("one/1"))[0].env
+
+
+def test_ctrl_c_during_the_first_surge_leaves_the_old_replica_serving_on_its_spec(home, monkeypatch) -> None:
+    engines = Engines(monkeypatch)
+    dep = running("int")
+
+    def interrupted(name, ctx, only=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_units, "wait_ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        targets.get("local").redeploy(dep, apply_sets(dep.spec, {"max_model_len": "1024"}), Context())
+    assert engines.calls == [("start", "int/1"), ("stop", "int/1")]  # the surge replica stopped and forgotten
+    after = state.get("int")
+    assert after.spec == dep.spec and [(u.id, u.status) for u in after.replicas] == [("int/0", "ready")]

@@ -15,7 +15,9 @@ from llmnest.errors import Conflict, NotFound
 from llmnest.host import HostFacts
 from llmnest.logs import error_line, kv_cache_tokens, last_attempt
 from llmnest.plan import plan_cpu
-from llmnest.runtimes.runners import exit_description
+from llmnest.targets.local import units_store
+from llmnest.targets.local.records import LocalState
+from llmnest.targets.local.runners import exit_description
 
 VLLM_ARGPARSE = [
     "INFO 11-25 00:43:21 [utils.py:1] vLLM API server version 0.32.0",
@@ -71,25 +73,25 @@ def test_store_round_trip_secrets_and_conflicts(store):
     state.update(spec.name, info={"kv_cache_tokens_actual": 2})
     dep = state.get(spec.name)
     assert (dep.status, dep.restarts, dep.info) == (
-        "ready", 0, state.LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
+        "ready", 0, LocalState(kv_cache_tokens_planned=1, kv_cache_tokens_actual=2))
     with pytest.raises(ValueError, match="LocalState has no field stack_id"):
         state.update(spec.name, info={"stack_id": "x"})  # the target's state is typed: a typo fails loudly
     assert state.resolve_name(None) == spec.name
-    state.put_unit(state.Unit(state.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
-    state.put_unit(state.Unit(state.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
-    state.put_unit(state.Unit(state.gateway_id(8080), "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
-    state.update_unit("%s/0" % spec.name, status="ready", ready_at=5.0, pid=11)
-    state.update_unit("%s/1" % spec.name, status="ready", ready_at=7.0)
-    state.bump_unit_restarts("%s/1" % spec.name, "boom")
+    units_store.put(units_store.Unit(units_store.replica_id(spec.name, 0), "engine", spec.name, 0, "127.0.0.1", 18001))
+    units_store.put(units_store.Unit(units_store.replica_id(spec.name, 1), "engine", spec.name, 1, "127.0.0.1", 18002))
+    units_store.put(units_store.Unit("gateway/8080", "gateway", None, 0, "127.0.0.1", 8080, status="ready"))
+    units_store.update("%s/0" % spec.name, status="ready", ready_at=5.0, pid=11)
+    units_store.update("%s/1" % spec.name, status="ready", ready_at=7.0)
+    units_store.bump_restarts("%s/1" % spec.name, "boom")
     dep = state.get(spec.name)  # a deployment with replicas shows them together: the worst status leads
     assert (dep.status, dep.restarts, dep.last_error, dep.pid, dep.ready_replicas) == ("restarting", 1, "boom", 11, 1)
-    state.update_unit("%s/1" % spec.name, status="ready")
+    units_store.update("%s/1" % spec.name, status="ready")
     dep = state.get(spec.name)
     assert (dep.status, dep.ready_at) == ("ready", 7.0)
     assert [u.base_url for u in dep.replicas] == ["http://127.0.0.1:18001/v1", "http://127.0.0.1:18002/v1"]
-    assert [g.id for g in state.gateways()] == ["gateway/8080"]
+    assert [g.id for g in units_store.gateways()] == ["gateway/8080"]
     state.delete(spec.name)
-    assert state.find_unit("%s/0" % spec.name) is None and state.find_unit("gateway/8080") is not None
+    assert units_store.find("%s/0" % spec.name) is None and units_store.find("gateway/8080") is not None
     assert state.api_key(spec.name) is None
     with pytest.raises(NotFound, match="no deployment named"):
         state.get(spec.name)
@@ -113,3 +115,24 @@ def test_planned_against_logged_kv_cache():
     assert kv_cache_comparison(planned, kv_cache_tokens([line])) == {
         "kv_cache_tokens_planned": 45_500, "kv_cache_tokens_actual": 45_500, "kv_cache_plan_error_pct": 0.0}
     assert kv_cache_comparison(planned, None)["kv_cache_plan_error_pct"] is None
+
+
+def test_records_stored_before_the_placement_was_the_targets_still_load(store):
+    """Specs used to keep the Alibaba Cloud placement under `aliyun` (null on every other spec)."""
+    import json
+    import sqlite3
+
+    from tests.fakes.cloud_specs import cloud_spec
+
+    cloud = cloud_spec(name="cloud")
+    here = build_spec(UpRequest(model="smollm2-135m", name="here"), get_model("smollm2-135m"),
+                      HostFacts(gpus=(), has_docker_engine=False))[0]
+    for spec in (cloud, here):
+        state.create(spec, None)
+        old = {k: v for k, v in spec.model_dump(mode="json").items() if k != "placement"}
+        old["aliyun"] = spec.model_dump(mode="json")["placement"]
+        with sqlite3.connect(state.home() / "state.db") as conn:
+            conn.execute("UPDATE deployments SET spec = ?, info = '{}' WHERE name = ?", (json.dumps(old), spec.name))
+    assert state.get("cloud").spec == cloud and state.get("here").spec == here
+    assert type(state.get("cloud").info).__name__ == "AliyunState" and state.get("here").info == LocalState()
+    assert "aliyun" not in state.get("cloud").spec.model_dump() and state.get("cloud").spec.placement.region

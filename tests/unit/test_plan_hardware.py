@@ -8,7 +8,9 @@ import pytest
 
 from llmnest.catalog import get_model
 from llmnest.errors import BadInput
-from llmnest.plan import gpu_model, gpu_models, instance, instance_types, rank_instances
+from llmnest.plan import gpu_model, gpu_models
+from llmnest.targets.aliyun.catalog import instance, instance_types
+from llmnest.targets.aliyun.picker import rank_instances
 
 SEED_AND_NOTES = [
     "ecs.gn7i-c8g1.2xlarge", "ecs.gn7i-c16g1.4xlarge", "ecs.gn7i-c32g1.8xlarge", "ecs.gn7i-4x.8xlarge",

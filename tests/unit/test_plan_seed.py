@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from llmnest.catalog import get_model, load_catalog
-from llmnest.plan import instance, plan_instance, rank_instances
+from llmnest.targets.aliyun.catalog import instance
+from llmnest.targets.aliyun.picker import plan_instance, rank_instances
 
 SINGLE_A10 = ["ecs.gn7i-c8g1.2xlarge", "ecs.gn7i-c16g1.4xlarge", "ecs.gn7i-c32g1.8xlarge"]
 FOUR_A10 = ["ecs.gn7i-4x.8xlarge", "ecs.gn7i-4x.16xlarge"]

@@ -118,3 +118,20 @@ def test_a_small_batch_sorts_even_where_triton_is_the_path():
 
     assert sampler_part(7) == sampler_bytes(model, 7, 7, SORT_COPIES)
     assert sampler_part(8) == sampler_bytes(model, 8, 8, TRITON_COPIES, TRITON_BUFFER_ROWS)
+
+
+def test_mla_under_v0_is_refused_with_the_reason_and_modelled_from_0_8():
+    """vLLM 0.7.3's MLA backend keeps the absorbed decode projections beside the raw weights (mla/utils.py): refused;
+    with VLLM_MLA_PERFORM_MATRIX_ABSORPTION=0, or from the V1 engine's default (0.8), the plan answers."""
+    from llmnest.catalog import get_model
+    from llmnest.errors import BadInput
+    from llmnest.plan import gpu_model, plan_gpus
+    from llmnest.plan.memory import EngineSettings
+
+    r1 = get_model("deepseek-ai/DeepSeek-R1")
+    assert "VLLM_MLA_PERFORM_MATRIX_ABSORPTION" in vllm_rules("0.7.3", mla=True).refusal
+    assert not vllm_rules("0.7.3", {"VLLM_MLA_PERFORM_MATRIX_ABSORPTION": "0"}, mla=True).refusal
+    assert not vllm_rules("0.8.0", mla=True).refusal and not vllm_rules("0.7.3").refusal
+    with pytest.raises(BadInput, match="not modelled"):
+        plan_gpus(r1, gpu_model("H200"), 8, max_model_len=32768, engine=EngineSettings(vllm_version="0.7.3"))
+    assert plan_gpus(r1, gpu_model("H200"), 8, max_model_len=32768, engine=EngineSettings(vllm_version="0.11.0")).fits

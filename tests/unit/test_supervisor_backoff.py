@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from llmnest import state, supervisor
-from llmnest.supervisor import BACKOFF_MAX, BACKOFF_START, HANG_AFTER_FAILURES, STABLE_AFTER, Supervisor
+from llmnest.targets.local import supervisor, units_store
+from llmnest.targets.local.supervisor import BACKOFF_MAX, BACKOFF_START, HANG_AFTER_FAILURES, STABLE_AFTER, Supervisor
 
 UNIT = "gateway/9999"
 
@@ -84,7 +84,7 @@ def make(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMNEST_HOME", str(tmp_path))
     clock = Clock()
     monkeypatch.setattr(supervisor, "time", clock)
-    state.put_unit(state.Unit(UNIT, "gateway", None, 0, "127.0.0.1", 9999))
+    units_store.put(units_store.Unit(UNIT, "gateway", None, 0, "127.0.0.1", 9999))
 
     def build(*script: Attempt) -> FakeRunner:
         runner = FakeRunner(clock, list(script))
@@ -103,7 +103,7 @@ def gaps(runner: FakeRunner) -> list[float]:
 def test_a_failed_start_is_not_retried(make) -> None:
     runner = make(Attempt(answers=False, lives=3.0))
     assert runner.owner.run() == 1
-    unit = state.unit(UNIT)
+    unit = units_store.get(UNIT)
     assert len(runner.starts) == 1 and unit.status == "failed" and unit.restarts == 0
     assert unit.last_error == "exited with code 1 during start-up: ValueError: no such flag"
 
@@ -114,7 +114,7 @@ def test_crashes_are_restarted_with_exponential_backoff_up_to_the_cap(make) -> N
     expected = [min(BACKOFF_START * 2 ** k, BACKOFF_MAX) for k in range(8)]
     assert all(abs(g - e) <= 5.0 for g, e in zip(gaps(runner), expected)), (gaps(runner), expected)
     assert gaps(runner)[-1] >= BACKOFF_MAX - 5.0  # capped, not 256 s
-    unit = state.unit(UNIT)
+    unit = units_store.get(UNIT)
     assert unit.restarts == 8 and unit.status == "stopped" and runner.stopped
     assert unit.last_error == "exited with code 1: ValueError: no such flag"
 
@@ -136,11 +136,11 @@ def test_a_hang_is_killed_and_restarted(make, monkeypatch) -> None:
 
     monkeypatch.setattr(supervisor, "healthy", hangs_after_the_first_answer)
     reasons: list[str] = []
-    bump = state.bump_unit_restarts
-    monkeypatch.setattr(state, "bump_unit_restarts", lambda unit_id, why: (reasons.append(why), bump(unit_id, why)))
+    bump = units_store.bump_restarts
+    monkeypatch.setattr(units_store, "bump_restarts", lambda unit_id, why: (reasons.append(why), bump(unit_id, why)))
     runner.owner.interval = 5.0
     runner.owner.run()
-    assert runner.killed == 1 and len(runner.starts) == 3 and state.unit(UNIT).restarts == 2
+    assert runner.killed == 1 and len(runner.starts) == 3 and units_store.get(UNIT).restarts == 2
     assert reasons[0] == (f"gateway stopped answering /health ({HANG_AFTER_FAILURES} probes, 5 s apart) while still "
                           "running; it was killed and restarted")  # no log line: it did not end by itself
     # the first probe answered; the next HANG_AFTER_FAILURES failed, 5 s apart; then the backoff

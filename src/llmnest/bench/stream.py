@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - orjson is part of the bench extra
 from itertools import repeat
 from typing import Any
 
+from .. import sse
 from .record import RequestRecord
 
 
@@ -34,13 +35,13 @@ class EventReader:
     through a JSON parser. Both ways give the same record. (A JSON string cannot hold an unescaped
     quote, so text never matches the quoted key patterns.)"""
 
-    __slots__ = ("record", "chat", "start", "buf", "done", "blocks", "key", "empty", "compact")
+    __slots__ = ("record", "chat", "start", "split", "done", "blocks", "key", "empty", "compact")
 
     def __init__(self, record: RequestRecord, chat: bool, start: float) -> None:
         self.record = record
         self.chat = chat
         self.start = start
-        self.buf = b""
+        self.split = sse.Splitter()
         self.done = False  # [DONE] or an error event was read
         self.blocks: list[bytes] | None = []  # the events so far, to recover the text if no usage comes
         self.key = b'"content":"' if chat else b'"text":"'
@@ -48,19 +49,9 @@ class EventReader:
         self.compact: bool | None = None  # JSON without spaces (as vLLM and SGLang send it): byte counts work
 
     def feed(self, data: bytes, arrived: float) -> None:
-        """Take the next body bytes, read at absolute time `arrived`."""
-        buf = self.buf + data if self.buf else data
-        if b"\r" in buf:
-            buf = buf.replace(b"\r\n", b"\n")
-        if buf.endswith(b"\n\n") and not self.done:  # the usual read: whole events
-            block, self.buf = buf, b""
-        else:
-            end = buf.rfind(b"\n\n")
-            if end < 0 or self.done:
-                self.buf = buf if not self.done else b""
-                return
-            block, self.buf = buf[:end + 2], buf[end + 2:]
-        self.block(block, arrived)
+        """Take the next body bytes, read at absolute time `arrived`. Raises sse.EventTooLarge."""
+        if not self.done and (block := self.split.feed(data)):
+            self.block(block, arrived)
 
     def block(self, block: bytes, arrived: float) -> None:
         """Whole events (the block ends with a blank line) read at `arrived`."""
@@ -87,17 +78,16 @@ class EventReader:
             return
         if find(b'"usage":{') >= 0:
             self._usage(block)
-        if find(b"data: [DONE]") >= 0:
+        if find(sse.DONE) >= 0:
             self.done = True
 
     def _usage(self, block: bytes) -> None:
         at = block.rfind(b'"usage":{')
         start = block.rfind(b"\n\n", 0, at)
         event = block[start + 2 if start >= 0 else 0:block.find(b"\n\n", at)]
-        for line in event.split(b"\n"):
-            if line.startswith(b"data:") and b'"usage"' in line:
-                usage = loads(line[5:]).get("usage")
-                self._take_usage(usage)
+        payload = sse.data(event)
+        if payload is not None and b'"usage"' in payload:
+            self._take_usage(loads(payload).get("usage"))
 
     def _take_usage(self, usage: Any) -> None:
         if usage and isinstance(usage, dict):
@@ -115,16 +105,12 @@ class EventReader:
 
     def _events(self, block: bytes, at: float, texts: list[str] | None) -> None:
         """Event by event, each `data:` payload through the JSON parser."""
-        pos = 0
-        while not self.done:
-            end = block.find(b"\n\n", pos)
-            if end < 0:
+        for event in sse.events(block):
+            if self.done:
                 break
-            event = block[pos:end]
-            pos = end + 2
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:"):  # other lines: comments (pings), event names, ids
-                    self._data(line[5:].strip(), at, texts)
+            payload = sse.data(event)
+            if payload is not None:  # (events without data: comments such as pings, names, ids)
+                self._data(payload.strip(), at, texts)
 
     def _data(self, payload: bytes, at: float, texts: list[str] | None) -> None:
         if payload == b"[DONE]":
@@ -187,7 +173,7 @@ class Response:
                 except ValueError:
                     size = -1
                 events = self.events
-                if eol + size + 4 == len(data) and not events.buf and not events.done:
+                if eol + size + 4 == len(data) and not events.split.buf and not events.done:
                     events.block(data[eol + 2:-2], arrived)
                     return
         if not self.status:

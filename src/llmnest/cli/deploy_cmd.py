@@ -1,4 +1,4 @@
-"""`llmnest up / ls / status / logs / show / restart / redeploy / down`: parse, call the lifecycle, print."""
+"""`llmnest up / ls / status / logs / show / restart / redeploy / scale / down`: parse, call the lifecycle, print."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from rich.table import Table
 from .. import lifecycle
 from ..build import UpRequest
 from ..spec import parse_sets
-from ..targets import Context
+from ..targets import Context, registry
 from ..targets.base import DEFAULT_TIMEOUT
-from . import render
+from . import render, target_options
+from .target_options import DRY_RUN_NOTES, TARGET_HELP
 from .invocation import program
 from .output import console, err, handle_errors, print_json, say
 
@@ -59,7 +60,8 @@ def _print_ready(created: Any, json_out: bool) -> None:
     if json_out:
         print_json({**info, "seconds_to_ready": round(created.seconds, 1)})
         return
-    console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]\n")
+    console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]")
+    console.print(render.extra_text(created.extra), markup=False)
     console.print(render.endpoint_text(info, program()), markup=False)
 
 
@@ -83,63 +85,32 @@ def up(
     weights: Optional[str] = typer.Option(None, "--weights",
                                           help="Folder with MODEL's weights fetched by hand (keeps the catalog's "
                                                "defaults: served name, context, reasoning parser)."),
-    replicas: Optional[int] = typer.Option(None, "--replicas", min=1, max=16,
-                                           help="[local] Engine replicas behind the gateway (default 1)."),
-    no_gateway: bool = typer.Option(False, "--no-gateway",
-                                    help="[local] Serve the engine directly on --port, without the gateway's keys, "
-                                         "usage, limits and metrics (one replica)."),
-    target: str = typer.Option("local", "--target", help="local (this machine) or aliyun (an ECS GPU instance)."),
-    region: Optional[str] = typer.Option(None, "--region", help="[aliyun] Region, e.g. cn-hangzhou."),
-    zone: Optional[str] = typer.Option(None, "--zone", help="[aliyun] Zone (default: one that offers the type)."),
-    instance_type: Optional[str] = typer.Option(None, "--instance-type", help="[aliyun] ECS type (default: cheapest that fits)."),
-    nodes: int = typer.Option(1, "--nodes", min=1, max=2, help="[aliyun] 1, or 2 for the two-instance Ray edition."),
-    public: bool = typer.Option(False, "--public/--private", help="[aliyun] Public IP and access, or VPC only."),
-    bandwidth: Optional[int] = typer.Option(
-        None, "--bandwidth", min=0, max=200,
-        help="[aliyun] Public bandwidth cap in Mbps, pay by traffic (default: 100, or 200 when the weights need it; "
-             "0: no public IP, needs --vpc-id with a NAT gateway)."),
-    allow_cidr: Optional[str] = typer.Option(None, "--allow-cidr", help="[aliyun] CIDR allowed to reach the port and SSH."),
-    vpc_id: Optional[str] = typer.Option(None, "--vpc-id", help="[aliyun] Existing VPC (with --vswitch-id)."),
-    vswitch_id: Optional[str] = typer.Option(None, "--vswitch-id", help="[aliyun] Existing vSwitch."),
-    pay: str = typer.Option("postpaid", "--pay", help="[aliyun] postpaid (pay-as-you-go) or prepaid."),
-    period: Optional[int] = typer.Option(None, "--period", min=1, max=9, help="[aliyun] Months, for --pay prepaid."),
-    key_pair: Optional[str] = typer.Option(None, "--key-pair", help="[aliyun] SSH key pair name."),
-    image_id: Optional[str] = typer.Option(None, "--image-id",
-                                           help="[aliyun] GPU image with the NVIDIA driver, docker and container "
-                                                "toolkit (default: newest public Ubuntu 22.04, completed by the bootstrap)."),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="[aliyun] Read the instance password from stdin."),
-    validate: bool = typer.Option(False, "--validate",
-                                  help="[aliyun] With --dry-run: have ROS validate the template and preview the stack "
-                                       "(needs credentials, creates nothing)."),
+    target: str = typer.Option(registry.DEFAULT, "--target", help=f"{TARGET_HELP}."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before creating paid resources."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be created (aliyun: template, parameters, "
-                                                          "preflight) and create nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=f"Print what would be created{DRY_RUN_NOTES} and create "
+                                                          "nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    **given: Any,  # every target's options (target_options): the signature below declares them
 ) -> None:
     """Deploy MODEL and wait until it answers a real chat request; print endpoint, key and examples."""
-    given = {"replicas": replicas, "no_gateway": no_gateway or None,
-             "region": region, "zone": zone, "instance_type": instance_type, "nodes": nodes if nodes != 1 else None,
-             "public": public or None, "bandwidth_mbps": bandwidth, "allow_cidr": allow_cidr, "vpc_id": vpc_id,
-             "vswitch_id": vswitch_id, "pay": pay if pay != "postpaid" else None, "period_months": period,
-             "key_pair": key_pair, "image_id": image_id, "password": password_stdin or None,
-             "validate": validate or None}
     req = UpRequest(
         model=model or "", name=name, engine=engine, runtime=runtime, host=host, port=port, api_key=api_key,
         no_api_key=no_api_key, insecure=insecure, max_model_len=max_model_len, sets=parse_sets(sets),
-        weights=weights, target=target, options={k: v for k, v in given.items() if v is not None},
+        weights=weights, target=target, options=target_options.given(given, sys.stdin),
     )
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     if dry_run:
-        result = lifecycle.dry_run(req, _context(dry_run=True, validate=validate, password=password))
+        result = lifecycle.dry_run(req, _context(dry_run=True))
         if json_out:
             print_json(result)
         else:
-            console.print(render.dry_run_text(result), markup=False, highlight=False)
+            console.print(lifecycle.dry_run_text(req, result), markup=False, highlight=False)
         return
     with PhaseView() as view:
-        created = lifecycle.up(req, _context(view, timeout=timeout, force=force, yes=yes, password=password,
-                                             validate=validate))
+        created = lifecycle.up(req, _context(view, timeout=timeout, force=force, yes=yes))
     _print_ready(created, json_out)
+
+
+up.__signature__ = target_options.signature(up, before="target")  # type: ignore[attr-defined]
 
 
 @handle_errors
@@ -191,7 +162,7 @@ def logs(
 @handle_errors
 def show(
     name: Optional[str] = typer.Argument(None, help=NAME_HELP),
-    as_: str = typer.Option("spec", "--as", help="spec (effective parameters), command, script, or ros (aliyun)."),
+    as_: str = typer.Option("spec", "--as", help=target_options.SHOW_HELP),
     json_out: bool = typer.Option(False, "--json", help="With --as spec: print JSON instead of YAML."),
 ) -> None:
     """The exact parameters and the exact command or script the deployment runs."""
@@ -207,8 +178,7 @@ def restart(
     name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for an answer."),
 ) -> None:
-    """Start the deployment again with the same spec; waits until it answers (behind the gateway with room for one
-    more engine, the old one serves until the new one answers; aliyun: the bootstrap again)."""
+    """Start the deployment again with the same spec; waits until it answers (the help adds what each target does)."""
     t0 = time.monotonic()
     with PhaseView() as view:
         dep = lifecycle.restart(name, _context(view, timeout=timeout))
@@ -232,14 +202,44 @@ def redeploy(
 
 
 @handle_errors
+def scale(
+    name: str = typer.Argument(..., help="Deployment."),
+    replicas: int = typer.Argument(..., help="Engine replicas wanted (1 or more)."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for the replicas."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Change the engine replicas in place, where the deployment's target can (more only when the GPUs free hold
+    them); waits until they roll out."""
+    with PhaseView() as view:
+        line = lifecycle.scale(name, replicas, _context(view, timeout=timeout))
+    if json_out:
+        print_json({"name": name, "replicas": replicas, "result": line})
+    else:
+        console.print(f"[bold green]✓[/bold green] {line}")
+
+
+@handle_errors
 def down(
     name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting cloud resources."),
+    delete_weights: bool = typer.Option(False, "--delete-weights",
+                                        help="Delete the weights the deployment keeps of its own too (a volume where "
+                                             "its target keeps one; refused elsewhere). Kept by default, for the next up."),
 ) -> None:
-    """Stop the deployment and remove it (the engine log stays for reading; aliyun: delete the stack)."""
-    console.print(lifecycle.down(name, _context(yes=yes)))
+    """Stop the deployment and remove it (the help adds what each target removes)."""
+    console.print(lifecycle.down(name, _context(yes=yes, delete_weights=delete_weights)))
+
+
+# What restart and down do on a target that declares its own words for it.
+HELP = {"restart": "Start the deployment again with the same spec; waits until it answers (behind the gateway with "
+                   "room for one more engine, the old one serves until the new one answers"
+                   f"{'; ' if target_options.notes('restart') else ''}{target_options.notes('restart')}).",
+        "down": "Stop the deployment and remove it (the engine log stays for reading"
+                f"{'; ' if target_options.notes('down') else ''}{target_options.notes('down')})."}
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (up, ls, status, logs, show, restart, redeploy, down):
-        app.command(fn.__name__)(fn)
+    for fn in (up, ls, status, logs, show, restart, redeploy, scale, down):
+        # `scale NAME -1` reaches the lifecycle, which refuses it in one line, instead of click's "no such option"
+        settings = {"ignore_unknown_options": True} if fn is scale else {}
+        app.command(fn.__name__, help=HELP.get(fn.__name__), context_settings=settings)(fn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -40,6 +41,8 @@ def serve(
     max_connections_per_client: int = typer.Option(
         None, "--max-connections-per-client", help="Open connections per client IP address (429 beyond; default "
         "512, $LLMNEST_GATEWAY_MAX_CONNECTIONS_PER_CLIENT; 0: no cap)."),
+    metrics_from: str = typer.Option(None, "--metrics-from", help="Comma-separated networks (CIDR) that may read "
+                                     "/metrics without the admin key, besides loopback (e.g. the VPC's)."),
     max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Request body, at most (413 beyond; default "
                                        "8 MiB, $LLMNEST_GATEWAY_MAX_BODY_BYTES)."),
 ) -> None:
@@ -58,6 +61,12 @@ def serve(
     limits = HttpLimits.from_env(max_header_bytes=max_header_bytes, max_headers=max_headers,
                                  header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                                  max_connections_per_client=max_connections_per_client, max_body_bytes=max_body_bytes)
+    networks = tuple(n.strip() for n in (metrics_from or "").split(",") if n.strip())
+    try:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)
+    except ValueError as exc:
+        raise BadInput(f"--metrics-from: {exc}; give networks such as 192.168.0.0/16,10.0.0.0/8") from None
     if upstreams is not None and on_port:
         raise BadInput("--upstreams and --deployments-on-port choose the upstreams both; pass one")
     if upstreams is not None:
@@ -72,7 +81,8 @@ def serve(
     redis = redis or os.environ.get("LLMNEST_GATEWAY_REDIS") or None
     limiter = Limiter(redis) if redis else None
     gateway = Gateway(database, provider, limiter=limiter, health_interval=health_interval,
-                      admin_key=os.environ.get("LLMNEST_GATEWAY_ADMIN_KEY") or None, limits=limits)
+                      admin_key=os.environ.get("LLMNEST_GATEWAY_ADMIN_KEY") or None, limits=limits,
+                      metrics_from=networks)
     say(f"gateway on http://{host}:{port}/v1 (database {database.kind})")
     run(gateway, host, port)
 
@@ -91,9 +101,9 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
     """The gateways `llmnest up` runs on this machine: address, status, the deployments behind each."""
     from rich.table import Table
 
-    from ..targets.local.gateway import overview
+    from .. import targets
 
-    rows = overview()
+    rows = [row for name in targets.names() for row in targets.get(name).gateways()]
     if json_out:
         print_json(rows)
         return

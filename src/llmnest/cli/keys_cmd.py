@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import re
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import BadInput
 from .output import console, err, handle_errors, print_json
 
 keys_app = typer.Typer(help="Create, list, change and revoke the gateway's API keys.",
@@ -50,16 +52,25 @@ def create(
     token_budget: int = typer.Option(None, "--token-budget", help="Tokens per budget period."),
     budget_period: str = typer.Option(None, "--budget-period", help="day or month (UTC)."),
     expires: str = typer.Option(None, "--expires", help="YYYY-MM-DD (stops at the start of that day, UTC) or ISO date-time."),
-    json_out: bool = typer.Option(False, "--json", help='Print {"name", "key"}.'),
+    key_file: Path = typer.Option(None, "--key-file", help="Take the secret from this file (an existing key, e.g. one "
+                                  "`up` printed) instead of generating one; it is not printed."),
+    json_out: bool = typer.Option(False, "--json", help='Print {"name", "key"} ({"name", "prefix"} with --key-file).'),
     db: str = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Create a key and print it once; it is stored only as a hash."""
     from ..gateway import keys
 
-    _, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-                            token_budget=token_budget, budget_period=budget_period,
-                            expires_at=keys.parse_expiry(expires))
+    given = _secret_from(key_file) if key_file is not None else None
+    key, secret = keys.create(_db(db), name, models=_models(models), rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
+                              token_budget=token_budget, budget_period=budget_period,
+                              expires_at=keys.parse_expiry(expires), secret=given)
     _warn_undeployed(_models(models))
+    if given is not None:
+        if json_out:
+            print_json({"name": name, "prefix": key.prefix})
+        else:
+            console.print(f"key {name} ({key.prefix}...) created from {key_file}", markup=False)
+        return
     if json_out:
         print_json({"name": name, "key": secret})
         return
@@ -67,27 +78,16 @@ def create(
     err.print("[dim]This is the only time the key is shown; store it now.[/dim]")
 
 
-def _when(ts: float | None) -> str | None:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
-
-
-def key_rows(database: Any) -> list[dict[str, Any]]:
-    """Every key with its limits and usage so far (never the secret); `keys ls` and the console show these."""
-    from ..gateway import keys, usage
-
-    rows = []
-    for k in keys.list_keys(database):  # usage since the key was made: a reused name starts from zero
-        used = usage.totals_by_key(database, k.created_at).get(
-            k.name, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        budget_used = (usage.tokens_since(database, k.name, max(k.created_at, usage.period_start(k.budget_period)))
-                       if k.budget_period else None)
-        rows.append({
-            "name": k.name, "prefix": k.prefix, "status": k.problem() or "active", "models": k.models,
-            "rpm": k.rpm, "tpm": k.tpm, "max_concurrency": k.max_concurrency, "token_budget": k.token_budget,
-            "budget_period": k.budget_period, "budget_used": budget_used, "expires": _when(k.expires_at),
-            "created": _when(k.created_at), **used,
-        })
-    return rows
+def _secret_from(path: Path) -> str:
+    """The secret in `path` (surrounding whitespace dropped): 8-512 printable characters without spaces."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--key-file {path}: {getattr(exc, 'strerror', None) or exc}; give a readable file that "
+                       "holds the key") from None
+    if not re.fullmatch(r"[\x21-\x7e]{8,512}", text):
+        raise BadInput(f"--key-file {path} does not hold one key (8-512 printable characters, no spaces)")
+    return text
 
 
 @handle_errors
@@ -96,6 +96,8 @@ def ls(
     db: str = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """List keys with their limits and usage so far (never the secret)."""
+    from ..gateway.admin import key_rows
+
     rows = key_rows(_db(db))
     if json_out:
         print_json(rows)
@@ -144,8 +146,10 @@ def revoke(
     """Revoke a key: requests with it get 401 within seconds; its usage stays."""
     from ..gateway import keys
 
+    from ..gateway.admin import when
+
     key = keys.revoke(_db(db), name)
-    console.print(f"key {name} revoked at {_when(key.revoked_at)}", markup=False)
+    console.print(f"key {name} revoked at {when(key.revoked_at)}", markup=False)
 
 
 keys_app.command("create")(create)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import BadInput, ExitCode, LlmnestError
+from ..targets import registry
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,8 +22,10 @@ log = logging.getLogger("llmnest")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# The extra of llmnest that brings a module (`make up` installs them all); prefixes of module names.
-EXTRA_OF_MODULE = {"alibabacloud_": "aliyun", "Tea": "aliyun", "aiohttp": "bench", "numpy": "bench",
+# The extra of llmnest that brings a module (`make up` installs them all); prefixes of module names. A target's
+# SDKs come with the extra its declaration names.
+EXTRA_OF_MODULE = {**{prefix: d.extra for d in registry.declarations() if d.extra for prefix in d.sdk_modules},
+                   "aiohttp": "bench", "numpy": "bench",
                    "matplotlib": "bench", "tokenizers": "bench", "modelscope": "hub", "huggingface_hub": "hub",
                    "gguf": "demo", "accelerate": "demo", "transformers": "demo", "torch": "demo"}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -15,7 +15,8 @@ from ..plan.memory import DEPLOYED_VLLM, EngineSettings, image_vllm_version
 from .output import console, handle_errors, print_json
 
 if TYPE_CHECKING:
-    from ..plan import InstanceFit, Plan
+    from ..plan import Plan
+    from ..targets import Target
 
 GIB = 1024**3
 
@@ -27,6 +28,16 @@ def _target_count(gpu: str | None, gpus: int | None, instance: str | None, cpu_k
 
 
 INTERCONNECTS = ("nvlink", "pcie")
+
+
+def _instance_catalog() -> Target:
+    """The target whose instance types and prices `plan` ranks: the first registered that has a catalog."""
+    from .. import targets
+
+    found = [d.name for d in targets.registry.declarations() if d.instances]
+    if not found:
+        raise BadInput("no registered target has an instance catalog: plan on --gpu NAME or --cpu-kv-gib N")
+    return targets.get(found[0])
 
 
 def _env(sets: list[str]) -> dict[str, str]:
@@ -116,7 +127,7 @@ def _print_plan(plan: Plan, header: str) -> None:
         console.print(f"[yellow]suggestion:[/yellow] {plan.suggestion}")
 
 
-def _print_ranking(model_key: str, length: int, fits: list[InstanceFit], show_all: bool) -> None:
+def _print_ranking(model_key: str, length: int, fits: list[Any], show_all: bool) -> None:
     title = f"{model_key} at max-model-len {length:,}: instance types {'' if show_all else 'that fit '}cheapest first"
     table = Table("instance type", "GPUs", "price", "region", "taken", "source", "TP", "KV tokens", "max len",
                   "concurrent",
@@ -180,8 +191,7 @@ def plan(
 
     With no target, rank the Alibaba Cloud instance types that fit, cheapest first.
     """
-    from ..plan import evaluate_instances, plan_cpu, plan_gpus, plan_instance, rank_instances, resolve_model
-    from ..plan import instance as find_instance
+    from ..plan import plan_cpu, plan_gpus, resolve_model
 
     if gpu_memory_gib is not None and gpu is None:
         raise BadInput("--gpu-memory-gib needs --gpu NAME (the card it sizes)")
@@ -192,9 +202,9 @@ def plan(
         raise BadInput("give one target: --gpu NAME [--gpus N], --instance TYPE or --cpu-kv-gib N")
     chosen = resolve_model(model)
     if targets == 0:
-        ranked = (evaluate_instances if show_all else rank_instances)(
-            chosen, max_model_len, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, kv_dtype=kv_dtype,
-            engine=engine)
+        ranked = _instance_catalog().instance_fits(
+            chosen, max_model_len, fitting_only=not show_all, gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype, kv_dtype=kv_dtype, engine=engine)
         length = max_model_len or chosen.max_model_len
         if json_out:
             print_json({"model": chosen.key, "max_model_len": length, "instances": [f.to_dict() for f in ranked]})
@@ -209,11 +219,10 @@ def plan(
         result = plan_cpu(chosen, kv_cache_gib=cpu_kv_gib, max_model_len=max_model_len, dtype=dtype, kv_dtype=kv_dtype)
         header = f"{chosen.key} on the vLLM CPU build"
     elif instance is not None:
-        itype = find_instance(instance)
+        itype, result = _instance_catalog().instance_plan(
+            chosen, instance, max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size, dtype=dtype, kv_dtype=kv_dtype, engine=engine)
         price = itype.price
-        result = plan_instance(chosen, itype, max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                               tensor_parallel_size=tensor_parallel_size, dtype=dtype, kv_dtype=kv_dtype,
-                               engine=engine)
         header = (f"{chosen.key} on {itype.name} ({itype.gpus} x {itype.gpu.display_name}, {itype.vcpus} vCPU, "
                   f"{itype.memory_gib} GiB; {price.label()}{' estimate' if price.estimate else ''}, "
                   f"{price.region}, {price.date})")

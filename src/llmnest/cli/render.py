@@ -4,23 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from ..examples import Endpoint, chatbox_settings, curl_example, python_example
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+from ..humanize import duration  # noqa: F401  (the CLI's tables call it as render.duration)
 
 
 def ready_line(summary: dict[str, Any], seconds: float) -> str:
     """'✓ NAME answers (vllm, docker on this machine, 41 s)'."""
     return f"✓ {summary['name']} answers ({summary['engine']}, {summary['where']}, {seconds:.0f} s)"
+
+
+def extra_text(extra: dict[str, Any]) -> str:
+    """What the target added to `up`/`redeploy`'s result (a namespace, a region, how it rolled out), one line
+    each under the ready line, then a blank line."""
+    width = max((len(k) for k in extra), default=0)
+    return "".join(f"  {k.replace('_', ' '):<{width}}  {v}\n" for k, v in extra.items() if v not in (None, ""))
 
 
 def endpoint_text(summary: dict[str, Any], program: str = "llmnest") -> str:
@@ -29,8 +26,9 @@ def endpoint_text(summary: dict[str, Any], program: str = "llmnest") -> str:
     eps = [Endpoint(e["base_url"], e["api_key"], e["model"], e["label"]) for e in summary["endpoints"]]
     out = [f"  {'Endpoint (' + e.label + ')':<22} {e.base_url}" for e in eps]
     label = f"API key ({summary.get('api_key_name') or 'default'})" if summary.get("gateway") else "API key"
-    out += [f"  {label:<22} {summary['api_key'] or '(none: open endpoint)'}" if len(label) <= 22 else
-            f"  {label}\n  {'':<22} {summary['api_key'] or '(none: open endpoint)'}",
+    key = summary["api_key"] or ("(none: open endpoint)" if not summary.get("api_key_enabled", True) else
+                                 "(not made here: see keys above)")
+    out += [f"  {label:<22} {key}" if len(label) <= 22 else f"  {label}\n  {'':<22} {key}",
             f"  {'Model':<22} {summary['served_model_name']}", ""]
     if eps:
         ep = eps[0]
@@ -74,17 +72,3 @@ def status_text(info: dict[str, Any]) -> str:
         else:
             lines.append(f"{key:>{width}}  {flat(value)}")
     return "\n".join(lines)
-
-
-def dry_run_text(result: dict[str, Any]) -> str:
-    """`up --target aliyun --dry-run` for a person: the template (YAML, as the ROS console shows it),
-    the parameters (secrets masked) and each preflight check."""
-    marks = {True: "ok  ", False: "FAIL", None: "skip"}
-    checks = [f"  [{marks[c['ok']]}] {c['check']:<12} {c['detail']}" for c in result["preflight"]]
-    params = [f"  {k} = {v}" for k, v in result["parameters"].items()]
-    return "\n".join([
-        "# ROS template", yaml.safe_dump(result["template"], sort_keys=False).rstrip(), "",
-        "# Parameters", *params, "",
-        "# Preflight", *checks, "",
-        "Nothing was created. Add --json for all of this and the bootstrap script as one JSON object.",
-    ])

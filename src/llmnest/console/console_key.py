@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import state
 from ..gateway import keys
 from ..gateway.db import Database
-from ..home import home, write_secret
+from ..home import gateway_default_key_path, home, write_secret
 
 NAME = "llmnest-console"
 
@@ -45,9 +45,7 @@ def key_for(dep: state.Deployment) -> str | None:
 
 def users_of_default() -> list[str]:
     """The deployments whose printed key is the gateway's `default` (what stops working once it is revoked)."""
-    from ..targets.local.gateway import default_key_path
-
-    path = default_key_path()
+    path = gateway_default_key_path()
     if not path.is_file():
         return []
     secret = path.read_text().strip()

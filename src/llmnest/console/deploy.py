@@ -5,38 +5,43 @@ their price and the dry-run); then `up` as a job, its phases live, ending on end
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-import yaml
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .. import lifecycle, state, targets
+from .. import lifecycle, state
 from ..build import UpRequest
 from ..catalog import load_catalog
 from ..errors import BadInput, LlmnestError
 from ..host import check_host
 from ..spec import parse_sets
-from ..targets import Context
+from ..targets import Context, registry
 from .jobs import Job
 from .web import call, field_of, http_status, in_page_words, render
 
+TARGET_OPTIONS = [(d, o) for d in registry.declarations() for o in d.options if o.label]  # on the form
 FIELDS = {"sets": ("--set",), "port": ("--port",), "max_model_len": ("--max-model-len", "max_model_len", "max-model-len"),
           "name": ("--name",), "engine": ("--engine", "engine"), "runtime": ("--runtime", "runtime"),
-          "host": ("--host", "--insecure", "--no-api-key"), "region": ("--region",), "zone": ("--zone",),
-          "instance_type": ("--instance-type",), "timeout": ("--timeout",), "target": ("--target",),
-          "model": ("model", "MODEL"), "replicas": ("--replicas", "replicas")}
-ALIYUN_OPTIONS = ("region", "zone", "instance_type", "allow_cidr")
+          "host": ("--host", "--insecure", "--no-api-key"), **{o.field: (o.flag,) for _, o in TARGET_OPTIONS},
+          "timeout": ("--timeout",), "target": ("--target",), "model": ("model", "MODEL")}
 
 
 # What the CLI's messages call a field, as the page labels it.
-PAGE_WORDS = {"--max-model-len": "Max model length", "--instance-type": "Instance type", "--replicas": "Replicas",
-              "--runtime": "Runtime", "--engine": "Engine", "--region": "Region", "--zone": "Zone",
+PAGE_WORDS = {"--max-model-len": "Max model length", "--runtime": "Runtime", "--engine": "Engine",
               "--port": "Port", "--name": "Name", "--host": "Host", "--set": "More settings", "--timeout": "Timeout",
               "--force": "\"start even if the memory plan says it does not fit\"", "--target": "Target",
-              "--no-gateway": "no gateway", "--weights": "Weights"}
-NUMBERS = {"port": ("Port", 1, 65535), "replicas": ("Replicas", 1, 16), "max_model_len": ("Max model length", 1, 10**7)}
+              "--no-gateway": "no gateway", "--weights": "Weights",
+              **{o.flag: o.label for _, o in TARGET_OPTIONS if o.kind is not bool}}
+NUMBERS = {"port": ("Port", 1, 65535), "max_model_len": ("Max model length", 1, 10**7),
+           **{o.field: (o.label, o.min or 0, o.max or 10**7) for _, o in TARGET_OPTIONS if o.kind is int}}
+
+
+def _target_forms() -> list[dict[str, Any]]:
+    """Each target's fieldset: its place, whether it asks to accept a price, its options that are on the form."""
+    return [{"name": d.name, "place": d.place, "paid": d.paid, "fields": [
+        {"field": o.field, "label": o.label, "kind": o.kind.__name__, "placeholder": o.placeholder}
+        for o in d.options if o.label]} for d in registry.declarations()]
 
 
 def page_words(message: str) -> str:
@@ -67,7 +72,8 @@ def form_errors(form: dict[str, str]) -> dict[str, str]:
     name = form.get("name", "").strip()
     if name and name in state.names():
         errors["name"] = f"a deployment named {name!r} exists; pick another Name, or change it from its page"
-    if (form.get("target") or "local") == "local" and (host := form.get("host", "").strip()):
+    here = _target(form) in registry.names() and registry.declaration(_target(form)).serves_on is None
+    if here and (host := form.get("host", "").strip()):
         try:
             check_host(host)
         except BadInput as exc:
@@ -75,16 +81,20 @@ def form_errors(form: dict[str, str]) -> dict[str, str]:
     return errors
 
 
+def _target(form: dict[str, str]) -> str:
+    return form.get("target") or registry.DEFAULT
+
+
 def request_from(form: dict[str, str]) -> UpRequest:
     """The form as `llmnest up` options; what is wrong is the same one line the CLI prints."""
-    target = form.get("target") or "local"
-    options: dict[str, Any] = {k: form[k].strip() for k in ALIYUN_OPTIONS if form.get(k, "").strip()}
-    if form.get("public"):
-        options["public"] = True
-    if target != "aliyun" and options:
-        options = {}  # the aliyun fields stay in the page, hidden, when another target is chosen
-    if replicas := _int(form, "replicas"):
-        options["replicas"] = replicas  # refused with one line for a target other than this machine
+    target = _target(form)
+    options: dict[str, Any] = {}
+    on_form = [o for o in registry.declaration(target).options if o.label] if target in registry.names() else []
+    for opt in on_form:  # another target's fields stay in the page, hidden, and are not sent on
+        value = (bool(form.get(opt.field)) or None if opt.kind is bool else
+                 _int(form, opt.field) if opt.kind is int else form.get(opt.field, "").strip() or None)
+        if value is not None:
+            options[opt.field] = value
     return UpRequest(
         model=form.get("model", "").strip(), name=form.get("name", "").strip() or None,
         engine=form.get("engine") or None, runtime=form.get("runtime") or None, host=form.get("host", "").strip() or None,
@@ -99,14 +109,7 @@ def checked(form: dict[str, str]) -> tuple[UpRequest, Any]:
     """The request and its resolved spec after every check `up` makes before it starts anything (on this
     machine: name, host, port, engine installed, the memory plan); the first refusal raises."""
     req = request_from(form)
-    target = targets.get(req.target)
-    resolved = target.resolve(req)
-    if req.target == "local":
-        from ..targets.local.target import check_can_start, check_plan
-
-        check_can_start(resolved.spec, Context())
-        check_plan(resolved.spec, resolved.model, bool(form.get("force")))
-    return req, resolved
+    return req, lifecycle.check(req, Context(force=bool(form.get("force"))))
 
 
 def _catalog() -> list[dict[str, Any]]:
@@ -116,7 +119,8 @@ def _catalog() -> list[dict[str, Any]]:
 
 
 def _page(request: Request, status: int = 200, **context: Any) -> Response:
-    base = {"models": _catalog(), "targets": targets.names(), "form": {}, "errors": {}, "plan": None}
+    base = {"models": _catalog(), "targets": registry.names(), "default_target": registry.DEFAULT,
+            "target_forms": _target_forms(), "form": {}, "errors": {}, "plan": None}
     return render(request, "deploy.html", status, **{**base, **context})
 
 
@@ -130,26 +134,7 @@ async def _plan_or_none(form: dict[str, str]) -> dict[str, Any] | None:
 
 def plan_for(form: dict[str, str]) -> dict[str, Any]:
     """What the page shows before deploying: the memory plan here, or the cloud's fitting types and dry-run."""
-    req = request_from(form)
-    target = targets.get(req.target)
-    resolved = target.resolve(req)
-    spec, model = resolved.spec, resolved.model
-    if req.target == "local":
-        from ..host import host_facts
-        from ..plan import plan_for_spec
-        from ..plan.local import model_from_dir
-
-        entry = model or model_from_dir(Path(spec.model_path or spec.model))
-        plan = plan_for_spec(spec, entry, host_facts().gpus)
-        return {"kind": "local", "spec": spec.name, "plan": plan.to_dict()}
-    from ..plan import rank_instances
-
-    fits = [{**f.to_dict(), "price_label": f.instance.price.label()}
-            for f in rank_instances(model, spec.max_model_len)] if model else []
-    dry = lifecycle.dry_run(req, Context(dry_run=True))
-    return {"kind": "cloud", "spec": spec.name, "instances": fits, "preflight": dry.get("preflight", []),
-            "template": yaml.safe_dump(dry.get("template"), sort_keys=False),
-            "parameters": dry.get("parameters", {}), "bootstrap": dry.get("bootstrap_script", "")}
+    return lifecycle.plan(request_from(form))
 
 
 async def plan(request: Request) -> Response:
@@ -181,7 +166,7 @@ async def page(request: Request) -> Response:
         return _page(request, 409 if "name" in errors else 400, form=form, errors=errors,
                      plan=await _plan_or_none(form))
     try:
-        if (form.get("target") or "local") == "aliyun" and not form.get("yes"):
+        if registry.declaration(_target(form)).paid and not form.get("yes"):
             raise BadInput("a cloud deployment creates paid resources: tick the box that accepts the price")
         req, resolved = await call(checked, form)  # bad input or a refusal: nothing starts
     except LlmnestError as exc:

@@ -59,7 +59,8 @@ def _detail(name: str) -> dict[str, Any]:
     return {"info": info, "dep": dep, "examples": examples(dep), "fields": _detail_fields(dep), "spec_text": spec_text,
             "command": command, "sets": more_lines(dep.spec), "replicas": _replica_rows(info),
             "key_file": str(state.key_path(dep.name)) if dep.spec.api_key_enabled else None,
-            "follow": target.refusal(Capability.FOLLOW_LOGS) is None}
+            "follow": target.refusal(Capability.FOLLOW_LOGS) is None, "down_note": target.declaration.down,
+            "paid": target.declaration.paid}
 
 
 async def detail(request: Request) -> Response:

@@ -9,8 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..cli.keys_cmd import key_rows
 from ..errors import LlmnestError
+from ..gateway.admin import key_rows
 from .charts import bar_chart, column_chart
 from .console_key import NAME as CONSOLE_KEY
 from .console_key import users_of_default

@@ -128,6 +128,8 @@ def create(db: Database, name: str, *, models: list[str] | None = None, rpm: int
     limits = dict(models=models, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
                   token_budget=token_budget, budget_period=budget_period)
     _validate(name, limits)
+    if secret is not None and (holder := authenticate(db, secret)) is not None:
+        raise Conflict(f"that secret is the key {holder.name!r} already; a secret opens one key only")
     secret = secret or new_secret()
     key = Key(name=name, prefix=secret[:7], expires_at=expires_at, **limits)  # type: ignore[arg-type]
     _check_budget(key)

@@ -8,7 +8,8 @@ import re
 import time
 from typing import Any
 
-DONE = b"data: [DONE]"
+from .. import sse
+from ..sse import DONE
 
 
 def upstream_body(body: dict[str, Any]) -> tuple[dict[str, Any], bool, bool]:
@@ -32,24 +33,20 @@ class StreamTap:
         self.content_chunks = 0  # chunks with choices, the count when the engine sent no usage
         self.first_token_at: float | None = None
         self.done = False
-        self._buf = b""
+        self._split = sse.Splitter()
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Events (each ending in a blank line) to pass on, from the next bytes of the stream."""
-        buf = self._buf + data if self._buf else data
-        cut = buf.rfind(b"\n\n") + 2
-        if cut < 2:
-            self._buf = buf
+        """Events (each ending in a blank line) to pass on, from the next bytes of the stream. Raises
+        sse.EventTooLarge."""
+        block = self._split.feed(data)
+        if not block:
             return []
-        block, self._buf = (buf, b"") if cut == len(buf) else (buf[:cut], buf[cut:])
         fast = self._block(block)
         if fast is not None:
             return [fast] if fast else []
         out: list[bytes] = []
-        pos = 0
-        while (end := block.find(b"\n\n", pos)) >= 0:
-            kept = self._event(block[pos:end])
-            pos = end + 2
+        for event in sse.events(block):
+            kept = self._event(event)
             if kept is not None:
                 out.append(kept + b"\n\n")
         return out
@@ -85,7 +82,7 @@ class StreamTap:
 
     def flush(self) -> list[bytes]:
         """Whatever is left when the stream ends without a final blank line."""
-        rest, self._buf = self._buf.strip(), b""
+        rest = self._split.rest()
         kept = self._event(rest) if rest else None
         return [kept + b"\n\n"] if kept is not None else []
 

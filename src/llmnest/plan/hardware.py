@@ -1,4 +1,4 @@
-"""The GPU and Alibaba Cloud instance-type catalogs (data/gpus.yaml, data/instances.yaml)."""
+"""The GPU catalog (data/gpus.yaml): the cards the planner knows, by key or nvidia-smi name."""
 
 from __future__ import annotations
 
@@ -59,39 +59,6 @@ class GpuModel(BaseModel):
         return self.compute_capability >= 8.0
 
 
-class Price(BaseModel):
-    """A pay-as-you-go hourly price, where and when it holds, and where it came from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cny_per_hour: float = Field(gt=0)
-    region: str
-    date: str
-    source: str
-    estimate: bool
-
-    def label(self) -> str:
-        return f"{'~' if self.estimate else ''}{self.cny_per_hour:,.2f} CNY/h"
-
-
-class InstanceType(BaseModel):
-    """One ECS GPU instance type and its price."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    gpu: GpuModel
-    gpus: int = Field(gt=0)
-    vcpus: int = Field(gt=0)
-    memory_gib: int = Field(gt=0)
-    price: Price
-
-    @property
-    def family(self) -> str:
-        """'ecs.gn7i-c8g1.2xlarge' -> 'gn7i'."""
-        return self.name.removeprefix("ecs.").split(".")[0].split("-")[0]
-
-
 def _read(name: str) -> Any:
     return yaml.safe_load(resources.files("llmnest.data").joinpath(name).read_text())
 
@@ -126,59 +93,3 @@ def find_gpu(name: str) -> GpuModel | None:
         if wanted in {gpu.key.lower(), *(n.lower() for n in gpu.names)}:
             return gpu
     return None
-
-
-def _estimate(meta: dict[str, Any], gpu: str, gpus: int, vcpus: int, memory_gib: int) -> Price:
-    rate = meta["gpu_hour"].get(gpu)
-    if rate is None:
-        raise LlmnestError(f"instances.yaml has no gpu_hour estimate for GPU {gpu!r}")
-    cny = gpus * rate + vcpus * meta["vcpu_hour"] + memory_gib * meta["gib_hour"]
-    return Price(
-        cny_per_hour=round(cny, 2),
-        region=meta["region"],
-        date=meta["date"],
-        source=f"estimate: {meta['formula']} (see data/instances.yaml)",
-        estimate=True,
-    )
-
-
-@cache
-def _instances() -> dict[str, InstanceType]:
-    raw = _read("instances.yaml")
-    meta, types = raw["price_estimate"], raw["instance_types"]
-    out: dict[str, InstanceType] = {}
-    for name, entry in types.items():
-        try:
-            gpu = gpu_models()[entry["gpu"]]
-            price = entry.get("price")
-            estimate = _estimate(meta, gpu.key, entry["gpus"], entry["vcpus"], entry["memory_gib"])
-            out[name] = InstanceType(
-                name=name,
-                gpu=gpu,
-                gpus=entry["gpus"],
-                vcpus=entry["vcpus"],
-                memory_gib=entry["memory_gib"],
-                price=Price(**price) if price else estimate,
-            )
-        except (ValidationError, TypeError, KeyError) as exc:
-            raise LlmnestError(f"instance catalog entry {name!r} is invalid: {exc}") from exc
-    return out
-
-
-def instance_types() -> list[InstanceType]:
-    """Every catalog instance type, cheapest first."""
-    return sorted(_instances().values(), key=lambda t: (t.price.cny_per_hour, t.name))
-
-
-def instance(name: str) -> InstanceType:
-    """The instance type named (with or without the 'ecs.' prefix); unknown is BadInput with close names."""
-    wanted = name.strip().lower()
-    if not wanted.startswith("ecs."):
-        wanted = "ecs." + wanted
-    for known, itype in _instances().items():
-        if known.lower() == wanted:
-            return itype
-    raise BadInput(
-        f"unknown instance type {name!r}.{did_you_mean(wanted, _instances())} "
-        "Run `llmnest plan MODEL` to list the catalog's types that fit."
-    )

@@ -240,7 +240,7 @@ class EngineSettings:
     def rules(self, model: CatalogModel, weights_dtype: str) -> VllmRules:
         return vllm_rules(self.vllm_version, self.env, self.enforce_eager, model_type=model.arch,
                           moe=bool(model.experts), quantized=weights_dtype in QUANTIZED,
-                          flashinfer_installed=self.flashinfer_installed)
+                          flashinfer_installed=self.flashinfer_installed, mla=is_mla(model))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""A deployment spec planned on this host (its CPU build or its GPUs), with a cloud type as the way out."""
+"""A deployment spec planned on this host (its CPU build or its GPUs), with another target's instance as the way
+out when the caller says where to look (`elsewhere`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -12,12 +13,14 @@ from ..errors import BadInput
 from ..host import host_memory_bytes
 from . import memory as mem
 from .hardware import GpuModel, cuda_total_estimate_mib, find_gpu
-from .picker import cheapest_fit
 from .planner import Plan, gib_text, plan_cpu, plan_gpus, up_flag
 
 if TYPE_CHECKING:
     from ..host import Gpu
     from ..spec import DeploymentSpec
+
+# (model, max_model_len, the engine planned) -> "on Alibaba Cloud: --target ... --instance-type ..." or None
+Elsewhere = Callable[[CatalogModel, int, "mem.EngineSettings"], "str | None"]
 
 
 def _host_gpu(gpu: Gpu) -> GpuModel:
@@ -63,8 +66,10 @@ def engine_settings(spec: DeploymentSpec, image: str) -> mem.EngineSettings:
     )
 
 
-def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]) -> Plan:
-    """Plan `spec` on this host: the CPU build's KV space, or the host's GPUs with the spec's settings.
+def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu],
+                  elsewhere: Elsewhere | None = None) -> Plan:
+    """Plan `spec` on this host: the CPU build's KV space, or the host's GPUs with the spec's settings; a GPU
+    plan that does not fit also suggests what `elsewhere` names (another target's instance that fits).
 
     Honours the `kv-cache-dtype`, `block-size` and `dtype` engine flags and what `engine_settings` reads, with
     the vLLM version of the engine image (the spec's or the engine's default).
@@ -93,9 +98,7 @@ def plan_for_spec(spec: DeploymentSpec, model: CatalogModel, gpus: Sequence[Gpu]
     )
     if plan.fits:
         return plan
-    cloud = cheapest_fit(model, length, engine=replace(engine, vllm_version=mem.DEPLOYED_VLLM))
-    if cloud is not None:
-        extra = (f"or on Alibaba Cloud: --target aliyun --instance-type {cloud.instance.name} "
-                 f"({cloud.instance.gpus} x {cloud.instance.gpu.key})")
+    if elsewhere is not None and (hint := elsewhere(model, length, engine)):
+        extra = f"or {hint}"
         return replace(plan, suggestion=f"{plan.suggestion}; {extra}" if plan.suggestion else extra)
     return plan

@@ -263,6 +263,8 @@ def plan_gpus(
     block = block_size or mem.default_block_size(model, "cuda")
     memory = memory_bytes or gpu.cuda_total_bytes
     engine = engine or mem.EngineSettings()
+    if refusal := engine.rules(model, weights_dt).refusal:
+        raise BadInput(f"{model.key}: {refusal}")
     pp = pipeline_parallel_size
     per_stage = max(1, count // pp)
     divisible = valid_tp_sizes(model, per_stage)

@@ -26,6 +26,14 @@ UTILIZATION_092_FROM: Version = (0, 20, 0)  # CacheConfig.gpu_memory_utilization
 V2_RUNNER_ENV_FROM: Version = (0, 12, 0)  # VLLM_USE_V2_MODEL_RUNNER exists (default off)
 V2_RUNNER_ONLY_FROM: Version = (0, 34, 0)  # vllm/v1/worker/gpu_model_runner.py is gone: V2 is the only runner
 V2_SKIPS_TOP_K_TOP_P = "the V2 model runner's profiling sampler skips top-k/top-p"
+# V0's MLA backend (vllm/attention/backends/mla/utils.py process_weights_after_loading, read in 0.7.3) keeps the
+# absorbed decode projections W_Q_UK and W_UV_O (per layer q_lora_rank x heads x kv_lora_rank and heads x kv_lora_rank x
+# hidden, requantized to fp8 or kept 16-bit) beside the checkpoint's raw weights unless
+# VLLM_MLA_PERFORM_MATRIX_ABSORPTION=0 (envs.py, default 1): "model weights take" grows by gigabytes the plan does not
+# count (DeepSeek-R1 on 8 x H200: 83.88 GiB logged per GPU, 79.9 planned). Refused before the V1 engine's default.
+MLA_ABSORBED_BEFORE: Version = (0, 8, 0)
+MLA_ABSORBED = ("vLLM before 0.8 (V0) keeps MLA's absorbed decode projections beside the raw weights "
+                "(VLLM_MLA_PERFORM_MATRIX_ABSORPTION=1), which is not modelled; plan vLLM 0.8 or later")
 
 # fp32 [rows x vocab] copies alive at the profiling sampler's peak, per path (rows = min(max_num_seqs, max_num_batched
 # tokens)). PyTorch's own top-k/top-p (apply_top_k_top_p_pytorch) sorts the fp32 logits: the 16-bit logits (0.5) and
@@ -74,6 +82,9 @@ TERMS: tuple[Term, ...] = (
     Term("non-torch memory", "0.11 - 0.34", "only what appears after NCCL started: cuBLAS workspace and the "
          "communication buffers the profiling forward allocates",
          "vllm/v1/worker/gpu_worker.py init_device (MemorySnapshot after init_worker_distributed_environment)"),
+    Term("MLA weights", "< 0.8 (V0; read in 0.7.3)", "the absorbed decode projections (W_Q_UK, W_UV_O) kept beside the "
+         "raw weights unless VLLM_MLA_PERFORM_MATRIX_ABSORPTION=0: not modelled, an MLA model is refused",
+         "vllm/attention/backends/mla/utils.py process_weights_after_loading; vllm/envs.py"),
     Term("activation peak", "0.8 - 0.34", "torch peak of one dummy forward of max_num_batched_tokens and of the "
          "dummy sampler over min(max_num_seqs, max_num_batched_tokens) rows with top-k = vocab - 1, top-p 0.9",
          "vllm/v1/worker/gpu_model_runner.py profile_run, _dummy_sampler_run; utils/mem_utils.py memory_profiling"),
@@ -146,6 +157,7 @@ class VllmRules:
     cuda_graphs: bool  # the CUDA graph estimate is subtracted
     default_utilization: float
     unsure: tuple[str, ...]
+    refusal: str = ""  # why this version's profile of the model is not modelled (the plan refuses); empty: modelled
 
     @property
     def label(self) -> str:
@@ -198,6 +210,7 @@ def _runner(version: Version, env: Mapping[str, str], model_type: str, moe: bool
 def vllm_rules(
     version: str | None, env: Mapping[str, str] | None = None, enforce_eager: bool = False, *,
     model_type: str = "", moe: bool = False, quantized: bool = False, flashinfer_installed: bool | None = None,
+    mla: bool = False,
 ) -> VllmRules:
     """The rules for `version` (None or unparsable: unknown, planned as the newest read, unsure) serving a model of
     `model_type`. `flashinfer_installed`: True for the vllm/vllm-openai images, None when not known."""
@@ -228,9 +241,11 @@ def vllm_rules(
         unsure.append("vLLM's CUDA graph estimate for an MoE model is checked against no log: planned with an upper "
                       "bound")
     copies = {"sort": SORT_COPIES, "flashinfer": FLASHINFER_COPIES, "triton": TRITON_COPIES}[sampler]
+    absorbed = mla and parsed < MLA_ABSORBED_BEFORE and _flag(env, "VLLM_MLA_PERFORM_MATRIX_ABSORPTION") is not False
     return VllmRules(
         version=parsed, sampler=sampler, sampler_copies=copies,
         sampler_buffer_rows=TRITON_BUFFER_ROWS if sampler == "triton" else 0, runner=runner,
         nccl_init_counted=parsed < NCCL_BEFORE_SNAPSHOT_FROM, cuda_graphs=graphs,
         default_utilization=0.92 if parsed >= UTILIZATION_092_FROM else 0.9, unsure=tuple(unsure),
+        refusal=MLA_ABSORBED if absorbed else "",
     )

@@ -1,30 +1,47 @@
-"""Where deployments run, by name. Adding a target: a module with a `Target` subclass, one line here."""
+"""Where deployments run, by name: the registry (targets/registry.py) names each target's package, whose
+declaration (targets/declaration.py) says what the rest of llmnest knows of it and whose `Target`
+subclass (targets/base.py) does the verbs.
+
+Light on purpose: the spec and the store read declarations through `registry` without loading the
+verbs; `Target` and its companions load on first use (PEP 562).
+"""
 
 from __future__ import annotations
 
-from ..errors import BadInput
-from .base import Capability, Context, Created, Resolved, Target
+import importlib
+from typing import TYPE_CHECKING, Any
 
+from . import registry
 
-def _registry() -> dict[str, type[Target]]:
-    # Imported here so a target's own dependencies load only when it is used.
-    from .aliyun.target import AliyunTarget
-    from .kubernetes.target import KubernetesTarget
-    from .local.target import LocalTarget
+if TYPE_CHECKING:
+    from .base import Capability, Context, Created, Resolved, Target
 
-    return {cls.name: cls for cls in (LocalTarget, AliyunTarget, KubernetesTarget)}
+_BASE = ("Capability", "Context", "Created", "Resolved", "Target")
 
 
 def names() -> list[str]:
-    return list(_registry())
+    return registry.names()
 
 
 def get(name: str) -> Target:
-    """The target called `name` (`local`, `aliyun`); an unknown name is bad input."""
-    registry = _registry()
-    if name not in registry:
-        raise BadInput(f"unknown --target {name!r}: use {' or '.join(registry)}")
-    return registry[name]()
+    """The target called `name`: the Target subclass in its package's `target` module that carries its
+    declaration (imported now: it may bring the target's dependencies); an unknown name is bad input."""
+    from .base import Target
+
+    declaration = registry.declaration(name)
+    module = importlib.import_module(f"{registry.PACKAGES[name]}.target")
+    found = [c for c in vars(module).values()
+             if isinstance(c, type) and issubclass(c, Target) and getattr(c, "declaration", None) is declaration]
+    assert len(found) == 1, f"{module.__name__} must define one Target subclass with {name}'s declaration"
+    return found[0]()
+
+
+def __getattr__(attr: str) -> Any:
+    if attr in _BASE:
+        from . import base
+
+        return getattr(base, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 __all__ = ["Capability", "Context", "Created", "Resolved", "Target", "get", "names"]

@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+import yaml
+
 from .. import state
 from ..build import UpRequest
 from ..catalog import CatalogModel
 from ..examples import Endpoint
+from ..errors import BadInput
 from ..gateway.upstreams import Upstream
+from ..plan import Plan
 from ..spec import DeploymentSpec
+from .declaration import Declaration
 
 Say = Callable[[str], None]
 OnPhase = Callable[[str, str], None]  # (phase, latest log line)
@@ -36,6 +41,16 @@ class Capability(str, Enum):
     FORCE_PLAN = "--force"  # start what the memory plan refuses
     DRY_RUN = "--dry-run"  # render what would be created, create nothing
     GATEWAY_LOGS = "--gateway"  # the log of the gateway in front of the deployment
+    SCALE = "scale"  # change the engine replicas in place (`llmnest scale NAME N`): opt-in (OFFERED)
+    DELETE_WEIGHTS = "--delete-weights"  # `down` deletes the deployment's own weights volume too: opt-in
+
+
+# What a target cannot do unless it says so in `offers`, with the reason given when it does not.
+OPT_IN: dict[Capability, str] = {
+    Capability.SCALE: "replicas do not change in place there; where it can run several, "
+                      "`llmnest redeploy {name} --set replicas=N` rolls them out",
+    Capability.DELETE_WEIGHTS: "it keeps no weights of its own there (`down` removes what it created)",
+}
 
 
 @dataclass
@@ -45,12 +60,13 @@ class Context:
     say: Say = lambda _line: None
     on_phase: OnPhase = lambda _phase, _line: None
     confirm: Confirm = lambda _question: False
+    # Where else a model that does not fit would: the lifecycle asks the other targets (Target.instance_hint)
+    elsewhere: Callable[[CatalogModel, int, Any], str | None] = lambda _model, _length, _engine: None
     timeout: float = DEFAULT_TIMEOUT
     force: bool = False
     yes: bool = False
     dry_run: bool = False
-    validate: bool = False
-    password: str | None = None
+    delete_weights: bool = False  # `down`: the weights volume goes too (Capability.DELETE_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,7 @@ class Resolved:
     spec: DeploymentSpec
     api_key: str | None
     model: CatalogModel | None
+    settings: dict[str, Any] = field(default_factory=dict)  # options not in the spec (a password), for the verbs
 
 
 @dataclass
@@ -75,24 +92,53 @@ class Created:
 class Target(ABC):
     """One place deployments run. Subclasses fill the verbs; the lifecycle checks capabilities first."""
 
-    name: ClassVar[str]
-    place: ClassVar[str]  # for a person: "this machine", "Alibaba Cloud"
-    options: ClassVar[dict[str, str]] = {}  # `UpRequest.options` keys this target reads -> their CLI flag
+    declaration: ClassVar[Declaration]  # its package's DECLARATION: name, place, options, placement, state
     unsupported: ClassVar[dict[Capability, str]] = {}
-    show_formats: ClassVar[tuple[str, ...]] = ("command", "script")  # `show --as` beyond `spec`
+    offers: ClassVar[frozenset[Capability]] = frozenset()  # the OPT_IN capabilities it has
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def place(self) -> str:
+        """For a person: "this machine", "Alibaba Cloud"."""
+        return self.declaration.place
+
+    @property
+    def show_formats(self) -> tuple[str, ...]:
+        """`show --as` beyond `spec`."""
+        return self.declaration.show_formats
 
     def refusal(self, capability: Capability, name: str = "NAME") -> str | None:
         """Why this target cannot do `capability` (for deployment `name`), or None when it can."""
         reason = self.unsupported.get(capability)
+        if reason is None and capability in OPT_IN and capability not in self.offers:
+            reason = OPT_IN[capability]
         return reason.format(name=name) if reason else None
 
     @abstractmethod
     def resolve(self, req: UpRequest) -> Resolved:
         """Validate and fill in a request: no side effect, no network."""
 
+    def check(self, resolved: Resolved, ctx: Context) -> None:
+        """The refusals `create` makes before any side effect (a taken name or port, an engine missing, a
+        model too big unless ctx.force), made without creating anything; by default none."""
+
+    def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
+        """What a person sees before deploying (the console's Plan). `kind` says how to show it: "memory" (a
+        memory plan on a host: `plan`), "instances" (the instance types that fit with their price, and the
+        dry-run: `instances`, `preflight`, `template`, `parameters`, `bootstrap`), or by default "spec" (`yaml`)."""
+        return {"kind": "spec", "spec": resolved.spec.name,
+                "yaml": yaml.safe_dump(resolved.spec.model_dump(mode="json"), sort_keys=False)}
+
     @abstractmethod
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         """What `up --dry-run` shows: the artefacts the target would apply and its checks."""
+
+    def dry_run_text(self, result: dict[str, Any]) -> str:
+        """What `render` returned, for a person (`up --dry-run` without --json); by default as YAML."""
+        return yaml.safe_dump(result, sort_keys=False).rstrip()
 
     @abstractmethod
     def create(self, resolved: Resolved, ctx: Context) -> Created:
@@ -144,9 +190,15 @@ class Target(ABC):
         """Replace the engine with `new` (validated by the caller), waiting until it answers; returns one line
         saying how it was replaced, where the target has a choice."""
 
+    def scale(self, dep: state.Deployment, replicas: int, ctx: Context) -> str:
+        """Change the engine replicas in place, waiting for them; one line saying what changed. For a target
+        that offers Capability.SCALE."""
+        raise AssertionError("the lifecycle checks Capability.SCALE first")
+
     @abstractmethod
     def down(self, dep: state.Deployment, ctx: Context) -> str:
-        """Remove what the deployment created and forget it; returns one line saying what went."""
+        """Remove what the deployment created and forget it (its weights too with ctx.delete_weights, for a
+        target that offers Capability.DELETE_WEIGHTS); returns one line saying what went."""
 
     def quick_status(self, dep: state.Deployment) -> dict[str, Any]:
         """What `status` adds that is known without a network call (for `ls`); by default nothing."""
@@ -154,4 +206,38 @@ class Target(ABC):
 
     def log_file(self, dep: state.Deployment) -> str | None:
         """A log path on this machine a person can open, when there is one."""
+        return None
+
+    def price_per_hour(self, dep: state.Deployment) -> float | None:
+        """What the deployment costs an hour, when the target knows (bench's cost per 1M tokens)."""
+        return None
+
+    def kv_cache(self, dep: state.Deployment) -> tuple[int | None, int | None]:
+        """KV cache tokens planned and logged by the engine, when the target records them (`status`)."""
+        return None, None
+
+    def key_name(self, dep: state.Deployment, api_key: str | None) -> str | None:
+        """What a gateway in front calls the key `up` printed (`default`), when one does."""
+        return None
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """The gateways this target runs on this machine (`llmnest gateway ls`): port, base_url, status,
+        restarts, deployments, log."""
+        return []
+
+    def instance_fits(self, model: CatalogModel, max_model_len: int | None = None, *, fitting_only: bool = True,
+                      **settings: Any) -> list[Any]:
+        """`llmnest plan MODEL`: this target's instance types each with the plan of `model` on it (`.instance`
+        with name, gpu, gpus, vcpus, memory_gib, price; `.plan`; `.to_dict()`), cheapest first, only those that
+        fit unless `fitting_only` is False. `settings` are plan_gpus's. For a declaration with `instances`."""
+        return []
+
+    def instance_plan(self, model: CatalogModel, instance_type: str, max_model_len: int | None = None,
+                      **settings: Any) -> tuple[Any, Plan]:
+        """`llmnest plan MODEL --instance TYPE`: the instance type and the plan of `model` on it."""
+        raise BadInput(f"--target {self.name} has no instance types")
+
+    def instance_hint(self, model: CatalogModel, max_model_len: int, engine: Any) -> str | None:
+        """For a plan that does not fit elsewhere: one line naming what of this target would fit `model` at
+        `max_model_len` with `engine` (planner EngineSettings), as `up` flags; None when nothing would."""
         return None

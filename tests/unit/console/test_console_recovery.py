@@ -75,20 +75,20 @@ def test_a_failed_new_spec_puts_the_previous_one_back_before_redeploy_returns(to
     """The engines are stand-ins here (starting vLLM is the e2e test's job): `_start` fails for the new
     spec as an engine that rejects a flag does, and records what it was asked to start."""
     from llmnest.targets.base import Context
-    from llmnest.targets.local.target import LocalTarget
+    from llmnest.targets.local import units
 
     dep = recorded("safe", 18993)
     key_before = state.api_key("safe")
     started: list[dict] = []
 
-    def start(self, name, ctx):
+    def start(name, ctx):
         spec = state.get(name).spec
         started.append(dict(spec.engine_args))
         if "no-such-engine-flag" in spec.engine_args:
             raise LlmnestError("the engine exited: unrecognized arguments: --no-such-engine-flag 1")
 
-    monkeypatch.setattr(LocalTarget, "_start", start)
-    monkeypatch.setattr(LocalTarget, "_stop", lambda self, dep, grace=30: None)
+    monkeypatch.setattr(units, "start_all", start)
+    monkeypatch.setattr(units, "stop_all", lambda dep, grace=30: None)
     target = targets.get("local")
     with pytest.raises(LlmnestError) as failed:
         target.redeploy(dep, apply_sets(dep.spec, {"no-such-engine-flag": "1"}), Context())
@@ -123,9 +123,9 @@ def test_revoking_default_asks_first_naming_what_uses_it(client) -> None:
     user_key(None)  # the `default` key `up` makes and prints
     dep = recorded("team", 18996, gateway=True)
     from llmnest.home import write_secret
-    from llmnest.targets.local.gateway import default_key_path
+    from llmnest.home import gateway_default_key_path
 
-    write_secret(state.key_path(dep.name), default_key_path().read_text())  # as `up` records it
+    write_secret(state.key_path(dep.name), gateway_default_key_path().read_text())  # as `up` records it
     page = client.get("/keys").text
     confirm = re.search(r'action="/keys/default/revoke" data-confirm="([^"]*)"', page)[1]
     assert "team uses it" in confirm and "The console keeps working" in confirm

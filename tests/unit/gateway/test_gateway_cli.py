@@ -122,3 +122,31 @@ def test_kill_9_of_the_gateway_loses_no_completed_requests_usage(cli, served) ->
     proc.wait(timeout=10)
     (row,) = json.loads(cli("usage", "--json").stdout)
     assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (5, 15, 2 + 3 + 4 + 5 + 6)
+
+
+def test_gateway_serve_rejects_a_bad_metrics_network(cli, tmp_path) -> None:
+    done = cli("gateway", "serve", "--port", str(free_port()), "--metrics-from", "192.168.0.0/16,not-a-net")
+    assert done.returncode == 2 and "--metrics-from" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_keys_create_takes_an_existing_secret_from_a_file_and_never_prints_it(cli_here, home, tmp_path) -> None:
+    """How the instance's bootstrap imports the key `up` printed: the secret is in a 0600 file, on no command line."""
+    from llmnest.gateway import keys
+    from llmnest.gateway.db import Database
+
+    secret = "sk-given-by-up-0123456789"
+    key_file = tmp_path / "key"
+    key_file.write_text(secret + "\n")
+    made = cli_here("keys", "create", "default", "--key-file", str(key_file), "--models", "m1", "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout) == {"name": "default", "prefix": secret[:7]} and secret not in made.output
+    found = keys.authenticate(Database(f"sqlite:///{home / 'gateway.db'}"), secret)
+    assert found is not None and found.name == "default" and found.models == ["m1"]
+    again = cli_here("keys", "create", "other", "--key-file", str(key_file))
+    assert again.exit_code == 3 and "already" in again.output
+    for bad in ("", "two words here", "short"):
+        key_file.write_text(bad)
+        done = cli_here("keys", "create", "bad", "--key-file", str(key_file))
+        assert done.exit_code == 2 and "--key-file" in done.output and "Traceback" not in done.output, bad
+    missing = cli_here("keys", "create", "bad", "--key-file", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and "--key-file" in missing.output

@@ -104,3 +104,11 @@ def test_a_gateway_that_cannot_say_gets_three_health_intervals(monkeypatch) -> N
     monkeypatch.setattr(local_surge.time, "sleep", slept.append)
     spec = SimpleNamespace(host="127.0.0.1", port=1, served_model_name="m1")  # nothing listens on port 1
     assert local_surge.wait_rotation(spec, "x", True, lambda _line: None) and slept == [local_surge.OLD_GATEWAY_WAIT]
+
+
+def test_metrics_from_a_trusted_network_need_no_key_and_others_still_do(sqlite_db) -> None:
+    """The instance's gateway lets its VPC read /metrics (--metrics-from); the internet still needs the admin key."""
+    gw = Gateway(sqlite_db, StaticProvider([]), metrics_from=("192.168.0.0/16",))
+    assert TestClient(gw.app, client=("192.168.7.9", 5555)).get("/metrics").status_code == 200
+    assert TestClient(gw.app, client=("203.0.113.7", 5555)).get("/metrics").status_code == 403
+    assert TestClient(gw.app, client=("10.1.2.3", 5555)).get("/metrics").status_code == 403

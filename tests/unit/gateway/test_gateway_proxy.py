@@ -168,7 +168,7 @@ def test_concurrent_requests_with_one_key_share_one_database_lookup(sqlite_db, g
 
 def test_a_key_in_use_is_reread_in_the_background_and_its_revocation_still_applies(
         sqlite_db, gateway, replicas, monkeypatch) -> None:
-    from llmnest.gateway.app import KEY_CACHE_S
+    from llmnest.gateway.admission import KEY_CACHE_S
 
     _, key = keys.create(sqlite_db, "k")
     calls: list[str] = []

@@ -212,7 +212,7 @@ def test_a_slow_health_check_takes_a_replica_out_only_the_second_time(sqlite_db,
     import asyncio
     import socket
 
-    from llmnest.gateway import app as app_module
+    from llmnest.gateway import routing as app_module
     from llmnest.gateway.app import Gateway
     from llmnest.gateway.upstreams import StaticProvider
 

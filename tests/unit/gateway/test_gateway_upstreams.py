@@ -9,6 +9,7 @@ from llmnest.gateway.upstreams import StaticProvider, Upstream
 from llmnest.targets.upstream_provider import DeploymentProvider
 from llmnest.host import HostFacts
 from llmnest.targets import get
+from llmnest.targets.local import units_store
 
 
 def _spec(name: str, port: int, **options):
@@ -45,19 +46,19 @@ def test_the_gateway_on_a_port_reaches_the_replicas_of_the_deployments_on_it(tmp
     other, _ = _spec("other", 9090)
     for spec in (front, other):
         state.create(spec, user_key)
-        state.engine_key_path(spec.name).write_text(f"internal-{spec.name}")
+        units_store.engine_key_path(spec.name).write_text(f"internal-{spec.name}")
     for index, port in enumerate((18011, 18012)):
-        state.put_unit(state.Unit(state.replica_id("front", index), "engine", "front", index, "127.0.0.1", port))
-    state.put_unit(state.Unit(state.replica_id("other", 0), "engine", "other", 0, "127.0.0.1", 18013, status="ready"))
-    state.update_unit("front/0", status="ready")
-    state.update_unit("front/1", status="restarting")  # out of rotation until it answers again
+        units_store.put(units_store.Unit(f"front/{index}", "engine", "front", index, "127.0.0.1", port))
+    units_store.put(units_store.Unit("other/0", "engine", "other", 0, "127.0.0.1", 18013, status="ready"))
+    units_store.update("front/0", status="ready")
+    units_store.update("front/1", status="restarting")  # out of rotation until it answers again
     model = front.served_model_name
     assert DeploymentProvider(port=8080).upstreams() == [
         Upstream(model, "front/0", "http://127.0.0.1:18011/v1", "internal-front"),
         Upstream(model, "front/1", "http://127.0.0.1:18012/v1", "internal-front", ready=False)]
     assert [u.replica_id for u in DeploymentProvider(port=9090).upstreams()] == ["other/0"]
     assert [u.replica_id for u in DeploymentProvider().upstreams()] == ["front/0", "front/1", "other/0"]
-    state.update_unit("front/1", status="failed")  # a failed start is not coming back by itself
+    units_store.update("front/1", status="failed")  # a failed start is not coming back by itself
     assert [u.replica_id for u in DeploymentProvider(port=8080).upstreams()] == ["front/0"]
 
 

@@ -21,7 +21,7 @@ from llmnest.build import UpRequest
 from llmnest.errors import BadInput, Conflict, LlmnestError
 from llmnest.targets import Context, get
 from llmnest.targets.kubernetes import target as k8s_target
-from llmnest.targets.kubernetes.sizing import placement_of
+from llmnest.targets.kubernetes.placement import placement_of
 from tests.unit.kubernetes.api_standin import ApiStandIn
 from tests.unit.kubernetes.test_client import kubeconfig
 
@@ -185,7 +185,7 @@ def test_up_reads_the_cluster_applies_and_waits_for_both_services(api: ApiStandI
     proxied = {r[1] for r in api.requests if "/proxy/" in r[1]}
     assert f"/api/v1/namespaces/{NS}/services/qwq-32b-gateway:http/proxy/v1/models" in proxied
     secret = api.get("secrets", NS, "qwq-32b-engine-key")
-    assert secret["stringData"]["key"] == state.engine_key("qwq-32b")
+    assert secret["stringData"]["key"] == k8s_target._engine_key("qwq-32b")
     row = lifecycle.rows()[0]
     assert (row["where"], row["base_url"]) == (f"k8s/{NS}", f"http://qwq-32b-gateway.{NS}.svc.cluster.local/v1")
 
@@ -304,7 +304,7 @@ def test_down_with_the_weights_removes_them_too(api: ApiStandIn):
     with Controllers(api):
         lifecycle.up(request(), ctx())
         dep = state.get("qwq-32b")
-        get("kubernetes").down(dep, ctx(), keep_weights=False)
+        lifecycle.down("qwq-32b", Context(delete_weights=True))
     assert api.get("persistentvolumeclaims", NS, "qwq-32b-weights") is None
     assert api.get("jobs", NS, "qwq-32b-fetch") is None
 
@@ -325,7 +325,7 @@ def test_logs_status_restart_and_show(api: ApiStandIn):
         assert "llmnest.io/restarted-at" in template["metadata"]["annotations"]
         assert not api.get("deployments", NS, "qwq-32b-gateway")["spec"]["template"]["metadata"].get("annotations")
     text = lifecycle.show("qwq-32b", "k8s")
-    assert state.engine_key("qwq-32b") not in text and "REPLACE-WITH-AN-INTERNAL-KEY" in text
+    assert k8s_target._engine_key("qwq-32b") not in text and "REPLACE-WITH-AN-INTERNAL-KEY" in text
     import yaml
     kinds = [d["kind"] for d in yaml.safe_load_all(text)]
     assert kinds[:2] == ["Secret", "Secret"] and "Deployment" in kinds and kinds.count("Service") == 2

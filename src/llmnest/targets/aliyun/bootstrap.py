@@ -7,6 +7,10 @@ everything; the two-node edition prepares both nodes, starts the Ray head, joins
 serves). The engine container is started with exactly the `docker run` a local docker deployment
 uses (`runtimes.docker.run_argv`), so cloud and local run the same engine command.
 
+With an API key, llmnest's gateway serves the public port (a systemd unit, `llmnest gateway serve`
+from the package `LLMNEST_PACKAGE` in a virtualenv) and the engine listens on 127.0.0.1:ENGINE_PORT
+with an internal key made on the instance (0600 file); the user's key is the gateway's key `default`.
+
 Inputs come from a preamble the stack prepends (`preamble`): the role, the API key, the head's
 private IP and `llmnest_signal_curl`, which POSTs to the stack's wait condition. The key never
 appears in the script, in any command line or in a signal.
@@ -21,6 +25,7 @@ import re
 import shlex
 from importlib import resources
 
+from ... import __version__
 from ...engines.vllm import API_KEY_ENV
 from ...errors import LlmnestError
 from ...runtimes.docker import CONTAINER_MODEL_ROOT, image_of, run_argv
@@ -28,6 +33,7 @@ from ...shell import render
 from ...spec import DeploymentSpec
 from .budget import RAY_WAIT_S, load_s
 from .images import in_mainland_china
+from .network import vpc_ranges
 from .sizing import catalog_model, disks_gib, gpu_type, needs_fabric_manager, resolve
 
 KEY_PLACEHOLDER = "@LLMNEST_API_KEY@"
@@ -46,7 +52,12 @@ WORST_CURL = 2048  # the wait condition handle's CurlCli, whose length ROS decid
 WORST_KEY = 128  # the longest API key the template's pattern accepts
 WORST_IP = 15  # a private IPv4 address
 KEY_VOLUME_PLACEHOLDER = "@LLMNEST_KEY_VOLUME@"
-ENGINE_KEY_FILE = "/run/llmnest/api-key"  # inside the SGLang container, read-only, from STATE_DIR/api-key
+ENGINE_KEY_FILE = "/run/llmnest/api-key"  # inside the SGLang container, read-only, from STATE_DIR/engine-key
+GATEWAY_UNIT = "llmnest-gateway"  # the systemd unit of the gateway on the instance
+GATEWAY_VENV = "/opt/llmnest"  # llmnest's virtualenv on the instance
+ENGINE_PORTS = (8000, 8001)  # the engine's loopback port behind the gateway: the first that is not the gateway's
+PYPI = "https://pypi.org/simple"
+PYPI_ALIYUN_MIRROR = "https://mirrors.aliyun.com/pypi/simple/"
 # A plain Ubuntu image gets this NVIDIA server driver branch (CUDA 12.8+ engine images need >= 570)
 # and the NVIDIA container toolkit from the first reachable of these apt repositories (key, repository).
 # NVIDIA publishes the toolkit in its CUDA repository too, which has a mainland China CDN (.cn); Alibaba
@@ -75,7 +86,7 @@ PLACEHOLDERS = {
     HEAD_ADDR_PLACEHOLDER: f'"${{LLMNEST_HEAD_IP}}:{SGLANG_DIST_PORT}"',
     RAY_ADDR_PLACEHOLDER: f'"${{LLMNEST_HEAD_IP}}:{RAY_PORT}"',
     RANK_PLACEHOLDER: '"${NODE_RANK}"',
-    KEY_VOLUME_PLACEHOLDER: f'"${{STATE_DIR}}/api-key:{ENGINE_KEY_FILE}:ro"',
+    KEY_VOLUME_PLACEHOLDER: f'"${{STATE_DIR}}/engine-key:{ENGINE_KEY_FILE}:ro"',
 }
 # SGLang takes its key only as a flag: this starts its server with the key read from a file, so the
 # key is on no command line (ps, docker inspect). argv: KEY_FILE MODULE ARG...
@@ -95,6 +106,32 @@ def toolkit_sources(region: str) -> list[tuple[str, str]]:
     return [cuda[CUDA_GLOBAL], TOOLKIT_GITHUB, cuda[CUDA_CN], cuda[CUDA_ALIYUN_MIRROR]]
 
 
+def gateway_on(spec: DeploymentSpec) -> bool:
+    """The gateway fronts every keyed deployment (keys are what it manages); --no-api-key serves the engine."""
+    return spec.api_key_enabled
+
+
+def engine_port(spec: DeploymentSpec) -> int:
+    """Where the engine listens on the instance: behind the gateway a loopback port of its own."""
+    return next(p for p in ENGINE_PORTS if p != spec.port) if gateway_on(spec) else spec.port
+
+
+def llmnest_package(spec: DeploymentSpec) -> str:
+    """What pip installs for the gateway: --llmnest-package (a wheel URL, a requirement), else this version."""
+    place = spec.placement
+    return (place.llmnest_package if place is not None and place.llmnest_package else None) or f"llmnest=={__version__}"
+
+
+def pip_indexes(region: str) -> list[str]:
+    """Package indexes to try in order: Alibaba Cloud's PyPI mirror first in mainland China, then PyPI."""
+    return [PYPI_ALIYUN_MIRROR, PYPI] if in_mainland_china(region) else [PYPI]
+
+
+def metrics_from(spec: DeploymentSpec) -> tuple[str, ...]:
+    """Who reads the gateway's /metrics without the admin key: the VPC (as the security group lets it in)."""
+    return vpc_ranges(spec)
+
+
 def host_model_dir(spec: DeploymentSpec) -> str:
     """/root/llm-model/<ModelScope id>, where the seed's instances keep weights."""
     return str(CONTAINER_MODEL_ROOT / catalog_model(spec).modelscope_id)
@@ -102,8 +139,8 @@ def host_model_dir(spec: DeploymentSpec) -> str:
 
 def roles(spec: DeploymentSpec) -> tuple[str, ...]:
     spec = resolve(spec)
-    assert spec.aliyun is not None
-    if spec.aliyun.nodes == 1:
+    assert spec.placement is not None
+    if spec.placement.nodes == 1:
         return ROLES_SINGLE
     return ROLES_SGLANG if spec.engine == "sglang" else ROLES_RAY
 
@@ -113,8 +150,11 @@ def _key(spec: DeploymentSpec) -> str | None:
 
 
 def _engine_argv(spec: DeploymentSpec) -> list[str]:
-    """The local docker runtime's `docker run`; for SGLang with a key, started through the key-file
-    launcher (the key file mounted read-only) instead of with `--api-key` on its command line."""
+    """The local docker runtime's `docker run` (behind the gateway: on loopback, its own port, the internal
+    key); for SGLang with a key, started through the key-file launcher (the key file mounted read-only)
+    instead of with `--api-key` on its command line."""
+    if gateway_on(spec):
+        spec = spec.listening_on("127.0.0.1", engine_port(spec))
     if spec.engine != "sglang" or not spec.api_key_enabled:
         argv, _ = run_argv(spec, host_model_dir(spec), _key(spec))
         return argv
@@ -162,19 +202,17 @@ def engine_command(spec: DeploymentSpec) -> list[str]:
     """`-m MODULE ARG...`: the engine command the script starts in the container (with the
     placeholders the script fills from the stack: API key, node rank, head address)."""
     spec = resolve(spec)
-    assert spec.aliyun is not None
-    if spec.aliyun.nodes == 2 and spec.engine == "vllm":
+    assert spec.placement is not None
+    if spec.placement.nodes == 2 and spec.engine == "vllm":
         argv = _serve_exec_argv(spec)
         return argv[argv.index("python3") + 1 :]
-    argv = _engine_argv(_sglang_node_spec(spec) if spec.aliyun.nodes == 2 else spec)
+    argv = _engine_argv(_sglang_node_spec(spec) if spec.placement.nodes == 2 else spec)
     return argv[argv.index(image_of(spec)) + 1 :]
 
 
 def _key_file() -> str:
-    """Shell lines writing the key where the SGLang launcher reads it (0600: the script's umask)."""
-    return ('mkdir -p "$STATE_DIR"\n'
-            "printf '%s' \"${LLMNEST_API_KEY}\" > \"${STATE_DIR}/api-key\"\n"
-            'chmod 0600 "${STATE_DIR}/api-key"\n')
+    """Shell lines making the internal key where the SGLang launcher reads it (0600)."""
+    return "engine_key >/dev/null\n"
 
 
 def _q(value: object) -> str:
@@ -187,15 +225,16 @@ def _function(name: str, body: str) -> str:
 
 
 def _key_export(spec: DeploymentSpec) -> str:
+    """vLLM's internal key, exported for the docker CLI's `--env VLLM_API_KEY` (by name: no command line)."""
     if spec.api_key_enabled and spec.engine == "vllm":
-        return f'export {API_KEY_ENV}="${{LLMNEST_API_KEY}}"\n'
+        return f'{API_KEY_ENV}=$(engine_key)\nexport {API_KEY_ENV}\n'
     return ""
 
 
 def _start_functions(spec: DeploymentSpec) -> str:
     """Shell functions that start the engine for this edition."""
     fresh = 'docker rm --force "$CONTAINER" >/dev/null 2>&1 || true\n'
-    if spec.aliyun is not None and spec.aliyun.nodes == 2 and spec.engine == "vllm":
+    if spec.placement is not None and spec.placement.nodes == 2 and spec.engine == "vllm":
         head = render(_ray_argv(spec, head=True), secrets=PLACEHOLDERS)
         worker = render(_ray_argv(spec, head=False), secrets=PLACEHOLDERS)
         serve = render(_serve_exec_argv(spec), secrets=PLACEHOLDERS)
@@ -207,7 +246,7 @@ def _start_functions(spec: DeploymentSpec) -> str:
             _function("start_engine", 'STEP="start the engine on the Ray cluster"\nwait_ray_nodes 2\n'
                       f"{_key_export(spec)}# shellcheck disable=SC2016  # $0 and $@ expand in the container\n{serve}"),
         ])
-    node_spec = _sglang_node_spec(spec) if spec.aliyun is not None and spec.aliyun.nodes == 2 else spec
+    node_spec = _sglang_node_spec(spec) if spec.placement is not None and spec.placement.nodes == 2 else spec
     argv = _engine_argv(node_spec)
     key = _key_file() if KEY_VOLUME_PLACEHOLDER in argv else _key_export(spec)
     return _function("start_engine", f'STEP="start the engine container"\n{fresh}{key}'
@@ -216,8 +255,8 @@ def _start_functions(spec: DeploymentSpec) -> str:
 
 def _settings(spec: DeploymentSpec) -> str:
     model = catalog_model(spec)
-    assert spec.aliyun is not None and spec.aliyun.instance_type is not None
-    t = gpu_type(spec.aliyun.instance_type)
+    assert spec.placement is not None and spec.placement.instance_type is not None
+    t = gpu_type(spec.placement.instance_type)
     lines = {
         "MODEL_ID": model.modelscope_id,
         "MODEL_ROOT": str(CONTAINER_MODEL_ROOT),
@@ -225,6 +264,7 @@ def _settings(spec: DeploymentSpec) -> str:
         "CONTAINER": spec.name,
         "IMAGE": image_of(spec),
         "PORT": spec.port,
+        "ENGINE_PORT": engine_port(spec),
         "SERVED_MODEL": spec.served_model_name,
         "GPUS_PER_NODE": t.gpus,
         "READY_TIMEOUT": load_s(spec),
@@ -236,14 +276,19 @@ def _settings(spec: DeploymentSpec) -> str:
         "NVSWITCH": int(needs_fabric_manager(t)),
         "MIG_OFF": int(t.family in MIG_FAMILIES),
         "TOOLKIT_PACKAGES": " ".join(TOOLKIT_PACKAGES),
+        "GATEWAY_UNIT": GATEWAY_UNIT if gateway_on(spec) else "",
+        "LLMNEST_PACKAGE": llmnest_package(spec),
+        "PIP_INDEXES": " ".join(pip_indexes(spec.placement.region)),
+        "METRICS_FROM": ",".join(metrics_from(spec)),
     }
     words = [f"{k}={_q(v)}" for k, v in lines.items()]
     overridable = {  # a test points these at local stand-ins
         "POLL_SECONDS": ("LLMNEST_POLL_SECONDS", "10"),
         "LOG_FILE": ("LLMNEST_LOG_FILE", BOOTSTRAP_LOG),
         "TOOLKIT_SOURCES": ("LLMNEST_TOOLKIT_SOURCES",
-                            " ".join(f"{key}|{repo}" for key, repo in toolkit_sources(spec.aliyun.region))),
+                            " ".join(f"{key}|{repo}" for key, repo in toolkit_sources(spec.placement.region))),
         "STATE_DIR": ("LLMNEST_STATE_DIR", STATE_DIR),
+        "GATEWAY_VENV": ("LLMNEST_GATEWAY_VENV", GATEWAY_VENV),
     }
     words += [f'{k}="${{{env}:-{default}}}"' for k, (env, default) in overridable.items()]
     return "# shellcheck disable=SC2034  # every role's script has the same settings\nreadonly \\\n" + \
@@ -271,6 +316,7 @@ ROLE_PARTS = {
     "sglang-worker": ("wait", "start"),
     "sglang-head": ("wait", "start", "serve"),
 }
+GATEWAY_STEPS = {"install": ("single", "prepare"), "serve": ("single", "serve", "sglang-head")}
 PART = re.compile(r"^#@part (\w+)\n(.*?)^#@end\n", re.MULTILINE | re.DOTALL)
 
 
@@ -279,8 +325,23 @@ def script_template() -> str:
     return resources.files(__package__).joinpath(SCRIPT_FILE).read_text()
 
 
-def _main(roles_here: tuple[str, ...], serving: bool) -> str:
-    cases = "".join(f"  {role}) {'; '.join(ROLE_STEPS[role])} ;;\n" for role in roles_here)
+def role_steps(spec: DeploymentSpec, role: str) -> tuple[str, ...]:
+    """What `role` runs: behind the gateway, llmnest is installed before the weights' download, and the
+    gateway starts once the engine answers; the stack's Ready signal waits for a chat through it."""
+    steps = ROLE_STEPS[role]
+    if not gateway_on(spec):
+        return steps
+    if role in GATEWAY_STEPS["install"]:
+        at = steps.index("fetch_weights")
+        steps = (*steps[:at], "install_gateway", *steps[at:])
+    if role in GATEWAY_STEPS["serve"]:
+        at = steps.index("succeed")
+        steps = (*steps[:at], "start_gateway", "wait_gateway", *steps[at:])
+    return steps
+
+
+def _main(spec: DeploymentSpec, roles_here: tuple[str, ...], serving: bool) -> str:
+    cases = "".join(f"  {role}) {'; '.join(role_steps(spec, role))} ;;\n" for role in roles_here)
     scratch = 'WORK=$(mktemp -d)\nreadonly AUTH_HEADER="${WORK}/auth" REPLY="${WORK}/reply"\n' if serving else ""
     return (
         f"{scratch}"
@@ -314,14 +375,16 @@ def bootstrap_body(spec: DeploymentSpec, role: str | None = None) -> str:
     every role of the edition (what `llmnest show --as script` prints).
     """
     spec = resolve(spec)
-    assert spec.aliyun is not None
+    assert spec.placement is not None
     roles_here = roles(spec) if role is None else (role,)
     needed = {part for r in roles_here for part in ROLE_PARTS[r]}
+    if gateway_on(spec) and "serve" in needed:
+        needed.add("gateway")
     blocks = {
         "settings": (f"# {spec.name}: {spec.served_model_name} with {spec.engine} on "
-                     f"{spec.aliyun.nodes} x {spec.aliyun.instance_type}\n" + _settings(spec)),
+                     f"{spec.placement.nodes} x {spec.placement.instance_type}\n" + _settings(spec)),
         "start": _start_functions(spec) if "start" in needed else "",
-        "main": _main(roles_here, "serve" in needed),
+        "main": _main(spec, roles_here, "serve" in needed),
     }
     needed.add("common")
     text = fill(script_template(), needed - {"start"}, blocks)
@@ -400,9 +463,9 @@ def logs_command(spec: DeploymentSpec, tail: int) -> str:
     """The command Cloud Assistant runs on node 0 to read the engine's log; before the engine's
     container exists, the bootstrap's own log and how much of the weights is on disk."""
     spec = resolve(spec)
-    assert spec.aliyun is not None
+    assert spec.placement is not None
     name, n = _q(spec.name), int(tail)
-    if spec.aliyun.nodes == 2 and spec.engine == "vllm":
+    if spec.placement.nodes == 2 and spec.engine == "vllm":
         engine = f"docker exec {name} tail -n {n} {ENGINE_LOG}"
     else:
         engine = f"docker logs --tail {n} {name} 2>&1"
@@ -410,3 +473,8 @@ def logs_command(spec: DeploymentSpec, tail: int) -> str:
     return (f"if docker inspect {name} >/dev/null 2>&1; then {engine}; "
             f'else tail -n {n} "${{LLMNEST_LOG_FILE:-{BOOTSTRAP_LOG}}}" 2>&1; '
             f"if [ -d {weights} ]; then echo \"weights on disk: $(du -sh {weights} | cut -f1)\"; fi; fi")
+
+
+def gateway_logs_command(tail: int) -> str:
+    """The command Cloud Assistant runs on node 0 to read the gateway's log (its systemd unit's journal)."""
+    return f"journalctl -u {GATEWAY_UNIT} -n {int(tail)} --no-pager -o short-iso 2>&1"

@@ -7,13 +7,15 @@
 #
 # Inputs (the stack's preamble sets them before this text):
 #   LLMNEST_ROLE        single | prepare | ray-head | ray-worker | serve | sglang-worker | sglang-head
-#   LLMNEST_API_KEY     the API key, '' for none (never printed or passed on a command line)
+#   LLMNEST_API_KEY     the user's API key, '' for none: the gateway's key `default` (never printed,
+#                       never on a command line, never given to the engine)
 #   LLMNEST_HEAD_IP     private IP of the head node (two-node edition)
 #   llmnest_signal_curl POSTs its arguments to the role's wait condition (the handle's CurlCli): Ready,
 #                       or Prepared for the two-node prepare role
-# Settings (the render step writes them): MODEL_ID MODEL_ROOT MODEL_DIR CONTAINER IMAGE PORT
+# Settings (the render step writes them): MODEL_ID MODEL_ROOT MODEL_DIR CONTAINER IMAGE PORT ENGINE_PORT
 #   SERVED_MODEL GPUS_PER_NODE READY_TIMEOUT RAY_WAIT ENGINE_LOG ENGINE_PID DRIVER_BRANCH DATA_DISK
-#   NVSWITCH MIG_OFF TOOLKIT_PACKAGES POLL_SECONDS LOG_FILE TOOLKIT_SOURCES STATE_DIR
+#   NVSWITCH MIG_OFF TOOLKIT_PACKAGES GATEWAY_UNIT LLMNEST_PACKAGE PIP_INDEXES METRICS_FROM POLL_SECONDS
+#   LOG_FILE TOOLKIT_SOURCES STATE_DIR GATEWAY_VENV
 set -euo pipefail
 umask 077
 
@@ -42,7 +44,22 @@ redact() {
   if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
     s=${s//"$LLMNEST_API_KEY"/[api key]}
   fi
+  if [[ -s "${STATE_DIR}/engine-key" ]]; then
+    local engine
+    engine=$(cat "${STATE_DIR}/engine-key")
+    s=${s//"$engine"/[engine key]}
+  fi
   printf '%s' "$s"
+}
+
+engine_key() {  # the engine's internal key (nobody's user key): made once on this host, 0600, printed
+  local file="${STATE_DIR}/engine-key"
+  if [[ ! -s "$file" ]]; then
+    mkdir -p "$STATE_DIR"
+    head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$file"
+    chmod 0600 "$file"
+  fi
+  cat "$file"
 }
 
 signal() {  # STATUS REASON DATA: tell the stack's wait condition
@@ -288,6 +305,26 @@ check_cuda() {  # CUDA itself, inside the engine image: nvidia-smi passes where 
   log "CUDA ok on ${out} GPU(s)"
 }
 
+install_gateway() {  # llmnest in its own virtualenv, for the gateway (before the long download: fails in minutes)
+  STEP="install ${LLMNEST_PACKAGE} for the gateway"
+  local index out=""
+  if [[ ! -x "${GATEWAY_VENV}/bin/python" ]]; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then  # Ubuntu ships venv's pip apart
+      apt_install python3-venv
+    fi
+    python3 -m venv "$GATEWAY_VENV" >>"$LOG_FILE" 2>&1
+  fi
+  for index in $PIP_INDEXES; do  # the region's mirror first in mainland China, then PyPI
+    if out=$("${GATEWAY_VENV}/bin/python" -m pip install --quiet --disable-pip-version-check --index-url "$index" \
+        "$LLMNEST_PACKAGE" 2>&1); then
+      log "installed ${LLMNEST_PACKAGE} for the gateway (from ${index})"
+      return 0
+    fi
+    log "could not install ${LLMNEST_PACKAGE} from ${index}: ${out##*$'\n'}"
+  done
+  fail "could not install ${LLMNEST_PACKAGE} for the gateway from ${PIP_INDEXES}: ${out##*$'\n'}; pass --llmnest-package with a wheel URL the instance reaches"
+}
+
 fetch_weights() {
   STEP="download ${MODEL_ID} from ModelScope"
   if [[ -f "${MODEL_DIR}/.llmnest-complete" ]]; then
@@ -347,6 +384,61 @@ wait_ray_nodes() {  # N: until the Ray cluster has N nodes
 
 #@start
 
+#@part gateway
+gateway_cli() {  # ARG...: llmnest with the gateway's settings (the wrapper Cloud Assistant commands run too)
+  "${LLMNEST_ROOT:-}/usr/local/bin/llmnest" "$@" >>"$LOG_FILE" 2>&1
+}
+
+gateway_alive() {
+  systemctl is-active --quiet "$GATEWAY_UNIT" && engine_alive
+}
+
+start_gateway() {  # the public port is the gateway's: keys per person, usage, limits; the engine is behind it
+  STEP="start the gateway on port ${PORT}"
+  local env="${STATE_DIR}/gateway.env" upstreams="${STATE_DIR}/gateway-upstreams.json"
+  local unit="${LLMNEST_ROOT:-}/etc/systemd/system/${GATEWAY_UNIT}.service" wrapper="${LLMNEST_ROOT:-}/usr/local/bin/llmnest"
+  mkdir -p "$STATE_DIR" "$(dirname "$unit")" "$(dirname "$wrapper")"
+  printf '%s\n' "LLMNEST_HOME=${STATE_DIR}/home" "LLMNEST_GATEWAY_DB=sqlite:///${STATE_DIR}/gateway.db" > "$env"
+  printf '[{"model": "%s", "replica_id": "%s", "base_url": "http://127.0.0.1:%s/v1", "internal_key": "%s"}]\n' \
+    "$(json_escape "$SERVED_MODEL")" "$CONTAINER" "$ENGINE_PORT" "$(engine_key)" > "$upstreams"
+  chmod 0600 "$env" "$upstreams"
+  printf '%s\n' '#!/bin/sh' "set -a; . ${env}; set +a" "exec ${GATEWAY_VENV}/bin/llmnest \"\$@\"" > "$wrapper"
+  chmod 0700 "$wrapper"
+  import_user_key
+  printf '%s\n' "[Unit]" "Description=llmnest gateway in front of ${CONTAINER}" \
+    "After=network-online.target docker.service" "Wants=network-online.target" "" \
+    "[Service]" "EnvironmentFile=${env}" \
+    "ExecStart=${GATEWAY_VENV}/bin/llmnest gateway serve --host 0.0.0.0 --port ${PORT} --upstreams ${upstreams} --metrics-from ${METRICS_FROM}" \
+    "Restart=always" "RestartSec=2" "" "[Install]" "WantedBy=multi-user.target" > "$unit"
+  chmod 0644 "$unit"
+  {
+    systemctl daemon-reload
+    systemctl enable "$GATEWAY_UNIT"  # started again at boot
+    systemctl restart "$GATEWAY_UNIT"
+  } >>"$LOG_FILE" 2>&1
+  log "gateway ${GATEWAY_UNIT} started on port ${PORT} in front of the engine on 127.0.0.1:${ENGINE_PORT}"
+}
+
+import_user_key() {  # the key `up` printed: the gateway's key `default`, for this deployment's model
+  local file="${STATE_DIR}/user-key" marker="${STATE_DIR}/user-key-imported"
+  if [[ -e "$marker" ]]; then  # a redeploy: the key stays as the user left it (revoked stays revoked)
+    gateway_cli keys update default --models "$SERVED_MODEL" || log "the gateway's key default was not updated"
+    return 0
+  fi
+  printf '%s' "$LLMNEST_API_KEY" > "$file"
+  chmod 0600 "$file"
+  gateway_cli keys create default --key-file "$file" --models "$SERVED_MODEL" \
+    || fail "could not import the API key into the gateway: see ${LOG_FILE}"
+  rm -f "$file"
+  touch "$marker"
+}
+
+wait_gateway() {
+  STEP="wait for ${SERVED_MODEL} to answer through the gateway"
+  wait_chat "$PORT" "$LLMNEST_API_KEY" "the gateway" gateway_alive
+}
+#@end
+
 #@part serve
 engine_alive() {
   if [[ "$LLMNEST_ROLE" == serve ]]; then  # the engine runs inside the Ray head container: its pid file
@@ -359,39 +451,47 @@ engine_alive() {
   [[ "$state" == "true 0" ]]
 }
 
-chat_once() {  # prints the HTTP status of one real chat completion
+chat_once() {  # PORT KEY: prints the HTTP status of one real chat completion (the key from a 0600 file)
   local auth=()
-  if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
-    printf 'Authorization: Bearer %s\n' "$LLMNEST_API_KEY" > "$AUTH_HEADER"
+  if [[ -n "$2" ]]; then
+    printf 'Authorization: Bearer %s\n' "$2" > "$AUTH_HEADER"
     auth=(-H "@${AUTH_HEADER}")
   fi
   local body
   body=$(printf '{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}' \
     "$(json_escape "$SERVED_MODEL")")
   curl -s -o "$REPLY" -w '%{http_code}' --max-time 60 "${auth[@]}" -H 'Content-Type: application/json' \
-    -d "$body" "http://127.0.0.1:${PORT}/v1/chat/completions" || true
+    -d "$body" "http://127.0.0.1:$1/v1/chat/completions" || true
+}
+
+wait_chat() {  # PORT KEY WHAT ALIVE: until a chat on PORT with KEY answers, while ALIVE (a command) succeeds
+  local deadline=$((SECONDS + READY_TIMEOUT)) code
+  while (( SECONDS < deadline )); do
+    $4 || fail "$3 stopped before it answered"
+    code=$(chat_once "$1" "$2")
+    if [[ "$code" == 200 ]] && grep -q '"choices"' "$REPLY"; then
+      log "${SERVED_MODEL} answered a chat request through $3"
+      return 0
+    fi
+    if [[ "$code" == 401 ]]; then
+      fail "$3 refused the API key (HTTP 401)"
+    fi
+    sleep "$POLL_SECONDS"
+  done
+  fail "${SERVED_MODEL} did not answer through $3 within ${READY_TIMEOUT} s"
 }
 
 wait_ready() {
   STEP="wait for ${SERVED_MODEL} to answer"
-  local deadline=$((SECONDS + READY_TIMEOUT)) code
-  while (( SECONDS < deadline )); do
-    engine_alive || fail "the engine stopped before it answered"
-    code=$(chat_once)
-    if [[ "$code" == 200 ]] && grep -q '"choices"' "$REPLY"; then
-      log "${SERVED_MODEL} answered a chat request"
-      return 0
-    fi
-    if [[ "$code" == 401 ]]; then
-      fail "the engine refused the API key (HTTP 401)"
-    fi
-    sleep "$POLL_SECONDS"
-  done
-  fail "${SERVED_MODEL} did not answer within ${READY_TIMEOUT} s"
+  if [[ -n "${LLMNEST_API_KEY:-}" ]]; then
+    wait_chat "$ENGINE_PORT" "$(engine_key)" "the engine" engine_alive
+  else
+    wait_chat "$ENGINE_PORT" "" "the engine" engine_alive
+  fi
 }
 
 succeed() {
-  signal SUCCESS "ready" "${SERVED_MODEL} answers on port ${PORT}"
+  signal SUCCESS "ready" "${SERVED_MODEL} answers on port ${PORT}${GATEWAY_UNIT:+ through the gateway}"
   log "ready: ${SERVED_MODEL} answers on port ${PORT}"
 }
 #@end

@@ -33,7 +33,7 @@ def prepare_s(spec: DeploymentSpec) -> int:
 
 
 def two_node(spec: DeploymentSpec) -> bool:
-    place = resolve(spec).aliyun
+    place = resolve(spec).placement
     assert place is not None
     return place.nodes == 2
 

@@ -50,7 +50,7 @@ def price_summary(resources: dict[str, Any]) -> dict[str, Any]:
 
 def price_preview(spec: DeploymentSpec, price: dict[str, Any]) -> list[str]:
     """The price block shown before confirming, like the console's preview."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     out = [f"Price preview (ROS GetTemplateEstimateCost, {place.region}):"]
     for line in price["lines"]:
@@ -67,7 +67,7 @@ def price_preview(spec: DeploymentSpec, price: dict[str, Any]) -> list[str]:
 
 
 def _zone(spec: DeploymentSpec, zones: dict[str, str]) -> str:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     stocked = [z for z, status in zones.items() if status == "Available"]
     others = ", ".join(r for r in LARGE_REGIONS if r != place.region)
@@ -85,7 +85,7 @@ def _zone(spec: DeploymentSpec, zones: dict[str, str]) -> str:
 
 def run(spec: DeploymentSpec, template: dict[str, Any], values: dict[str, Any], *, strict: bool) -> Preflight:
     """`spec` must be resolved; `values` are the stack parameters without ZoneId (chosen here)."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     pre = Preflight()
     pre.add("plan", True, f"{place.nodes} x {place.instance_type}: {spec.gpu_count} GPU(s), tensor parallel "
@@ -130,7 +130,7 @@ def validate_in_cloud(spec: DeploymentSpec, template: dict[str, Any], parameters
     """ROS's own verdict, creating nothing (`up --dry-run --validate`): ValidateTemplate on the
     template, then PreviewStack with `parameters` (ZoneId included). Needs credentials. Each check
     as `run` records them; after a failure the rest says it was skipped."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     checks = Preflight()
 

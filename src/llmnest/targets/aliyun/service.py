@@ -19,6 +19,7 @@ from ...build import new_api_key
 from ...errors import BadInput, Conflict, LlmnestError, NotFound
 from ...probe import chat_once
 from ...spec import DeploymentSpec
+from .records import AliyunState
 from . import bootstrap, preflight
 from .budget import role_timeout_s, stack_minutes
 from .client import DENIED, Cloud, policy_for_resource
@@ -26,7 +27,7 @@ from .sizing import resolve
 from .template import (API_KEY_PATTERN, HEAD_GROUP, PASSWORD_PATTERN, WORKER_GROUP, masked, node_groups,
                        render_template, stack_parameters)
 
-__all__ = ["deploy", "down", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
+__all__ = ["deploy", "down", "gateway_logs", "logs", "redeploy", "render_bootstrap", "render_template", "status"]
 
 Say = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -65,13 +66,13 @@ def _check_secrets(api_key: str | None, password: str | None) -> None:
                        "digits, special characters (no spaces or quotes), as ECS requires")
 
 
-def _info(dep: state.Deployment) -> state.AliyunState:
-    assert isinstance(dep.info, state.AliyunState), f"{dep.name} is not an Alibaba Cloud deployment"
+def _info(dep: state.Deployment) -> AliyunState:
+    assert isinstance(dep.info, AliyunState), f"{dep.name} is not an Alibaba Cloud deployment"
     return dep.info
 
 
 def _cloud(dep: state.Deployment) -> Cloud:
-    region = _info(dep).region or (dep.spec.aliyun.region if dep.spec.aliyun else None)
+    region = _info(dep).region or (dep.spec.placement.region if dep.spec.placement else None)
     if not region:
         raise LlmnestError(f"{dep.name} is not an Alibaba Cloud deployment")
     return Cloud(region)
@@ -184,7 +185,7 @@ def deploy(
     if validate and not dry_run:
         raise BadInput("--validate is for --dry-run: add --dry-run to have ROS check the stack without creating it")
     spec = resolve(spec)
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     key = (api_key or new_api_key()) if spec.api_key_enabled else None
     _check_secrets(key, password)
@@ -211,7 +212,7 @@ def deploy(
         raise LlmnestError("cancelled: nothing was created")
 
     values["ZoneId"] = pre.zone
-    spec = spec.model_copy(update={"aliyun": place.model_copy(update={"zone": pre.zone})})  # record where it went
+    spec = spec.model_copy(update={"placement": place.model_copy(update={"zone": pre.zone})})  # record where it went
     token = secrets.token_hex(16)
     state.create(spec, key)
     state.update(spec.name, info={"region": place.region, "zone": pre.zone, "client_token": token,
@@ -346,10 +347,18 @@ def _nodes(dep: state.Deployment, cloud: Cloud) -> tuple[list[str], list[str]]:
 
 def logs(dep: state.Deployment, tail: int) -> list[str]:
     """The engine's last `tail` log lines, read on node 0 through ECS Cloud Assistant (no SSH), key redacted."""
-    script = bootstrap.logs_command(dep.spec, tail)
+    return _log_lines(dep, bootstrap.logs_command(dep.spec, tail), tail, "logs")
+
+
+def gateway_logs(dep: state.Deployment, tail: int) -> list[str]:
+    """The last `tail` lines of the gateway's journal on node 0, through Cloud Assistant."""
+    return _log_lines(dep, bootstrap.gateway_logs_command(tail), tail, "gateway-logs")
+
+
+def _log_lines(dep: state.Deployment, script: str, tail: int, what: str) -> list[str]:
     cloud = _cloud(dep)
     ids, _ = _nodes(dep, cloud)
-    results = _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-logs", 60)
+    results = _run_script(cloud, ids[:1], script, f"llmnest-{dep.name}-{what}", 60)
     result = results[0]
     if not succeeded(result):
         raise LlmnestError(f"reading the logs failed on {result['instance_id']} ({_how(result)}): "
@@ -378,8 +387,8 @@ def _role_targets(spec: DeploymentSpec, ids: list[str]) -> list[tuple[str, list[
 def redeploy(dep: state.Deployment, new_spec: DeploymentSpec, say: Say) -> None:
     """Re-run the bootstrap with the new spec on the same instances (same key) through Cloud Assistant."""
     old, new = resolve(dep.spec), resolve(new_spec)
-    assert old.aliyun is not None and new.aliyun is not None
-    changed = [f for f in LOCKED_PLACEMENT if getattr(old.aliyun, f) != getattr(new.aliyun, f)]
+    assert old.placement is not None and new.placement is not None
+    changed = [f for f in LOCKED_PLACEMENT if getattr(old.placement, f) != getattr(new.placement, f)]
     if changed:
         raise BadInput(f"redeploy keeps the instances and network ({', '.join(changed)} cannot change); "
                        f"`llmnest down {dep.name}` and `llmnest up` again instead")

@@ -10,10 +10,13 @@ import math
 
 from ...catalog import DTYPE_BYTES, CatalogModel, find_model
 from ...errors import BadInput
-from ...plan import InstanceFit, InstanceType, Plan, instance, plan_instance, rank_instances
+from ...plan import Plan
+from .catalog import InstanceType, instance
+from .picker import InstanceFit, plan_instance, rank_instances
 from ...plan.memory import EngineSettings
 from ...plan.on_host import engine_settings
-from ...spec import AliyunPlacement, DeploymentSpec, validated
+from ...spec import DeploymentSpec, validated
+from .placement import AliyunPlacement
 from ...suggest import did_you_mean
 from .images import engine_image
 
@@ -67,9 +70,9 @@ def same_shape(a: InstanceType, b: InstanceType) -> bool:
 
 def _engine(spec: DeploymentSpec) -> EngineSettings | None:
     """The vLLM the instances will run: the spec's image or the one its region pulls, its flags and env."""
-    if spec.engine != "vllm" or spec.aliyun is None:
+    if spec.engine != "vllm" or spec.placement is None:
         return None
-    return engine_settings(spec, spec.image or engine_image(spec.engine, spec.aliyun.region))
+    return engine_settings(spec, spec.image or engine_image(spec.engine, spec.placement.region))
 
 
 def _fits(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> list[InstanceFit]:
@@ -80,7 +83,7 @@ def _fits(model: CatalogModel, nodes: int, spec: DeploymentSpec) -> list[Instanc
 def fitting_types(spec: DeploymentSpec) -> list[str]:
     """The instance types a resolved spec's template may offer: those that serve the model with the
     same engine command (same GPUs per node and tensor parallel) and the same bootstrap, cheapest first."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None and place.instance_type is not None
     chosen = gpu_type(place.instance_type)
     model = catalog_model(spec)
@@ -90,9 +93,9 @@ def fitting_types(spec: DeploymentSpec) -> list[str]:
 
 def _planned_tp(spec: DeploymentSpec) -> int:
     """Tensor parallel per pipeline stage as the planner sizes it (SGLang spans both nodes with it)."""
-    assert spec.aliyun is not None
-    if spec.engine == "sglang" and spec.aliyun.nodes > 1:
-        return spec.tensor_parallel_size // spec.aliyun.nodes
+    assert spec.placement is not None
+    if spec.engine == "sglang" and spec.placement.nodes > 1:
+        return spec.tensor_parallel_size // spec.placement.nodes
     return spec.tensor_parallel_size
 
 
@@ -142,7 +145,7 @@ def ready_wait_s(model: CatalogModel, mbps: int) -> float:
 def ready_timeout_s(spec: DeploymentSpec) -> int:
     """How long the stack waits for the model to answer: 1 to 12 hours. With `--bandwidth 0` the
     download goes through the VPC's NAT gateway, whose bandwidth is unknown: as much as it may."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     if place.bandwidth_mbps == 0:
         return MAX_WAIT_S
@@ -212,7 +215,7 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
 
     Idempotent: a resolved spec resolves to itself.
     """
-    place = spec.aliyun
+    place = spec.placement
     if place is None:
         raise BadInput("this deployment is not on Alibaba Cloud (no aliyun placement in its spec)")
     check_placement(place)
@@ -239,7 +242,7 @@ def resolve(spec: DeploymentSpec) -> DeploymentSpec:
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
         env={**CLOUD_ENV, **spec.env},
-        aliyun={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model),
-                "allow_cidr": allowed_cidr(place.allow_cidr)},
+        placement={**place.model_dump(), "instance_type": t.name, "bandwidth_mbps": pick_bandwidth(place, model),
+                   "allow_cidr": allowed_cidr(place.allow_cidr)},
     )
     return validated(data)

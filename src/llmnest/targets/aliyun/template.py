@@ -22,12 +22,10 @@ from ...spec import DeploymentSpec
 from . import bootstrap
 from .budget import prepare_s, ready_wait_s, role_timeout_s
 from .images import OS_IMAGE_FAMILY
+from .network import NEW_VPC_CIDR, NEW_VSWITCH_CIDR, vpc_ranges
 from .sizing import MAX_SYSTEM_DISK_GIB, catalog_model, disks_gib, fitting_types, resolve
 
 FORMAT_VERSION = "2015-09-01"
-NEW_VPC_CIDR = "192.168.0.0/16"
-NEW_VSWITCH_CIDR = "192.168.1.0/24"
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # an existing VPC's CIDR is one of these
 API_KEY_PATTERN = r"^$|^[A-Za-z0-9._~+/=-]{8,128}$"
 _SPECIAL = r"()`~!@#$%^&*_+=|{}\[\]:;<>,.?/-"
 # ECS: 8-30 characters with at least three of lowercase, uppercase, digits and special characters
@@ -59,7 +57,7 @@ def first(value: Any) -> dict[str, Any]:
 
 def node_groups(spec: DeploymentSpec) -> tuple[str, ...]:
     """The instance groups of the stack, head first: one instance each."""
-    place = resolve(spec).aliyun
+    place = resolve(spec).placement
     assert place is not None
     return (HEAD_GROUP,) if place.nodes == 1 else (HEAD_GROUP, WORKER_GROUP)
 
@@ -83,7 +81,7 @@ def _image_parameter(image_id: str | None) -> dict[str, Any]:
 
 
 def _parameters(spec: DeploymentSpec) -> dict[str, Any]:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     model = catalog_model(spec)
     allowed = fitting_types(spec)
@@ -173,18 +171,18 @@ def api_key_value(spec: DeploymentSpec) -> Any:
 
 
 def _ingress(spec: DeploymentSpec) -> list[dict[str, Any]]:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     port = f"{spec.port}/{spec.port}"
-    inside = (NEW_VPC_CIDR,) if place.vpc_id is None else PRIVATE_RANGES
-    rules = [
+    what = "the gateway" if bootstrap.gateway_on(spec) else "model endpoint"
+    rules = [  # the one public port: the gateway's (the engine listens on loopback behind it)
         {"IpProtocol": "tcp", "PortRange": port, "SourceCidrIp": cidr, "Priority": 1,
-         "Description": "model endpoint, from inside the VPC"}
-        for cidr in inside
+         "Description": f"{what}, from inside the VPC"}
+        for cidr in vpc_ranges(spec)
     ]
     if place.public or place.allow_cidr:
         rules.append({"IpProtocol": "tcp", "PortRange": port, "SourceCidrIp": ref("AllowCidr"), "Priority": 1,
-                      "Description": "model endpoint, from --allow-cidr"})
+                      "Description": f"{what}, from --allow-cidr"})
     if place.allow_cidr:
         rules.append({"IpProtocol": "tcp", "PortRange": f"{SSH_PORT}/{SSH_PORT}", "SourceCidrIp": ref("AllowCidr"),
                       "Priority": 1, "Description": "SSH, from --allow-cidr"})
@@ -193,7 +191,7 @@ def _ingress(spec: DeploymentSpec) -> list[dict[str, Any]]:
 
 def _network(spec: DeploymentSpec) -> tuple[dict[str, Any], Any, Any]:
     """Network resources, and the VPC and vSwitch ids to use."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     if place.vpc_id:
         return {}, ref("VpcId"), ref("VSwitchId")
@@ -217,7 +215,7 @@ def _data_disk(spec: DeploymentSpec) -> dict[str, Any]:
 
 def _instances(spec: DeploymentSpec, vpc: Any, vswitch: Any, index: int) -> dict[str, Any]:
     """Node `index`'s instance group (one instance)."""
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     no_value = ref("ALIYUN::NoValue")
     return {
@@ -320,7 +318,7 @@ def curl_example(spec: DeploymentSpec, base_url: Any) -> Any:
 
 
 def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     port = f":{spec.port}/v1"
     private = join("http://", private_ip(HEAD_GROUP), port)
@@ -345,7 +343,7 @@ def _outputs(spec: DeploymentSpec) -> dict[str, Any]:
 def render_template(spec: DeploymentSpec) -> dict[str, Any]:
     """The whole ROS template for `spec` (resolved first, so an unplanned spec works too)."""
     spec = resolve(spec)
-    place = spec.aliyun
+    place = spec.placement
     assert place is not None
     network, vpc, vswitch = _network(spec)
     resources: dict[str, Any] = {

@@ -1,8 +1,8 @@
 """Check a ROS template against the published resource-type definitions. Pure.
 
-The definitions (data/ros/resource_types.json) are extracted from what Alibaba Cloud publishes: the
+The definitions (ros/resource_types.json) are extracted from what Alibaba Cloud publishes: the
 `@alicloud/ros-cdk-*` npm packages, and for a type they lack, Alibaba's published templates; each
-type names its source (see data/ros/generate.py). A property or attribute no source names is a
+type names its source (see ros/generate.py). A property or attribute no source names is a
 problem. Each check returns a list of problems, empty when the template is sound.
 """
 
@@ -30,7 +30,7 @@ SECRET_WORDS = re.compile(r"password|apikey|secret|token", re.IGNORECASE)
 
 @cache
 def definitions() -> dict[str, Any]:
-    text = resources.files("llmnest.data").joinpath("ros/resource_types.json").read_text()
+    text = resources.files(__package__).joinpath("ros/resource_types.json").read_text()
     return json.loads(text)["types"]
 
 

@@ -27,7 +27,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Event, Node, Pod, Secret, Service
 from lightkube.resources.storage_v1 import CSIDriver, StorageClass
 
-from ...errors import Conflict, LlmnestError
+from ...errors import BadInput, Conflict, LlmnestError
 from . import preflight
 from .events import event_line, pod_lines
 from .names import COMPONENT_LABEL, DEPLOYMENT_LABEL, FIELD_MANAGER, ROLE_LABEL, name_of
@@ -41,8 +41,16 @@ Say = Callable[[str], None]
 def connect(context: str | None = None, namespace: str | None = None) -> Client:
     """A client for kubeconfig `context` as kubectl reads it ($KUBECONFIG, else ~/.kube/config, else in-cluster)."""
     try:
-        config = KubeConfig.from_env().get(context) if context else None
+        config = None
+        if context:
+            kubeconfig = KubeConfig.from_env()
+            if context not in kubeconfig.contexts:
+                raise BadInput(f"unknown --context {context!r}: your kubeconfig has "
+                               f"{', '.join(sorted(kubeconfig.contexts)) or 'none'} (`kubectl config get-contexts`)")
+            config = kubeconfig.get(context)
         return Client(config=config, namespace=namespace, field_manager=FIELD_MANAGER)
+    except BadInput:
+        raise
     except Exception as exc:  # lightkube raises plain exceptions for missing or unreadable configs
         where = f"context {context!r}" if context else "the current context"
         raise Conflict(f"cannot use {where} of your kubeconfig ({exc}); check `kubectl config get-contexts`") from None

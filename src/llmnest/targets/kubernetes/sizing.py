@@ -19,8 +19,8 @@ from ...errors import BadInput
 from ...plan import GpuModel, gpu_models, plan_gpus
 from ...engines import default_image
 from ...spec import DeploymentSpec, validated
-from .options import OPTIONS, flag_of
-from .placement import KubernetesPlacement
+from . import DECLARATION
+from .placement import KubernetesPlacement, placement_of
 
 GPU_COUNTS = (1, 2, 4, 8)
 
@@ -38,16 +38,15 @@ def card_of(label_value: str) -> GpuModel | None:
     return None
 
 
-def placement_of(spec: DeploymentSpec) -> KubernetesPlacement:
-    """The stored placement of a kubernetes deployment, typed."""
-    assert spec.kubernetes is not None, "a kubernetes deployment has its placement"
-    return KubernetesPlacement.model_validate(spec.kubernetes)
+def flag_of(field: str) -> str:
+    option = DECLARATION.option(field)
+    return option.flag if option else field
 
 
 def parse_placement(options: dict[str, Any]) -> KubernetesPlacement:
     """The target's options as a placement; a bad value is one line naming its flag."""
     try:
-        return KubernetesPlacement(**{k: v for k, v in options.items() if k in OPTIONS})
+        return KubernetesPlacement(**{k: v for k, v in options.items() if DECLARATION.option(k)})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
@@ -70,11 +69,11 @@ def request_spec(req: UpRequest, place: KubernetesPlacement) -> tuple[Deployment
                        "and create keys with `llmnest keys create NAME --db URL`")
     model = catalog_model(req.model)
     engine = req.engine or "vllm"
-    base, _ = build_spec(replace(req, options={}, engine="vllm"), model, None)  # built as for a CPU host, then moved
+    base, _ = build_spec(replace(req, options={}), model, None, placement=place)
     data = base.model_dump()
-    data.update(target="kubernetes", device="cuda", runtime="docker", host="0.0.0.0", gateway=False, replicas=1,
-                engine=engine, enforce_eager=False, image=base.image or default_image(engine),
-                kubernetes=place.model_dump(mode="json"))
+    data.update(target=DECLARATION.name, device="cuda", runtime="docker", host="0.0.0.0", gateway=False,
+                replicas=place.replicas, engine=engine, enforce_eager=False, image=base.image or default_image(engine),
+                placement=place)
     return validated(data), model
 
 

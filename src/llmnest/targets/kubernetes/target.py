@@ -12,22 +12,24 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from ... import state
 from ...build import UpRequest, new_api_key
 from ...errors import BadInput, Conflict, LlmnestError
 from ...examples import Endpoint
 from ...gateway.upstreams import Upstream
-from ...home import write_secret
+from ...home import deployment_dir, write_secret
 from ...spec import DeploymentSpec, validated
 from ..base import Capability, Context, Created, Resolved, Target
-from . import manifests, preflight
+from . import DECLARATION, manifests, preflight
 from .engine import engine_argv, gpus_per_pod
 from .names import ROLE_LABEL, name_of
-from .options import OPTIONS
-from .placement import KubernetesPlacement
-from .sizing import hub_model, parse_placement, placement_of, request_spec, sized
+from .placement import KubernetesPlacement, placement_of
+from .sizing import hub_model, parse_placement, request_spec, sized
 from .state import KubernetesState
 
 if TYPE_CHECKING:
@@ -39,9 +41,22 @@ RESTARTED_AT = "llmnest.io/restarted-at"
 
 
 def _with_place(spec: DeploymentSpec, **changes: Any) -> DeploymentSpec:
-    place = placement_of(spec).model_copy(update=changes)
-    return validated({**spec.model_dump(), "kubernetes": KubernetesPlacement.model_validate(
-        place.model_dump()).model_dump(mode="json")})
+    """The spec with placement fields changed (validated); its replicas follow the placement's."""
+    try:
+        place = KubernetesPlacement.model_validate({**placement_of(spec).model_dump(), **changes})
+    except ValidationError as exc:
+        raise BadInput(f"{spec.name}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return validated({**spec.model_dump(), "placement": place, "replicas": place.replicas})
+
+
+def _key_path(name: str) -> Path:
+    """The deployment's internal engine key (0600), which its Secrets carry into the cluster."""
+    return deployment_dir(name) / "engine_key"
+
+
+def _engine_key(name: str) -> str:
+    path = _key_path(name)
+    return path.read_text() if path.exists() else ""
 
 
 def _kind(place: KubernetesPlacement) -> str:
@@ -53,11 +68,9 @@ def _secrets(place: KubernetesPlacement) -> list[str]:
 
 
 class KubernetesTarget(Target):
-    name = "kubernetes"
-    place = "Kubernetes"
-    options = OPTIONS
+    declaration = DECLARATION
     unsupported = {Capability.FORCE_PLAN: "in a cluster the GPU type must fit the model (pick one with --gpu-type)"}
-    show_formats = ("command", "k8s")
+    offers = frozenset({Capability.SCALE, Capability.DELETE_WEIGHTS})
 
     # ---- up -------------------------------------------------------------------------------------
     def resolve(self, req: UpRequest) -> Resolved:
@@ -107,6 +120,16 @@ class KubernetesTarget(Target):
         return {"manifests": objects, "yaml": manifests.to_yaml(objects), "preflight": checks,
                 "spec": spec.model_dump(mode="json")}
 
+    def dry_run_text(self, result: dict[str, Any]) -> str:
+        """The manifests (as `kubectl apply -f -` takes them, the internal key a placeholder) and the preflight."""
+        marks = {True: "ok  ", False: "FAIL", None: "skip"}
+        checks = [f"  [{marks[c['ok']]}] {c['check']:<8} {c['detail']}" for c in result["preflight"]]
+        return "\n".join([
+            "# Manifests", result["yaml"].rstrip(), "",
+            "# Preflight", *checks, "",
+            "Nothing was created. Add --json for the manifests, the preflight and the spec as one JSON object.",
+        ])
+
     def create(self, resolved: Resolved, ctx: Context) -> Created:
         t0 = time.monotonic()
         if resolved.spec.name in state.names():
@@ -121,7 +144,7 @@ class KubernetesTarget(Target):
         place = placement_of(spec)
         state.create(spec, None)
         engine_key = new_api_key()
-        write_secret(state.engine_key_path(spec.name), engine_key)
+        write_secret(_key_path(spec.name), engine_key)
         server = cluster.client._client.config.cluster.server  # noqa: SLF001 - where, for `ls`/`status`
         state.update(spec.name, info={"context": place.context, "cluster": server, "workload": _kind(place),
                                       "gpus_per_pod": gpus_per_pod(spec, place), "rollout": rollout})
@@ -137,6 +160,7 @@ class KubernetesTarget(Target):
                 cluster.delete(spec.name, objects, ctx.timeout, ctx.say, keep_weights=True, poll=POLL_S)
             finally:
                 state.delete(spec.name)
+                _key_path(spec.name).unlink(missing_ok=True)
             raise
         state.update(spec.name, status="ready", ready_at=time.time())
         dep = state.get(spec.name)
@@ -215,7 +239,7 @@ class KubernetesTarget(Target):
         state.update(dep.name, **updates)
         status = (workload or {}).get("status") or {}
         return {"status": now, "namespace": place.namespace, "workload": f"{info.workload}/{name_of(dep.name, 'engine')}",
-                "replicas": (workload or {}).get("spec", {}).get("replicas"),
+                "desired_replicas": (workload or {}).get("spec", {}).get("replicas"),
                 "ready_replicas": status.get("readyReplicas", 0), "updated_replicas": status.get("updatedReplicas", 0),
                 "pods": [_pod_row(p) for p in pods], "problems": problems, "gateway_address": address,
                 "rollout": info.rollout}
@@ -260,7 +284,7 @@ class KubernetesTarget(Target):
 
     # ---- changing -------------------------------------------------------------------------------
     def _apply(self, cluster: Cluster, spec: DeploymentSpec, ctx: Context, restarted: str | None = None) -> None:
-        key = state.engine_key(spec.name) or ""
+        key = _engine_key(spec.name)
         objects = manifests.render(spec, placement_of(spec), key)
         if restarted:
             for obj in (o for o in objects if o["metadata"]["name"] == name_of(spec.name, "engine")):
@@ -289,6 +313,8 @@ class KubernetesTarget(Target):
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
         """Roll `new` out; when its pods do not come up, apply the last good spec (the stored one) again."""
         cluster = self.cluster(dep.spec)
+        if new.replicas != placement_of(new).replicas:  # `--set replicas=N`
+            new = _with_place(new, replicas=new.replicas)
         new, how = self._strategy(cluster, new)
         ctx.say(how)
         try:
@@ -327,16 +353,18 @@ class KubernetesTarget(Target):
         cluster.wait_rollout(info.workload, dep.name, ctx.timeout, ctx.say, poll=POLL_S)
         return f"{dep.name}: {now} -> {replicas} replica(s)"
 
-    def down(self, dep: state.Deployment, ctx: Context, keep_weights: bool = True) -> str:
-        """The workload first, until its pods are gone (their GPUs free), then the rest; the weights stay
-        unless `keep_weights` is False."""
+    def down(self, dep: state.Deployment, ctx: Context) -> str:
+        """The workload first, until its pods are gone (their GPUs free), then the rest; the weights volume stays
+        unless ctx.delete_weights."""
+        keep_weights = not ctx.delete_weights
         cluster = self.cluster(dep.spec)
         place = placement_of(dep.spec)
         objects = manifests.render(dep.spec, place, manifests.KEY_PLACEHOLDER)
         gone = cluster.delete(dep.name, objects, ctx.timeout, ctx.say, keep_weights=keep_weights, poll=POLL_S)
         state.delete(dep.name)
-        kept = (f"; the weights volume {name_of(dep.name, 'weights')} stays (down it with the weights to remove it)"
-                if keep_weights and place.weights_kind != "claim" else "")
+        _key_path(dep.name).unlink(missing_ok=True)
+        kept = (f"; the weights volume {name_of(dep.name, 'weights')} stays for the next up of {dep.name} "
+                f"(`down --delete-weights` removes it too)" if keep_weights and place.weights_kind != "claim" else "")
         return f"deleted {len(gone)} objects of {dep.name} from namespace {place.namespace} and forgot it{kept}"
 
 

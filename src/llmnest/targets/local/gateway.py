@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 
 from ... import state
 from ...endpoints import reach_url
 from ...errors import Conflict, LlmnestError
 from ...gateway import keys
 from ...gateway.db import Database
-from ...home import gateway_log_path, home, write_secret
+from ...home import gateway_default_key_path, gateway_log_path, write_secret
 from ...host import port_is_free
 from ...probe import chat_once
 from ...runtimes import process
+from . import supervised, units_store
 from ..base import Context
 
 DEFAULT_KEY = "default"
-
-
-def default_key_path() -> Path:
-    return home() / "gateway" / "default_key"
 
 
 def user_key(requested: str | None, name: str | None = None, model: str | None = None) -> str:
@@ -38,7 +34,7 @@ def user_key(requested: str | None, name: str | None = None, model: str | None =
     try:
         if requested:
             return _deployment_key(db, requested, name, model)
-        path = default_key_path()
+        path = gateway_default_key_path()
         if path.exists() and (found := keys.authenticate(db, path.read_text())) and found.problem() is None:
             return path.read_text()
         if _live_default(db) is not None:  # made with `keys create default`: its secret is not ours to print
@@ -109,19 +105,19 @@ def _live_default(db: Database) -> keys.Key | None:
 
 def _make_default(db: Database) -> str:
     _, secret = keys.create(db, DEFAULT_KEY)
-    path = default_key_path()
+    path = gateway_default_key_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_secret(path, secret)
     return secret
 
 
-def running(port: int) -> state.Unit | None:
+def running(port: int) -> units_store.Unit | None:
     """The gateway `up` runs on `port`, when its supervisor is alive."""
-    unit = state.find_unit(state.gateway_id(port))
+    unit = units_store.find(units_store.gateway_id(port))
     return unit if unit is not None and process.pid_alive(unit.supervisor_pid) else None
 
 
-def describe(unit: state.Unit) -> dict:
+def describe(unit: units_store.Unit) -> dict:
     """A gateway unit as `status` and `gateway ls` show it."""
     return {"port": unit.port, "host": unit.host,
             "status": unit.status if process.pid_alive(unit.supervisor_pid) else "dead", "pid": unit.pid,
@@ -131,7 +127,7 @@ def describe(unit: state.Unit) -> dict:
 def overview() -> list[dict]:
     """Every gateway `up` runs on this machine: where it listens, whether it runs, what is behind it."""
     return [{**describe(unit), "base_url": reach_url(unit.host, unit.port), "deployments": sharing(unit.port, None)}
-            for unit in state.gateways()]
+            for unit in units_store.gateways()]
 
 
 def check_port(host: str, port: int) -> None:
@@ -153,15 +149,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ensure(host: str, port: int) -> state.Unit:
+def ensure(host: str, port: int) -> units_store.Unit:
     """Start the gateway on host:port unless it runs already."""
     unit = running(port)
     if unit is not None:
         return unit
-    unit = state.put_unit(state.Unit(state.gateway_id(port), "gateway", None, 0, host, port))
+    unit = units_store.put(units_store.Unit(units_store.gateway_id(port), "gateway", None, 0, host, port))
     log = gateway_log_path(port).with_suffix(".supervisor.log")
-    state.update_unit(unit.id, supervisor_pid=process.start_supervisor(unit.id, log))
-    return state.unit(unit.id)
+    units_store.update(unit.id, supervisor_pid=supervised.start_supervisor(unit.id, log))
+    return units_store.get(unit.id)
 
 
 def wait_answers(dep: state.Deployment, api_key: str, ctx: Context) -> None:
@@ -171,7 +167,7 @@ def wait_answers(dep: state.Deployment, api_key: str, ctx: Context) -> None:
     deadline = time.monotonic() + max(ctx.timeout, 60)
     url = reach_url(dep.spec.host, port)
     while True:
-        unit = state.find_unit(state.gateway_id(port))
+        unit = units_store.find(units_store.gateway_id(port))
         if unit is not None and unit.status == "failed":
             raise LlmnestError(f"the gateway on port {port} did not start: {unit.last_error} "
                                f"(log: {gateway_log_path(port)})")
@@ -195,9 +191,9 @@ def release(port: int, grace: float = 10, leaving: str | None = None) -> bool:
     removed or moved away from it); True when it was stopped."""
     if sharing(port, leaving):
         return False
-    unit = state.find_unit(state.gateway_id(port))
+    unit = units_store.find(units_store.gateway_id(port))
     if unit is None:
         return False
-    process.stop(unit, grace)
-    state.delete_unit(unit.id)
+    supervised.stop(unit, grace)
+    units_store.delete(unit.id)
     return True

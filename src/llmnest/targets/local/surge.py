@@ -15,13 +15,13 @@ import httpx
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from ... import state
 from ...catalog import CatalogModel
 from ...endpoints import reach_url
 from ...errors import LlmnestError
 from ...host import host_facts, host_memory_bytes
-from ...runtimes.runners import CPU_BIND, cpu_bind
 from ...spec import DeploymentSpec
+from . import units_store
+from .runners import CPU_BIND, cpu_bind
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def wait_rotation(spec: DeploymentSpec, unit_id: str, taking: bool, on_wait: Cal
         time.sleep(0.5)
 
 
-def drain(spec: DeploymentSpec, unit: state.Unit, on_wait: Callable[[str], None]) -> None:
+def drain(spec: DeploymentSpec, unit: units_store.Unit, on_wait: Callable[[str], None]) -> None:
     """`unit` (marked draining in the store) out of the gateway's rotation, on the gateway's word, then until
     its engine has nothing running or queued (bounded: a stuck request does not hold a redeploy for ever)."""
     if not wait_rotation(spec, unit.id, False, on_wait):
@@ -166,13 +166,13 @@ def drain(spec: DeploymentSpec, unit: state.Unit, on_wait: Callable[[str], None]
         time.sleep(0.5)
 
 
-def engine_busy(unit: state.Unit) -> float:
+def engine_busy(unit: units_store.Unit) -> float:
     """Requests the engine reports running or queued on its /metrics (0 when it cannot say)."""
     families = _metrics(unit.base_url.removesuffix("/v1") + "/metrics", BUSY_METRICS) or []
     return sum(s.value for f in families for s in f.samples)
 
 
-def free_index(units: list[state.Unit], replicas: int) -> int:
+def free_index(units: list[units_store.Unit], replicas: int) -> int:
     """The replica slot a surge replica takes: the lowest of 0..replicas no unit holds (its cores are free)."""
     held = {u.index for u in units}
     return next(i for i in range(replicas + 1) if i not in held)

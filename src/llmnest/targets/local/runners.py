@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from .. import state
-from ..home import gateway_log_path, log_path
-from ..logs import ATTEMPT_MARK, last_attempt
-from . import docker
-from ..spec import DeploymentSpec
-from .process import engine_command, kill_group, wait_gone
+from ... import state
+from ...home import gateway_log_path, log_path
+from ...logs import ATTEMPT_MARK, last_attempt
+from ...runtimes import docker, docker_cli
+from ...runtimes.process import engine_command, kill_group, wait_gone
+from ...spec import DeploymentSpec
+from . import units_store
 
 
 def exit_description(code: int | None) -> str:
@@ -75,7 +76,7 @@ def cpu_bind(index: int, replicas: int, cores: int, alone: bool = True) -> str |
     return str(first) if first == last else f"{first}-{last}"
 
 
-def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
+def replica_launch(unit: units_store.Unit) -> tuple[DeploymentSpec, str | None]:
     """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes.
 
     On CPUs, vLLM pins its threads to the cores it picks, the same ones in every process: several replicas
@@ -87,7 +88,7 @@ def replica_launch(unit: state.Unit) -> tuple[DeploymentSpec, str | None]:
     bind = cpu_bind(unit.index, spec.replicas, os.cpu_count() or 1, alone)
     if spec.device == "cpu" and bind is not None and CPU_BIND not in spec.env:
         spec = spec.model_copy(update={"env": {**spec.env, CPU_BIND: bind}})
-    return spec, state.engine_key(dep.name)
+    return spec, units_store.engine_key(dep.name)
 
 
 class ChildRunner:
@@ -95,7 +96,7 @@ class ChildRunner:
 
     what = "engine"
 
-    def __init__(self, unit: state.Unit) -> None:
+    def __init__(self, unit: units_store.Unit) -> None:
         self.unit = unit
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -169,26 +170,26 @@ class ContainerRunner:
 
     what = "engine"
 
-    def __init__(self, unit: state.Unit) -> None:
+    def __init__(self, unit: units_store.Unit) -> None:
         assert unit.deployment is not None
         self.unit = unit
         self.name = docker.container_name(unit.deployment, unit.index)
         self.restarts_seen = 0
 
     def start(self, attempt: int) -> int | None:
-        found = docker.inspect(self.name, missing_ok=True)
+        found = docker_cli.inspect(self.name, missing_ok=True)
         if found is None:
             spec, key = replica_launch(self.unit)
             assert spec.model_path, "a local deployment has its weights before it starts"
-            docker.start(spec, spec.model_path, key, self.name)
+            docker_cli.start(spec, spec.model_path, key, self.name)
         elif found.status not in {"running", "restarting"}:
-            docker.call("start", self.name, check=False)  # Docker may be restarting it at this very moment
-        current = docker.inspect(self.name, missing_ok=True)
+            docker_cli.call("start", self.name, check=False)  # Docker may be restarting it at this very moment
+        current = docker_cli.inspect(self.name, missing_ok=True)
         self.restarts_seen = current.restarts if current else 0
         return current.pid if current and current.pid else None
 
     def exit_reason(self) -> str | None:
-        found = docker.inspect(self.name, missing_ok=True)
+        found = docker_cli.inspect(self.name, missing_ok=True)
         if found is None:
             return "engine container was removed"
         if found.restarts > self.restarts_seen:
@@ -199,25 +200,25 @@ class ContainerRunner:
         return f"engine container {found.status} with code {found.exit_code}" + (f": {found.error}" if found.error else "")
 
     def kill(self) -> None:
-        docker.call("kill", self.name)  # a manual stop for Docker: start() starts it again
+        docker_cli.call("kill", self.name)  # a manual stop for Docker: start() starts it again
 
     def stop(self, grace: float) -> None:
         """Stop and remove the container, keeping its last log lines in the replica's log for `llmnest logs`."""
-        docker.call("stop", "--time", str(max(int(grace), 1)), self.name, check=False)
-        lines = docker.log_lines(self.name, 5000)
+        docker_cli.call("stop", "--time", str(max(int(grace), 1)), self.name, check=False)
+        lines = docker_cli.log_lines(self.name, 5000)
         if lines:
             assert self.unit.deployment is not None
             with log_path(self.unit.deployment, self.unit.index).open("a") as log:
                 log.write(f"{ATTEMPT_MARK} container {self.name} removed at {time.ctime()}; its log:\n")
                 log.write("\n".join(lines) + "\n")
-        docker.remove(self.name)
+        docker_cli.remove(self.name)
 
     def recent_log(self) -> list[str]:
-        return docker.log_lines(self.name, 5000)
+        return docker_cli.log_lines(self.name, 5000)
 
 
 def runner_for(unit_id: str) -> Runner:
-    unit = state.unit(unit_id)
+    unit = units_store.get(unit_id)
     if unit.kind == "gateway":
         return GatewayRunner(unit)
     assert unit.deployment is not None

@@ -1,8 +1,8 @@
 """The supervisor of one unit on this machine (an engine replica, or a gateway): starts it, probes
 readiness and liveness, restarts.
 
-Run as `python -m llmnest.supervisor UNIT_ID` ("NAME/0", "gateway/8080"), detached by the lifecycle,
-for a local process, a docker container and the gateway alike (runtimes.runners). Before the unit has
+Run as `python -m llmnest.targets.local.supervisor UNIT_ID` ("NAME/0", "gateway/8080"), detached by the local
+target, for a local process, a docker container and the gateway alike (`runners`). Before the unit has
 ever answered, an exit is a failed start (no restart: a bad flag would loop). Once it has answered, a
 crash, or a hang (it stops answering /health while still running), is restarted with exponential
 backoff; the restart count and the reason go to the state store. SIGTERM stops it and exits.
@@ -16,10 +16,11 @@ import sys
 import time
 from types import FrameType
 
-from . import state
-from .logs import error_line, kv_cache_tokens
-from .probe import chat_once, healthy
-from .runtimes.runners import Runner, runner_for
+from ... import state
+from ...logs import error_line, kv_cache_tokens
+from ...probe import chat_once, healthy
+from . import units_store
+from .runners import Runner, runner_for
 
 BACKOFF_START, BACKOFF_MAX = 2.0, 60.0
 STABLE_AFTER = 600.0  # seconds of uptime after which the backoff starts over
@@ -43,33 +44,34 @@ class Supervisor:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.2)
 
-    def _answers(self, unit: state.Unit) -> tuple[bool, str]:
+    def _answers(self, unit: units_store.Unit) -> tuple[bool, str]:
         """An engine answers a real one-token chat (with the key it takes); a gateway answers /health."""
         if unit.kind == "gateway":
             return (True, "ok") if healthy(unit.base_url, timeout=5) else (False, "down")
         assert unit.deployment is not None
         dep = state.get(unit.deployment)
-        result = chat_once(unit.base_url, dep.spec.served_model_name, state.engine_key(dep.name), timeout=10)
+        result = chat_once(unit.base_url, dep.spec.served_model_name, units_store.engine_key(dep.name), timeout=10)
         return result.ok, result.stage
 
     def _watch_until_ready(self) -> bool:
         """Probe until it answers; False if it exits first (or we stop)."""
-        unit = state.unit(self.id)
+        unit = units_store.get(self.id)
         while self.runner.exit_reason() is None and not self.stopping:
             ok, stage = self._answers(unit)
             if ok:
-                state.update_unit(self.id, status="ready", ready_at=time.time(), stage=None)
+                units_store.update(self.id, status="ready", ready_at=time.time(), stage=None)
                 if unit.deployment is not None:
-                    state.update(unit.deployment, info={"kv_cache_tokens_actual": kv_cache_tokens(self.runner.recent_log())})
+                    actual = kv_cache_tokens(self.runner.recent_log())
+                    state.update(unit.deployment, info={"kv_cache_tokens_actual": actual})
                 return True
-            state.update_unit(self.id, stage=stage)
+            units_store.update(self.id, stage=stage)
             self._sleep(1.0)
         return False
 
     def _watch_alive(self) -> tuple[str | None, bool]:
         """Until the engine exits or hangs: the reason, and whether the engine ended by itself (so its log
         may say why); (None, False) when we were asked to stop."""
-        url = state.unit(self.id).base_url
+        url = units_store.get(self.id).base_url
         failures = 0
         while not self.stopping:
             if reason := self.runner.exit_reason():
@@ -85,12 +87,13 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        state.update_unit(self.id, supervisor_pid=os.getpid(), status="starting", last_error=None)
+        units_store.update(self.id, supervisor_pid=os.getpid(), status="starting", last_error=None)
         attempt, ever_ready, backoff = 0, False, BACKOFF_START
         while not self.stopping:
             attempt += 1
             pid = self.runner.start(attempt)
-            state.update_unit(self.id, pid=pid, started_at=time.time(), status="loading" if attempt == 1 else "restarting")
+            units_store.update(self.id, pid=pid, started_at=time.time(),
+                               status="loading" if attempt == 1 else "restarting")
             ready = self._watch_until_ready()
             ever_ready = ever_ready or ready
             ready_since = time.monotonic()
@@ -100,16 +103,16 @@ class Supervisor:
             if not ever_ready:
                 self.runner.stop(0)
                 why = error_line(self.runner.recent_log()) or "no error line in the log"
-                state.update_unit(self.id, status="failed", pid=None, last_error=f"{reason} during start-up: {why}")
+                units_store.update(self.id, status="failed", pid=None, last_error=f"{reason} during start-up: {why}")
                 return 1
             if time.monotonic() - ready_since > STABLE_AFTER:
                 backoff = BACKOFF_START
             detail = error_line(self.runner.recent_log()) if exited else None
-            state.bump_unit_restarts(self.id, f"{reason}: {detail}" if detail else str(reason))
+            units_store.bump_restarts(self.id, f"{reason}: {detail}" if detail else str(reason))
             self._sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         self.runner.stop(STOP_GRACE)
-        state.update_unit(self.id, status="stopped", pid=None)
+        units_store.update(self.id, status="stopped", pid=None)
         return 0
 
 

@@ -13,7 +13,7 @@ Only facts are extracted; no CDK or template code is copied.
 
     cd /tmp && npm pack @alicloud/ros-cdk-ecs@1.11.0 @alicloud/ros-cdk-ros@1.11.0
     git clone https://github.com/aliyun/ros-templates /tmp/ros-templates   # note the commit
-    python src/llmnest/data/ros/generate.py /tmp/alicloud-ros-cdk-*.tgz --templates /tmp/ros-templates
+    python src/llmnest/targets/aliyun/ros/generate.py /tmp/alicloud-ros-cdk-*.tgz --templates /tmp/ros-templates
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The model-aware instance picker: which Alibaba Cloud GPU instance types fit a model, cheapest first.
 
-The one instance-fitting routine: `llmnest plan` ranks with it and a cloud deployment picks and checks
-its instance type with it (`targets.aliyun.sizing`).
+The one instance-fitting routine: `llmnest plan` ranks with it (through the target), a deployment picks and
+checks its instance type with it (sizing), and a plan on this machine that does not fit names the cheapest.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..catalog import CatalogModel
-from ..errors import BadInput
-from .hardware import InstanceType, instance_types
-from .memory import EngineSettings
-from .planner import Plan, plan_gpus
+from ...catalog import CatalogModel
+from ...errors import BadInput
+from ...plan.memory import EngineSettings
+from ...plan.planner import Plan, plan_gpus
+from .catalog import InstanceType, instance_types
 
 
 @dataclass(frozen=True)
