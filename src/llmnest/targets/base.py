@@ -1,4 +1,4 @@
-"""The interface every place a deployment can run implements (this machine, Alibaba Cloud, next Kubernetes).
+"""The interface every place a deployment can run implements (this machine, Alibaba Cloud, Kubernetes).
 
 A target is stateless: what a deployment is lives in the store (`state.Deployment`: the spec, a
 shared status and the target's typed state). The verbs take that record and a `Context` of
