@@ -41,7 +41,7 @@ class Capability(str, Enum):
     FORCE_PLAN = "--force"  # start what the memory plan refuses
     DRY_RUN = "--dry-run"  # render what would be created, create nothing
     GATEWAY_LOGS = "--gateway"  # the log of the gateway in front of the deployment
-    SCALE = "scale"  # change the engine replicas in place (`llmnest scale NAME N`): opt-in (OFFERED)
+    SCALE = "scale"  # change the engine replicas in place (`llmnest scale NAME N`): opt-in (Target.offers)
     DELETE_WEIGHTS = "--delete-weights"  # `down` deletes the deployment's own weights volume too: opt-in
 
 

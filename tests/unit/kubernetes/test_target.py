@@ -382,3 +382,17 @@ def test_dry_run_is_strictly_schema_valid_and_holds_no_key(tmp_path, monkeypatch
         for obj in result["manifests"]:
             validate(obj, version)
     assert "sk-" not in result["yaml"]
+
+
+def test_redeploy_set_replicas_changes_the_placement_and_the_workload(api: ApiStandIn):
+    ack_cluster(api, gpus=8)
+    serving(api, "qwq-32b")
+    with Controllers(api):
+        lifecycle.up(request(gpu_type="NVIDIA-A10"), ctx())
+        lifecycle.redeploy("qwq-32b", {"replicas": "2"}, ctx())
+        with pytest.raises(BadInput, match="at least 1 replica"):
+            lifecycle.scale("qwq-32b", 0, ctx())
+    spec = state.get("qwq-32b").spec
+    assert (spec.replicas, placement_of(spec).replicas) == (2, 2)
+    assert api.get("deployments", NS, "qwq-32b-engine")["spec"]["replicas"] == 2
+    assert api.get("poddisruptionbudgets", NS, "qwq-32b-engine")  # several replicas: a PDB

@@ -14,7 +14,7 @@ from .state import KubernetesState
 
 DECLARATION = Declaration(
     name="kubernetes", place="Kubernetes", summary="a Kubernetes cluster, ACK first", state=KubernetesState,
-    placement=KubernetesPlacement, options=OPTIONS, own_gateway="in the cluster", serves_on="a Kubernetes cluster",
+    placement=KubernetesPlacement, options=OPTIONS, own_gateway=True, serves_on="a Kubernetes cluster",
     show_formats=("command", "k8s"), dry_run="manifests, cluster preflight", dry_run_shows=("k8s",),
     restart="new pods, as `kubectl rollout restart`",
     down="the workload first, until its GPUs are free, then the rest; the weights volume stays unless "

@@ -14,15 +14,16 @@ OPTIONS = (
     Option("namespace", "--namespace", "Namespace of the deployment's objects (default: default).", label="Namespace",
            placeholder="default"),
     Option("create_namespace", "--create-namespace", "Create the namespace too.", kind=bool, default=False),
+    # off the console's form: local's Replicas field has the same name there
     Option("replicas", "--replicas", "Engine replicas (pods, or pod groups with --nodes 2) behind the cluster's "
-           "gateway (default 1).", kind=int, min=1, max=16, label="Replicas", placeholder="1"),
+           "gateway (default 1).", kind=int, min=1, max=16),
     Option("nodes", "--nodes", "GPU nodes per replica: 1, or 2 (a LeaderWorkerSet).", kind=int, default=1, min=1,
            max=2),
     Option("gpu_type", "--gpu-type", "GPU node label value, e.g. NVIDIA-A10 (default: the labelled pool with the most "
            "free GPUs; needed offline).", label="GPU type", placeholder="the pool with the most free GPUs"),
+    # off the console's form too: its field `weights` is the folder of `up --weights`
     Option("weights", "--weights-from", "Weights: hub (a Job fetches them once into a ReadWriteMany volume), "
-           "oss://BUCKET/PATH (a read-only OSS volume) or pvc:CLAIM (a filled claim).", param="weights_from",
-           label="Weights from", placeholder="hub, oss://BUCKET/PATH or pvc:CLAIM"),
+           "oss://BUCKET/PATH (a read-only OSS volume) or pvc:CLAIM (a filled claim).", param="weights_from"),
     Option("storage_class", "--storage-class", "ReadWriteMany storage class for hub weights (default: the cluster's)."),
     Option("oss_endpoint", "--oss-endpoint", "OSS endpoint for oss:// weights, e.g. oss-cn-hangzhou-internal.aliyuncs.com."),
     Option("oss_secret", "--oss-secret", "Secret with akId/akSecret for the OSS volume (default: the node's RAM role)."),

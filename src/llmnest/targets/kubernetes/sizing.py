@@ -45,8 +45,13 @@ def flag_of(field: str) -> str:
 
 def parse_placement(options: dict[str, Any]) -> KubernetesPlacement:
     """The target's options as a placement; a bad value is one line naming its flag."""
+    return placement_from({k: v for k, v in options.items() if DECLARATION.option(k)})
+
+
+def placement_from(data: dict[str, Any]) -> KubernetesPlacement:
+    """A placement from its fields; a bad value is one line naming its flag (or field)."""
     try:
-        return KubernetesPlacement(**{k: v for k, v in options.items() if DECLARATION.option(k)})
+        return KubernetesPlacement(**data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from ... import state
 from ...build import UpRequest, new_api_key
 from ...errors import BadInput, Conflict, LlmnestError
@@ -29,7 +27,7 @@ from . import DECLARATION, manifests, preflight
 from .engine import engine_argv, gpus_per_pod
 from .names import ROLE_LABEL, name_of
 from .placement import KubernetesPlacement, placement_of
-from .sizing import hub_model, parse_placement, request_spec, sized
+from .sizing import hub_model, parse_placement, placement_from, request_spec, sized
 from .state import KubernetesState
 
 if TYPE_CHECKING:
@@ -42,10 +40,7 @@ RESTARTED_AT = "llmnest.io/restarted-at"
 
 def _with_place(spec: DeploymentSpec, **changes: Any) -> DeploymentSpec:
     """The spec with placement fields changed (validated); its replicas follow the placement's."""
-    try:
-        place = KubernetesPlacement.model_validate({**placement_of(spec).model_dump(), **changes})
-    except ValidationError as exc:
-        raise BadInput(f"{spec.name}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    place = placement_from({**placement_of(spec).model_dump(), **changes})
     return validated({**spec.model_dump(), "placement": place, "replicas": place.replicas})
 
 
@@ -336,6 +331,7 @@ class KubernetesTarget(Target):
         if place.autoscale_max and place.autoscale_max > place.replicas:
             raise BadInput(f"{dep.name} autoscales between {place.replicas} and {place.autoscale_max} replicas: "
                            "change those with `llmnest redeploy`")
+        scaled = _with_place(dep.spec, replicas=replicas)  # refused before the cluster is touched
         cluster = self.cluster(dep.spec)
         workload = cluster.workload(info.workload, dep.name)
         if workload is None:
@@ -349,7 +345,7 @@ class KubernetesTarget(Target):
                 raise Conflict(f"{replicas - now} more replica(s) need {info.gpus_per_pod} free GPU(s) per pod; only "
                                f"{fit} fit now: free GPUs or grow the GPU pool")
         cluster.scale(info.workload, dep.name, replicas)
-        state.update(dep.name, spec=_with_place(dep.spec, replicas=replicas))
+        state.update(dep.name, spec=scaled)
         cluster.wait_rollout(info.workload, dep.name, ctx.timeout, ctx.say, poll=POLL_S)
         return f"{dep.name}: {now} -> {replicas} replica(s)"
 
