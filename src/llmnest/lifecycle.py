@@ -1,4 +1,5 @@
-"""The deployment lifecycle the CLI (and the console) call: up, ls, status, logs, show, restart, redeploy, down.
+"""The deployment lifecycle the CLI (and the console) call: up, ls, status, logs, show, restart, redeploy, scale,
+down.
 
 Target-independent: each verb finds the deployment's target (targets.get), checks what it asks of
 it against the target's declared capabilities before any side effect, and calls the target's verb.
@@ -135,6 +136,7 @@ def summary(dep: state.Deployment, api_key: str | None, extra: dict[str, Any] | 
         "where": target.where(dep),
         "gateway": dep.spec.gateway,
         "api_key_name": target.key_name(dep, api_key),
+        "api_key_enabled": dep.spec.api_key_enabled,
         "replicas": dep.spec.replicas,
         "endpoints": [as_dict(e) for e in eps],
         "log": target.log_file(dep),
@@ -243,7 +245,18 @@ def redeploy(name: str | None, sets: dict[str, str], ctx: Context) -> Created:
                    {"replaced": how} if how else {})
 
 
+def scale(name: str | None, replicas: int, ctx: Context) -> str:
+    """The deployment's engine replicas changed in place, where its target can; one line saying what changed."""
+    dep, target = _deployment(name)
+    _require(target, Capability.SCALE, dep.name)
+    if replicas < 1:
+        raise BadInput(f"{dep.name} needs at least 1 replica, not {replicas}: `llmnest down {dep.name}` removes it")
+    return target.scale(dep, replicas, ctx)
+
+
 def down(name: str | None, ctx: Context) -> str:
     """Remove what the deployment created and forget it; one line saying what went."""
     dep, target = _deployment(name)
+    if ctx.delete_weights:
+        _require(target, Capability.DELETE_WEIGHTS, dep.name)
     return target.down(dep, ctx)

@@ -101,16 +101,18 @@ class DeploymentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _fits_host(self) -> DeploymentSpec:
-        if self.replicas > 1 and not self.gateway:
+        target = registry.declaration(self.target)
+        if self.replicas > 1 and not (self.gateway or target.own_gateway):
             raise ValueError("several replicas need the gateway in front of them: drop --no-gateway and --no-api-key")
-        if self.gateway and (not registry.declaration(self.target).gateway or not self.api_key_enabled):
+        if self.gateway and (not target.gateway or not self.api_key_enabled):
             raise ValueError("the gateway fronts keyed deployments on this machine only")
         if self.device == "cpu" and self.engine == "sglang":
             raise ValueError("SGLang needs an NVIDIA GPU; on this machine use --engine vllm")
         per_replica = self.tensor_parallel_size * self.pipeline_parallel_size
-        if self.device == "cuda" and per_replica * self.replicas > max(self.gpu_count, 1):
-            times = f" x replicas {self.replicas}" if self.replicas > 1 else ""
-            raise ValueError(f"tensor_parallel_size x pipeline_parallel_size{times} = {per_replica * self.replicas} "
+        sharing = 1 if target.own_gateway else self.replicas  # replicas that share the gpu_count GPUs
+        if self.device == "cuda" and per_replica * sharing > max(self.gpu_count, 1):
+            times = f" x replicas {self.replicas}" if sharing > 1 else ""
+            raise ValueError(f"tensor_parallel_size x pipeline_parallel_size{times} = {per_replica * sharing} "
                              f"exceeds the {self.gpu_count} GPUs")
         return self
 

@@ -122,7 +122,7 @@ def test_cloud_flags_without_the_cloud_target_are_refused(env: dict[str, str]) -
     for args in (["--target", "nowhere"], ["--target", "local", "--force", "--target", "aliyun", "--region", "x"]):
         done = run_cli(env, "up", "smollm2-135m", *args, timeout=120)
         assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "unknown --target 'nowhere': use local or aliyun" in run_cli(env, "up", "--target", "nowhere").stderr
+    assert "unknown --target 'nowhere': use local, aliyun or kubernetes" in run_cli(env, "up", "--target", "nowhere").stderr
 
 
 def test_missing_permission_is_one_line_and_exit_1(env: dict[str, str]) -> None:

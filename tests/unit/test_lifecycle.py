@@ -22,7 +22,7 @@ def test_every_target_implements_every_verb_and_declares_an_option_one_way():
             flag, owner = seen.setdefault(option.param_name, (option.flag, name))
             assert flag == option.flag, f"{option.param_name} is {flag} for {owner} and {option.flag} for {name}"
         assert set(target.unsupported) <= set(Capability)
-    with pytest.raises(BadInput, match="unknown --target 'k8s': use local or aliyun"):
+    with pytest.raises(BadInput, match="unknown --target 'k8s': use local, aliyun or kubernetes"):
         targets.get("k8s")
 
 

@@ -1,4 +1,4 @@
-"""`llmnest up / ls / status / logs / show / restart / redeploy / down`: parse, call the lifecycle, print."""
+"""`llmnest up / ls / status / logs / show / restart / redeploy / scale / down`: parse, call the lifecycle, print."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def _print_ready(created: Any, json_out: bool) -> None:
     if json_out:
         print_json({**info, "seconds_to_ready": round(created.seconds, 1)})
         return
-    console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]\n")
+    console.print(f"[bold green]{render.ready_line(info, created.seconds)}[/bold green]")
+    console.print(render.extra_text(created.extra), markup=False)
     console.print(render.endpoint_text(info, program()), markup=False)
 
 
@@ -201,12 +202,32 @@ def redeploy(
 
 
 @handle_errors
+def scale(
+    name: str = typer.Argument(..., help="Deployment."),
+    replicas: int = typer.Argument(..., help="Engine replicas wanted (1 or more)."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for the replicas."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Change the engine replicas in place, where the deployment's target can (more only when the GPUs free hold
+    them); waits until they roll out."""
+    with PhaseView() as view:
+        line = lifecycle.scale(name, replicas, _context(view, timeout=timeout))
+    if json_out:
+        print_json({"name": name, "replicas": replicas, "result": line})
+    else:
+        console.print(f"[bold green]✓[/bold green] {line}")
+
+
+@handle_errors
 def down(
     name: Optional[str] = typer.Argument(None, help=NAME_HELP),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting cloud resources."),
+    delete_weights: bool = typer.Option(False, "--delete-weights",
+                                        help="Delete the weights the deployment keeps of its own too (a volume where "
+                                             "its target keeps one; refused elsewhere). Kept by default, for the next up."),
 ) -> None:
     """Stop the deployment and remove it (the help adds what each target removes)."""
-    console.print(lifecycle.down(name, _context(yes=yes)))
+    console.print(lifecycle.down(name, _context(yes=yes, delete_weights=delete_weights)))
 
 
 # What restart and down do on a target that declares its own words for it.
@@ -218,5 +239,7 @@ HELP = {"restart": "Start the deployment again with the same spec; waits until i
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (up, ls, status, logs, show, restart, redeploy, down):
-        app.command(fn.__name__, help=HELP.get(fn.__name__))(fn)
+    for fn in (up, ls, status, logs, show, restart, redeploy, scale, down):
+        # `scale NAME -1` reaches the lifecycle, which refuses it in one line, instead of click's "no such option"
+        settings = {"ignore_unknown_options": True} if fn is scale else {}
+        app.command(fn.__name__, help=HELP.get(fn.__name__), context_settings=settings)(fn)

@@ -32,7 +32,7 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug detail on stderr."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    """Deploy, operate and measure LLM endpoints on this machine or on Alibaba Cloud."""
+    """Deploy, operate and measure LLM endpoints on this machine, on Alibaba Cloud or in a Kubernetes cluster."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -14,14 +14,22 @@ def ready_line(summary: dict[str, Any], seconds: float) -> str:
     return f"✓ {summary['name']} answers ({summary['engine']}, {summary['where']}, {seconds:.0f} s)"
 
 
+def extra_text(extra: dict[str, Any]) -> str:
+    """What the target added to `up`/`redeploy`'s result (a namespace, a region, how it rolled out), one line
+    each under the ready line, then a blank line."""
+    width = max((len(k) for k in extra), default=0)
+    return "".join(f"  {k.replace('_', ' '):<{width}}  {v}\n" for k, v in extra.items() if v not in (None, ""))
+
+
 def endpoint_text(summary: dict[str, Any], program: str = "llmnest") -> str:
     """The block a person pastes from: endpoints, key, curl, Python, Chatbox, next commands (run as
     `program`, the way this llmnest is reached from here)."""
     eps = [Endpoint(e["base_url"], e["api_key"], e["model"], e["label"]) for e in summary["endpoints"]]
     out = [f"  {'Endpoint (' + e.label + ')':<22} {e.base_url}" for e in eps]
     label = f"API key ({summary.get('api_key_name') or 'default'})" if summary.get("gateway") else "API key"
-    out += [f"  {label:<22} {summary['api_key'] or '(none: open endpoint)'}" if len(label) <= 22 else
-            f"  {label}\n  {'':<22} {summary['api_key'] or '(none: open endpoint)'}",
+    key = summary["api_key"] or ("(none: open endpoint)" if not summary.get("api_key_enabled", True) else
+                                 "(not made here: see keys above)")
+    out += [f"  {label:<22} {key}" if len(label) <= 22 else f"  {label}\n  {'':<22} {key}",
             f"  {'Model':<22} {summary['served_model_name']}", ""]
     if eps:
         ep = eps[0]

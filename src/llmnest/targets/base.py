@@ -1,4 +1,4 @@
-"""The interface every place a deployment can run implements (this machine, Alibaba Cloud, next Kubernetes).
+"""The interface every place a deployment can run implements (this machine, Alibaba Cloud, Kubernetes).
 
 A target is stateless: what a deployment is lives in the store (`state.Deployment`: the spec, a
 shared status and the target's typed state). The verbs take that record and a `Context` of
@@ -42,6 +42,16 @@ class Capability(str, Enum):
     FORCE_PLAN = "--force"  # start what the memory plan refuses
     DRY_RUN = "--dry-run"  # render what would be created, create nothing
     GATEWAY_LOGS = "--gateway"  # the log of the gateway in front of the deployment
+    SCALE = "scale"  # change the engine replicas in place (`llmnest scale NAME N`): opt-in (Target.offers)
+    DELETE_WEIGHTS = "--delete-weights"  # `down` deletes the deployment's own weights volume too: opt-in
+
+
+# What a target cannot do unless it says so in `offers`, with the reason given when it does not.
+OPT_IN: dict[Capability, str] = {
+    Capability.SCALE: "replicas do not change in place there; where it can run several, "
+                      "`llmnest redeploy {name} --set replicas=N` rolls them out",
+    Capability.DELETE_WEIGHTS: "it keeps no weights of its own there (`down` removes what it created)",
+}
 
 
 @dataclass
@@ -57,6 +67,7 @@ class Context:
     force: bool = False
     yes: bool = False
     dry_run: bool = False
+    delete_weights: bool = False  # `down`: the weights volume goes too (Capability.DELETE_WEIGHTS)
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class Target(ABC):
 
     declaration: ClassVar[Declaration]  # its package's DECLARATION: name, place, options, placement, state
     unsupported: ClassVar[dict[Capability, str]] = {}
+    offers: ClassVar[frozenset[Capability]] = frozenset()  # the OPT_IN capabilities it has
 
     @property
     def name(self) -> str:
@@ -102,6 +114,8 @@ class Target(ABC):
     def refusal(self, capability: Capability, name: str = "NAME") -> str | None:
         """Why this target cannot do `capability` (for deployment `name`), or None when it can."""
         reason = self.unsupported.get(capability)
+        if reason is None and capability in OPT_IN and capability not in self.offers:
+            reason = OPT_IN[capability]
         return reason.format(name=name) if reason else None
 
     @abstractmethod
@@ -177,9 +191,15 @@ class Target(ABC):
         """Replace the engine with `new` (validated by the caller), waiting until it answers; returns one line
         saying how it was replaced, where the target has a choice."""
 
+    def scale(self, dep: state.Deployment, replicas: int, ctx: Context) -> str:
+        """Change the engine replicas in place, waiting for them; one line saying what changed. For a target
+        that offers Capability.SCALE."""
+        raise AssertionError("the lifecycle checks Capability.SCALE first")
+
     @abstractmethod
     def down(self, dep: state.Deployment, ctx: Context) -> str:
-        """Remove what the deployment created and forget it; returns one line saying what went."""
+        """Remove what the deployment created and forget it (its weights too with ctx.delete_weights, for a
+        target that offers Capability.DELETE_WEIGHTS); returns one line saying what went."""
 
     def quick_status(self, dep: state.Deployment) -> dict[str, Any]:
         """What `status` adds that is known without a network call (for `ls`); by default nothing."""

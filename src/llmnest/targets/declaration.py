@@ -53,6 +53,9 @@ class Declaration:
     options: tuple[Option, ...] = ()
     store: str | None = None  # its module that adds tables to the store (state.extend), loaded before the store opens
     gateway: bool = False  # llmnest's gateway on this machine may front its engines (`spec.gateway`)
+    # it runs a gateway of its own in front of its replicas (`spec.replicas` > 1 without `spec.gateway`), each
+    # replica on GPUs of its own (`spec.gpu_count` counts one replica's)
+    own_gateway: bool = False
     serves_on: str | None = None  # where the engine serves, when not this machine: "an Alibaba Cloud instance"
     paid: bool = False  # creates resources that cost money: the console asks to accept the price first
     show_formats: tuple[str, ...] = ("command", "script")  # `show --as` beyond `spec`

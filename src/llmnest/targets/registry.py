@@ -18,6 +18,7 @@ DEFAULT = "local"  # `--target` left out
 PACKAGES = {
     "local": "llmnest.targets.local",
     "aliyun": "llmnest.targets.aliyun",
+    "kubernetes": "llmnest.targets.kubernetes",
 }
 
 

@@ -8,7 +8,9 @@ It is a real HTTP server on 127.0.0.1 speaking the REST paths lightkube calls, w
 - get, list and watch (ADDED/MODIFIED/DELETED lines; resumes after a resourceVersion) with label
   selectors (=, ==, !=, in, notin, exists, !exists);
 - delete (404 when absent), the scale subresource (get, patch), pod logs (tailLines, follow);
-- status, pods, events and log lines set by the test (`put`, `set_status`, `log`).
+- status, pods, events and log lines set by the test (`put`, `set_status`, `log`);
+- the service proxy (GET /api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH) answered by a function the
+  test sets per Service (`serve`), standing in for the pods behind it.
 What it does not do: no controllers (nothing creates or deletes pods, no garbage collection, no
 rollout), no admission, defaulting or schema validation, no field selectors, no auth, no RBAC, no
 merge of lists by key, one namespace set per test.
@@ -27,6 +29,7 @@ from urllib.parse import parse_qs, urlparse
 
 PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
                   r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$")
+PROXY = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/services/(?P<name>[^/:]+)(?::(?P<port>[^/]+))?/proxy(?P<path>/.*)?$")
 Key = tuple[str, str, str]  # plural, namespace ("" for cluster-scoped), name
 
 
@@ -61,6 +64,7 @@ class ApiStandIn:
         self.history: list[tuple[int, str, Key, dict]] = []  # (resourceVersion, type, key, object)
         self.logs: dict[tuple[str, str], list[str]] = {}  # (pod, container) -> lines
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, content type)
+        self.proxies: dict[tuple[str, str], Any] = {}  # (namespace, service) -> path -> (code, text)
         self.version = 0
         self.lock = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -110,6 +114,10 @@ class ApiStandIn:
         with self.lock:
             self.logs.setdefault((pod, container), []).extend(lines)
             self.lock.notify_all()
+
+    def serve(self, namespace: str, service: str, answer: Any) -> None:
+        """What the pods behind `service` answer through the proxy: answer(path) -> (status, text)."""
+        self.proxies[(namespace, service)] = answer
 
     def get(self, plural: str, namespace: str, name: str) -> dict | None:
         return self.objects.get((plural, namespace, name))
@@ -204,7 +212,25 @@ def _handler(api: ApiStandIn) -> type[BaseHTTPRequestHandler]:
             key = (found["plural"], found["ns"] or "", found["name"] or "")
             return key, found["sub"], query, found
 
+        def _proxy(self, found: re.Match) -> None:
+            api.requests.append((self.command, urlparse(self.path).path, None))
+            svc = api.objects.get(("services", found["ns"], found["name"]))
+            answer = api.proxies.get((found["ns"], found["name"]))
+            if svc is None:
+                return self._send(404, _status(404, "NotFound", f'services "{found["name"]}" not found'))
+            if answer is None:  # the API server's answer when no endpoint is ready behind the Service
+                return self._send(503, _status(503, "ServiceUnavailable", "no endpoints available for service"))
+            code, text = answer(found["path"] or "/")
+            data = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_GET(self) -> None:
+            if proxied := PROXY.match(urlparse(self.path).path):
+                return self._proxy(proxied)
             key, sub, query, _ = self._route()
             if key is None:
                 return self._send(404, _status(404, "NotFound", self.path))

@@ -210,7 +210,7 @@ def test_delete_refuses_to_go_on_while_pods_hold_gpus(api: ApiStandIn):
 
 
 def test_connect_reads_the_kubeconfig_context_as_kubectl_does(api: ApiStandIn, tmp_path, monkeypatch):
-    from llmnest.errors import Conflict
+    from llmnest.errors import BadInput, Conflict
     from llmnest.targets.kubernetes.client import connect
 
     config = tmp_path / "config"
@@ -220,5 +220,8 @@ def test_connect_reads_the_kubeconfig_context_as_kubectl_does(api: ApiStandIn, t
         monkeypatch.delenv(var, raising=False)
     Cluster(connect("stand-in"), NS).apply_all(objects()[:1])
     assert api.get("secrets", NS, "qwq-32b-engine-key")
+    with pytest.raises(BadInput, match="^unknown --context 'prod': your kubeconfig has stand-in .*get-contexts"):
+        connect("prod")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     with pytest.raises(Conflict, match="cannot use context 'prod' of your kubeconfig .*kubectl config get-contexts"):
         connect("prod")

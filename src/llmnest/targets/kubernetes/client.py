@@ -16,14 +16,19 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lightkube import ApiError, Client
+import httpx2
+from lightkube import ALL_NS, ApiError, Client
 from lightkube.codecs import from_dict
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.apiregistration_v1 import APIService
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Event, Pod
+from lightkube.resources.core_v1 import Event, Node, Pod, Secret, Service
+from lightkube.resources.storage_v1 import CSIDriver, StorageClass
 
-from ...errors import Conflict, LlmnestError
+from ...errors import BadInput, Conflict, LlmnestError
+from . import preflight
 from .events import event_line, pod_lines
 from .names import COMPONENT_LABEL, DEPLOYMENT_LABEL, FIELD_MANAGER, ROLE_LABEL, name_of
 
@@ -36,8 +41,16 @@ Say = Callable[[str], None]
 def connect(context: str | None = None, namespace: str | None = None) -> Client:
     """A client for kubeconfig `context` as kubectl reads it ($KUBECONFIG, else ~/.kube/config, else in-cluster)."""
     try:
-        config = KubeConfig.from_env().get(context) if context else None
+        config = None
+        if context:
+            kubeconfig = KubeConfig.from_env()
+            if context not in kubeconfig.contexts:
+                raise BadInput(f"unknown --context {context!r}: your kubeconfig has "
+                               f"{', '.join(sorted(kubeconfig.contexts)) or 'none'} (`kubectl config get-contexts`)")
+            config = kubeconfig.get(context)
         return Client(config=config, namespace=namespace, field_manager=FIELD_MANAGER)
+    except BadInput:
+        raise
     except Exception as exc:  # lightkube raises plain exceptions for missing or unreadable configs
         where = f"context {context!r}" if context else "the current context"
         raise Conflict(f"cannot use {where} of your kubeconfig ({exc}); check `kubectl config get-contexts`") from None
@@ -73,9 +86,22 @@ class Cluster:
         return sorted(found, key=lambda p: (p["metadata"].get("labels", {}).get(ROLE_LABEL) == "worker",
                                             p["metadata"]["name"]))
 
+    def workload(self, kind: str, deployment: str) -> dict | None:
+        """The engine workload as the server has it (spec and status), or None when it is gone."""
+        try:
+            return self.client.get(WORKLOADS[kind], name_of(deployment, "engine"), namespace=self.namespace).to_dict()
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise LlmnestError(f"cannot read {kind} {name_of(deployment, 'engine')}: {exc.status.message}") from None
+
     def rollout_done(self, kind: str, name: str) -> bool:
-        """Every replica updated to the newest generation and available, and no old pod left."""
+        """Every replica updated to the newest generation and available, and no old pod left; a Deployment
+        past its progress deadline raises (the controller gave up on the rollout)."""
         obj = self.client.get(WORKLOADS[kind], name, namespace=self.namespace).to_dict()
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+                raise LlmnestError(f"{kind} {name} made no progress within its deadline: {cond.get('message', '')}")
         want = obj["spec"].get("replicas", 1)
         status = obj.get("status") or {}
         current = status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
@@ -149,6 +175,81 @@ class Cluster:
                 and not (keep_weights and is_weights(o))]
         gone += [self._delete(o) for o in reversed(rest)]
         return [g for g in gone if g]
+
+    def facts(self, secrets: list[str]) -> preflight.ClusterFacts:
+        """What preflight needs, read in one pass: nodes and the GPUs pods hold on them, the LWS and KEDA
+        CRDs, CSI drivers, storage classes, the custom metrics API, and which of `secrets` exist here."""
+        try:
+            used: dict[str, int] = {}
+            for pod in self.client.list(Pod, namespace=ALL_NS):
+                data = pod.to_dict()
+                node = (data.get("spec") or {}).get("nodeName")
+                if node and (data.get("status") or {}).get("phase") not in {"Succeeded", "Failed"}:
+                    used[node] = used.get(node, 0) + preflight.gpus_requested(data)
+            nodes = [preflight.node_of(n.to_dict(), 0) for n in self.client.list(Node)]
+            nodes = [preflight.Node(n.name, n.labels, n.taints, n.gpus, used.get(n.name, 0), n.schedulable)
+                     for n in nodes]
+            crds = {c for c in (preflight.LWS_CRD, preflight.KEDA_CRD) if self._exists(CustomResourceDefinition, c)}
+            classes = {}
+            for sc in self.client.list(StorageClass):
+                data = sc.to_dict()
+                classes[data["metadata"]["name"]] = {
+                    "provisioner": data.get("provisioner", ""),
+                    "default": (data["metadata"].get("annotations") or {}).get(preflight.DEFAULT_CLASS) == "true"}
+            drivers = {d.metadata.name for d in self.client.list(CSIDriver)}
+            metrics = self._available(preflight.CUSTOM_METRICS)
+            present = {s for s in secrets if self._exists(Secret, s, self.namespace)}
+        except ApiError as exc:
+            raise Conflict(f"cannot read the cluster ({exc.status.message}); llmnest needs to list nodes, pods, "
+                           "CRDs, storage classes and CSI drivers") from None
+        except httpx2.TransportError as exc:
+            server = self.client._client.config.cluster.server  # noqa: SLF001 - for the message only
+            raise Conflict(f"cannot reach the cluster's API server at {server} ({exc}); check your kubeconfig "
+                           "context and network") from None
+        return preflight.ClusterFacts(nodes, crds, drivers, classes, metrics, present)
+
+    def _exists(self, resource: Any, name: str, namespace: str | None = None) -> bool:
+        try:
+            self.client.get(resource, name, **({"namespace": namespace} if namespace else {}))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        return True
+
+    def _available(self, api_service: str) -> bool:
+        try:
+            found = self.client.get(APIService, api_service).to_dict()
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        return any(c.get("type") == "Available" and c.get("status") == "True"
+                   for c in (found.get("status") or {}).get("conditions") or [])
+
+    def gateway_address(self, deployment: str) -> str | None:
+        """The gateway LoadBalancer's IP or host name, once the cloud has given one."""
+        try:
+            svc = self.client.get(Service, name_of(deployment, "gateway"), namespace=self.namespace).to_dict()
+        except ApiError:
+            return None
+        for ingress in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            if ingress.get("ip") or ingress.get("hostname"):
+                return ingress.get("ip") or ingress.get("hostname")
+        return None
+
+    def proxy_get(self, service: str, path: str) -> tuple[int, str]:
+        """GET `path` on a Service's `http` port through the API server's service proxy (reaches a ClusterIP
+        Service from outside the cluster; the API server keeps the caller's Authorization to itself, so
+        only keyless routes answer). Uses the authenticated HTTP client lightkube built for this cluster
+        (its `_client._client`: lightkube has no proxy call), so auth and TLS are lightkube's."""
+        http = self.client._client._client  # noqa: SLF001 - lightkube's httpx client for this kubeconfig
+        url = f"/api/v1/namespaces/{self.namespace}/services/{service}:http/proxy{path}"
+        try:
+            resp = http.get(url)
+        except Exception as exc:  # noqa: BLE001 - any transport failure means "not answering yet"
+            return 0, str(exc)
+        return resp.status_code, resp.text
 
     def _delete(self, obj: dict) -> str | None:
         resource = type(from_dict(obj))

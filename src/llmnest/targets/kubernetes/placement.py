@@ -8,7 +8,7 @@ weights read-only from a shared volume, replace-in-place rollouts unless the clu
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -97,3 +97,10 @@ class KubernetesPlacement(BaseModel):
     @property
     def claim(self) -> str:
         return self.weights.removeprefix(CLAIM_PREFIX)
+
+
+def placement_of(spec: Any) -> KubernetesPlacement:
+    """The placement of a kubernetes spec (it always has one)."""
+    place = spec.placement
+    assert isinstance(place, KubernetesPlacement), f"{spec.name} is not a Kubernetes deployment"
+    return place

@@ -1,0 +1,383 @@
+"""Kubernetes (ACK first): the engine as a Deployment or LeaderWorkerSet, the gateway in front, in one namespace.
+
+The verbs read the cluster first (GPU pools, CRDs, drivers, storage, metrics API) and refuse what cannot
+work in one line; they apply `manifests.render` with server-side apply under one field manager, say the
+cluster's Events that matter as they happen, and wait until the engine and the gateway answer through
+their Services. A rollout surges one pod only when the GPUs free allow it, else replaces in place, and
+a redeploy whose pods do not come up puts the last good spec back.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ... import state
+from ...build import UpRequest, new_api_key
+from ...errors import BadInput, Conflict, LlmnestError
+from ...examples import Endpoint
+from ...gateway.upstreams import Upstream
+from ...home import deployment_dir, write_secret
+from ...spec import DeploymentSpec, validated
+from ..base import Capability, Context, Created, Resolved, Target
+from . import DECLARATION, manifests, preflight
+from .engine import engine_argv, gpus_per_pod
+from .names import ROLE_LABEL, name_of
+from .placement import KubernetesPlacement, placement_of
+from .sizing import hub_model, parse_placement, placement_from, request_spec, sized
+from .state import KubernetesState
+
+if TYPE_CHECKING:
+    from .client import Cluster
+
+LB_WAIT_S = 300.0  # a cloud LoadBalancer usually gets its address within a minute or two
+POLL_S = 2.0
+RESTARTED_AT = "llmnest.io/restarted-at"
+
+
+def _with_place(spec: DeploymentSpec, **changes: Any) -> DeploymentSpec:
+    """The spec with placement fields changed (validated); its replicas follow the placement's."""
+    place = placement_from({**placement_of(spec).model_dump(), **changes})
+    return validated({**spec.model_dump(), "placement": place, "replicas": place.replicas})
+
+
+def _key_path(name: str) -> Path:
+    """The deployment's internal engine key (0600), which its Secrets carry into the cluster."""
+    return deployment_dir(name) / "engine_key"
+
+
+def _engine_key(name: str) -> str:
+    path = _key_path(name)
+    return path.read_text() if path.exists() else ""
+
+
+def _kind(place: KubernetesPlacement) -> str:
+    return "Deployment" if place.nodes == 1 else "LeaderWorkerSet"
+
+
+def _secrets(place: KubernetesPlacement) -> list[str]:
+    return [s for s in (place.gateway_db_secret, place.gateway_redis_secret, place.oss_secret) if s]
+
+
+class KubernetesTarget(Target):
+    declaration = DECLARATION
+    unsupported = {Capability.FORCE_PLAN: "in a cluster the GPU type must fit the model (pick one with --gpu-type)"}
+    offers = frozenset({Capability.SCALE, Capability.DELETE_WEIGHTS})
+
+    # ---- up -------------------------------------------------------------------------------------
+    def resolve(self, req: UpRequest) -> Resolved:
+        place = parse_placement(req.options)
+        spec, model = request_spec(req, place)
+        if place.gpu_type:
+            spec = sized(spec, model)
+        return Resolved(spec, None, model)
+
+    def cluster(self, spec: DeploymentSpec) -> Cluster:
+        try:
+            from .client import Cluster, connect  # lightkube loads only when a cluster is used
+        except ImportError:
+            raise BadInput("--target kubernetes needs lightkube: pip install 'llmnest[kubernetes]'") from None
+        place = placement_of(spec)
+        return Cluster(connect(place.context, place.namespace), place.namespace)
+
+    def _prepare(self, spec: DeploymentSpec, cluster: Cluster) -> tuple[DeploymentSpec, list[str], str]:
+        """The spec sized for the cluster's card, what cannot work there, and how rollouts will go."""
+        place = placement_of(spec)
+        facts = cluster.facts(_secrets(place))
+        if place.gpu_type is None:
+            card = preflight.pick_card(facts, place.gpu_label)
+            if not card:
+                listed = "; ".join(p.line() for p in preflight.pools(facts, place.gpu_label)) or "none"
+                raise Conflict(f"no node carries the GPU label {place.gpu_label} (GPU pools: {listed}); pass "
+                               "--gpu-type with the label value, or set the label's name in the placement")
+            spec = sized(_with_place(spec, gpu_type=card), hub_model(spec))
+            place = placement_of(spec)
+        gpus = gpus_per_pod(spec, place)
+        problems = preflight.refusals(facts, place, gpus)
+        spare = preflight.pods_fitting_now(facts, place, gpus) - place.replicas * place.nodes
+        surge = bool(gpus) and spare >= place.nodes
+        return _with_place(spec, gpu_headroom=surge), problems, preflight.rollout_line(surge, place, gpus)
+
+    def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
+        spec, checks = resolved.spec, []
+        try:
+            spec, problems, rollout = self._prepare(spec, self.cluster(spec))
+            checks = [{"check": "cluster", "ok": not problems, "detail": "; ".join(problems) or "fits"},
+                      {"check": "rollout", "ok": True, "detail": rollout}]
+        except Conflict as exc:  # no kubeconfig or no cluster: render from the options alone
+            if placement_of(spec).gpu_type is None:
+                raise BadInput(f"{exc}; without a cluster to read, pass --gpu-type (e.g. NVIDIA-A10)") from None
+            checks = [{"check": "cluster", "ok": None, "detail": f"not read: {exc}"}]
+        objects = manifests.render(spec, placement_of(spec), manifests.KEY_PLACEHOLDER)
+        return {"manifests": objects, "yaml": manifests.to_yaml(objects), "preflight": checks,
+                "spec": spec.model_dump(mode="json")}
+
+    def dry_run_text(self, result: dict[str, Any]) -> str:
+        """The manifests (as `kubectl apply -f -` takes them, the internal key a placeholder) and the preflight."""
+        marks = {True: "ok  ", False: "FAIL", None: "skip"}
+        checks = [f"  [{marks[c['ok']]}] {c['check']:<8} {c['detail']}" for c in result["preflight"]]
+        return "\n".join([
+            "# Manifests", result["yaml"].rstrip(), "",
+            "# Preflight", *checks, "",
+            "Nothing was created. Add --json for the manifests, the preflight and the spec as one JSON object.",
+        ])
+
+    def create(self, resolved: Resolved, ctx: Context) -> Created:
+        t0 = time.monotonic()
+        if resolved.spec.name in state.names():
+            raise Conflict(f"a deployment named {resolved.spec.name!r} exists; pick another --name, or "
+                           f"`llmnest down {resolved.spec.name}` first")
+        cluster = self.cluster(resolved.spec)
+        ctx.on_phase("reading the cluster", "")
+        spec, problems, rollout = self._prepare(resolved.spec, cluster)
+        if problems:
+            more = f" (and {len(problems) - 1} more: `--dry-run` lists them)" if len(problems) > 1 else ""
+            raise Conflict(problems[0] + more)
+        place = placement_of(spec)
+        state.create(spec, None)
+        engine_key = new_api_key()
+        write_secret(_key_path(spec.name), engine_key)
+        server = cluster.client._client.config.cluster.server  # noqa: SLF001 - where, for `ls`/`status`
+        state.update(spec.name, info={"context": place.context, "cluster": server, "workload": _kind(place),
+                                      "gpus_per_pod": gpus_per_pod(spec, place), "rollout": rollout})
+        objects = manifests.render(spec, place, engine_key)
+        try:
+            ctx.on_phase("applying", f"{len(objects)} objects in namespace {place.namespace}")
+            cluster.apply_all(objects)
+            self._wait(cluster, spec, ctx)
+        except BaseException as exc:
+            ctx.say(f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}: removing what {spec.name} "
+                    "applied (the weights volume stays for a retry)")
+            try:
+                cluster.delete(spec.name, objects, ctx.timeout, ctx.say, keep_weights=True, poll=POLL_S)
+            finally:
+                state.delete(spec.name)
+                _key_path(spec.name).unlink(missing_ok=True)
+            raise
+        state.update(spec.name, status="ready", ready_at=time.time())
+        dep = state.get(spec.name)
+        return Created(dep, None, time.monotonic() - t0,
+                       {"namespace": place.namespace, "rollout": rollout,
+                        "keys": f"the gateway's keys live in the PostgreSQL of Secret {place.gateway_db_secret}: "
+                                f"`llmnest keys create NAME --db URL`"})
+
+    def _wait(self, cluster: Cluster, spec: DeploymentSpec, ctx: Context) -> None:
+        """Until the engine rolled out, the gateway did, and both answer through their Services; then the
+        LoadBalancer's address (recorded) when there is one."""
+        place = placement_of(spec)
+        deadline = time.monotonic() + ctx.timeout
+
+        def say(line: str) -> None:
+            ctx.say(line)
+            ctx.on_phase("loading", line)
+
+        ctx.on_phase("loading", f"waiting for {_kind(place)} {name_of(spec.name, 'engine')}")
+        cluster.wait_rollout(_kind(place), spec.name, ctx.timeout, say, poll=POLL_S)
+        engine, gateway = name_of(spec.name, "engine"), name_of(spec.name, "gateway")
+        ctx.on_phase("starting gateway", f"waiting for Deployment {gateway}")
+        while True:
+            answers = (cluster.rollout_done("Deployment", gateway), cluster.proxy_get(engine, "/health")[0] == 200,
+                       cluster.proxy_get(gateway, "/health")[0] == 200,
+                       cluster.proxy_get(gateway, "/v1/models")[0] == 401)  # the gateway itself, asking for a key
+            if all(answers):
+                break
+            if time.monotonic() > deadline:
+                what = ["the gateway did not roll out", "the engine Service does not answer /health",
+                        "the gateway Service does not answer /health", "the gateway does not check keys on /v1/models"]
+                raise LlmnestError(f"{spec.name}: {'; '.join(w for w, ok in zip(what, answers) if not ok)} "
+                                   f"within {ctx.timeout:.0f} s; see `llmnest status {spec.name}`")
+            time.sleep(POLL_S)
+        if place.expose == "cluster":
+            return
+        ctx.on_phase("starting gateway", "waiting for the LoadBalancer's address")
+        lb_deadline = min(deadline, time.monotonic() + LB_WAIT_S)
+        while (address := cluster.gateway_address(spec.name)) is None and time.monotonic() < lb_deadline:
+            time.sleep(POLL_S)
+        if address:
+            state.update(spec.name, info={"address": address})
+        else:
+            ctx.say(f"the LoadBalancer of {gateway} has no address yet; `llmnest status {spec.name}` shows it later")
+
+    # ---- reading --------------------------------------------------------------------------------
+    def _info(self, dep: state.Deployment) -> KubernetesState:
+        assert isinstance(dep.info, KubernetesState)
+        return dep.info
+
+    def short_where(self, dep: state.Deployment) -> str:
+        return f"k8s/{placement_of(dep.spec).namespace}"
+
+    def where(self, dep: state.Deployment) -> str:
+        place, info = placement_of(dep.spec), self._info(dep)
+        pods = f"{place.replicas} x {place.nodes} pods" if place.nodes > 1 else f"{place.replicas} pod(s)"
+        return (f"{pods} x {info.gpus_per_pod} {place.gpu_type or 'GPU'}, "
+                f"{place.context or 'current context'} ({info.cluster or '?'}) namespace {place.namespace}")
+
+    def status(self, dep: state.Deployment) -> dict[str, Any]:
+        place, info = placement_of(dep.spec), self._info(dep)
+        cluster = self.cluster(dep.spec)
+        workload = cluster.workload(info.workload, dep.name)
+        pods = cluster.pods(dep.name)
+        problems = cluster.problems(dep.name)
+        address = cluster.gateway_address(dep.name) if place.expose != "cluster" else None
+        if workload is None:
+            now = "stopped"
+        else:
+            want = workload["spec"].get("replicas", place.replicas)
+            ready = (workload.get("status") or {}).get("readyReplicas", 0)
+            now = "ready" if ready >= want else "failed" if problems else "loading"  # old Events do not unready it
+        updates: dict[str, Any] = {"status": now}
+        if address and address != info.address:
+            updates["info"] = {"address": address}
+        state.update(dep.name, **updates)
+        status = (workload or {}).get("status") or {}
+        return {"status": now, "namespace": place.namespace, "workload": f"{info.workload}/{name_of(dep.name, 'engine')}",
+                "desired_replicas": (workload or {}).get("spec", {}).get("replicas"),
+                "ready_replicas": status.get("readyReplicas", 0), "updated_replicas": status.get("updatedReplicas", 0),
+                "pods": [_pod_row(p) for p in pods], "problems": problems, "gateway_address": address,
+                "rollout": info.rollout}
+
+    def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
+        place, info = placement_of(dep.spec), self._info(dep)
+        inside = f"http://{name_of(dep.name, 'gateway')}.{place.namespace}.svc.cluster.local/v1"
+        out = [Endpoint(inside, api_key, dep.spec.served_model_name, "in the cluster")]
+        if info.address:
+            out.insert(0, Endpoint(f"http://{info.address}/v1", api_key, dep.spec.served_model_name,
+                                   f"{place.expose} LoadBalancer"))
+        return out
+
+    def upstreams(self, dep: state.Deployment) -> list[Upstream]:
+        return []  # the cluster has its own gateway, with its own keys: no gateway here routes to it
+
+    def _pod(self, dep: state.Deployment, cluster: Cluster, replica: int, component: str) -> str:
+        pods = [p for p in cluster.pods(dep.name, component)
+                if p["metadata"].get("labels", {}).get(ROLE_LABEL) != "worker"]
+        if not pods:
+            raise LlmnestError(f"{dep.name} has no {component} pod now; `llmnest status {dep.name}` says why")
+        if replica >= len(pods):
+            raise BadInput(f"{dep.name} has {len(pods)} {component} pod(s): use --replica 0 to {len(pods) - 1}")
+        return pods[replica]["metadata"]["name"]
+
+    def logs(self, dep: state.Deployment, tail: int, follow: bool, replica: int = 0) -> Iterator[str]:
+        """The engine pod's log (a LeaderWorkerSet's leader: the one that serves)."""
+        cluster = self.cluster(dep.spec)
+        yield from cluster.logs(self._pod(dep, cluster, replica, "engine"), tail, follow)
+
+    def gateway_logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
+        cluster = self.cluster(dep.spec)
+        yield from cluster.logs(self._pod(dep, cluster, 0, "gateway"), tail, follow, container="gateway")
+
+    def show(self, dep: state.Deployment, fmt: str) -> str:
+        if fmt == "k8s":
+            objects = manifests.render(dep.spec, placement_of(dep.spec), manifests.KEY_PLACEHOLDER)
+            return (f"# {dep.name}: `kubectl apply --server-side --field-manager=llmnest -f -`; replace "
+                    f"{manifests.KEY_PLACEHOLDER} (twice) with a random internal key first\n"
+                    + manifests.to_yaml(objects).rstrip())
+        return shlex.join(engine_argv(dep.spec)[0])
+
+    # ---- changing -------------------------------------------------------------------------------
+    def _apply(self, cluster: Cluster, spec: DeploymentSpec, ctx: Context, restarted: str | None = None) -> None:
+        key = _engine_key(spec.name)
+        objects = manifests.render(spec, placement_of(spec), key)
+        if restarted:
+            for obj in (o for o in objects if o["metadata"]["name"] == name_of(spec.name, "engine")):
+                for template in _templates(obj):
+                    template.setdefault("metadata", {}).setdefault("annotations", {})[RESTARTED_AT] = restarted
+        cluster.apply_all(objects)
+        self._wait(cluster, spec, ctx)
+
+    def restart(self, dep: state.Deployment, ctx: Context) -> None:
+        """New pods for the same spec (as `kubectl rollout restart`: a pod-template annotation changes)."""
+        cluster = self.cluster(dep.spec)
+        self._apply(cluster, dep.spec, ctx, restarted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        state.update(dep.name, status="ready", ready_at=time.time(), restarts=dep.restarts + 1)
+
+    def _strategy(self, cluster: Cluster, spec: DeploymentSpec) -> tuple[DeploymentSpec, str]:
+        """The spec with the rollout the GPUs free now allow: surge one pod with headroom, else in place."""
+        place = placement_of(spec)
+        gpus = gpus_per_pod(spec, place)
+        facts = cluster.facts(_secrets(place))
+        problems = preflight.refusals(facts, place, gpus, running=place.replicas * place.nodes)
+        if problems:
+            raise Conflict(problems[0])
+        surge = preflight.headroom(facts, place, gpus)
+        return _with_place(spec, gpu_headroom=surge), preflight.rollout_line(surge, place, gpus)
+
+    def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
+        """Roll `new` out; when its pods do not come up, apply the last good spec (the stored one) again."""
+        cluster = self.cluster(dep.spec)
+        if new.replicas != placement_of(new).replicas:  # `--set replicas=N`
+            new = _with_place(new, replicas=new.replicas)
+        new, how = self._strategy(cluster, new)
+        ctx.say(how)
+        try:
+            self._apply(cluster, new, ctx)
+        except LlmnestError as exc:
+            ctx.say(f"the new spec did not come up ({exc}); rolling back to the last good spec")
+            try:
+                self._apply(cluster, dep.spec, ctx)
+            except LlmnestError as again:
+                raise LlmnestError(f"redeploy of {dep.name} failed ({exc}) and the rollback did too ({again}); "
+                                   f"see `llmnest status {dep.name}`") from None
+            raise LlmnestError(f"redeploy of {dep.name} failed: {exc}; the previous spec is back and answers") from None
+        state.update(dep.name, spec=new, status="ready", ready_at=time.time(), info={"rollout": how})
+        return how
+
+    def scale(self, dep: state.Deployment, replicas: int, ctx: Context) -> str:
+        """Engine replicas through the scale subresource; more only when the GPUs free hold them."""
+        place, info = placement_of(dep.spec), self._info(dep)
+        if place.autoscale_max and place.autoscale_max > place.replicas:
+            raise BadInput(f"{dep.name} autoscales between {place.replicas} and {place.autoscale_max} replicas: "
+                           "change those with `llmnest redeploy`")
+        scaled = _with_place(dep.spec, replicas=replicas)  # refused before the cluster is touched
+        cluster = self.cluster(dep.spec)
+        workload = cluster.workload(info.workload, dep.name)
+        if workload is None:
+            raise Conflict(f"{info.workload} {name_of(dep.name, 'engine')} is not in the cluster; "
+                           f"`llmnest status {dep.name}`")
+        now = workload["spec"].get("replicas", place.replicas)
+        if replicas > now:
+            facts = cluster.facts([])
+            fit = preflight.pods_fitting_now(facts, place, info.gpus_per_pod) // place.nodes
+            if fit < replicas - now:
+                raise Conflict(f"{replicas - now} more replica(s) need {info.gpus_per_pod} free GPU(s) per pod; only "
+                               f"{fit} fit now: free GPUs or grow the GPU pool")
+        cluster.scale(info.workload, dep.name, replicas)
+        state.update(dep.name, spec=scaled)
+        cluster.wait_rollout(info.workload, dep.name, ctx.timeout, ctx.say, poll=POLL_S)
+        return f"{dep.name}: {now} -> {replicas} replica(s)"
+
+    def down(self, dep: state.Deployment, ctx: Context) -> str:
+        """The workload first, until its pods are gone (their GPUs free), then the rest; the weights volume stays
+        unless ctx.delete_weights."""
+        keep_weights = not ctx.delete_weights
+        cluster = self.cluster(dep.spec)
+        place = placement_of(dep.spec)
+        objects = manifests.render(dep.spec, place, manifests.KEY_PLACEHOLDER)
+        gone = cluster.delete(dep.name, objects, ctx.timeout, ctx.say, keep_weights=keep_weights, poll=POLL_S)
+        state.delete(dep.name)
+        _key_path(dep.name).unlink(missing_ok=True)
+        kept = (f"; the weights volume {name_of(dep.name, 'weights')} stays for the next up of {dep.name} "
+                f"(`down --delete-weights` removes it too)" if keep_weights and place.weights_kind != "claim" else "")
+        return f"deleted {len(gone)} objects of {dep.name} from namespace {place.namespace} and forgot it{kept}"
+
+
+def _templates(obj: dict) -> list[dict]:
+    spec = obj.get("spec", {})
+    if obj["kind"] not in {"Deployment", "LeaderWorkerSet"}:
+        return []
+    if "template" in spec:
+        return [spec["template"]]
+    lwt = spec["leaderWorkerTemplate"]
+    return [lwt["leaderTemplate"], lwt["workerTemplate"]]
+
+
+def _pod_row(pod: dict) -> dict[str, Any]:
+    status = pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    return {"name": pod["metadata"]["name"], "phase": status.get("phase"), "node": (pod.get("spec") or {}).get("nodeName"),
+            "ready": bool(containers) and all(c.get("ready") for c in containers),
+            "restarts": sum(c.get("restartCount", 0) for c in containers)}
+
