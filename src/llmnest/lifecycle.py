@@ -38,12 +38,12 @@ def _check_options(req: UpRequest, target: Target) -> None:
     foreign = [k for k in req.options if target.declaration.option(k) is None]
     if not foreign:
         return
-    owners = {o.field: (d.name, o.flag) for d in registry.declarations() for o in d.options}
-    owner = owners[foreign[0]][0]
-    flags = ", ".join(owners[k][1] for k in foreign)
+    flags = {o.field: o.flag for d in registry.declarations() for o in d.options}
+    owners = [d.name for d in registry.declarations() if d.option(foreign[0]) is not None]
+    listed = ", ".join(flags[k] for k in foreign)
     one = len(foreign) == 1
-    raise BadInput(f"{flags} {'is' if one else 'are'} for --target {owner}: "
-                   f"add --target {owner}, or drop {'it' if one else 'them'} to deploy on {target.place}")
+    raise BadInput(f"{listed} {'is' if one else 'are'} for --target {registry.choices(owners)}: "
+                   f"add --target {owners[0]}, or drop {'it' if one else 'them'} to deploy on {target.place}")
 
 
 def _elsewhere(here: Target) -> Callable[..., str | None]:

@@ -99,7 +99,7 @@ def test_cloud_bootstrap_runs_the_same_docker_run(docker_demo: Demo) -> None:
     """The instance bootstrap's `docker run` is `run_argv` too: for this deployment's spec placed on
     Alibaba Cloud, it has the container options of the container tested here, except the host weights
     path, the GPU (`--gpus all`) and device settings passed as `--env`; the engine flags tested here
-    are all in it (the cloud adds GPU flags and binds 0.0.0.0)."""
+    are all in it (the cloud adds GPU flags; the engine binds loopback behind the instance's gateway)."""
     local = _spec(docker_demo)
     cloud = resolve(local.model_copy(update={"target": "aliyun", "placement": AliyunPlacement(region="cn-hangzhou"),
                                              "gateway": False}))
@@ -107,7 +107,8 @@ def test_cloud_bootstrap_runs_the_same_docker_run(docker_demo: Demo) -> None:
     runs = [shlex.split(line) for line in script.splitlines() if line.lstrip().startswith("docker run ")]
     assert len(runs) == 1, runs
     in_script = runs[0]
-    expected, _ = run_argv(cloud, bootstrap.host_model_dir(cloud), bootstrap.KEY_PLACEHOLDER)
+    behind_gateway = cloud.listening_on("127.0.0.1", bootstrap.engine_port(cloud))  # the gateway has the port
+    expected, _ = run_argv(behind_gateway, bootstrap.host_model_dir(cloud), bootstrap.KEY_PLACEHOLDER)
     assert in_script == expected
     here, _ = run_argv(local, local.model_path or "", "key")
     assert _container_options(in_script) == _container_options(here)

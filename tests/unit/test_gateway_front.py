@@ -147,7 +147,7 @@ def test_a_port_someone_else_uses_is_refused_before_anything(home):
 @pytest.mark.parametrize(("args", "message"), [
     (["--replicas", "2", "--no-gateway"], "several replicas need the gateway in front of them"),
     (["--replicas", "2", "--target", "aliyun", "--region", "cn-hangzhou"],
-     "--replicas is for --target local: add --target local, or drop it to deploy on Alibaba Cloud"),
+     "--replicas is for --target local or kubernetes: add --target local, or drop it to deploy on Alibaba Cloud"),
     (["--replicas", "0"], "Invalid value for '--replicas'"),
 ])
 def test_bad_replica_options_get_one_line(args, message, home):

@@ -28,7 +28,7 @@ def _owners() -> dict[str, tuple[Option, list[str]]]:
 def _parameter(opt: Option, owners: list[str]) -> inspect.Parameter:
     decls = [f"{opt.flag}/{opt.negative}" if opt.negative else opt.flag]
     bounds = {k: v for k, v in (("min", opt.min), ("max", opt.max)) if v is not None}
-    info = typer.Option(opt.default, *decls, help=f"[{', '.join(owners)}] {opt.help}", **bounds)
+    info = typer.Option(opt.default, *decls, help=f"\\[{', '.join(owners)}] {opt.help}", **bounds)
     annotation = opt.kind if opt.default is not None else Optional[opt.kind]  # noqa: UP045 - typer reads it
     return inspect.Parameter(opt.param_name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info,
                              annotation=annotation)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from llmnest import lifecycle, state
-from llmnest.build import UpRequest
+from llmnest.spec_builder import UpRequest
 from llmnest.errors import BadInput, Conflict, LlmnestError
 from llmnest.targets import Context, get
 from llmnest.targets.kubernetes import target as k8s_target

@@ -149,7 +149,8 @@ function deployForm() {
   const model = form.elements.model, target = form.elements.target;
   const sync = () => {
     $("#model-facts").textContent = model.selectedOptions[0]?.dataset.facts || "";
-    $$("fieldset[data-target]", form).forEach((f) => { f.hidden = f.dataset.target !== target.value; });
+    // another target's fields are hidden and disabled (not sent: two targets may share a field's name)
+    $$("fieldset[data-target]", form).forEach((f) => { f.hidden = f.disabled = f.dataset.target !== target.value; });
   };
   model.addEventListener("change", sync); target.addEventListener("change", sync); sync();
   $("#plan-button").addEventListener("click", async () => {

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...build import UpRequest, build_spec
+from ...spec_builder import UpRequest, build_spec
 from ...catalog import CatalogModel, demo_model, find_model, get_model
 from ...errors import BadInput
 from ...plan import GpuModel, gpu_models, plan_gpus

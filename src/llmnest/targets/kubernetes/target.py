@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ... import state
-from ...build import UpRequest, new_api_key
+from ...spec_builder import UpRequest, new_api_key
 from ...errors import BadInput, Conflict, LlmnestError
-from ...examples import Endpoint
+from ...endpoints import Endpoint
 from ...gateway.upstreams import Upstream
 from ...home import deployment_dir, write_secret
 from ...spec import DeploymentSpec, validated
@@ -141,7 +141,7 @@ class KubernetesTarget(Target):
         engine_key = new_api_key()
         write_secret(_key_path(spec.name), engine_key)
         server = cluster.client._client.config.cluster.server  # noqa: SLF001 - where, for `ls`/`status`
-        state.update(spec.name, info={"context": place.context, "cluster": server, "workload": _kind(place),
+        state.update(spec.name, target_state={"context": place.context, "cluster": server, "workload": _kind(place),
                                       "gpus_per_pod": gpus_per_pod(spec, place), "rollout": rollout})
         objects = manifests.render(spec, place, engine_key)
         try:
@@ -197,14 +197,14 @@ class KubernetesTarget(Target):
         while (address := cluster.gateway_address(spec.name)) is None and time.monotonic() < lb_deadline:
             time.sleep(POLL_S)
         if address:
-            state.update(spec.name, info={"address": address})
+            state.update(spec.name, target_state={"address": address})
         else:
             ctx.say(f"the LoadBalancer of {gateway} has no address yet; `llmnest status {spec.name}` shows it later")
 
     # ---- reading --------------------------------------------------------------------------------
     def _info(self, dep: state.Deployment) -> KubernetesState:
-        assert isinstance(dep.info, KubernetesState)
-        return dep.info
+        assert isinstance(dep.target_state, KubernetesState)
+        return dep.target_state
 
     def short_where(self, dep: state.Deployment) -> str:
         return f"k8s/{placement_of(dep.spec).namespace}"
@@ -322,7 +322,7 @@ class KubernetesTarget(Target):
                 raise LlmnestError(f"redeploy of {dep.name} failed ({exc}) and the rollback did too ({again}); "
                                    f"see `llmnest status {dep.name}`") from None
             raise LlmnestError(f"redeploy of {dep.name} failed: {exc}; the previous spec is back and answers") from None
-        state.update(dep.name, spec=new, status="ready", ready_at=time.time(), info={"rollout": how})
+        state.update(dep.name, spec=new, status="ready", ready_at=time.time(), target_state={"rollout": how})
         return how
 
     def scale(self, dep: state.Deployment, replicas: int, ctx: Context) -> str:
