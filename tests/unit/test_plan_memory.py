@@ -127,6 +127,32 @@ def test_overhead_follows_the_profilers_terms():
         assert mem.non_torch_bytes(2, None, counted) == known
 
 
+def test_hopper_nvlink_before_0_11_plans_the_logged_non_torch_figure_and_says_it_is_unsure():
+    """8 x H200 on vLLM 0.7.3 logged 7.16 GiB of non-torch memory per GPU (no source sizes it; the largest Hopper log
+    before 0.11 that checks the NVLink figure is tp 2): a dense model at tp 8 (or 4) on H200 with vLLM 0.10 plans that
+    figure and says it is unsure; from 0.11 (snapshot after NCCL starts), over PCIe, at tp 2 or on an A100 it does not."""
+    qwen32, h200 = get_model("Qwen/Qwen2.5-32B-Instruct"), gpu_model("H200")
+
+    def plan(version: str, gpu=h200, tp: int = 8, link: str | None = None):
+        return plan_gpus(qwen32, gpu, tp, tensor_parallel_size=tp,
+                         engine=mem.EngineSettings(vllm_version=version, interconnect=link))
+
+    def hopper_unsure(p) -> bool:
+        return any(line.startswith("unsure") and "Hopper GPUs over NVLink" in line for line in p.provenance)
+
+    old, new = plan("0.10.2"), plan("0.11.0")
+    assert hopper_unsure(old) and "non-torch 7.16 GiB (tp 8" in old.arithmetic[3]
+    assert not hopper_unsure(new) and "non-torch 0.95 GiB (tp 8" in new.arithmetic[3]
+    # the same activation peak (FlashInfer's sampler in both images): the KV gap is the non-torch term alone
+    assert new.kv_cache_bytes - old.kv_cache_bytes == mem.HOPPER_LOGGED_NON_TORCH - mem.NON_TORCH_BASE - mem.NCCL_NVLINK_RUNTIME
+    budget = mem.gpu_budget(qwen32, "bf16", "H200", "nvlink", h200.cuda_total_bytes, 0.9, 8, 1,
+                            mem.EngineSettings(vllm_version="0.10.2"), h200.compute_capability)
+    assert budget.non_torch == round(7.16 * GIB) and len(budget.rules.unsure) == 1
+    assert hopper_unsure(plan("0.10.2", tp=4))
+    for sure in (plan("0.10.2", link="pcie"), plan("0.10.2", tp=2), plan("0.10.2", gpu=gpu_model("A100-80G"))):
+        assert not hopper_unsure(sure) and "7.16" not in sure.arithmetic[3]
+
+
 def test_moe_forward_counts_the_routed_experts_caches():
     moe = get_model("Qwen/Qwen3-30B-A3B")
     per_token = 3 * 2048 + 8 * (3 * 768 / 4 + 2048)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .hardware import GpuModel
     from .memory import GpuBudget
 
-from .memory import NON_TORCH_BASE
+from .memory import HOPPER_LOGGED_NON_TORCH, NON_TORCH_BASE
 
 GIB = 1024**3
 # The KV cache's lowest and highest error on the held-out logs, percent (tests/unit/test_plan_calibration.py
@@ -38,6 +38,8 @@ def _nccl(budget: GpuBudget) -> str:
     nccl = budget.non_torch - NON_TORCH_BASE
     if not nccl:
         return ""
+    if budget.non_torch == HOPPER_LOGGED_NON_TORCH:
+        return " (the figure 8 x H200 logged before vLLM 0.11: unsure, below)"
     link = {"nvlink": "NVLink", "pcie": "PCIe"}.get(budget.link or "", "an unknown link (the larger figure)")
     return f" (of which NCCL's buffers over {link} {_gib(nccl)}, whatever the tp size)"
 

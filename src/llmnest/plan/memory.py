@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..catalog import DTYPE_BYTES, CatalogModel
 from .vllm_rules import GRAPH_SIZES_BLACKWELL_FROM, SORT_COPIES, TRITON_MIN_ROWS, VllmRules, vllm_rules
@@ -49,6 +49,14 @@ NCCL_PCIE = round(0.28 * GIB)
 # 20), 4 x B200 with expert parallel 0.95 GiB (docs/plan.md), so 0.80 above the base. Over PCIe the same few
 # channels as before, so the PCIe figure stays.
 NCCL_NVLINK_RUNTIME = round(0.80 * GIB)
+# Hopper NVSwitch boards (H100/H200/H20/H800 SXM) before vLLM 0.11: DeepSeek-R1 at tp 8 on 8 x H200 with vLLM 0.7.3
+# logged 7.16 GiB of non-torch memory per GPU (tests/data/vllm_gpu_logs_validation.yaml, refused for MLA; docs/plan.md
+# round 3) where 8 x A100-SXM4 logged 2.10. NVLink SHARP (NVLS) buffers would account for it, but no source read sizes
+# them. The largest Hopper run before 0.11 that checks the NVLink figure is tp 2 (2 x H200, vLLM 0.10.2, 1.38 GiB logged;
+# a Qwen3-Next log cited in docs/plan.md, the model refused, so in no yaml); above HOPPER_CHECKED_RANKS GPUs the 8 x
+# H200 log's figure is planned as the whole term, an upper bound from evidence (not a fit), and the plan says unsure.
+HOPPER_LOGGED_NON_TORCH = round(7.16 * GIB)
+HOPPER_CHECKED_RANKS = 2
 LOADED_EXTRA = 32 * MIB  # "Model loading took" exceeds params x bytes by 5 to 31 MiB (rotary caches, buffers)
 # vLLM's CUDA graph estimate (profile_cudagraph_memory, vllm_rules.TERMS): the first capture of the largest size
 # holds that forward's intermediates in the graph pool (bounded by forward_bytes), every further graph adds what its
@@ -225,6 +233,16 @@ def non_torch_bytes(ranks: int, link: str | None, init_counted: bool) -> int:
     return NON_TORCH_BASE + max(nccl_bytes(kind, init_counted) for kind in links)
 
 
+def hopper_non_torch_unsure(compute_capability: float, ranks: int, link: str | None, init_counted: bool) -> str:
+    """Why the non-torch term is unsure on a Hopper NVSwitch board (empty: it is not): NCCL counted from before it
+    started (vLLM < 0.11), over NVLink or an unknown link, on more GPUs than any Hopper log of those versions checks."""
+    if not (9.0 <= compute_capability < 10.0 and init_counted and link != "pcie" and ranks > HOPPER_CHECKED_RANKS):
+        return ""
+    return (f"no log checks the non-torch memory of {ranks} Hopper GPUs over NVLink before vLLM 0.11; 8 x H200 on "
+            f"vLLM 0.7.3 logged {HOPPER_LOGGED_NON_TORCH / GIB:.2f} GiB per GPU (NVLink SHARP buffers would account "
+            "for it, no source read sizes them): that figure is planned, an upper bound")
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """The vLLM settings the overhead depends on; None means vLLM's default (or: not known)."""
@@ -277,11 +295,15 @@ def _sampler_terms(rules: VllmRules, max_seqs: int, batched_tokens: int) -> tupl
 
 def gpu_budget(
     model: CatalogModel, weights_dtype: str, gpu_name: str, link: str | None, total: int, util: float, tp: int,
-    pp: int, engine: EngineSettings,
+    pp: int, engine: EngineSettings, compute_capability: float = 0.0,
 ) -> GpuBudget:
     """KV bytes per GPU = CUDA total x utilization - loaded weights - activation peak - non-torch - graphs,
     each term as the engine's vLLM version computes it (vllm_rules)."""
     rules = engine.rules(model, weights_dtype)
+    non_torch = non_torch_bytes(tp * pp, link, rules.nccl_init_counted)
+    if why := hopper_non_torch_unsure(compute_capability, tp * pp, link, rules.nccl_init_counted):
+        non_torch = max(non_torch, HOPPER_LOGGED_NON_TORCH)
+        rules = replace(rules, unsure=(*rules.unsure, why))
     default_tokens, default_seqs = batch_defaults(gpu_name, total)
     batched = engine.max_num_batched_tokens or default_tokens
     seqs = engine.max_num_seqs or default_seqs
@@ -289,7 +311,7 @@ def gpu_budget(
     return GpuBudget(
         total=total, usable=int(total * util), weights=loaded_weights_per_gpu(model, weights_dtype, tp * pp),
         activations=activation_bytes(model, act_bytes, batched, seqs, tp, *_sampler_terms(rules, seqs, batched)),
-        non_torch=non_torch_bytes(tp * pp, link, rules.nccl_init_counted),
+        non_torch=non_torch,
         cuda_graphs=cuda_graph_bytes(model, act_bytes, rules, gpu_name, batched, seqs, tp) if rules.cuda_graphs else 0,
         batched_tokens=batched, max_seqs=seqs,
         link=link, rules=rules,

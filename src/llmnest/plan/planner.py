@@ -195,7 +195,8 @@ def _gpu_figures(
     weights_dt: str, kv_dt: str, block: int, length: int, engine: mem.EngineSettings,
 ) -> dict[str, Any]:
     weights = mem.weights_bytes(model, weights_dt)
-    budget = mem.gpu_budget(model, weights_dt, gpu.key, link_of(gpu, engine), memory_bytes, util, tp, pp, engine)
+    budget = mem.gpu_budget(model, weights_dt, gpu.key, link_of(gpu, engine), memory_bytes, util, tp, pp, engine,
+                            gpu.compute_capability)
     usable, per_gpu_weights, overhead, kv_space = budget.usable, budget.weights, budget.overhead, budget.kv
     per_token = mem.kv_bytes_per_token(model, kv_dt, tp, pp)
     blocks = mem.kv_blocks(kv_space, block, per_token)
