@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,7 +29,7 @@ from .http_limits import HttpLimits
 from .limiter import Limiter
 from .metrics import Metrics
 from .relay import Relay
-from .router import Replica, Router
+from .router import Router
 from .routing import ENDPOINTS, Routing
 from .upstreams import Provider
 
@@ -120,18 +119,6 @@ class Gateway:
             await self.accounting.drain()  # usage being written when asked to stop
             await self.routing.stop()
             self.upstream.close()
-
-    @property
-    def client(self) -> httpx.AsyncClient | None:
-        """The health checks' HTTP client (open while the app runs)."""
-        return self.routing.client
-
-    @client.setter
-    def client(self, client: httpx.AsyncClient | None) -> None:
-        self.routing.client = client
-
-    async def _check(self, replica: Replica) -> None:
-        await self.routing.check(replica)
 
     # ---- the gateway's own routes ----------------------------------------------------------------
 

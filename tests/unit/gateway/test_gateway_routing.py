@@ -223,13 +223,13 @@ def test_a_slow_health_check_takes_a_replica_out_only_the_second_time(sqlite_db,
         gw = Gateway(sqlite_db, StaticProvider([Upstream("m", "slow", f"http://127.0.0.1:{silent.getsockname()[1]}/v1")]))
 
         async def two_checks() -> list[bool]:
-            gw.client = httpx.AsyncClient()
+            gw.routing.client = httpx.AsyncClient()
             gw.router.update(gw.provider.upstreams())
             replica, seen = gw.router.replicas["m"][0], []
             for _ in range(2):
-                await gw._check(replica)
+                await gw.routing.check(replica)
                 seen.append(replica.healthy)
-            await gw.client.aclose()
+            await gw.routing.client.aclose()
             return seen
 
         assert asyncio.run(two_checks()) == [True, False]
