@@ -12,8 +12,9 @@ from rich.status import Status
 from rich.table import Table
 
 from .. import lifecycle
-from ..spec_builder import UpRequest
+from ..humanize import duration
 from ..spec import parse_sets
+from ..spec_builder import UpRequest
 from ..targets import Context, registry
 from ..targets.base import DEFAULT_TIMEOUT
 from . import render, target_options
@@ -126,7 +127,7 @@ def ls(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
     table = Table("name", "model", "engine", "where", "status", "endpoint", "uptime", "restarts")
     for r in rows:
         table.add_row(r["name"], r["model"], r["engine"], r["where"], r["status"], r["base_url"],
-                      render.duration(r["uptime_s"]), str(r["restarts"]))
+                      duration(r["uptime_s"]), str(r["restarts"]))
     console.print(table)
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from ..endpoints import Endpoint
 from ..examples import chatbox_settings, curl_example, python_example
-from ..humanize import duration  # noqa: F401  (the CLI's tables call it as render.duration)
 
 
 def ready_line(summary: dict[str, Any], seconds: float) -> str:
