@@ -155,18 +155,29 @@ def apply_sets(spec: DeploymentSpec, sets: dict[str, str]) -> DeploymentSpec:
     """A new spec with `--set` values applied.
 
     Keys naming a spec field (dashes or underscores) set that field, typed and validated; `env.NAME`
-    sets an environment variable; any other key becomes an engine flag (`enable-prefix-caching=true`
-    gives `--enable-prefix-caching`). An empty value removes that variable or flag (`flag=`).
+    sets an environment variable; `placement.FIELD`, or a FIELD only the target's placement has, sets
+    that placement field (the target's redeploy says which it cannot change in place); any other key
+    becomes an engine flag (`enable-prefix-caching=true` gives `--enable-prefix-caching`). An empty
+    value removes that variable or flag (`flag=`).
     """
     data: dict[str, Any] = spec.model_dump()
+    placed = set(type(spec.placement).model_fields) if isinstance(spec.placement, BaseModel) else set()
     for raw_key, value in sets.items():
         key = raw_key.replace("-", "_")
+        typed = None if value.lower() in {"", "none", "null"} else _scalar(value)
         if raw_key.startswith("env."):
             data["env"] = _with(data["env"], raw_key[4:], value)
         elif key in LOCKED_FIELDS:
             raise BadInput(f"--set cannot change {key!r}; create a new deployment instead (`llmnest up MODEL`)")
         elif key in SPEC_FIELDS:
-            data[key] = None if value.lower() in {"", "none", "null"} else _scalar(value)
+            data[key] = typed
+        elif key.startswith("placement."):
+            if key[len("placement."):] not in placed:
+                raise BadInput(f"--set {raw_key}: a {spec.target} deployment's placement has "
+                               f"{', '.join(sorted(placed)) or 'no fields'}")
+            data["placement"][key[len("placement."):]] = typed
+        elif key in placed:
+            data["placement"][key] = typed
         else:
             data["engine_args"] = _with(data["engine_args"], raw_key.replace("_", "-"), value)
     return validated(data)

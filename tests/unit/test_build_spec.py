@@ -49,6 +49,7 @@ def test_set_overrides_fields_and_passes_engine_flags_through():
     (["model=Qwen/Qwen3-8B"], r"cannot change 'model'; create a new deployment instead \(`llmnest up MODEL`\)"),
     (["novalue"], "KEY=VALUE"),
     (["max_model_len=99999"], "exceeds smollm2-135m's context"),
+    (["placement.region=cn-hangzhou"], "a local deployment's placement has no fields"),
 ])
 def test_bad_sets_are_one_line_of_bad_input(pairs, message):
     with pytest.raises(BadInput, match=message):
@@ -95,3 +96,12 @@ def test_spec_round_trips_through_json():
     spec, _ = spec_for("Qwen/QwQ-32B", A10x8, sets={"enable-prefix-caching": "true"})
     assert DeploymentSpec.from_json(spec.to_json()) == spec
     assert apply_sets(spec, {}) == spec
+
+
+def test_a_placement_field_is_set_by_its_name_or_placement_dot_name():
+    spec, _ = build_spec(UpRequest(model="Qwen/QwQ-32B", target="aliyun"), get_model("Qwen/QwQ-32B"), None,
+                         placement=AliyunPlacement(region="cn-hangzhou"))
+    moved = apply_sets(spec, {"placement.region": "cn-beijing"})
+    assert moved.placement.region == "cn-beijing" and spec.placement.region == "cn-hangzhou"
+    assert apply_sets(spec, {"region": "cn-beijing"}) == moved
+    assert "region" not in apply_sets(spec, {"region": "cn-beijing"}).engine_args

@@ -396,3 +396,51 @@ def test_redeploy_set_replicas_changes_the_placement_and_the_workload(api: ApiSt
     assert (spec.replicas, placement_of(spec).replicas) == (2, 2)
     assert api.get("deployments", NS, "qwq-32b-engine")["spec"]["replicas"] == 2
     assert api.get("poddisruptionbudgets", NS, "qwq-32b-engine")  # several replicas: a PDB
+
+
+def test_redeploy_sets_placement_fields_resizes_for_a_new_card_and_prunes_what_is_no_longer_rendered(api: ApiStandIn):
+    ack_cluster(api, gpus=8)
+    for i in range(2):  # a second pool, of bigger cards
+        api.put("nodes", node(f"big-{i}", 8, "NVIDIA-A100-SXM4-80GB"))
+    serving(api, "qwq-32b")
+    said: list[str] = []
+    with Controllers(api):
+        lifecycle.up(request(gpu_type="NVIDIA-A10", replicas=2), ctx())
+        assert api.get("poddisruptionbudgets", NS, "qwq-32b-engine")
+        before = state.get("qwq-32b").spec.tensor_parallel_size
+        lifecycle.redeploy("qwq-32b", {"gpu_type": "NVIDIA-A100-SXM4-80GB", "replicas": "1",
+                                       "placement.load_timeout_s": "900"}, ctx(said))
+    spec = state.get("qwq-32b").spec
+    place = placement_of(spec)
+    assert (place.gpu_type, place.replicas, spec.replicas, place.load_timeout_s) == ("NVIDIA-A100-SXM4-80GB", 1, 1, 900)
+    assert before == 4 and spec.tensor_parallel_size == 1  # QwQ-32B: 4 x A10 (24 GB), 1 x A100-80G
+    pod = api.get("deployments", NS, "qwq-32b-engine")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {GPU_LABEL: "NVIDIA-A100-SXM4-80GB"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert api.get("poddisruptionbudgets", NS, "qwq-32b-engine") is None  # one replica: the PDB went
+
+
+@pytest.mark.parametrize("sets, field", [({"namespace": "other"}, "namespace"), ({"nodes": "2"}, "nodes"),
+                                         ({"placement.weights": "pvc:mine"}, "weights"),
+                                         ({"context": "prod"}, "context")])
+def test_redeploy_refuses_placement_fields_that_name_other_objects(api: ApiStandIn, sets: dict, field: str):
+    ack_cluster(api, gpus=8)
+    serving(api, "qwq-32b")
+    with Controllers(api):
+        lifecycle.up(request(gpu_type="NVIDIA-A10"), ctx())
+        applied = len(api.requests)
+        with pytest.raises(BadInput, match=f"so {field} cannot change"):
+            lifecycle.redeploy("qwq-32b", sets, ctx())
+    assert not [r for r in api.requests[applied:] if r[0] in {"PATCH", "DELETE"}]
+    assert placement_of(state.get("qwq-32b").spec).namespace == NS
+
+
+def test_set_names_a_placement_field_or_is_refused_naming_them(api: ApiStandIn):
+    ack_cluster(api, gpus=8)
+    serving(api, "qwq-32b")
+    with Controllers(api):
+        lifecycle.up(request(gpu_type="NVIDIA-A10"), ctx())
+        with pytest.raises(BadInput, match="placement has .*autoscale_max"):
+            lifecycle.redeploy("qwq-32b", {"placement.gpu_kind": "x"}, ctx())
+        with pytest.raises(BadInput, match="invalid placement: autoscale_max"):
+            lifecycle.redeploy("qwq-32b", {"autoscale_max": "0"}, ctx())

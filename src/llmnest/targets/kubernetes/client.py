@@ -176,6 +176,10 @@ class Cluster:
         gone += [self._delete(o) for o in reversed(rest)]
         return [g for g in gone if g]
 
+    def remove(self, objects: list[dict]) -> list[str]:
+        """Delete `objects` (those already gone are skipped); "Kind/name" of each deleted."""
+        return [g for g in (self._delete(o) for o in objects) if g]
+
     def facts(self, secrets: list[str]) -> preflight.ClusterFacts:
         """What preflight needs, read in one pass: nodes and the GPUs pods hold on them, the LWS and KEDA
         CRDs, CSI drivers, storage classes, the custom metrics API, and which of `secrets` exist here."""

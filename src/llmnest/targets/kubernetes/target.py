@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 LB_WAIT_S = 300.0  # a cloud LoadBalancer usually gets its address within a minute or two
 POLL_S = 2.0
 RESTARTED_AT = "llmnest.io/restarted-at"
+KEY_UNUSED = manifests.KEY_PLACEHOLDER  # renders whose objects are only named, never applied
+# Placement fields a rolling update cannot change: they name another cluster, namespace, workload kind or volume.
+LOCKED_PLACEMENT = ("context", "namespace", "create_namespace", "nodes", "weights", "oss_endpoint", "oss_secret",
+                    "storage_class", "weights_gib")
 
 
 def _with_place(spec: DeploymentSpec, **changes: Any) -> DeploymentSpec:
@@ -306,10 +310,10 @@ class KubernetesTarget(Target):
         return _with_place(spec, gpu_headroom=surge), preflight.rollout_line(surge, place, gpus)
 
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
-        """Roll `new` out; when its pods do not come up, apply the last good spec (the stored one) again."""
+        """Roll `new` out; when its pods do not come up, apply the last good spec (the stored one) again.
+        Objects the new spec no longer renders (a PDB at one replica, the other autoscaler) go once it is up."""
+        new = _redeployable(dep.spec, new)
         cluster = self.cluster(dep.spec)
-        if new.replicas != placement_of(new).replicas:  # `--set replicas=N`
-            new = _with_place(new, replicas=new.replicas)
         new, how = self._strategy(cluster, new)
         ctx.say(how)
         try:
@@ -318,10 +322,12 @@ class KubernetesTarget(Target):
             ctx.say(f"the new spec did not come up ({exc}); rolling back to the last good spec")
             try:
                 self._apply(cluster, dep.spec, ctx)
+                _prune(cluster, new, dep.spec)
             except LlmnestError as again:
                 raise LlmnestError(f"redeploy of {dep.name} failed ({exc}) and the rollback did too ({again}); "
                                    f"see `llmnest status {dep.name}`") from None
             raise LlmnestError(f"redeploy of {dep.name} failed: {exc}; the previous spec is back and answers") from None
+        _prune(cluster, dep.spec, new)
         state.update(dep.name, spec=new, status="ready", ready_at=time.time(), target_state={"rollout": how})
         return how
 
@@ -362,6 +368,37 @@ class KubernetesTarget(Target):
         kept = (f"; the weights volume {name_of(dep.name, 'weights')} stays for the next up of {dep.name} "
                 f"(`down --delete-weights` removes it too)" if keep_weights and place.weights_kind != "claim" else "")
         return f"deleted {len(gone)} objects of {dep.name} from namespace {place.namespace} and forgot it{kept}"
+
+
+def _redeployable(old: DeploymentSpec, new: DeploymentSpec) -> DeploymentSpec:
+    """`new` as a rolling update of `old` can make it: placement fields that name other objects (the
+    cluster, the namespace, the workload's kind, the weights volume) refused in one line; `--set
+    replicas=N` carried into the placement; a new GPU type sized again (unless the parallel sizes were set)."""
+    before, after = placement_of(old), placement_of(new)
+    changed = [f for f in LOCKED_PLACEMENT if getattr(before, f) != getattr(after, f)]
+    if changed:
+        raise BadInput(f"redeploy changes {old.name} in place, so {', '.join(changed)} cannot change (they name "
+                       f"other objects): `llmnest down {old.name}` and `llmnest up` again")
+    if new.replicas != old.replicas:
+        new = _with_place(new, replicas=new.replicas)
+    elif after.replicas != before.replicas:
+        new = _with_place(new, replicas=after.replicas)
+    if after.gpu_type != before.gpu_type:
+        kept = (new.tensor_parallel_size, new.pipeline_parallel_size) == (old.tensor_parallel_size,
+                                                                          old.pipeline_parallel_size)
+        if kept:
+            new = validated({**new.model_dump(), "tensor_parallel_size": 1, "pipeline_parallel_size": 1})
+        new = sized(new, hub_model(new))
+    return new
+
+
+def _prune(cluster: Cluster, was: DeploymentSpec, now: DeploymentSpec) -> None:
+    """Delete the objects `was` rendered that `now` does not (the weights excepted: they are locked)."""
+    keep = {(o["kind"], o["metadata"]["name"]) for o in manifests.render(now, placement_of(now), KEY_UNUSED)}
+    gone = [o for o in manifests.render(was, placement_of(was), KEY_UNUSED)
+            if (o["kind"], o["metadata"]["name"]) not in keep and o["kind"] != "Namespace"]
+    if gone:
+        cluster.remove(gone)
 
 
 def _templates(obj: dict) -> list[dict]:
