@@ -17,7 +17,12 @@ EXTRAS := demo,bench,hub,aliyun,shared,kubernetes
 # The local CPU engine image the docker runtime's tests run (no registry needed to build it).
 IMAGE ?= llmnest/vllm-cpu:local
 
-.PHONY: up test test-debs install install-test engine-parsers docker image down clean
+# The image the Kubernetes target runs its gateway in (images/llmnest.Dockerfile); push it, then
+# `up --target kubernetes --gateway-image REF`. GATEWAY_BASE: any image with Python 3.10+ and pip.
+GATEWAY_IMAGE ?= llmnest/llmnest:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GATEWAY_BASE ?= python:3.11-slim
+
+.PHONY: up test test-debs install install-test engine-parsers docker image gateway-image down clean
 
 $(VENV)/.installed-$(ENGINE): pyproject.toml
 	@echo "==> creating $(VENV) and installing llmnest with the $(ENGINE) build of vLLM (a few minutes, once)"
@@ -65,6 +70,12 @@ TEST_DEBS := postgresql redis-server chromium
 
 test-debs:
 	@dpkg -s $(TEST_DEBS) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_DEBS); }
+
+gateway-image: install docker
+	rm -rf build/gateway-wheel && $(PIP) wheel -q --no-deps -w build/gateway-wheel . $(QUIET)
+	docker build -f images/llmnest.Dockerfile --build-arg BASE=$(GATEWAY_BASE) \
+	  --build-arg WHEEL=$$(cd build/gateway-wheel && ls llmnest-*.whl) -t $(GATEWAY_IMAGE) build/gateway-wheel
+	@echo "built $(GATEWAY_IMAGE): push it where your cluster pulls from, then up --target kubernetes --gateway-image REF"
 
 # The docker end-to-end tests run the local image; the fast part (ARGS="-m 'not e2e'") needs none.
 test: install-test engine-parsers test-debs $(if $(findstring not e2e,$(ARGS)),,image)
