@@ -41,6 +41,9 @@ def main(
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_module}").register(app)
+for _command in app.registered_commands:  # the command list shows each first paragraph as one flowing line
+    _text = _command.help or (_command.callback.__doc__ if _command.callback else None) or ""
+    _command.short_help = _command.short_help or " ".join(_text.strip().split("\n\n")[0].split())
 
 
 def run() -> None:
