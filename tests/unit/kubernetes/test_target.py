@@ -187,7 +187,7 @@ def test_up_reads_the_cluster_applies_and_waits_for_both_services(api: ApiStandI
     secret = api.get("secrets", NS, "qwq-32b-engine-key")
     assert secret["stringData"]["key"] == k8s_target._engine_key("qwq-32b")
     row = lifecycle.rows()[0]
-    assert (row["where"], row["base_url"]) == (f"k8s/{NS}", f"http://qwq-32b-gateway.{NS}.svc.cluster.local/v1")
+    assert (row["where"], row["base_url"]) == (f"k8s/{NS}", f"http://qwq-32b-gateway.{NS}.svc.cluster.local:8080/v1")
 
 
 def test_up_refuses_in_one_line_when_no_gpu_is_free(api: ApiStandIn):
@@ -444,3 +444,22 @@ def test_set_names_a_placement_field_or_is_refused_naming_them(api: ApiStandIn):
             lifecycle.redeploy("qwq-32b", {"placement.gpu_kind": "x"}, ctx())
         with pytest.raises(BadInput, match="invalid placement: autoscale_max"):
             lifecycle.redeploy("qwq-32b", {"autoscale_max": "0"}, ctx())
+
+
+@pytest.mark.parametrize("given, flag", [({"runtime": "process"}, "--runtime"), ({"host": "0.0.0.0"}, "--host")])
+def test_flags_for_this_machine_are_refused_not_ignored(tmp_path, monkeypatch, given: dict, flag: str):
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    req = UpRequest(model="Qwen/QwQ-32B", target="kubernetes", options={"gpu_type": "NVIDIA-A10"}, **given)
+    with pytest.raises(BadInput, match=f"^{flag} is for this machine: in a cluster"):
+        get("kubernetes").resolve(req)
+
+
+def test_the_gateway_service_listens_on_the_deployment_port(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    for port, want in ((None, 8080), (9000, 9000)):
+        req = UpRequest(model="Qwen/QwQ-32B", target="kubernetes", port=port,
+                        options={"gpu_type": "NVIDIA-A10", "namespace": NS})
+        objects = lifecycle.dry_run(req, Context(dry_run=True))["manifests"]
+        service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "qwq-32b-gateway")
+        assert service["spec"]["ports"] == [{"name": "http", "port": want, "targetPort": "http", "protocol": "TCP"}]

@@ -73,7 +73,8 @@ def deployment(spec: DeploymentSpec, place: KubernetesPlacement) -> dict:
 
 
 def service(spec: DeploymentSpec, place: KubernetesPlacement) -> dict:
-    """LoadBalancer on port 80 (an SLB, internet or intranet), or ClusterIP with expose=cluster."""
+    """LoadBalancer on the deployment's port (8080 unless `--port`; an SLB, internet or intranet), or ClusterIP
+    with expose=cluster."""
     annotations = None
     if place.expose != "cluster":
         annotations = {f"{SLB}address-type": place.expose}
@@ -83,4 +84,4 @@ def service(spec: DeploymentSpec, place: KubernetesPlacement) -> dict:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": meta(spec.name, "gateway", place.namespace, annotations=annotations),
             "spec": {"type": kind, "selector": selector(spec.name, "gateway"),
-                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+                     "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}]}}

@@ -69,6 +69,10 @@ def request_spec(req: UpRequest, place: KubernetesPlacement) -> tuple[Deployment
     if req.weights:
         raise BadInput(f"--weights is a folder on this machine: in a cluster use {flag_of('weights')} oss://BUCKET/PATH or "
                        "pvc:CLAIM (or leave it out: a Job downloads them once into a shared volume)")
+    for flag, given in (("--runtime", req.runtime), ("--host", req.host)):
+        if given is not None:
+            raise BadInput(f"{flag} is for this machine: in a cluster the engine runs in its image and the gateway's "
+                           f"Service takes the traffic (--expose internet|intranet|cluster, --port for its port)")
     if req.no_api_key or req.api_key:
         raise BadInput("the cluster's gateway always checks keys, kept in its PostgreSQL: drop --no-api-key/--api-key "
                        "and create keys with `llmnest keys create NAME --db URL`")

@@ -245,10 +245,11 @@ class KubernetesTarget(Target):
 
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
         place, info = placement_of(dep.spec), self._info(dep)
-        inside = f"http://{name_of(dep.name, 'gateway')}.{place.namespace}.svc.cluster.local/v1"
+        port = "" if dep.spec.port == 80 else f":{dep.spec.port}"
+        inside = f"http://{name_of(dep.name, 'gateway')}.{place.namespace}.svc.cluster.local{port}/v1"
         out = [Endpoint(inside, api_key, dep.spec.served_model_name, "in the cluster")]
         if info.address:
-            out.insert(0, Endpoint(f"http://{info.address}/v1", api_key, dep.spec.served_model_name,
+            out.insert(0, Endpoint(f"http://{info.address}{port}/v1", api_key, dep.spec.served_model_name,
                                    f"{place.expose} LoadBalancer"))
         return out
 
