@@ -21,8 +21,8 @@ from .engine import gpus_per_pod
 from .placement import KubernetesPlacement, placement_of
 from .sizing import GPU_COUNTS, card_of, placement_from, sized
 
-COLUMNS = ["pool", "nodes", "GPUs/node", "free/alloc", "taints", "GPUs/pod", "TP x PP", "KV tokens", "concurrent",
-           "replicas now", "verdict"]
+COLUMNS = ["pool", "nodes x GPUs", "free", "taints", "GPUs/pod", "TP x PP", "KV tokens", "concurrent", "replicas now",
+           "verdict"]
 PICKED = "*"
 UNLABELLED = "(unlabelled)"
 
@@ -96,11 +96,12 @@ def _pool_plan(pool: preflight.GpuPool | None, card: str, sized_spec: Deployment
         in_pool = [n for n in preflight.fitting_nodes(facts, place, gpus) if n in pool.nodes]
         replicas = sum(n.free // gpus for n in in_pool) // place.nodes
         if not in_pool:
-            blocked = sorted({b for n in pool.nodes if n.gpus >= gpus for b in _blocking(n.taints, place)})
-            verdict = (f"taint {', '.join(blocked)} not tolerated" if blocked else
+            blocked = sorted({b for n in pool.nodes if n.gpus >= gpus for b in _blocking(n.taints, place)})  # key:effect
+            verdict = (f"taint {', '.join(b.split(':')[0] for b in blocked)} not tolerated" if blocked else
                        f"a pod needs {gpus} GPUs on one node, its nodes have {pool.per_node}")
         elif replicas == 0:
-            verdict = f"no {gpus} GPUs free on a node" + (f" x {place.nodes} nodes" if place.nodes > 1 else "")
+            verdict = (f"busy: fewer than {place.nodes} nodes have {gpus} free" if place.nodes > 1 else
+                       f"busy: no node has {gpus} free")
         else:
             ok, verdict = True, "fits"
     elif sized_spec and facts is not None:
@@ -216,8 +217,9 @@ def _result(spec: DeploymentSpec, model: CatalogModel, rows: list[PoolPlan], che
             refusals: list[str], notes: list[str], picked: str | None, read: bool = True) -> dict[str, Any]:
     place = placement_of(spec)
     pods = f"{place.replicas} replica(s) of {place.nodes} node(s)" if place.nodes > 1 else f"{place.replicas} replica(s)"
-    table = [[f"{r.card} {PICKED}" if r.picked else r.card, _cell(r.nodes), _cell(r.gpus_per_node),
-              "-" if r.free is None else f"{r.free}/{r.allocatable}", ", ".join(r.taints) or "-", _cell(r.gpus_per_pod),
+    table = [[f"{r.card} {PICKED}" if r.picked else r.card, "-" if r.nodes is None else f"{r.nodes} x {r.gpus_per_node}",
+              "-" if r.free is None else f"{r.free} of {r.allocatable}",
+              ", ".join(dict.fromkeys(t.split(":")[0] for t in r.taints)) or "-", _cell(r.gpus_per_pod),
               f"{r.tensor_parallel_size} x {r.pipeline_parallel_size}" if r.tensor_parallel_size else "-",
               _cell(r.kv_cache_tokens), _cell(r.max_concurrent_requests), _cell(r.replicas_now), r.verdict]
              for r in rows]
