@@ -101,6 +101,14 @@ def test_no_gpu_free_is_said_per_pool_and_refused_as_up_would():
     assert f"refused: {result['refusals'][0]}" in result["notes"] and result["fits"] is False
 
 
+def test_a_card_the_planner_does_not_know_is_listed_and_refused_with_ups_line():
+    result = plan(facts(gpu_node("b200-0", "NVIDIA-B200", 8), gpu_node("a10-0", "NVIDIA-A10", 4)))
+    b200 = pool(result, "NVIDIA-B200")
+    assert b200["verdict"] == "a card the planner does not know" and b200["gpus_per_pod"] is None
+    assert result["picked"] == "NVIDIA-B200" and "'NVIDIA-B200' is no GPU llmnest knows" in result["refusals"][0]
+    assert "the model fits now on NVIDIA-A10: pass --gpu-type NVIDIA-A10" in result["notes"]
+
+
 def test_nodes_too_small_for_the_pod():
     result = plan(facts(gpu_node("a10-0", "NVIDIA-A10", 2), gpu_node("a10-1", "NVIDIA-A10", 2)))
     assert pool(result, "NVIDIA-A10")["verdict"] == "a pod needs 4 GPUs on one node, its nodes have 2"

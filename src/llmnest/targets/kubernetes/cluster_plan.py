@@ -64,15 +64,17 @@ def _blocking(taints: list[dict[str, Any]], place: KubernetesPlacement) -> list[
 
 
 def _sized_on(spec: DeploymentSpec, model: CatalogModel, card: str) -> tuple[DeploymentSpec | None, str, str]:
-    """The spec sized for `card` as `up` sizes it, or None, a few words and the full line why not."""
-    if card_of(card) is None:
-        short = f"no {placement_of(spec).gpu_label} label" if card == UNLABELLED else "a card the planner does not know"
-        return None, short, short
+    """The spec sized for `card` as `up` sizes it, or None, a few words and `up`'s line why not."""
+    label = placement_of(spec).gpu_label
+    if card == UNLABELLED:
+        return None, f"no {label} label", f"these GPU nodes have no {label} label: up cannot select them"
     try:
         return sized(with_card(spec, card), model), "", ""
     except BadInput as exc:
         nodes = placement_of(spec).nodes
-        return None, f"does not fit {GPU_COUNTS[-1]} GPUs/pod" + (f" x {nodes} nodes" if nodes > 1 else ""), exc.message
+        short = ("a card the planner does not know" if card_of(card) is None else
+                 f"does not fit {GPU_COUNTS[-1]} GPUs/pod" + (f" x {nodes} nodes" if nodes > 1 else ""))
+        return None, short, exc.message
 
 
 def _figures(spec: DeploymentSpec, model: CatalogModel) -> tuple[int, int]:
@@ -155,7 +157,7 @@ def plan(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogMode
     place = placement_of(spec)
     all_pools = preflight.pools(facts, place.gpu_label)
     picked = place.gpu_type or preflight.pick_card(facts, place.gpu_label)
-    rows = []
+    rows, sized_for = [], {}
     for pool in all_pools:
         if place.gpu_type is None:
             sized_spec, why, reason = _sized_on(spec, model, pool.card)
@@ -163,25 +165,27 @@ def plan(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogMode
             sized_spec, why, reason = spec, "", ""
         else:
             sized_spec, why, reason = None, "not asked (--gpu-type)", ""
+        sized_for[pool.card] = sized_spec
         rows.append(_pool_plan(pool, pool.card, sized_spec, why, model, facts, reason))
-    if place.gpu_type and place.gpu_type not in {p.card for p in all_pools}:
+    if place.gpu_type and place.gpu_type not in sized_for:
+        sized_for[place.gpu_type] = spec
         rows.append(_pool_plan(None, place.gpu_type, spec, "", model, facts))
     rows = [PoolPlan(**{**asdict(r), "picked": r.card == picked}) for r in rows]
-    refusals = _refusals(facts, spec, model, picked, rows)
+    refusals = _refusals(facts, place, sized_for.get(picked), rows)
     notes = _notes(place, picked, rows, refusals)
     return _result(spec, model, rows, checks(facts, place), refusals, notes, picked or None)
 
 
-def _refusals(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogModel, picked: str,
+def _refusals(facts: preflight.ClusterFacts, place: KubernetesPlacement, chosen: DeploymentSpec | None,
               rows: list[PoolPlan]) -> list[str]:
-    place = placement_of(spec)
-    if not picked:
+    """What `up` would refuse: no labelled pool, the model not sized for the picked card, or preflight's lines."""
+    picked = next((r for r in rows if r.picked), None)
+    if picked is None:
         listed = "; ".join(p.line() for p in preflight.pools(facts, place.gpu_label)) or "none"
         return [f"no node carries the GPU label {place.gpu_label} (GPU pools: {listed}); pass --gpu-type with the "
                 "label value, or set the label's name in the placement"]
-    chosen = spec if place.gpu_type else _sized_on(spec, model, picked)[0]
     if chosen is None:
-        return [next(r.reason for r in rows if r.card == picked)]
+        return [picked.reason]
     return preflight.refusals(facts, placement_of(chosen), gpus_per_pod(chosen, placement_of(chosen)))
 
 
