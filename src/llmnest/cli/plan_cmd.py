@@ -21,7 +21,6 @@ from . import target_options
 from .output import console, handle_errors, print_json
 
 if TYPE_CHECKING:
-    from ..plan import Plan
     from ..targets import Target
 
 GIB = 1024**3

@@ -73,7 +73,7 @@ def test_a_pool_whose_card_the_model_does_not_fit_and_the_pool_to_pass_instead()
     result = plan(facts(gpu_node("a10-0", "NVIDIA-A10", 8), gpu_node("a10-1", "NVIDIA-A10", 8),
                         gpu_node("h20-0", "NVIDIA-H20", 8)), "deepseek-ai/DeepSeek-R1")
     a10 = pool(result, "NVIDIA-A10")
-    assert a10["gpus_per_pod"] is None and a10["verdict"] == "does not fit 8 GPUs/pod" and not a10["ok"]
+    assert a10["gpus_per_pod"] is None and a10["verdict"] == "does not fit 8 GPUs" and not a10["ok"]
     assert a10["reason"].startswith("deepseek-ai/DeepSeek-R1 does not fit 8 x NVIDIA A10")
     assert result["picked"] == "NVIDIA-A10"  # up picks by free GPUs, not by fit: the plan says so
     assert result["refusals"] == [a10["reason"]] and result["fits"] is False

@@ -73,7 +73,7 @@ def _sized_on(spec: DeploymentSpec, model: CatalogModel, card: str) -> tuple[Dep
     except BadInput as exc:
         nodes = placement_of(spec).nodes
         short = ("a card the planner does not know" if card_of(card) is None else
-                 f"does not fit {GPU_COUNTS[-1]} GPUs/pod" + (f" x {nodes} nodes" if nodes > 1 else ""))
+                 f"does not fit {nodes} x {GPU_COUNTS[-1]} GPUs" if nodes > 1 else f"does not fit {GPU_COUNTS[-1]} GPUs")
         return None, short, exc.message
 
 
