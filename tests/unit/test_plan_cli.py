@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli_env, run_cli
+
 
 def assert_one_line_error(done, *needles: str) -> None:
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
@@ -96,11 +98,12 @@ def test_a_model_without_architecture_figures(cli, tmp_path: Path):
                           "num_hidden_layers")
 
 
-def test_help_lists_every_option(cli):
-    out = cli("plan", "--help").stdout
+def test_help_lists_every_option(cli, home: Path):
+    out = run_cli({**cli_env(home), "COLUMNS": "250"}, "plan", "--help").stdout  # wide: every flag in full
     for option in ["--gpu", "--gpus", "--instance", "--cpu-kv-gib", "--max-model-len", "--gpu-memory-utilization",
-                   "--tensor-parallel-size", "--dtype", "--kv-dtype", "--all", "--json"]:
-        assert option in out
+                   "--tensor-parallel-size", "--dtype", "--kv-dtype", "--all", "--json", "--target", "--context",
+                   "--gpu-type", "--nodes", "--region"]:
+        assert option in out, option
     assert " plan " in cli("--help").stdout
 
 

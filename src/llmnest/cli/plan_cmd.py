@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+import yaml
 from rich.table import Table
 
 from ..engines import default_image
 from ..errors import BadInput
 from ..plan.hardware import GpuModel, find_gpu, gpu_model
 from ..plan.memory import DEPLOYED_VLLM, EngineSettings, image_vllm_version
+from ..spec import parse_sets
+from ..spec_builder import UpRequest
+from ..targets import registry
+from . import target_options
 from .output import console, handle_errors, print_json
 
 if TYPE_CHECKING:
-    from ..plan import Plan
     from ..targets import Target
 
 GIB = 1024**3
@@ -97,34 +102,35 @@ def _card(gpu: str, memory_gib: float | None) -> tuple[GpuModel, int | None]:
                     cuda_total_mib=mib, cuda_total_source="--gpu-memory-gib", compute_capability=8.0), memory
 
 
-def _print_plan(plan: Plan, header: str) -> None:
+def _print_plan(plan: dict[str, Any], header: str) -> None:
+    """A memory plan (`Plan.to_dict()`)."""
     console.print(f"[bold]{header}[/bold]")
     table = Table(show_header=False, box=None, pad_edge=False)
     rows = [
-        ("verdict", f"[{'green' if plan.fits else 'red'}]{plan.reason}[/]"),
-        ("weights", f"{plan.weights_bytes / GIB:,.2f} GiB ({plan.dtype})"),
-        ("KV per token", f"{plan.kv_bytes_per_token:,} B ({plan.kv_dtype})"
-         + (f", {plan.kv_bytes_per_token_per_gpu:,} B per GPU" if plan.gpu_count > 1 else "")),
-        ("KV cache", f"{plan.kv_cache_bytes / GIB:,.2f} GiB{' per GPU' if plan.gpu else ''},"
-         f" {plan.kv_cache_blocks:,} blocks of {plan.block_size} tokens"),
-        ("KV capacity", f"{plan.kv_cache_tokens:,} tokens (as vLLM logs it)"),
-        ("max-model-len", f"{plan.requested_max_model_len:,} requested, {plan.max_model_len:,} largest feasible"),
-        ("concurrency", f"{plan.max_concurrent_requests:,} requests of full length at once"),
+        ("verdict", f"[{'green' if plan['fits'] else 'red'}]{plan['reason']}[/]"),
+        ("weights", f"{plan['weights_bytes'] / GIB:,.2f} GiB ({plan['dtype']})"),
+        ("KV per token", f"{plan['kv_bytes_per_token']:,} B ({plan['kv_dtype']})"
+         + (f", {plan['kv_bytes_per_token_per_gpu']:,} B per GPU" if plan['gpu_count'] > 1 else "")),
+        ("KV cache", f"{plan['kv_cache_bytes'] / GIB:,.2f} GiB{' per GPU' if plan['gpu'] else ''},"
+         f" {plan['kv_cache_blocks']:,} blocks of {plan['block_size']} tokens"),
+        ("KV capacity", f"{plan['kv_cache_tokens']:,} tokens (as vLLM logs it)"),
+        ("max-model-len", f"{plan['requested_max_model_len']:,} requested, {plan['max_model_len']:,} largest feasible"),
+        ("concurrency", f"{plan['max_concurrent_requests']:,} requests of full length at once"),
     ]
-    if plan.gpu:
-        valid = ", ".join(map(str, plan.valid_tensor_parallel_sizes)) or "none"
-        rows.append(("tensor parallel", f"{plan.tensor_parallel_size} (sizes that divide and fit: {valid})"))
+    if plan["gpu"]:
+        valid = ", ".join(map(str, plan["valid_tensor_parallel_sizes"])) or "none"
+        rows.append(("tensor parallel", f"{plan['tensor_parallel_size']} (sizes that divide and fit: {valid})"))
     for key, value in rows:
         table.add_row(f"[dim]{key}[/dim]", value)
     console.print(table)
     console.print("[dim]arithmetic:[/dim]")
-    for line in plan.arithmetic:
+    for line in plan["arithmetic"]:
         console.print(f"  {line}", markup=False)
     console.print("[dim]facts and estimates:[/dim]")
-    for line in plan.provenance:
+    for line in plan["provenance"]:
         console.print(f"  {line}", markup=False)
-    if plan.suggestion:
-        console.print(f"[yellow]suggestion:[/yellow] {plan.suggestion}")
+    if plan["suggestion"]:
+        console.print(f"[yellow]suggestion:[/yellow] {plan['suggestion']}")
 
 
 def _print_ranking(model_key: str, length: int, fits: list[Any], show_all: bool) -> None:
@@ -144,6 +150,83 @@ def _print_ranking(model_key: str, length: int, fits: list[Any], show_all: bool)
     if any(f.instance.price.estimate for f in fits):
         console.print("[dim]~ prices are estimates (no Alibaba Cloud price list was reachable): "
                       f"{fits[0].instance.price.source}. Check the console's price preview.[/dim]")
+
+
+MARKS = {True: "ok  ", False: "FAIL", None: " -- "}
+
+
+def _print_checks(checks: list[dict[str, Any]]) -> None:
+    for c in checks:
+        console.print(f"  [{MARKS[c['ok']]}] {c['check']:<20} {c['detail']}", markup=False, highlight=False)
+
+
+def _print_target_plan(result: dict[str, Any]) -> None:
+    """A target's plan by its kind (Target.plan): a memory plan, instance types, a table, or the spec."""
+    kind = result.get("kind")
+    if kind == "memory":
+        p = result["plan"]
+        _print_plan(p, f"{p['model']} on {p['target']}")
+    elif kind == "instances":
+        table = Table("instance type", "GPUs", "price", "TP", "KV tokens", "concurrent",
+                      title=f"{result['spec']}: instance types that fit, cheapest first")
+        for f in result["instances"]:
+            table.add_row(f["instance_type"], f"{f['gpus']} x {f['gpu']}", f["price_label"],
+                          str(f["plan"]["tensor_parallel_size"]), f"{f['plan']['kv_cache_tokens']:,}",
+                          str(f["plan"]["max_concurrent_requests"]))
+        console.print(table)
+        console.print("preflight:")
+        _print_checks(result["preflight"])
+    elif kind == "table":
+        table = Table(*result["columns"], title=result["title"])
+        for row in result["rows"]:
+            table.add_row(*row)
+        console.print(table)
+        if result["checks"]:
+            console.print("cluster:")
+            _print_checks(result["checks"])
+        for line in result["notes"]:
+            console.print(line, markup=False, highlight=False)
+    elif kind == "spec":
+        console.print(result["yaml"].rstrip(), markup=False, highlight=False)
+    else:
+        console.print(yaml.safe_dump(result, sort_keys=False).rstrip(), markup=False, highlight=False)
+
+
+# plan's own flags that describe a plan without a target (given: not their default)
+PLANNER_FLAGS = {"gpu": "--gpu", "gpus": "--gpus", "instance": "--instance", "cpu_kv_gib": "--cpu-kv-gib",
+                 "gpu_memory_utilization": "--gpu-memory-utilization", "tensor_parallel_size": "--tensor-parallel-size",
+                 "dtype": "--dtype", "kv_dtype": "--kv-dtype", "max_num_seqs": "--max-num-seqs",
+                 "max_num_batched_tokens": "--max-num-batched-tokens", "enforce_eager": "--enforce-eager",
+                 "vllm_version": "--vllm-version", "gpu_memory_gib": "--gpu-memory-gib",
+                 "interconnect": "--interconnect", "show_all": "--all"}
+
+
+def _plan_on_target(target: str, model: str, max_model_len: int | None, sets: list[str], options: dict[str, Any],
+                    planner: dict[str, Any], json_out: bool) -> None:
+    """`plan MODEL --target NAME`: what `up` would make of the same flags, as the target plans it."""
+    from .. import lifecycle
+
+    given = [PLANNER_FLAGS[k] for k, v in planner.items() if v not in (None, False)]
+    if given:
+        raise BadInput(f"{', '.join(given)} plan{'s' if len(given) == 1 else ''} without a target; with --target, "
+                       "plan takes up's flags: engine settings as --set KEY=VALUE (e.g. --set "
+                       "gpu_memory_utilization=0.9), or drop --target")
+    req = UpRequest(model=model, max_model_len=max_model_len, sets=parse_sets(sets), target=target, options=options)
+    result = lifecycle.plan(req)
+    if json_out:
+        print_json(result)
+    else:
+        _print_target_plan(result)
+
+
+def _refuse_without_target(options: dict[str, Any]) -> None:
+    """A target's option given without --target: one line naming the target it belongs to."""
+    decls = registry.declarations()
+    flags = [next(o.flag for d in decls if (o := d.option(f))) for f in options]
+    owners = [d.name for d in decls if d.option(next(iter(options)))]
+    one = len(flags) == 1
+    raise BadInput(f"{', '.join(flags)} {'is' if one else 'are'} for --target {registry.choices(owners)}: add "
+                   f"--target {owners[0]} to plan as `up` would there")
 
 
 @handle_errors
@@ -182,17 +265,36 @@ def plan(
         None, "--interconnect", help="nvlink or pcie between the GPUs (default: the card's; unknown plans the "
                                      "larger NCCL figure)."),
     sets: list[str] = typer.Option(
-        [], "--set", help="env.NAME=VALUE: the engine's environment, e.g. env.VLLM_USE_FLASHINFER_SAMPLER=1."),
+        [], "--set", help="env.NAME=VALUE: the engine's environment, e.g. env.VLLM_USE_FLASHINFER_SAMPLER=1 (with "
+                          "--target: up's KEY=VALUE)."),
     show_all: bool = typer.Option(False, "--all", help="When ranking, also list the types that do not fit."),
+    target: Optional[str] = typer.Option(  # noqa: UP045 - typer reads it
+        None, "--target", help=f"Plan as `up --target NAME` would, with up's flags (MODEL, --max-model-len, --set, "
+                               f"the target's options): {target_options.TARGET_HELP}."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    **given: Any,  # every target's options (target_options): the signature below declares them
 ) -> None:
     """Plan MODEL on a target: weights, KV cache per token and in total, the largest feasible
     max-model-len, concurrency, valid tensor-parallel sizes and a verdict with its arithmetic.
 
     With no target, rank the Alibaba Cloud instance types that fit, cheapest first.
+
+    With --target NAME: what `up --target NAME` would make of the same flags, as that target plans it.
     """
     from ..plan import plan_cpu, plan_gpus, resolve_model
 
+    options = target_options.given(given, sys.stdin)
+    if target is not None:
+        planner = {"gpu": gpu, "gpus": gpus, "instance": instance, "cpu_kv_gib": cpu_kv_gib,
+                   "gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size,
+                   "dtype": dtype, "kv_dtype": kv_dtype, "max_num_seqs": max_num_seqs,
+                   "max_num_batched_tokens": max_num_batched_tokens, "enforce_eager": enforce_eager,
+                   "vllm_version": vllm_version, "gpu_memory_gib": gpu_memory_gib, "interconnect": interconnect,
+                   "show_all": show_all}
+        _plan_on_target(target, model, max_model_len, sets, options, planner, json_out)
+        return
+    if options:
+        _refuse_without_target(options)
     if gpu_memory_gib is not None and gpu is None:
         raise BadInput("--gpu-memory-gib needs --gpu NAME (the card it sizes)")
     engine = _engine_settings(gpu, cpu_kv_gib is not None, max_num_seqs, max_num_batched_tokens, enforce_eager,
@@ -236,7 +338,10 @@ def plan(
     if json_out:
         print_json({**result.to_dict(), **({"price": price.model_dump()} if price else {})})
     else:
-        _print_plan(result, header)
+        _print_plan(result.to_dict(), header)
+
+
+plan.__signature__ = target_options.signature(plan, before="target")  # type: ignore[attr-defined]
 
 
 def register(app: typer.Typer) -> None:

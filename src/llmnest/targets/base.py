@@ -129,7 +129,9 @@ class Target(ABC):
     def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         """What a person sees before deploying (the console's Plan). `kind` says how to show it: "memory" (a
         memory plan on a host: `plan`), "instances" (the instance types that fit with their price, and the
-        dry-run: `instances`, `preflight`, `template`, `parameters`, `bootstrap`), or by default "spec" (`yaml`)."""
+        dry-run: `instances`, `preflight`, `template`, `parameters`, `bootstrap`), "table" (`title`, `columns`,
+        `rows` of strings, `checks` [{check, ok: True/False/None, detail}], `notes` lines; other keys are for
+        `--json`), or by default "spec" (`yaml`). `llmnest plan MODEL --target NAME` prints it by its kind."""
         return {"kind": "spec", "spec": resolved.spec.name,
                 "yaml": yaml.safe_dump(resolved.spec.model_dump(mode="json"), sort_keys=False)}
 

@@ -23,7 +23,7 @@ from ...gateway.upstreams import Upstream
 from ...home import deployment_dir, write_secret
 from ...spec import DeploymentSpec, validated
 from ..base import Capability, Context, Created, Resolved, Target
-from . import DECLARATION, manifests, preflight
+from . import DECLARATION, cluster_plan, manifests, preflight
 from .engine import engine_argv, gpus_per_pod
 from .names import ROLE_LABEL, name_of
 from .placement import KubernetesPlacement, placement_of
@@ -104,6 +104,17 @@ class KubernetesTarget(Target):
         spare = preflight.pods_fitting_now(facts, place, gpus) - place.replicas * place.nodes
         surge = bool(gpus) and spare >= place.nodes
         return _with_place(spec, gpu_headroom=surge), problems, preflight.rollout_line(surge, place, gpus)
+
+    def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
+        """The cluster's GPU pools for the model (a "table"); without a cluster, the card of --gpu-type alone."""
+        spec, model = resolved.spec, hub_model(resolved.spec)
+        try:
+            facts = self.cluster(spec).facts(_secrets(placement_of(spec)))
+        except Conflict as exc:  # no kubeconfig or no cluster
+            if placement_of(spec).gpu_type is None:
+                raise BadInput(f"{exc}; without a cluster to read, pass --gpu-type (e.g. NVIDIA-A10)") from None
+            return cluster_plan.offline(spec, model, str(exc))
+        return cluster_plan.plan(facts, spec, model)
 
     def render(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         spec, checks = resolved.spec, []
