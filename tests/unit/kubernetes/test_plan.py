@@ -64,7 +64,7 @@ def test_each_pool_is_sized_as_up_sizes_it_and_up_picks_the_most_free():
     assert unlabelled["gpus_per_pod"] is None and unlabelled["verdict"] == f"no {LABEL} label"
     assert result["picked"] == "NVIDIA-A10" and a10["picked"] and not unlabelled["picked"]  # 8 free, but no label
     assert result["refusals"] == [] and result["fits"] is True
-    assert "* up would use NVIDIA-A10 (the labelled pool with the most free GPUs)" in result["notes"]
+    assert "* up would use NVIDIA-A10 (the labelled pool with the most free GPUs the model fits)" in result["notes"]
     assert [len(row) for row in result["rows"]] == [len(result["columns"])] * 3
     assert result["rows"][[p["card"] for p in result["pools"]].index("NVIDIA-A10")][0] == "NVIDIA-A10 *"
 
@@ -75,10 +75,11 @@ def test_a_pool_whose_card_the_model_does_not_fit_and_the_pool_to_pass_instead()
     a10 = pool(result, "NVIDIA-A10")
     assert a10["gpus_per_pod"] is None and a10["verdict"] == "does not fit 8 GPUs" and not a10["ok"]
     assert a10["reason"].startswith("deepseek-ai/DeepSeek-R1 does not fit 8 x NVIDIA A10")
-    assert result["picked"] == "NVIDIA-A10"  # up picks by free GPUs, not by fit: the plan says so
-    assert result["refusals"] == [a10["reason"]] and result["fits"] is False
-    h20 = pool(result, "NVIDIA-H20")
-    assert h20["ok"] and "the model fits now on NVIDIA-H20: pass --gpu-type NVIDIA-H20" in result["notes"]
+    assert result["picked"] == "NVIDIA-H20"  # the A10 pool has more free GPUs, but the model fits the H20s only
+    assert result["refusals"] == [] and result["fits"] is True
+    assert pool(result, "NVIDIA-H20")["ok"]
+    only_a10 = plan(facts(gpu_node("a10-0", "NVIDIA-A10", 8)), "deepseek-ai/DeepSeek-R1")
+    assert only_a10["picked"] == "NVIDIA-A10" and only_a10["refusals"] == [pool(only_a10, "NVIDIA-A10")["reason"]]
 
 
 def test_a_taint_the_engine_does_not_tolerate_blocks_the_pool_and_a_soft_one_does_not():
@@ -89,8 +90,10 @@ def test_a_taint_the_engine_does_not_tolerate_blocks_the_pool_and_a_soft_one_doe
     assert l20["verdict"] == "taint team not tolerated" and l20["replicas_now"] == 0 and not l20["ok"]
     assert l20["taints"] == ["nvidia.com/gpu:NoSchedule", "team:NoSchedule"]
     assert a10["ok"] and a10["replicas_now"] == 1
-    assert result["picked"] == "NVIDIA-L20"  # the most free GPUs, whatever its taints: as up picks
-    assert any("no node with aliyun.accelerator/nvidia_name=NVIDIA-L20" in line for line in result["refusals"])
+    assert result["picked"] == "NVIDIA-A10"  # the L20s have more free GPUs, but their taint keeps the engine off
+    assert result["refusals"] == []
+    blocked = plan(facts(gpu_node("l20-0", "NVIDIA-L20", 8, 0, team)))
+    assert any("no node with aliyun.accelerator/nvidia_name=NVIDIA-L20" in line for line in blocked["refusals"])
 
 
 def test_no_gpu_free_is_said_per_pool_and_refused_as_up_would():
@@ -105,8 +108,9 @@ def test_a_card_the_planner_does_not_know_is_listed_and_refused_with_ups_line():
     result = plan(facts(gpu_node("b200-0", "NVIDIA-B200", 8), gpu_node("a10-0", "NVIDIA-A10", 4)))
     b200 = pool(result, "NVIDIA-B200")
     assert b200["verdict"] == "a card the planner does not know" and b200["gpus_per_pod"] is None
-    assert result["picked"] == "NVIDIA-B200" and "'NVIDIA-B200' is no GPU llmnest knows" in result["refusals"][0]
-    assert "the model fits now on NVIDIA-A10: pass --gpu-type NVIDIA-A10" in result["notes"]
+    assert result["picked"] == "NVIDIA-A10" and result["refusals"] == []
+    alone = plan(facts(gpu_node("b200-0", "NVIDIA-B200", 8)))
+    assert alone["picked"] == "NVIDIA-B200" and "'NVIDIA-B200' is no GPU llmnest knows" in alone["refusals"][0]
 
 
 def test_nodes_too_small_for_the_pod():
@@ -181,7 +185,7 @@ def test_plan_reads_the_cluster_prints_the_pools_and_applies_nothing(api: ApiSta
     assert done.returncode == 0, done.stderr
     assert re.search(r"NVIDIA-A10 \*\s.*\b4 x 1\b.*\bfits\b", done.stdout)
     assert re.search(r"NVIDIA-H20\s.*\b1 x 8\b.*\b0 of 8\b.*busy: no node has 1 free", done.stdout), done.stdout
-    assert "* up would use NVIDIA-A10 (the labelled pool with the most free GPUs)" in done.stdout
+    assert "* up would use NVIDIA-A10 (the labelled pool with the most free GPUs the model fits)" in done.stdout
     assert "[ok  ] LeaderWorkerSet CRD" in done.stdout and "up would pass the cluster's preflight" in done.stdout
     assert all(r[0] == "GET" for r in api.requests)  # read only
 

@@ -463,3 +463,11 @@ def test_the_gateway_service_listens_on_the_deployment_port(tmp_path, monkeypatc
         objects = lifecycle.dry_run(req, Context(dry_run=True))["manifests"]
         service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "qwq-32b-gateway")
         assert service["spec"]["ports"] == [{"name": "http", "port": want, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_without_gpu_type_up_picks_the_pool_the_model_fits_not_the_one_with_most_free(api: ApiStandIn):
+    ack_cluster(api, gpu_nodes=2, gpus=8)  # 16 A10 free: the most, but 8 x 24 GB cannot hold Qwen3-235B-A22B
+    api.put("nodes", node("big-0", 8, "NVIDIA-A100-SXM4-80GB"))
+    result = lifecycle.dry_run(request("Qwen/Qwen3-235B-A22B"), Context(dry_run=True))
+    assert result["spec"]["placement"]["gpu_type"] == "NVIDIA-A100-SXM4-80GB"
+    assert result["preflight"][0]["ok"] is True, result["preflight"]

@@ -155,10 +155,20 @@ def plan(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogMode
     """Every GPU pool of the cluster for `spec` (sized already when --gpu-type fixed the card), which `up` would
     use, the cluster checks and `up`'s refusals."""
     place = placement_of(spec)
-    all_pools = preflight.pools(facts, place.gpu_label)
-    picked = place.gpu_type or preflight.pick_card(facts, place.gpu_label)
+    rows, sized_for = _pool_plans(facts, spec, model)
+    picked = place.gpu_type or _choice(rows, facts, place)
+    rows = [PoolPlan(**{**asdict(r), "picked": r.card == picked}) for r in rows]
+    refusals = _refusals(facts, place, sized_for.get(picked), rows)
+    notes = _notes(place, picked, refusals)
+    return _result(spec, model, rows, checks(facts, place), refusals, notes, picked or None)
+
+
+def _pool_plans(facts: preflight.ClusterFacts, spec: DeploymentSpec,
+                model: CatalogModel) -> tuple[list[PoolPlan], dict[str, DeploymentSpec | None]]:
+    """Each pool judged for the model, and the spec sized for each card (None where it is not)."""
+    place = placement_of(spec)
     rows, sized_for = [], {}
-    for pool in all_pools:
+    for pool in preflight.pools(facts, place.gpu_label):
         if place.gpu_type is None:
             sized_spec, why, reason = _sized_on(spec, model, pool.card)
         elif pool.card == place.gpu_type:
@@ -170,10 +180,20 @@ def plan(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogMode
     if place.gpu_type and place.gpu_type not in sized_for:
         sized_for[place.gpu_type] = spec
         rows.append(_pool_plan(None, place.gpu_type, spec, "", model, facts))
-    rows = [PoolPlan(**{**asdict(r), "picked": r.card == picked}) for r in rows]
-    refusals = _refusals(facts, place, sized_for.get(picked), rows)
-    notes = _notes(place, picked, rows, refusals)
-    return _result(spec, model, rows, checks(facts, place), refusals, notes, picked or None)
+    return rows, sized_for
+
+
+def _choice(rows: list[PoolPlan], facts: preflight.ClusterFacts, place: KubernetesPlacement) -> str:
+    """The labelled pool (most free GPUs first) where a replica fits now, else the first the model fits,
+    else the one with most free GPUs (whose refusal then says why)."""
+    labelled = [r for r in rows if r.card != UNLABELLED]
+    fitting = [r for r in labelled if r.ok] or [r for r in labelled if r.gpus_per_pod]
+    return fitting[0].card if fitting else preflight.pick_card(facts, place.gpu_label)
+
+
+def card_for(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogModel) -> str:
+    """The card `up` uses when --gpu-type is left out ("" when no node is labelled): the same as `plan` picks."""
+    return _choice(_pool_plans(facts, spec, model)[0], facts, placement_of(spec))
 
 
 def _refusals(facts: preflight.ClusterFacts, place: KubernetesPlacement, chosen: DeploymentSpec | None,
@@ -189,14 +209,11 @@ def _refusals(facts: preflight.ClusterFacts, place: KubernetesPlacement, chosen:
     return preflight.refusals(facts, placement_of(chosen), gpus_per_pod(chosen, placement_of(chosen)))
 
 
-def _notes(place: KubernetesPlacement, picked: str, rows: list[PoolPlan], refusals: list[str]) -> list[str]:
+def _notes(place: KubernetesPlacement, picked: str, refusals: list[str]) -> list[str]:
     out = []
     if picked:
-        why = "--gpu-type" if place.gpu_type else "the labelled pool with the most free GPUs"
+        why = "--gpu-type" if place.gpu_type else "the labelled pool with the most free GPUs the model fits"
         out.append(f"{PICKED} up would use {picked} ({why})")
-    better = [r.card for r in rows if r.ok and not r.picked]
-    if refusals and better:
-        out.append(f"the model fits now on {', '.join(better)}: pass --gpu-type {better[0]}")
     out += [f"refused: {line}" for line in refusals]
     if not refusals:
         out.append("up would pass the cluster's preflight")

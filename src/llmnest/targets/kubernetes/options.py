@@ -20,7 +20,8 @@ OPTIONS = (
     Option("nodes", "--nodes", "GPU nodes per replica: 1, or 2 (a LeaderWorkerSet).", kind=int, default=1, min=1,
            max=2),
     Option("gpu_type", "--gpu-type", "GPU node label value, e.g. NVIDIA-A10 (default: the labelled pool with the most "
-           "free GPUs; needed offline).", label="GPU type", placeholder="the pool with the most free GPUs"),
+           "free GPUs the model fits; needed offline).", label="GPU type",
+           placeholder="the pool with the most free GPUs the model fits"),
     # off the console's form too: its field `weights` is the folder of `up --weights`
     Option("weights", "--weights-from", "Weights: hub (a Job fetches them once into a ReadWriteMany volume), "
            "oss://BUCKET/PATH (a read-only OSS volume) or pvc:CLAIM (a filled claim).", param="weights_from"),

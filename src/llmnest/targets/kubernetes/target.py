@@ -92,7 +92,7 @@ class KubernetesTarget(Target):
         place = placement_of(spec)
         facts = cluster.facts(_secrets(place))
         if place.gpu_type is None:
-            card = preflight.pick_card(facts, place.gpu_label)
+            card = cluster_plan.card_for(facts, spec, hub_model(spec))
             if not card:
                 listed = "; ".join(p.line() for p in preflight.pools(facts, place.gpu_label)) or "none"
                 raise Conflict(f"no node carries the GPU label {place.gpu_label} (GPU pools: {listed}); pass "
