@@ -284,3 +284,21 @@ def test_a_chat_check_that_is_not_answered_fails_up_and_revokes_the_key_it_made(
         up("team-g")
     assert here.rows()["team-g"]["status"] == "revoked" and "team-g" not in state.names()
     assert here.api.get("deployments", NS, "team-g-engine") is None
+
+
+def test_a_runtime_that_reports_a_missing_command_as_exit_127_is_the_same_line(here: Cluster):
+    from llmnest.targets.kubernetes.channel import PodExecChannel
+    from llmnest.targets.kubernetes.client import Cluster as KubeCluster, connect
+
+    dep = state.get(NAME)
+    channel = PodExecChannel(dep, KubeCluster(connect(None, NS), NS))
+    here.api.on_exec(NS, f"{NAME}-gateway-", lambda *_: (127, "", "sh: llmnest: not found\n"))
+    try:
+        with pytest.raises(LlmnestError, match=f"^the gateway image llmnest/llmnest:0.1.0 of {NAME} has no `llmnest`"):
+            channel.run(["keys", "ls", "--json"])
+        here.api.on_exec(NS, f"{NAME}-gateway-", lambda *_: (1, "", "error: disk full\n"))
+        assert channel.run(["keys", "ls", "--json"]).exit_code == 1  # other exit codes are the command's
+    finally:
+        here.deployment(NAME)
+    with pytest.raises(Exception, match="NUL character"):
+        channel.run(["keys", "revoke", "--", "a\0b"])
