@@ -17,14 +17,15 @@ It is a real HTTP server on 127.0.0.1 speaking the REST paths lightkube calls, w
   on 1 and stderr on 2, and on 3 one Status: `{"status": "Success"}`, or `"Failure"` with reason
   `NonZeroExitCode` and details.causes `[{"reason": "ExitCode", "message": "N"}]` (k8s.io/client-go's
   remotecommand and lightkube's ExecAccumulator read exactly these), then a close frame. The command is
-  answered by a function the test sets per pod or pod name prefix (`on_exec`), which may also return a Status of its own (a
-  runtime that could not start the command); a missing pod is 404 and a container not in the pod 400
-  before the upgrade, and `forbid_exec` makes it 403 (what RBAC answers without pods/exec).
+  answered by a function the test sets per pod or pod name prefix (`on_exec`), which may also return a
+  Status of its own (a runtime that could not start the command); a missing pod is 404 and a container
+  not in the pod 400 before the upgrade, and `forbid_exec` makes it 403 (RBAC without pods/exec).
 What it does not do: no controllers (nothing creates or deletes pods, no garbage collection, no
-rollout), no admission, defaulting or schema validation, no field selectors, no auth, no RBAC (but
-`forbid_exec`), no merge of lists by key, one namespace set per test; exec has no TTY, resize channel or
-streaming while the command runs (its output is sent when it ends, in 32 KiB frames), and answers pings with pongs but
-never pings itself.
+rollout), no admission, defaulting or schema validation, no field selectors, no auth (so the proxy's
+answer never sees the caller's Authorization, which a real API server deletes after authenticating), no
+RBAC (but `forbid_exec`), no merge of lists by key, one namespace set per test; exec has no TTY, resize
+channel or streaming while the command runs (its output is sent when it ends, in 32 KiB frames), and
+answers pings with pongs but never pings itself.
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ class ApiStandIn:
         self.proxies[(namespace, service)] = answer
 
     def on_exec(self, namespace: str, pod: str, answer: Any) -> None:
-        """What an exec into `pod` (or any pod whose name starts with it: a workload's pods) does: answer(container, command, stdin) -> (exit code, stdout, stderr), or a
-        Status dict sent as it is; `stdin()` returns what the client wrote until it closed stdin."""
+        """What an exec into `pod` (or any pod whose name starts with it: a workload's pods) does:
+        answer(container, command, stdin) -> (exit code, stdout, stderr), or a Status dict sent as it is;
+        `stdin()` returns what the client wrote until it closed stdin."""
         self.execs[(namespace, pod)] = answer
 
     def get(self, plural: str, namespace: str, name: str) -> dict | None:
@@ -320,14 +322,16 @@ def _handler(api: ApiStandIn) -> type[BaseHTTPRequestHandler]:
             offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
             protocol = next((p for p in EXEC_PROTOCOLS if p in offered), None)
             if self.headers.get("Upgrade", "").lower() != "websocket" or protocol is None:
-                return self._send(400, _status(400, "BadRequest", "exec needs a WebSocket upgrade with a channel protocol"))
+                return self._send(400, _status(400, "BadRequest", "exec needs a WebSocket upgrade, channel protocol"))
             if api.forbid_exec:
-                return self._send(403, _status(403, "Forbidden", f'pods "{key[2]}" is forbidden: User "tester" cannot '
-                                                 f'create resource "pods/exec" in API group "" in the namespace "{key[1]}"'))
+                message = (f'pods "{key[2]}" is forbidden: User "tester" cannot create resource "pods/exec" in API '
+                           f'group "" in the namespace "{key[1]}"')
+                return self._send(403, _status(403, "Forbidden", message))
             if pod is None:
                 return self._send(404, _status(404, "NotFound", f'pods "{key[2]}" not found'))
             if container not in [c["name"] for c in pod["spec"]["containers"]]:
-                return self._send(400, _status(400, "BadRequest", f"container {container} is not valid for pod {key[2]}"))
+                message = f"container {container} is not valid for pod {key[2]}"
+                return self._send(400, _status(400, "BadRequest", message))
             accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest())
             self.send_response(101)
             self.send_header("Upgrade", "websocket")

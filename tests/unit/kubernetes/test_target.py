@@ -205,7 +205,8 @@ def test_up_reads_the_cluster_applies_and_waits_for_both_services(api: ApiStandI
     assert state.api_key("qwq-32b") == created.api_key  # printed again by `redeploy`
     made, chat = [c for c in api.exec_calls if c[0].startswith("qwq-32b-gateway-")]
     assert made[1] == "gateway" and made[2][:3] == ["llmnest", "keys", "create"] and created.api_key not in made[2]
-    assert made[2][-3:] == ["--json", "--", "qwq-32b"] and made[2][made[2].index("--models") + 1] == spec.served_model_name
+    assert made[2][-3:] == ["--json", "--", "qwq-32b"]
+    assert made[2][made[2].index("--models") + 1] == spec.served_model_name
     assert chat[2][0] == "python3" and chat[2][-2:] == [f"http://qwq-32b-gateway.{NS}.svc.cluster.local/v1",
                                                        spec.served_model_name]
     assert created.extra["key"].startswith(f"qwq-32b, for {spec.served_model_name} only")

@@ -3,8 +3,9 @@
 Why lightkube: it is small (built on httpx), maintained, typed per Kubernetes version, and does what
 llmnest needs directly: server-side apply with a field manager (`apply(field_manager=, force=)`),
 watch, pod logs (tail, follow), exec into a pod over WebSockets (`exec`, as `kubectl exec`),
-subresources (scale) and generic resources for CRDs (LeaderWorkerSet, ScaledObject). The official `kubernetes` client is about 126 MB and applies
-server-side only through its dynamic client; kr8s has no apply.
+subresources (scale) and generic resources for CRDs (LeaderWorkerSet, ScaledObject). The official
+`kubernetes` client is about 126 MB and applies server-side only through its dynamic client; kr8s has no
+apply.
 
 Everything here takes and returns plain dicts (the manifests of `manifests.render`) and one-line
 strings, so the target's verbs stay free of lightkube types.

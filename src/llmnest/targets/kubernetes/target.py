@@ -416,7 +416,8 @@ def _revoke(channel: PodExecChannel, name: str, ctx: Context) -> bool:
     except NotFound:
         return False
     except LlmnestError as exc:
-        ctx.say(f"could not revoke {name}'s own key {name} ({exc}); revoke it with `llmnest keys revoke {name} --db URL`")
+        ctx.say(f"could not revoke {name}'s own key {name} ({exc}); revoke it with "
+                f"`llmnest keys revoke {name} --db URL`")
         return False
     return True
 

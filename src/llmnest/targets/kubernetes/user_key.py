@@ -42,8 +42,8 @@ def make(admin: RemoteAdmin, deployment: str, model: str, requested: str | None)
             return _existing(admin, holder[1], requested, model)
         if holder is None and "exists" in str(exc):
             raise Conflict(f"the cluster gateway's database has a live key named {deployment!r} that this up did not "
-                           f"make: pass that key with --api-key, revoke it (`llmnest keys revoke {deployment} --db URL`), "
-                           "or pick another --name") from None
+                           f"make: pass that key with --api-key, revoke it (`llmnest keys revoke {deployment} "
+                           "--db URL`), or pick another --name") from None
         raise
     return UserKey(secret, label(deployment, [model]), owned=True)
 
