@@ -19,7 +19,8 @@ It is a real HTTP server on 127.0.0.1 speaking the REST paths lightkube calls, w
   remotecommand and lightkube's ExecAccumulator read exactly these), then a close frame. The command is
   answered by a function the test sets per pod or pod name prefix (`on_exec`), which may also return a
   Status of its own (a runtime that could not start the command); a missing pod is 404 and a container
-  not in the pod 400 before the upgrade, and `forbid_exec` makes it 403 (RBAC without pods/exec).
+  not in the pod 400 before the upgrade, and `forbid_exec` makes it 403 (RBAC without pods/exec);
+- SelfSubjectAccessReviews (POST, `kubectl auth can-i`): allowed, but pods/exec while `forbid_exec`.
 What it does not do: no controllers (nothing creates or deletes pods, no garbage collection, no
 rollout), no admission, defaulting or schema validation, no field selectors, no auth (so the proxy's
 answer never sees the caller's Authorization, which a real API server deletes after authenticating), no
@@ -468,6 +469,15 @@ def _handler(api: ApiStandIn) -> type[BaseHTTPRequestHandler]:
             if body.get("metadata", {}).get("name") != key[2]:
                 return self._send(400, _status(400, "BadRequest", "the name in the body does not match the URL"))
             return self._send(*api.apply(key, body, manager, query.get("force") == "true"))
+
+        def do_POST(self) -> None:
+            key, _, _, _ = self._route()
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if key is None or key[0] != "selfsubjectaccessreviews":
+                return self._send(405, _status(405, "MethodNotAllowed", "only access reviews are created here"))
+            asked = body.get("spec", {}).get("resourceAttributes") or {}
+            denied = api.forbid_exec and (asked.get("resource"), asked.get("subresource")) == ("pods", "exec")
+            return self._send(201, {**body, "status": {"allowed": not denied}})
 
         def do_DELETE(self) -> None:
             key, _, _, _ = self._route()

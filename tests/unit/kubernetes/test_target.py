@@ -438,3 +438,14 @@ def test_redeploy_set_replicas_changes_the_placement_and_the_workload(api: ApiSt
     assert (spec.replicas, placement_of(spec).replicas) == (2, 2)
     assert api.get("deployments", NS, "qwq-32b-engine")["spec"]["replicas"] == 2
     assert api.get("poddisruptionbudgets", NS, "qwq-32b-engine")  # several replicas: a PDB
+
+
+def test_up_without_rbac_to_exec_into_the_gateway_pod_is_refused_before_anything_is_applied(api: ApiStandIn):
+    ack_cluster(api)
+    serving(api, "qwq-32b")
+    api.forbid_exec = True
+    with pytest.raises(Conflict, match=f"^your kubeconfig user may not get or create pods/exec in namespace {NS}, "):
+        lifecycle.up(request(gpu_type="NVIDIA-A10"), ctx())
+    assert not [r for r in api.requests if r[0] == "PATCH"] and state.names() == []
+    reviews = [r for r in api.requests if r[0] == "POST"]
+    assert [r[1] for r in reviews] == ["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] * 2

@@ -25,7 +25,9 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apiregistration_v1 import APIService
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Event, Node, Pod, Secret, Service
 from lightkube.resources.storage_v1 import CSIDriver, StorageClass
 
@@ -270,6 +272,17 @@ class Cluster:
                 c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
         return [p["metadata"]["name"] for p in self.pods(deployment, component) if ready(p)]
+
+    def allowed(self, verb: str, resource: str, subresource: str | None = None) -> bool | None:
+        """Whether the kubeconfig user may `verb` RESOURCE/SUBRESOURCE in the namespace, as `kubectl auth can-i`
+        asks (a SelfSubjectAccessReview); None when the API server does not say."""
+        attributes = ResourceAttributes(namespace=self.namespace, verb=verb, resource=resource, subresource=subresource)
+        try:
+            review = self.client.create(SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(
+                resourceAttributes=attributes)))
+        except (ApiError, httpx2.TransportError):
+            return None
+        return bool(review.status and review.status.allowed)
 
     def exec(self, pod: str, container: str, command: list[str], stdin: str | None = None,
              timeout: float = 60) -> tuple[int, str, str]:

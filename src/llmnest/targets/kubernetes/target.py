@@ -142,6 +142,10 @@ class KubernetesTarget(Target):
             more = f" (and {len(problems) - 1} more: `--dry-run` lists them)" if len(problems) > 1 else ""
             raise Conflict(problems[0] + more)
         place = placement_of(spec)
+        if refused := [verb for verb in ("get", "create") if cluster.allowed(verb, "pods", "exec") is False]:
+            raise Conflict(f"your kubeconfig user may not {' or '.join(refused)} pods/exec in namespace "
+                           f"{place.namespace}, through which `up` makes the deployment's key in its gateway pod: "
+                           "ask for RBAC `get` and `create` on pods/exec there (docs/kubernetes.md, Keys)")
         state.create(spec, None)
         engine_key = new_api_key()
         write_secret(_key_path(spec.name), engine_key)
