@@ -280,7 +280,7 @@ class Cluster:
         try:
             review = self.client.create(SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(
                 resourceAttributes=attributes)))
-        except (ApiError, httpx2.TransportError):
+        except (ApiError, httpx2.HTTPError):  # HTTPError: also an answer that is no API Status at all
             return None
         return bool(review.status and review.status.allowed)
 
