@@ -13,6 +13,12 @@ What differs from a cluster, and why: the gateway image is built here from the C
 llmnest's wheel (no registry holds an llmnest image); the PostgreSQL the test starts listens on
 loopback, so a small TCP relay on the Docker bridge stands for the cluster's database Service;
 resource requests are not enforced. `make test` starts dockerd and builds the CPU image first.
+
+The keys `llmnest keys create --deployment NAME` and `up` make through the gateway pod: the exact commands
+PodExecChannel sends (channel.exec_command, channel.chat_command) run with `docker exec` in the gateway
+container, standing in for the API server's pods/exec (which runs them the same way: an argument list in the
+container, with its environment); the chat check's URL, the gateway Service's cluster DNS name on port 80, is
+the container's own port here (no Service routes port 80 to it).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from llmnest.spec_builder import UpRequest
 from llmnest.catalog import demo_model
 from llmnest.runtimes.docker import LOCAL_CPU_IMAGE
 from llmnest.targets import get as get_target
+from llmnest.gateway.remote_admin import ChannelResult, RemoteAdmin
 from llmnest.targets.kubernetes import manifests
+from llmnest.targets.kubernetes.channel import CONTAINER, chat_command, exec_command, service_url
 from llmnest.targets.kubernetes.placement import KubernetesPlacement
 from tests.conftest import REPO, cli_env, run_cli
 from tests.services import postgres_url  # noqa: F401  (a fixture)
@@ -231,6 +239,23 @@ def pods(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterato
         relay.close()
 
 
+class DockerExec:
+    """PodExecChannel's commands run by `docker exec` in the gateway container (the API server's exec here)."""
+
+    def __init__(self, container: str) -> None:
+        self.container = container
+        self.ran: list[list[str]] = []
+
+    def execute(self, command: list[str], stdin: str | None = None) -> ChannelResult:
+        self.ran.append(command)
+        done = subprocess.run(["docker", "exec", *(["-i"] if stdin is not None else []), self.container, *command],
+                              input=stdin, capture_output=True, text=True, timeout=120)
+        return ChannelResult(done.returncode, done.stdout, done.stderr)
+
+    def run(self, argv: list[str]) -> ChannelResult:
+        return self.execute(exec_command(argv))
+
+
 def _demo_weights(home: Path) -> Path:
     done = subprocess.run([sys.executable, "-c", "from llmnest.catalog import demo_model; from llmnest.demo import "
                            "demo_weights; print(demo_weights(demo_model(), print))"],
@@ -280,5 +305,18 @@ def test_the_pod_specs_serve_the_demo_behind_the_gateway_with_a_key(pods: dict) 
     assert reply.json()["choices"][0]["message"]["content"].strip()
     usage = {r["name"]: r for r in json.loads(run_cli(pods["env"], "keys", "ls", "--db", pods["db"], "--json").stdout)}
     assert usage["team-a"]["requests"] >= 1 and usage["team-a"]["completion_tokens"] > 0
+    # keys through the gateway pod, as `keys create --deployment` and `up` make them (see the module's docstring)
+    assert gateway["name"] == CONTAINER
+    channel = DockerExec(f"{NAME}-gateway")
+    _, pod_key = RemoteAdmin(channel, NAME).create_key(NAME, {"models": [body["model"]]})
+    assert all(pod_key not in " ".join(c) for c in channel.ran)  # its hash went in, the secret stayed here
+    check = [f"http://127.0.0.1:{gateway['ports'][0]['containerPort']}/v1" if w == service_url(NAME, NS) else w
+             for w in chat_command(NAME, NS, body["model"])]
+    answer = channel.execute(check, stdin=pod_key)
+    assert answer.exit_code == 0 and answer.stdout.startswith("200\n") and '"choices"' in answer.stdout, answer
+    reply = httpx.post(url, json=body, timeout=300, trust_env=False, headers={"Authorization": f"Bearer {pod_key}"})
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].strip(), reply.text
+    rows = {r["name"]: r for r in json.loads(run_cli(pods["env"], "keys", "ls", "--db", pods["db"], "--json").stdout)}
+    assert rows[NAME]["models"] == [body["model"]] and rows[NAME]["requests"] == 2  # the check, then the chat
     text = manifests.to_yaml(pods["objs"])
     assert user_key not in text and user_key not in " ".join(gateway["args"] + engine["args"])

@@ -10,16 +10,33 @@ It is a real HTTP server on 127.0.0.1 speaking the REST paths lightkube calls, w
 - delete (404 when absent), the scale subresource (get, patch), pod logs (tailLines, follow);
 - status, pods, events and log lines set by the test (`put`, `set_status`, `log`);
 - the service proxy (GET /api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH) answered by a function the
-  test sets per Service (`serve`), standing in for the pods behind it.
+  test sets per Service (`serve`), standing in for the pods behind it;
+- pods/exec over WebSockets as the API server speaks it to lightkube: GET .../pods/NAME/exec?command=...
+  upgraded (RFC 6455 server handshake, subprotocol v5.channel.k8s.io, else v4), then binary frames whose
+  first byte is the channel: the client's stdin on 0 (and 255 0: stdin closed, v5), the command's stdout
+  on 1 and stderr on 2, and on 3 one Status: `{"status": "Success"}`, or `"Failure"` with reason
+  `NonZeroExitCode` and details.causes `[{"reason": "ExitCode", "message": "N"}]` (k8s.io/client-go's
+  remotecommand and lightkube's ExecAccumulator read exactly these), then a close frame. The command is
+  answered by a function the test sets per pod or pod name prefix (`on_exec`), which may also return a
+  Status of its own (a runtime that could not start the command); a missing pod is 404 and a container
+  not in the pod 400 before the upgrade, and `forbid_exec` makes it 403 (RBAC without pods/exec);
+- SelfSubjectAccessReviews (POST, `kubectl auth can-i`): allowed, but pods/exec while `forbid_exec`.
 What it does not do: no controllers (nothing creates or deletes pods, no garbage collection, no
-rollout), no admission, defaulting or schema validation, no field selectors, no auth, no RBAC, no
-merge of lists by key, one namespace set per test.
+rollout), no admission, defaulting or schema validation, no field selectors, no auth (so the proxy's
+answer never sees the caller's Authorization, which a real API server deletes after authenticating), no
+RBAC (but `forbid_exec`), no merge of lists by key, one namespace set per test; exec has no TTY, resize
+channel or streaming while the command runs (its output is sent when it ends, in 32 KiB frames), and
+answers pings with pongs but never pings itself.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -65,6 +82,9 @@ class ApiStandIn:
         self.logs: dict[tuple[str, str], list[str]] = {}  # (pod, container) -> lines
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, content type)
         self.proxies: dict[tuple[str, str], Any] = {}  # (namespace, service) -> path -> (code, text)
+        self.execs: dict[tuple[str, str], Any] = {}  # (namespace, pod) -> on_exec's answer
+        self.exec_calls: list[tuple[str, str, list[str]]] = []  # (pod, container, command)
+        self.forbid_exec = False
         self.version = 0
         self.lock = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -119,6 +139,12 @@ class ApiStandIn:
         """What the pods behind `service` answer through the proxy: answer(path) -> (status, text)."""
         self.proxies[(namespace, service)] = answer
 
+    def on_exec(self, namespace: str, pod: str, answer: Any) -> None:
+        """What an exec into `pod` (or any pod whose name starts with it: a workload's pods) does:
+        answer(container, command, stdin) -> (exit code, stdout, stderr), or a Status dict sent as it is;
+        `stdin()` returns what the client wrote until it closed stdin."""
+        self.execs[(namespace, pod)] = answer
+
     def get(self, plural: str, namespace: str, name: str) -> dict | None:
         return self.objects.get((plural, namespace, name))
 
@@ -172,6 +198,44 @@ class ApiStandIn:
 def _status(code: int, reason: str, message: str) -> dict:
     return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "message": message,
             "code": code}
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+EXEC_CHUNK = 32 * 1024  # the API server relays a stream as it reads it: io.Copy's 32 KiB buffer at most per frame
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame (RFC 6455 section 5.2)."""
+    head = bytes([0x80 | opcode])
+    if len(payload) < 126:
+        return head + bytes([len(payload)]) + payload
+    if len(payload) < 1 << 16:
+        return head + bytes([126]) + struct.pack("!H", len(payload)) + payload
+    return head + bytes([127]) + struct.pack("!Q", len(payload)) + payload
+
+
+def read_ws_frame(read: Any) -> tuple[int, bytes]:
+    """One client frame (clients must mask): its opcode and unmasked payload."""
+    first, second = read(2)
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", read(2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", read(8))[0]
+    if not second & 0x80:
+        raise ValueError("an unmasked client frame")
+    mask = read(4)
+    data = read(length)
+    return first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def exec_status(code: int) -> dict:
+    """The Status the API server sends on channel 3 when the command ended with `code`."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure", "message": f"command terminated with non-zero exit code: {code}",
+            "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
 
 
 def _public(obj: dict) -> dict:
@@ -234,6 +298,8 @@ def _handler(api: ApiStandIn) -> type[BaseHTTPRequestHandler]:
             key, sub, query, _ = self._route()
             if key is None:
                 return self._send(404, _status(404, "NotFound", self.path))
+            if sub == "exec" and key[0] == "pods":
+                return self._exec(key, parse_qs(urlparse(self.path).query))
             if sub == "log":
                 return self._logs(key, query)
             if sub == "scale":
@@ -250,6 +316,94 @@ def _handler(api: ApiStandIn) -> type[BaseHTTPRequestHandler]:
                          and matches(o["metadata"].get("labels", {}), query.get("labelSelector"))]
                 return self._send(200, {"apiVersion": "v1", "kind": "List", "items": items,
                                         "metadata": {"resourceVersion": str(api.version)}})
+
+        def _exec(self, key: Key, query: dict[str, list[str]]) -> None:
+            pod = api.objects.get(key)
+            container = query.get("container", [""])[-1]
+            offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            protocol = next((p for p in EXEC_PROTOCOLS if p in offered), None)
+            if self.headers.get("Upgrade", "").lower() != "websocket" or protocol is None:
+                return self._send(400, _status(400, "BadRequest", "exec needs a WebSocket upgrade, channel protocol"))
+            if api.forbid_exec:
+                message = (f'pods "{key[2]}" is forbidden: User "tester" cannot create resource "pods/exec" in API '
+                           f'group "" in the namespace "{key[1]}"')
+                return self._send(403, _status(403, "Forbidden", message))
+            if pod is None:
+                return self._send(404, _status(404, "NotFound", f'pods "{key[2]}" not found'))
+            if container not in [c["name"] for c in pod["spec"]["containers"]]:
+                message = f"container {container} is not valid for pod {key[2]}"
+                return self._send(400, _status(400, "BadRequest", message))
+            accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest())
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept.decode())
+            self.send_header("Sec-WebSocket-Protocol", protocol)
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            stdin, stdin_closed, closed = bytearray(), threading.Event(), threading.Event()
+            send_lock = threading.Lock()
+
+            def send(opcode: int, payload: bytes) -> None:
+                with send_lock:
+                    self.wfile.write(ws_frame(opcode, payload))
+                    self.wfile.flush()
+
+            def read_exactly(n: int) -> bytes:
+                data = self.rfile.read(n)
+                if len(data) < n:
+                    raise EOFError
+                return data
+
+            def receive() -> None:  # the client's frames: stdin, its close of stdin, pings, its close
+                try:
+                    while True:
+                        opcode, payload = read_ws_frame(read_exactly)
+                        if opcode == 0x8:
+                            return
+                        if opcode == 0x9:
+                            send(0xA, payload)
+                        elif opcode == 0x2 and payload[:1] == b"\x00":
+                            stdin.extend(payload[1:])
+                        elif opcode == 0x2 and payload == bytes((255, 0)):
+                            stdin_closed.set()
+                except (EOFError, OSError, ValueError):
+                    return
+                finally:
+                    closed.set()
+                    stdin_closed.set()
+
+            threading.Thread(target=receive, daemon=True).start()
+            command = query.get("command", [])
+            api.exec_calls.append((key[2], container, command))
+            answer = next((a for (ns, prefix), a in api.execs.items() if ns == key[1] and key[2].startswith(prefix)),
+                          None)
+
+            def read_stdin() -> bytes:
+                stdin_closed.wait(30)
+                return bytes(stdin)
+
+            if answer is None:
+                result: Any = _status(500, "InternalError", f"nothing answers exec in pod {key[2]} (the test set none)")
+            else:
+                result = answer(container, command, read_stdin)
+            try:
+                if isinstance(result, dict):
+                    status = result
+                else:
+                    code, out, err = result
+                    for channel, data in ((1, out), (2, err)):  # in 32 KiB pieces, as io.Copy's buffer
+                        data = data.encode() if isinstance(data, str) else data
+                        for at in range(0, len(data), EXEC_CHUNK):
+                            send(0x2, bytes((channel,)) + data[at:at + EXEC_CHUNK])
+                    status = exec_status(code)
+                send(0x2, b"\x03" + json.dumps(status).encode())
+                send(0x8, struct.pack("!H", 1000))
+                closed.wait(5)
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
         def _watch(self, key: Key, query: dict[str, str]) -> None:
             since = int(query.get("resourceVersion") or 0)
@@ -315,6 +469,15 @@ def _handler(api: ApiStandIn) -> type[BaseHTTPRequestHandler]:
             if body.get("metadata", {}).get("name") != key[2]:
                 return self._send(400, _status(400, "BadRequest", "the name in the body does not match the URL"))
             return self._send(*api.apply(key, body, manager, query.get("force") == "true"))
+
+        def do_POST(self) -> None:
+            key, _, _, _ = self._route()
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if key is None or key[0] != "selfsubjectaccessreviews":
+                return self._send(405, _status(405, "MethodNotAllowed", "only access reviews are created here"))
+            asked = body.get("spec", {}).get("resourceAttributes") or {}
+            denied = api.forbid_exec and (asked.get("resource"), asked.get("subresource")) == ("pods", "exec")
+            return self._send(201, {**body, "status": {"allowed": not denied}})
 
         def do_DELETE(self) -> None:
             key, _, _, _ = self._route()

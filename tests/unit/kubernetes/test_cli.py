@@ -76,7 +76,9 @@ def test_up_scale_and_down_through_the_cli(api: ApiStandIn, tmp_path: Path):
         done = run_cli(env, *UP, "--timeout", "60", timeout=180)
         assert done.returncode == 0, done.stderr
         assert f"namespace  {NS}\n" in done.stdout and "rollout    rolling: one new pod starts" in done.stdout  # extra
-        assert "(none: open endpoint)" not in done.stdout and "(not made here: see keys above)" in done.stdout
+        key = state.api_key("qwq-32b")
+        assert key.startswith("sk-") and f"  API key                {key}\n" in done.stdout  # printed like elsewhere
+        assert "key        qwq-32b, for Qwen/QwQ-32B only" in done.stdout
 
         done = run_cli(env, "scale", "qwq-32b", "2", "--json", "--timeout", "60", timeout=180)
         assert done.returncode == 0, done.stderr
@@ -89,6 +91,8 @@ def test_up_scale_and_down_through_the_cli(api: ApiStandIn, tmp_path: Path):
 
         done = run_cli(env, "down", "qwq-32b", "--delete-weights", timeout=180)
     assert done.returncode == 0, done.stderr
+    assert "its key qwq-32b is revoked" in done.stdout
+    assert [c[2][:3] for c in api.exec_calls][-1] == ["llmnest", "keys", "revoke"]
     assert api.get("persistentvolumeclaims", NS, "qwq-32b-weights") is None and state.names() == []
 
 

@@ -225,3 +225,31 @@ def test_connect_reads_the_kubeconfig_context_as_kubectl_does(api: ApiStandIn, t
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     with pytest.raises(Conflict, match="cannot use context 'prod' of your kubeconfig .*kubectl config get-contexts"):
         connect("prod")
+
+
+def test_exec_returns_the_commands_exit_code_and_streams_and_says_why_one_did_not_run(api: ApiStandIn):
+    from llmnest.targets.kubernetes.client import ExecFailed
+
+    api.put("pods", {**pod("gw-0", "d"), "spec": {"containers": [{"name": "gateway", "image": "x"}]}})
+    seen: list[bytes] = []
+
+    def answer(container: str, command: list[str], stdin) -> tuple[int, str, str]:
+        seen.append(stdin() if command[0] == "cat" else b"")
+        return 3, "out " + "|".join(command) + seen[-1].decode() + "x" * 100_000, "err\n"
+
+    api.on_exec(NS, "gw-", answer)
+    c = cluster(api)
+    code, out, err = c.exec("gw-0", "gateway", ["llmnest", "a b", "--", "$(x)"])
+    assert (code, out[:24], len(out), err) == (3, "out llmnest|a b|--|$(x)x", 23 + 100_000, "err\n")  # 32 KiB frames
+    code, out, _ = c.exec("gw-0", "gateway", ["cat"], stdin="on stdin")
+    assert out.startswith("out caton stdin") and api.exec_calls[-1] == ("gw-0", "gateway", ["cat"])
+    api.on_exec(NS, "gw-", lambda *_: (0, "fine", ""))
+    assert c.exec("gw-0", "gateway", ["true"]) == (0, "fine", "")
+    for pod_name, container, status in (("gone-0", "gateway", 404), ("gw-0", "engine", 400)):
+        with pytest.raises(ExecFailed) as exc:
+            c.exec(pod_name, container, ["true"])
+        assert exc.value.code == status
+    api.forbid_exec = True
+    with pytest.raises(ExecFailed) as exc:
+        c.exec("gw-0", "gateway", ["true"])
+    assert exc.value.code == 403

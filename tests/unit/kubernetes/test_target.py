@@ -20,6 +20,7 @@ from llmnest import lifecycle, state
 from llmnest.spec_builder import UpRequest
 from llmnest.errors import BadInput, Conflict, LlmnestError
 from llmnest.targets import Context, get
+from llmnest.targets.kubernetes import manifests
 from llmnest.targets.kubernetes import target as k8s_target
 from llmnest.targets.kubernetes.placement import placement_of
 from tests.unit.kubernetes.api_standin import ApiStandIn
@@ -130,17 +131,44 @@ class Controllers:
                     pod = gpu_pod(f"{name}-{gen}-{i}", ns, f"gpu-{i % 2}", gpus, template["metadata"]["labels"])
                     if not self.api.get("pods", ns, pod["metadata"]["name"]):
                         self.api.put("pods", pod)
+            if name.endswith("-gateway"):
+                for i in range(want):
+                    if not self.api.get("pods", ns, f"{name}-{gen}-{i}"):
+                        self.api.put("pods", ready_pod(f"{name}-{gen}-{i}", ns, template))
+            if name.endswith(("-engine", "-gateway")):
                 for (plural, pns, pname) in list(self.api.objects):  # the old generation's pods go
                     if plural == "pods" and pname.startswith(f"{name}-") and not pname.startswith(f"{name}-{gen}-"):
                         self.api.remove("pods", pns, pname)
             self.api.set_status("deployments", ns, name, done)
 
 
+def ready_pod(name: str, namespace: str, template: dict) -> dict:
+    """A pod of `template` Running and Ready (no GPU: the gateway's)."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": template["metadata"]["labels"]},
+            "spec": {"containers": [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def scripted_gateway_pod(container: str, command: list[str], stdin: Callable[[], bytes]) -> tuple[int, str, str]:
+    """What exec into a gateway pod answers, scripted as far as these tests need it (`keys create` and `keys revoke`
+    succeed, the chat `up` checks is answered): test_channel.py runs the real CLI and a real gateway instead."""
+    if command[:3] == ["llmnest", "keys", "create"]:
+        return 0, json.dumps({"name": command[-1], "prefix": command[command.index("--key-prefix") + 1]}), ""
+    if command[:3] == ["llmnest", "keys", "revoke"]:
+        return 0, json.dumps({"name": command[-1], "revoked": "2026-01-01T00:00:00Z"}), ""
+    if command[0] == "python3" and stdin().startswith(b"sk-"):
+        return 0, '200\n{"choices": [{"message": {"role": "assistant", "content": "Hi"}}]}\n', ""
+    return 2, "", f"error: not scripted: {command[:3]}\n"
+
+
 def serving(api: ApiStandIn, deployment: str) -> None:
-    """The engine and the gateway answering through their Services, as their pods would."""
+    """The engine and the gateway answering through their Services, as their pods would, and exec into the
+    gateway's pods answered by `scripted_gateway_pod`."""
     api.serve(NS, f"{deployment}-engine", lambda path: (200, "") if path == "/health" else (401, "key"))
     api.serve(NS, f"{deployment}-gateway", lambda path: (200, '{"status":"ok"}') if path == "/health"
               else (401, '{"error":{"code":"invalid_api_key"}}'))
+    api.on_exec(NS, f"{deployment}-gateway-", scripted_gateway_pod)
 
 
 @pytest.fixture
@@ -173,7 +201,15 @@ def test_up_reads_the_cluster_applies_and_waits_for_both_services(api: ApiStandI
     spec = created.deployment.spec
     place = placement_of(spec)
     assert (spec.target, place.gpu_type, spec.tensor_parallel_size) == ("kubernetes", "NVIDIA-A10", 4)  # from the pool
-    assert created.deployment.status == "ready" and created.api_key is None
+    assert created.deployment.status == "ready" and created.api_key.startswith("sk-")
+    assert state.api_key("qwq-32b") == created.api_key  # printed again by `redeploy`
+    made, chat = [c for c in api.exec_calls if c[0].startswith("qwq-32b-gateway-")]
+    assert made[1] == "gateway" and made[2][:3] == ["llmnest", "keys", "create"] and created.api_key not in made[2]
+    assert made[2][-3:] == ["--json", "--", "qwq-32b"]
+    assert made[2][made[2].index("--models") + 1] == spec.served_model_name
+    assert chat[2][0] == "python3" and chat[2][-2:] == [f"http://qwq-32b-gateway.{NS}.svc.cluster.local/v1",
+                                                       spec.served_model_name]
+    assert created.extra["key"].startswith(f"qwq-32b, for {spec.served_model_name} only")
     engine = api.get("deployments", NS, "qwq-32b-engine")
     assert engine["metadata"]["managedFields"] == [{"manager": "llmnest", "operation": "Apply"}]
     assert engine["spec"]["template"]["spec"]["nodeSelector"] == {GPU_LABEL: "NVIDIA-A10"}
@@ -348,8 +384,14 @@ def test_options_of_the_target_are_checked_and_keys_stay_out(tmp_path, monkeypat
         get("kubernetes").resolve(request(gpu_type="NVIDIA-A10", replicas=2, autoscale_max=1))
     with pytest.raises(BadInput, match="--gpu-type 'RTX-9090' is no GPU llmnest knows"):
         get("kubernetes").resolve(request(gpu_type="RTX-9090"))
-    with pytest.raises(BadInput, match="always checks keys"):
-        get("kubernetes").resolve(UpRequest(model="Qwen/QwQ-32B", target="kubernetes", api_key="sk-mine-12345"))
+    with pytest.raises(BadInput, match="always checks keys: drop --no-api-key"):
+        get("kubernetes").resolve(UpRequest(model="Qwen/QwQ-32B", target="kubernetes", no_api_key=True))
+    with pytest.raises(BadInput, match="--api-key must be 8 to 256 printable characters without spaces"):
+        get("kubernetes").resolve(UpRequest(model="Qwen/QwQ-32B", target="kubernetes", api_key="sk-with space"))
+    mine = get("kubernetes").resolve(UpRequest(model="Qwen/QwQ-32B", target="kubernetes", api_key="sk-mine-12345",
+                                               options={"gpu_type": "NVIDIA-A10"}))
+    assert mine.api_key == "sk-mine-12345" and "sk-mine-12345" not in manifests.to_yaml(
+        manifests.render(mine.spec, placement_of(mine.spec), manifests.KEY_PLACEHOLDER))
     with pytest.raises(BadInput, match="--region is for --target aliyun"):
         lifecycle.up(UpRequest(model="Qwen/QwQ-32B", target="kubernetes", options={"region": "cn-hangzhou"}), ctx())
 
@@ -471,3 +513,14 @@ def test_without_gpu_type_up_picks_the_pool_the_model_fits_not_the_one_with_most
     result = lifecycle.dry_run(request("Qwen/Qwen3-235B-A22B"), Context(dry_run=True))
     assert result["spec"]["placement"]["gpu_type"] == "NVIDIA-A100-SXM4-80GB"
     assert result["preflight"][0]["ok"] is True, result["preflight"]
+
+
+def test_up_without_rbac_to_exec_into_the_gateway_pod_is_refused_before_anything_is_applied(api: ApiStandIn):
+    ack_cluster(api)
+    serving(api, "qwq-32b")
+    api.forbid_exec = True
+    with pytest.raises(Conflict, match=f"^your kubeconfig user may not get or create pods/exec in namespace {NS}, "):
+        lifecycle.up(request(gpu_type="NVIDIA-A10"), ctx())
+    assert not [r for r in api.requests if r[0] == "PATCH"] and state.names() == []
+    reviews = [r for r in api.requests if r[0] == "POST"]
+    assert [r[1] for r in reviews] == ["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] * 2

@@ -2,9 +2,10 @@
 
 Why lightkube: it is small (built on httpx), maintained, typed per Kubernetes version, and does what
 llmnest needs directly: server-side apply with a field manager (`apply(field_manager=, force=)`),
-watch, pod logs (tail, follow), subresources (scale) and generic resources for CRDs
-(LeaderWorkerSet, ScaledObject). The official `kubernetes` client is about 126 MB and applies
-server-side only through its dynamic client; kr8s has no apply.
+watch, pod logs (tail, follow), exec into a pod over WebSockets (`exec`, as `kubectl exec`),
+subresources (scale) and generic resources for CRDs (LeaderWorkerSet, ScaledObject). The official
+`kubernetes` client is about 126 MB and applies server-side only through its dynamic client; kr8s has no
+apply.
 
 Everything here takes and returns plain dicts (the manifests of `manifests.render`) and one-line
 strings, so the target's verbs stay free of lightkube types.
@@ -17,13 +18,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
+from httpx2.websockets import HTTPXWSException, WebSocketUpgradeError
 from lightkube import ALL_NS, ApiError, Client
 from lightkube.codecs import from_dict
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apiregistration_v1 import APIService
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Event, Node, Pod, Secret, Service
 from lightkube.resources.storage_v1 import CSIDriver, StorageClass
 
@@ -54,6 +58,15 @@ def connect(context: str | None = None, namespace: str | None = None) -> Client:
     except Exception as exc:  # lightkube raises plain exceptions for missing or unreadable configs
         where = f"context {context!r}" if context else "the current context"
         raise Conflict(f"cannot use {where} of your kubeconfig ({exc}); check `kubectl config get-contexts`") from None
+
+
+class ExecFailed(Exception):
+    """An exec that did not run the command to its end: the API server's HTTP code (0: no answer) and message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class Cluster:
@@ -254,6 +267,42 @@ class Cluster:
         except Exception as exc:  # noqa: BLE001 - any transport failure means "not answering yet"
             return 0, str(exc)
         return resp.status_code, resp.text
+
+    def ready_pods(self, deployment: str, component: str) -> list[str]:
+        """The names of the component's pods that are Running, Ready and not being deleted."""
+        def ready(pod: dict) -> bool:
+            status = pod.get("status") or {}
+            return status.get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp") and any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+        return [p["metadata"]["name"] for p in self.pods(deployment, component) if ready(p)]
+
+    def allowed(self, verb: str, resource: str, subresource: str | None = None) -> bool | None:
+        """Whether the kubeconfig user may `verb` RESOURCE/SUBRESOURCE in the namespace, as `kubectl auth can-i`
+        asks (a SelfSubjectAccessReview); None when the API server does not say."""
+        attributes = ResourceAttributes(namespace=self.namespace, verb=verb, resource=resource, subresource=subresource)
+        try:
+            review = self.client.create(SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(
+                resourceAttributes=attributes)))
+        except (ApiError, httpx2.HTTPError):  # HTTPError: also an answer that is no API Status at all
+            return None
+        return bool(review.status and review.status.allowed)
+
+    def exec(self, pod: str, container: str, command: list[str], stdin: str | None = None,
+             timeout: float = 60) -> tuple[int, str, str]:
+        """Run `command` in a container of `pod` (`kubectl exec`: the pods/exec subresource over WebSockets,
+        v5.channel.k8s.io); returns its exit code, stdout and stderr. Raises ExecFailed when the command could
+        not be run to its end (refused, the pod gone, the runtime could not start it, the connection lost)."""
+        try:
+            done = self.client.exec(pod, namespace=self.namespace, container=container, command=command, stdin=stdin,
+                                    stdout=True, stderr=True, timeout=timeout)
+        except WebSocketUpgradeError as exc:  # refused before the upgrade: 403, 404, 400 (the body is gone by now)
+            raise ExecFailed(exc.response.status_code, exc.response.reason_phrase) from None
+        except ApiError as exc:  # a Failure status on the error channel other than an exit code
+            raise ExecFailed(exc.status.code or 500, exc.status.message or "") from None
+        except (httpx2.TransportError, HTTPXWSException, OSError) as exc:
+            raise ExecFailed(0, str(exc) or type(exc).__name__) from None
+        return done.exit_code, done.stdout or "", done.stderr or ""
 
     def _delete(self, obj: dict) -> str | None:
         resource = type(from_dict(obj))

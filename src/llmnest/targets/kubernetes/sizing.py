@@ -73,9 +73,11 @@ def request_spec(req: UpRequest, place: KubernetesPlacement) -> tuple[Deployment
         if given is not None:
             raise BadInput(f"{flag} is for this machine: in a cluster the engine runs in its image and the gateway's "
                            f"Service takes the traffic (--expose internet|intranet|cluster, --port for its port)")
-    if req.no_api_key or req.api_key:
-        raise BadInput("the cluster's gateway always checks keys, kept in its PostgreSQL: drop --no-api-key/--api-key "
-                       "and create keys with `llmnest keys create NAME --db URL`")
+    if req.no_api_key:
+        raise BadInput("the cluster's gateway always checks keys: drop --no-api-key (`up` makes a key for the "
+                       "deployment, or takes yours with --api-key)")
+    if req.api_key is not None and not re.fullmatch(r"[\x21-\x7e]{8,256}", req.api_key):
+        raise BadInput("--api-key must be 8 to 256 printable characters without spaces (it travels as a bearer token)")
     model = catalog_model(req.model)
     engine = req.engine or "vllm"
     base, _ = build_spec(replace(req, options={}), model, None, placement=place)

@@ -19,3 +19,5 @@ class KubernetesState(BaseModel):
     address: str | None = None  # the gateway LoadBalancer's IP or host name, once the cloud gave one
     gpus_per_pod: int = 0
     rollout: str | None = None  # how the last apply rolls pods out, as one line
+    key_label: str | None = None  # the key `up` printed, as it names it (user_key.py)
+    key_owned: bool = False  # that key is the deployment's own (made by `up`, named after it): `down` revokes it

@@ -3,8 +3,10 @@
 The verbs read the cluster first (GPU pools, CRDs, drivers, storage, metrics API) and refuse what cannot
 work in one line; they apply `manifests.render` with server-side apply under one field manager, say the
 cluster's Events that matter as they happen, and wait until the engine and the gateway answer through
-their Services. A rollout surges one pod only when the GPUs free allow it, else replaces in place, and
-a redeploy whose pods do not come up puts the last good spec back.
+their Services; `up` then makes the user's key in the gateway's database through the gateway pod
+(channel.py, user_key.py) and checks a chat with it through the gateway's Service. A rollout surges one
+pod only when the GPUs free allow it, else replaces in place, and a redeploy whose pods do not come up
+puts the last good spec back.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from ... import state
 from ...spec_builder import UpRequest, new_api_key
-from ...errors import BadInput, Conflict, LlmnestError
+from ...errors import BadInput, Conflict, LlmnestError, NotFound
 from ...endpoints import Endpoint
+from ...gateway.remote_admin import GatewayChannel, RemoteAdmin
 from ...gateway.upstreams import Upstream
 from ...home import deployment_dir, write_secret
 from ...spec import DeploymentSpec, validated
 from ..base import Capability, Context, Created, Resolved, Target
-from . import DECLARATION, cluster_plan, manifests, preflight
+from . import DECLARATION, cluster_plan, manifests, preflight, user_key
+from .channel import PodExecChannel, chat_command
 from .engine import engine_argv, gpus_per_pod
 from .names import ROLE_LABEL, name_of
 from .placement import KubernetesPlacement, placement_of
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from .client import Cluster
 
 LB_WAIT_S = 300.0  # a cloud LoadBalancer usually gets its address within a minute or two
+CHAT_WAIT_S = 120.0  # the gateway and the engine answer /health already: a chat follows within seconds
 POLL_S = 2.0
 RESTARTED_AT = "llmnest.io/restarted-at"
 KEY_UNUSED = manifests.KEY_PLACEHOLDER  # renders whose objects are only named, never applied
@@ -77,7 +82,7 @@ class KubernetesTarget(Target):
         spec, model = request_spec(req, place)
         if place.gpu_type:
             spec = sized(spec, model)
-        return Resolved(spec, None, model)
+        return Resolved(spec, req.api_key, model)
 
     def cluster(self, spec: DeploymentSpec) -> Cluster:
         try:
@@ -152,6 +157,10 @@ class KubernetesTarget(Target):
             more = f" (and {len(problems) - 1} more: `--dry-run` lists them)" if len(problems) > 1 else ""
             raise Conflict(problems[0] + more)
         place = placement_of(spec)
+        if refused := [verb for verb in ("get", "create") if cluster.allowed(verb, "pods", "exec") is False]:
+            raise Conflict(f"your kubeconfig user may not {' or '.join(refused)} pods/exec in namespace "
+                           f"{place.namespace}, through which `up` makes the deployment's key in its gateway pod: "
+                           "ask for RBAC `get` and `create` on pods/exec there (docs/kubernetes.md, Keys)")
         state.create(spec, None)
         engine_key = new_api_key()
         write_secret(_key_path(spec.name), engine_key)
@@ -159,25 +168,36 @@ class KubernetesTarget(Target):
         state.update(spec.name, target_state={"context": place.context, "cluster": server, "workload": _kind(place),
                                       "gpus_per_pod": gpus_per_pod(spec, place), "rollout": rollout})
         objects = manifests.render(spec, place, engine_key)
+        channel = PodExecChannel(state.get(spec.name), cluster)
+        key: user_key.UserKey | None = None
         try:
             ctx.on_phase("applying", f"{len(objects)} objects in namespace {place.namespace}")
             cluster.apply_all(objects)
             self._wait(cluster, spec, ctx)
+            ctx.on_phase("checking", "making the API key in the gateway's database, through the gateway pod")
+            key = user_key.make(RemoteAdmin(channel, spec.name), spec.name, spec.served_model_name, resolved.api_key)
+            self._chat(channel, spec, key.secret, ctx)
         except BaseException as exc:
             ctx.say(f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}: removing what {spec.name} "
                     "applied (the weights volume stays for a retry)")
             try:
+                if key is not None and key.owned:
+                    _revoke(channel, spec.name, ctx)
                 cluster.delete(spec.name, objects, ctx.timeout, ctx.say, keep_weights=True, poll=POLL_S)
             finally:
                 state.delete(spec.name)
                 _key_path(spec.name).unlink(missing_ok=True)
             raise
-        state.update(spec.name, status="ready", ready_at=time.time())
+        write_secret(state.key_path(spec.name), key.secret)
+        state.update(spec.name, status="ready", ready_at=time.time(),
+                     target_state={"key_label": key.label, "key_owned": key.owned})
         dep = state.get(spec.name)
-        return Created(dep, None, time.monotonic() - t0,
+        return Created(dep, key.secret, time.monotonic() - t0,
                        {"namespace": place.namespace, "rollout": rollout,
-                        "keys": f"the gateway's keys live in the PostgreSQL of Secret {place.gateway_db_secret}: "
-                                f"`llmnest keys create NAME --db URL`"})
+                        "key": f"{key.label} (in the gateway's database, Secret {place.gateway_db_secret}"
+                               f"{'' if key.owned else '; an existing key: `down` leaves it'})",
+                        "keys": f"`llmnest keys create NAME --deployment {spec.name}` | keys ls | usage "
+                                f"--deployment {spec.name}"})
 
     def _wait(self, cluster: Cluster, spec: DeploymentSpec, ctx: Context) -> None:
         """Until the engine rolled out, the gateway did, and both answer through their Services; then the
@@ -215,6 +235,24 @@ class KubernetesTarget(Target):
             state.update(spec.name, target_state={"address": address})
         else:
             ctx.say(f"the LoadBalancer of {gateway} has no address yet; `llmnest status {spec.name}` shows it later")
+
+    def _chat(self, channel: PodExecChannel, spec: DeploymentSpec, secret: str, ctx: Context) -> None:
+        """Until a chat with the user's key, sent from the gateway pod to the gateway's Service, is answered."""
+        command = chat_command(spec.name, placement_of(spec).namespace, spec.served_model_name)
+        ctx.on_phase("checking", "a chat through the gateway's Service with the key")
+        deadline = time.monotonic() + min(ctx.timeout, CHAT_WAIT_S)
+        while True:
+            result = channel.execute(command, stdin=secret)
+            status, _, body = result.stdout.partition("\n")
+            if result.exit_code == 0 and status.strip() == "200" and '"choices"' in body:
+                return
+            if time.monotonic() > deadline:
+                last = (f"exit {result.exit_code}: {result.stderr.strip()[-200:]}" if result.exit_code else
+                        f"HTTP {status.strip()}: {body.strip()[:200]}" if status.strip() != "0" else body.strip()[:200])
+                raise LlmnestError(f"{spec.name}: a chat through the gateway's Service with the key was not answered "
+                                   f"within {min(ctx.timeout, CHAT_WAIT_S):.0f} s (last: {last}); see "
+                                   f"`llmnest logs {spec.name} --gateway`")
+            time.sleep(POLL_S)
 
     # ---- reading --------------------------------------------------------------------------------
     def _info(self, dep: state.Deployment) -> KubernetesState:
@@ -284,6 +322,13 @@ class KubernetesTarget(Target):
     def gateway_logs(self, dep: state.Deployment, tail: int, follow: bool) -> Iterator[str]:
         cluster = self.cluster(dep.spec)
         yield from cluster.logs(self._pod(dep, cluster, 0, "gateway"), tail, follow, container="gateway")
+
+    def gateway_channel(self, dep: state.Deployment) -> GatewayChannel:
+        """`llmnest keys/usage` in a Ready gateway pod, through pods/exec."""
+        return PodExecChannel(dep, self.cluster(dep.spec))
+
+    def key_name(self, dep: state.Deployment, api_key: str | None) -> str | None:
+        return self._info(dep).key_label if api_key else None
 
     def show(self, dep: state.Deployment, fmt: str) -> str:
         if fmt == "k8s":
@@ -373,13 +418,30 @@ class KubernetesTarget(Target):
         keep_weights = not ctx.delete_weights
         cluster = self.cluster(dep.spec)
         place = placement_of(dep.spec)
+        # the deployment's own key first, while a gateway pod still runs to revoke it through
+        revoked = self._info(dep).key_owned and _revoke(PodExecChannel(dep, cluster), dep.name, ctx)
         objects = manifests.render(dep.spec, place, manifests.KEY_PLACEHOLDER)
         gone = cluster.delete(dep.name, objects, ctx.timeout, ctx.say, keep_weights=keep_weights, poll=POLL_S)
         state.delete(dep.name)
         _key_path(dep.name).unlink(missing_ok=True)
         kept = (f"; the weights volume {name_of(dep.name, 'weights')} stays for the next up of {dep.name} "
                 f"(`down --delete-weights` removes it too)" if keep_weights and place.weights_kind != "claim" else "")
-        return f"deleted {len(gone)} objects of {dep.name} from namespace {place.namespace} and forgot it{kept}"
+        key = f"; its key {dep.name} is revoked" if revoked else ""
+        return f"deleted {len(gone)} objects of {dep.name} from namespace {place.namespace} and forgot it{key}{kept}"
+
+
+def _revoke(channel: PodExecChannel, name: str, ctx: Context) -> bool:
+    """Revoke the deployment's own key (named after it) in the shared database; what stops it is said, not raised.
+    True when it is revoked now."""
+    try:
+        RemoteAdmin(channel, name).revoke_key(name)
+    except NotFound:
+        return False
+    except LlmnestError as exc:
+        ctx.say(f"could not revoke {name}'s own key {name} ({exc}); revoke it with "
+                f"`llmnest keys revoke {name} --db URL`")
+        return False
+    return True
 
 
 def _redeployable(old: DeploymentSpec, new: DeploymentSpec) -> DeploymentSpec:
