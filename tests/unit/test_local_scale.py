@@ -287,6 +287,10 @@ def test_refusals_through_the_cli_are_one_line_with_the_right_exit_code(tmp_path
     same = run_cli(env, "scale", "front", "2", "--json", timeout=120)
     assert same.returncode == 0 and '"result": "front already runs 2 replicas: nothing changed"' in same.stdout
     assert [u.id for u in state.get("front").replicas] == ["front/0", "front/1"]
+    recorded("cut", {"replicas": 3}, units=2)  # a scale down cut short between the stops and the record
+    caught_up = run_cli(env, "scale", "cut", "2", timeout=120)
+    assert caught_up.returncode == 0 and "cut already runs 2 replicas; its spec says so now (it said 3)" in caught_up.stdout
+    assert state.get("cut").spec.replicas == 2
 
 
 def test_scale_is_offered_here_and_refused_where_a_target_does_not_offer_it() -> None:

@@ -32,9 +32,11 @@ def scale(dep: state.Deployment, replicas: int, ctx: Context) -> str:
     if replicas > replicas_limit():
         raise BadInput(f"{dep.name} can have at most {replicas_limit()} replicas, not {replicas}")
     if replicas == now:
-        if spec.replicas != replicas:  # a scale cut short earlier: the record catches up with what runs
-            state.update(dep.name, spec=spec.model_copy(update={"replicas": replicas}))
-        return f"{dep.name} already runs {replicas} replica{'s' if replicas > 1 else ''}: nothing changed"
+        runs = f"{dep.name} already runs {replicas} replica{'s' if replicas > 1 else ''}"
+        if spec.replicas == replicas:
+            return f"{runs}: nothing changed"
+        state.update(dep.name, spec=spec.model_copy(update={"replicas": replicas}))  # a scale cut short earlier
+        return f"{runs}; its spec says so now (it said {spec.replicas})"
     if not spec.gateway:
         how = "--set gateway=true" if spec.api_key_enabled else "--set api_key_enabled=true --set gateway=true"
         raise Conflict(f"{dep.name} is served straight from one engine (--no-gateway or --no-api-key): replicas need "
