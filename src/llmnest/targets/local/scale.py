@@ -70,19 +70,21 @@ def _grow(dep: state.Deployment, scaled: DeploymentSpec, ctx: Context) -> str:
             units.start_unit(unit)
         for unit in fresh:
             units.wait_ready(name, ctx, only=unit)
-            if not local_surge.wait_rotation(dep.spec, unit.id, True, lambda line: ctx.on_phase("starting gateway", line)):
+            if not local_surge.wait_rotation(dep.spec, unit.id, True,
+                                             lambda line: ctx.on_phase("starting gateway", line)):
                 raise LlmnestError(f"the gateway on port {dep.spec.port} did not route to replica {unit.index} in time;"
                                    f" see {gateway_log_path(dep.spec.port)}")
     except BaseException as exc:
         _undo(name, fresh, ctx, interrupted=isinstance(exc, KeyboardInterrupt))
         if isinstance(exc, LlmnestError):
             raise LlmnestError(f"{exc.message}; the new replicas were stopped and {name} kept serving on its {now} "
-                               "throughout", detail=exc.detail) from exc
+                               f"replica{'s' if now > 1 else ''} throughout", detail=exc.detail) from exc
         raise
     finally:
         state.update(name, target_state={"scaling_to": None})
     state.update(name, spec=scaled)
-    return f"{name}: {now} -> {scaled.replicas} replicas (started {', '.join(map(str, slots))}; the gateway routes to them)"
+    started = ", ".join(map(str, slots))
+    return f"{name}: {now} -> {scaled.replicas} replicas (started {started}; the gateway routes to them)"
 
 
 def _undo(name: str, fresh: list[units_store.Unit], ctx: Context, interrupted: bool) -> None:
