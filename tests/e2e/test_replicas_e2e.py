@@ -232,3 +232,32 @@ def test_a_redeploy_of_one_replica_surges_and_never_stops_answering(single) -> N
     assert models["data"][0]["max_model_len"] == 2048
     lines = single.cli("logs", "single", "--replica", str(after[0]["replica"]), "-n", "50")
     assert lines.returncode == 0 and lines.stdout.strip(), lines.stderr
+
+
+def test_scale_up_and_down_keeps_the_running_replica_and_never_stops_answering(single) -> None:
+    """`scale single 2` starts one engine next to the running one (untouched, serving throughout), the gateway
+    routes to it; `scale single 1` drains the highest-index replica and stops it, no request failing."""
+    (kept,) = single.status()["replicas"]
+    with Load(single, [single.api_key], workers=2) as load:
+        up = single.cli("scale", "single", "2", "--json", timeout=1800)
+        time.sleep(2)
+    assert up.returncode == 0, up.stderr
+    assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
+    replicas = single.status()["replicas"]
+    assert [(r["pid"], r["restarts"]) for r in replicas if r["replica"] == kept["replica"]] == [
+        (kept["pid"], kept["restarts"])]
+    (new,) = [r for r in replicas if r["replica"] != kept["replica"]]
+    assert new["status"] == "ready" and new["replica"] == 1 - kept["replica"]
+    root = f"http://127.0.0.1:{new['port']}"
+    before = vllm_tokens(root)
+    with Load(single, [single.api_key], workers=2) as load:
+        time.sleep(15)
+    assert vllm_tokens(root)[1] > before[1], "the gateway sent the new replica no request"
+    with Load(single, [single.api_key], workers=2) as load:
+        down = single.cli("scale", "single", "1", "--json", timeout=600)
+        time.sleep(2)
+    assert down.returncode == 0, down.stderr
+    assert load.outcomes and all(o.ok for o in load.outcomes), [o.detail for o in load.outcomes if not o.ok]
+    (left,) = single.status()["replicas"]
+    assert left["replica"] == 0 and left["pid"] == next(r["pid"] for r in replicas if r["replica"] == 0)
+    assert "replicas: 1" in single.cli("show", "single").stdout

@@ -209,8 +209,8 @@ def scale(
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds to wait for the replicas."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Change the engine replicas in place, where the deployment's target can (more only when the GPUs free hold
-    them); waits until they roll out."""
+    """Change the engine replicas in place, where the deployment's target can, the running ones untouched (more
+    only where there is room for them: free GPUs, or on CPUs a core each and free memory); waits until they serve."""
     with PhaseView() as view:
         line = lifecycle.scale(name, replicas, _context(view, timeout=timeout))
     if json_out:

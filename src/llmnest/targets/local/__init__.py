@@ -1,9 +1,10 @@
 """This machine: engine processes or containers under a supervisor, the gateway in front of them.
 
 `target` (the verbs, thin), `preflight` (checks before a start), `units` (the replicas: started, waited for,
-stopped), `rollout` (restart, redeploy, rollback), `surge` (room for one more engine, the gateway's word on its
-rotation, drain), `show` (the commands `show --as` prints), `gateway` (the gateway's own unit and keys),
-`units_store` (its table in the store). What the rest of llmnest knows without loading them is `DECLARATION`."""
+stopped), `rollout` (restart, redeploy, rollback), `scale` (replicas added or removed), `surge` (room for more
+engines, the gateway's word on its rotation, drain), `show` (the commands `show --as` prints), `gateway` (the
+gateway's own unit and keys), `units_store` (its table in the store). What the rest of llmnest knows without
+loading them is `DECLARATION`."""
 
 from ..declaration import Declaration, Option
 from .records import LocalState

@@ -80,10 +80,13 @@ def replica_launch(unit: units_store.Unit) -> tuple[DeploymentSpec, str | None]:
     """The spec an engine replica runs (its deployment's, listening where the unit says) and the key it takes.
 
     On CPUs, vLLM pins its threads to the cores it picks, the same ones in every process: several replicas
-    would crowd onto one core (a starting one then crawls for many minutes). Each gets its own cores."""
+    would crowd onto one core (a starting one then crawls for many minutes). Each gets its own cores (its
+    GPUs), shared out for the replicas the deployment has, or a `scale` in progress starts it for."""
     assert unit.deployment is not None
     dep = state.get(unit.deployment)
-    spec = dep.spec.listening_on(unit.host, unit.port, unit.index)
+    scaling_to = getattr(dep.target_state, "scaling_to", None) or 0
+    spec = dep.spec.model_copy(update={"replicas": max(dep.spec.replicas, scaling_to)})
+    spec = spec.listening_on(unit.host, unit.port, unit.index)
     alone = all(u.id == unit.id for u in dep.replicas)
     bind = cpu_bind(unit.index, spec.replicas, os.cpu_count() or 1, alone)
     if spec.device == "cpu" and bind is not None and CPU_BIND not in spec.env:

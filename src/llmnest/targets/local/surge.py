@@ -76,14 +76,10 @@ def _cpu_room(old: DeploymentSpec, new: DeploymentSpec, model: CatalogModel | No
     bind = cpu_bind(old.replicas, old.replicas, cores, alone=False)
     if bind is None:
         return Choice(False, f"no CPU core left for one more engine ({cores} cores, {old.replicas} engine(s))")
-    need = _memory_needed(new, model)
-    if need is None:
-        return Choice(False, "no architecture figures to plan one more engine's memory")
-    available = available if available is not None else host_memory_bytes("MemAvailable")
-    if available is None or need > available:
-        free = f"{available / 2**30:.1f} GiB" if available is not None else "an unknown amount"
-        return Choice(False, f"one more engine needs {need / 2**30:.1f} GiB of memory, {free} is free")
-    return Choice(True, f"{need / 2**30:.1f} GiB of {available / 2**30:.1f} GiB free memory, cores {bind} for it")
+    memory = _memory_room(new, model, 1, available)
+    if not memory.fits:
+        return Choice(False, memory.reason)
+    return Choice(True, f"{memory.reason}, cores {bind} for it")
 
 
 def _gpu_room(old: DeploymentSpec, new: DeploymentSpec, gpus: int) -> Choice:
@@ -95,6 +91,58 @@ def _gpu_room(old: DeploymentSpec, new: DeploymentSpec, gpus: int) -> Choice:
     if gpus < (old.replicas + 1) * size:
         return Choice(False, f"no free GPUs for one more engine ({gpus} GPUs, {old.replicas} x {size} in use)")
     return Choice(True, f"{size} of {gpus} GPUs free")
+
+
+@dataclass(frozen=True)
+class Room:
+    """Whether this machine holds more engines of a deployment, why (what is short), and how many of them
+    it holds in all (`most`: the running ones and those there is room for)."""
+
+    fits: bool
+    reason: str
+    most: int
+
+
+def _memory_room(spec: DeploymentSpec, model: CatalogModel | None, more: int, available: int | None,
+                 running: int = 0) -> Room:
+    """Free memory for the weights and KV space of `more` engines of `spec` next to `running` ones."""
+    need = _memory_needed(spec, model)
+    if need is None:
+        return Room(False, "no architecture figures to plan one more engine's memory", running)
+    available = available if available is not None else host_memory_bytes("MemAvailable")
+    engines = "one more engine needs" if more == 1 else f"{more} more engines need"
+    if available is None or need * more > available:
+        free = f"{available / 2**30:.1f} GiB" if available is not None else "an unknown amount"
+        return Room(False, f"{engines} {need * more / 2**30:.1f} GiB of memory, {free} is free",
+                    running + (available or 0) // max(need, 1))
+    return Room(True, f"{need * more / 2**30:.1f} GiB of {available / 2**30:.1f} GiB free memory",
+                running + available // max(need, 1))
+
+
+def scale_room(spec: DeploymentSpec, model: CatalogModel | None, running: int, total: int, *,
+               available: int | None = None, cores: int | None = None, gpus: int | None = None) -> Room:
+    """Whether this machine holds `total` engines of `spec` where `running` run now: on CPUs a share of the
+    cores for each of the `total` (the new ones take theirs, the running ones keep theirs until their next
+    restart) and free memory for the new ones' weights and KV space; on GPUs `tensor x pipeline` GPUs each."""
+    more = total - running
+    if spec.device == "cpu":
+        if CPU_BIND in spec.env:
+            return Room(False, f"the spec pins its engines' cores ({CPU_BIND}), so new replicas would share them",
+                        running)
+        cores = cores if cores is not None else os.cpu_count() or 1
+        memory = _memory_room(spec, model, more, available, running)
+        most = max(min(memory.most, cores), running)
+        if cores < total:
+            return Room(False, f"{total} engines need a core each, this machine has {cores}", most)
+        return Room(memory.fits, memory.reason, most)
+    if GPU_PIN in spec.env:
+        return Room(False, f"the spec pins its engines' GPUs ({GPU_PIN}), so new replicas would share them", running)
+    size = spec.tensor_parallel_size * spec.pipeline_parallel_size
+    gpus = gpus if gpus is not None else len(host_facts().gpus)
+    if gpus < total * size:
+        return Room(False, f"{total} engines need {total * size} GPUs ({size} each), this machine has {gpus}",
+                    max(gpus // size, running))
+    return Room(True, f"{more * size} of {gpus} GPUs for them", gpus // size)
 
 
 def _memory_needed(spec: DeploymentSpec, model: CatalogModel | None) -> int | None:

@@ -5,7 +5,7 @@ records readiness, and restarts it after a crash or a hang; `create` records the
 supervisors and waits on the record. On a failed or interrupted start, the engines are stopped and the
 record removed (the log stays, its path in the error), so a retry with the same name works. The verbs
 delegate: `preflight` (checks before a start), `units` (the replicas), `rollout` (restart, redeploy,
-rollback), `show` (the commands).
+rollback), `scale` (replicas added or removed), `show` (the commands).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ...logs import follow as follow_file
 from ...logs import tail as tail_of
 from ...runtimes import docker, docker_cli, process
 from ...spec import DeploymentSpec
-from . import DECLARATION, gateway as local_gateway, rollout, units, units_store
+from . import DECLARATION, gateway as local_gateway, rollout, scale as local_scale, units, units_store
 from . import show as local_show
 from .preflight import catalog_entry, check_can_start, check_plan, with_weights
 from .records import LocalState
@@ -45,6 +45,7 @@ class LocalTarget(Target):
     declaration = DECLARATION
     unsupported = {Capability.DRY_RUN: "on this machine nothing is rendered ahead; `llmnest show NAME --as command` "
                                        "prints what a deployment runs"}
+    offers = frozenset({Capability.SCALE})
 
     def resolve(self, req: UpRequest) -> Resolved:
         model = catalog_entry(req.model, req.weights)
@@ -169,6 +170,9 @@ class LocalTarget(Target):
 
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
         return rollout.redeploy(dep, new, ctx)
+
+    def scale(self, dep: state.Deployment, replicas: int, ctx: Context) -> str:
+        return local_scale.scale(dep, replicas, ctx)
 
     def down(self, dep: state.Deployment, ctx: Context) -> str:
         units.stop_all(dep)
