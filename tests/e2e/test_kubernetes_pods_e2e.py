@@ -310,8 +310,8 @@ def test_the_pod_specs_serve_the_demo_behind_the_gateway_with_a_key(pods: dict) 
     channel = DockerExec(f"{NAME}-gateway")
     _, pod_key = RemoteAdmin(channel, NAME).create_key(NAME, {"models": [body["model"]]})
     assert all(pod_key not in " ".join(c) for c in channel.ran)  # its hash went in, the secret stayed here
-    check = [f"http://127.0.0.1:{gateway['ports'][0]['containerPort']}/v1" if w == service_url(NAME, NS) else w
-             for w in chat_command(NAME, NS, body["model"])]
+    check = [f"http://127.0.0.1:{gateway['ports'][0]['containerPort']}/v1" if w == service_url(NAME, NS, 8080) else w
+             for w in chat_command(NAME, NS, 8080, body["model"])]
     answer = channel.execute(check, stdin=pod_key)
     assert answer.exit_code == 0 and answer.stdout.startswith("200\n") and '"choices"' in answer.stdout, answer
     reply = httpx.post(url, json=body, timeout=300, trust_env=False, headers={"Authorization": f"Bearer {pod_key}"})

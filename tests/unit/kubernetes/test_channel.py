@@ -72,7 +72,8 @@ class Cluster:
         self.api.serve(NS, f"{name}-engine", lambda path: (200, "") if path == "/health" else (401, "key"))
         self.api.serve(NS, f"{name}-gateway", lambda path: (200, '{"status":"ok"}') if path == "/health"
                        else (401, '{"error":{"code":"invalid_api_key"}}'))
-        self.api.on_exec(NS, f"{name}-gateway-", self._pod(service_url(name, NS), chat_url or f"{self.gateway_url}/v1"))
+        self.api.on_exec(NS, f"{name}-gateway-",
+                         self._pod(service_url(name, NS, 8080), chat_url or f"{self.gateway_url}/v1"))
 
     def _pod(self, service: str, chat_url: str):
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "LLMNEST_GATEWAY_DB": self.db_url, "HOME": str(self.bin.parent),

@@ -207,7 +207,7 @@ def test_up_reads_the_cluster_applies_and_waits_for_both_services(api: ApiStandI
     assert made[1] == "gateway" and made[2][:3] == ["llmnest", "keys", "create"] and created.api_key not in made[2]
     assert made[2][-3:] == ["--json", "--", "qwq-32b"]
     assert made[2][made[2].index("--models") + 1] == spec.served_model_name
-    assert chat[2][0] == "python3" and chat[2][-2:] == [f"http://qwq-32b-gateway.{NS}.svc.cluster.local/v1",
+    assert chat[2][0] == "python3" and chat[2][-2:] == [f"http://qwq-32b-gateway.{NS}.svc.cluster.local:8080/v1",
                                                        spec.served_model_name]
     assert created.extra["key"].startswith(f"qwq-32b, for {spec.served_model_name} only")
     engine = api.get("deployments", NS, "qwq-32b-engine")
@@ -524,3 +524,13 @@ def test_up_without_rbac_to_exec_into_the_gateway_pod_is_refused_before_anything
     assert not [r for r in api.requests if r[0] == "PATCH"] and state.names() == []
     reviews = [r for r in api.requests if r[0] == "POST"]
     assert [r[1] for r in reviews] == ["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] * 2
+
+
+def test_the_unpublished_default_gateway_image_is_said_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMNEST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    said = lifecycle.dry_run(request(gpu_type="NVIDIA-A10"), Context(dry_run=True))["preflight"]
+    assert [c for c in said if c["check"] == "image" and "make gateway-image" in c["detail"]]
+    mine = lifecycle.dry_run(request(gpu_type="NVIDIA-A10", gateway_image="registry.example/team/llmnest:0.1.0"),
+                             Context(dry_run=True))["preflight"]
+    assert not [c for c in mine if c["check"] == "image"]

@@ -54,14 +54,14 @@ def exec_command(argv: list[str]) -> list[str]:
     return ["llmnest", *argv]
 
 
-def service_url(deployment: str, namespace: str) -> str:
-    """The gateway's Service as pods in the cluster reach it (port 80, cluster DNS)."""
-    return f"http://{name_of(deployment, 'gateway')}.{namespace}.svc.cluster.local/v1"
+def service_url(deployment: str, namespace: str, port: int) -> str:
+    """The gateway's Service as pods in the cluster reach it (cluster DNS, the Service's port)."""
+    return f"http://{name_of(deployment, 'gateway')}.{namespace}.svc.cluster.local{'' if port == 80 else f':{port}'}/v1"
 
 
-def chat_command(deployment: str, namespace: str, model: str) -> list[str]:
+def chat_command(deployment: str, namespace: str, port: int, model: str) -> list[str]:
     """The exact command that sends one chat through the gateway's Service from the gateway pod (key on stdin)."""
-    return ["python3", "-c", CHAT_SCRIPT, service_url(deployment, namespace), model]
+    return ["python3", "-c", CHAT_SCRIPT, service_url(deployment, namespace, port), model]
 
 
 def failure_line(exc: ExecFailed, dep: state.Deployment, pod: str, program: str) -> str:

@@ -27,7 +27,7 @@ from ...home import deployment_dir, write_secret
 from ...spec import DeploymentSpec, validated
 from ..base import Capability, Context, Created, Resolved, Target
 from . import DECLARATION, cluster_plan, manifests, preflight, user_key
-from .channel import PodExecChannel, chat_command
+from .channel import PodExecChannel, chat_command, service_url
 from .engine import engine_argv, gpus_per_pod
 from .names import ROLE_LABEL, name_of
 from .placement import KubernetesPlacement, placement_of
@@ -65,6 +65,15 @@ def _engine_key(name: str) -> str:
 
 def _kind(place: KubernetesPlacement) -> str:
     return "Deployment" if place.nodes == 1 else "LeaderWorkerSet"
+
+
+def _unpublished_image(place: KubernetesPlacement) -> str | None:
+    """What to do when the gateway image is llmnest's default tag, which no public registry holds yet."""
+    if place.gateway_image != KubernetesPlacement.model_fields["gateway_image"].default:
+        return None
+    return (f"the gateway image {place.gateway_image} is in no public registry yet: build it with `make "
+            "gateway-image`, push it where the cluster pulls from and pass --gateway-image REF (or load it into "
+            "the nodes)")
 
 
 def _secrets(place: KubernetesPlacement) -> list[str]:
@@ -131,6 +140,8 @@ class KubernetesTarget(Target):
             if placement_of(spec).gpu_type is None:
                 raise BadInput(f"{exc}; without a cluster to read, pass --gpu-type (e.g. NVIDIA-A10)") from None
             checks = [{"check": "cluster", "ok": None, "detail": f"not read: {exc}"}]
+        if image := _unpublished_image(placement_of(spec)):
+            checks.append({"check": "image", "ok": None, "detail": image})
         objects = manifests.render(spec, placement_of(spec), manifests.KEY_PLACEHOLDER)
         return {"manifests": objects, "yaml": manifests.to_yaml(objects), "preflight": checks,
                 "spec": spec.model_dump(mode="json")}
@@ -161,6 +172,8 @@ class KubernetesTarget(Target):
             raise Conflict(f"your kubeconfig user may not {' or '.join(refused)} pods/exec in namespace "
                            f"{place.namespace}, through which `up` makes the deployment's key in its gateway pod: "
                            "ask for RBAC `get` and `create` on pods/exec there (docs/kubernetes.md, Keys)")
+        if image := _unpublished_image(place):
+            ctx.say(image)
         state.create(spec, None)
         engine_key = new_api_key()
         write_secret(_key_path(spec.name), engine_key)
@@ -238,7 +251,7 @@ class KubernetesTarget(Target):
 
     def _chat(self, channel: PodExecChannel, spec: DeploymentSpec, secret: str, ctx: Context) -> None:
         """Until a chat with the user's key, sent from the gateway pod to the gateway's Service, is answered."""
-        command = chat_command(spec.name, placement_of(spec).namespace, spec.served_model_name)
+        command = chat_command(spec.name, placement_of(spec).namespace, spec.port, spec.served_model_name)
         ctx.on_phase("checking", "a chat through the gateway's Service with the key")
         deadline = time.monotonic() + min(ctx.timeout, CHAT_WAIT_S)
         while True:
@@ -295,8 +308,8 @@ class KubernetesTarget(Target):
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
         place, info = placement_of(dep.spec), self._info(dep)
         port = "" if dep.spec.port == 80 else f":{dep.spec.port}"
-        inside = f"http://{name_of(dep.name, 'gateway')}.{place.namespace}.svc.cluster.local{port}/v1"
-        out = [Endpoint(inside, api_key, dep.spec.served_model_name, "in the cluster")]
+        out = [Endpoint(service_url(dep.name, place.namespace, dep.spec.port), api_key, dep.spec.served_model_name,
+                        "in the cluster")]
         if info.address:
             out.insert(0, Endpoint(f"http://{info.address}{port}/v1", api_key, dep.spec.served_model_name,
                                    f"{place.expose} LoadBalancer"))
