@@ -534,3 +534,28 @@ def test_the_unpublished_default_gateway_image_is_said_with_what_to_do(tmp_path,
     mine = lifecycle.dry_run(request(gpu_type="NVIDIA-A10", gateway_image="registry.example/team/llmnest:0.1.0"),
                              Context(dry_run=True))["preflight"]
     assert not [c for c in mine if c["check"] == "image"]
+
+
+def test_the_autoscaler_is_whichever_the_cluster_has_unless_asked(api: ApiStandIn):
+    ack_cluster(api)  # the custom metrics API, no KEDA
+    keda_crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "scaledobjects.keda.sh"},
+                "spec": {"group": "keda.sh", "scope": "Namespaced", "versions": [],
+                         "names": {"plural": "scaledobjects", "kind": "ScaledObject"}}}
+
+    def dry(**options) -> dict:
+        return lifecycle.dry_run(request(gpu_type="NVIDIA-A10", autoscale_max=2, **options), Context(dry_run=True))
+
+    result = dry()
+    assert result["spec"]["placement"]["autoscaler"] == "hpa"
+    assert [o for o in result["manifests"] if o["kind"] == "HorizontalPodAutoscaler"]
+    api.remove("apiservices", "", "v1beta1.custom.metrics.k8s.io")
+    api.put("customresourcedefinitions", keda_crd)
+    result = dry()
+    assert result["spec"]["placement"]["autoscaler"] == "keda" and result["preflight"][0]["ok"] is True
+    assert [o for o in result["manifests"] if o["kind"] == "ScaledObject"]
+    asked = dry(autoscaler="hpa")  # asked for what the cluster lacks: refused, naming the other
+    assert "does not serve (KEDA is there: --autoscaler keda)" in asked["preflight"][0]["detail"]
+    api.remove("customresourcedefinitions", "", "scaledobjects.keda.sh")
+    neither = dry()
+    assert neither["preflight"][0]["ok"] is False and "the cluster has neither" in neither["preflight"][0]["detail"]

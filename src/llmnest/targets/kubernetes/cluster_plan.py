@@ -130,6 +130,7 @@ def checks(facts: preflight.ClusterFacts, place: KubernetesPlacement) -> list[di
            if any(p in c.get("provisioner", "") for p in preflight.RWX_PROVISIONERS)]
     default = next((n for n, c in facts.storage_classes.items() if c.get("default")), None)
     wanted = place.storage_class or default
+    scaler = preflight.autoscaler_for(facts, place)
     has_keda = preflight.KEDA_CRD in facts.crds
     autoscales = bool(place.autoscale_max and place.autoscale_max > place.replicas)
     secrets = [s for s in (place.gateway_db_secret, place.gateway_redis_secret, place.oss_secret) if s]
@@ -143,9 +144,9 @@ def checks(facts: preflight.ClusterFacts, place: KubernetesPlacement) -> list[di
         row("ReadWriteMany class", wanted in rwx, place.weights_kind == "hub",
             f"{wanted or 'no default class'}{' (ReadWriteMany)' if wanted in rwx else ''}; ReadWriteMany classes: "
             f"{', '.join(rwx) or 'none'} (hub weights need one)"),
-        row("metrics API / KEDA", facts.custom_metrics if place.autoscaler == "hpa" else has_keda, autoscales,
+        row("metrics API / KEDA", facts.custom_metrics if scaler == "hpa" else has_keda, autoscales,
             f"custom metrics API {'there' if facts.custom_metrics else 'absent'}, KEDA "
-            f"{'there' if has_keda else 'absent'} (--autoscale-max with --autoscaler {place.autoscaler})"),
+            f"{'there' if has_keda else 'absent'} (--autoscale-max would use {scaler or 'neither'})"),
         row("Secrets", not missing, True,
             f"missing in {place.namespace}: {', '.join(missing)}" if missing else f"{', '.join(secrets)} there"),
     ]

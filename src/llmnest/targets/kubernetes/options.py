@@ -35,7 +35,8 @@ OPTIONS = (
     Option("slb_spec", "--slb-spec", "SLB instance spec of the LoadBalancer, e.g. slb.s1.small."),
     Option("autoscale_max", "--autoscale-max", "Scale engine replicas on the request queue up to this many.",
            kind=int, min=1, max=64),
-    Option("autoscaler", "--autoscaler", "hpa (the custom metrics API) or keda, for --autoscale-max (default hpa)."),
+    Option("autoscaler", "--autoscaler", "hpa (the custom metrics API) or keda, for --autoscale-max (default: whichever "
+           "the cluster has, hpa first)."),
     Option("gateway_image", "--gateway-image", "Image with llmnest installed, for the gateway and the hub fetch Job."),
     Option("gateway_db_secret", "--gateway-db-secret", "Secret whose key `url` is the gateway's PostgreSQL URL "
            "(default llmnest-gateway-db)."),

@@ -49,8 +49,8 @@ class KubernetesPlacement(BaseModel):
                            "or cluster (ClusterIP only)")
     slb_spec: str | None = Field(default=None, description="ACK SLB instance spec, e.g. slb.s1.small")
     autoscale_max: int | None = Field(default=None, ge=1, le=64, description="scale on the queue up to this")
-    autoscaler: Autoscaler = Field(default="hpa", description="hpa (metrics adapter) or keda, whichever the "
-                                   "cluster has")
+    autoscaler: Autoscaler | None = Field(default=None, description="hpa (metrics adapter) or keda; none: "
+                                          "whichever the cluster has, the metrics adapter first")
     queue_target: int = Field(default=5, ge=1, description="waiting requests per pod that trigger a scale-up")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="the Prometheus KEDA queries")

@@ -86,6 +86,13 @@ def pools(facts: ClusterFacts, label: str) -> list[GpuPool]:
     return sorted((GpuPool(card, nodes) for card, nodes in by_card.items()), key=lambda p: -p.free)
 
 
+def autoscaler_for(facts: ClusterFacts, place: KubernetesPlacement) -> str | None:
+    """The autoscaler asked for, else whichever the cluster has (the custom metrics API first, then KEDA)."""
+    if place.autoscaler:
+        return place.autoscaler
+    return "hpa" if facts.custom_metrics else "keda" if KEDA_CRD in facts.crds else None
+
+
 def pick_card(facts: ClusterFacts, label: str) -> str:
     """The card to use when --gpu-type is left out: the only labelled pool, else the one with most free GPUs."""
     found = [p for p in pools(facts, label) if p.card != "(unlabelled)"]
@@ -135,7 +142,10 @@ def refusals(facts: ClusterFacts, place: KubernetesPlacement, gpus_per_pod: int,
     if kind == "hub":
         out += _rwx_refusals(facts, place)
     if place.autoscale_max and place.autoscale_max > place.replicas:
-        if place.autoscaler == "hpa" and not facts.custom_metrics:
+        if autoscaler_for(facts, place) is None:
+            out.append(f"autoscaling on the queue needs the custom metrics API ({CUSTOM_METRICS}) or KEDA, and the "
+                       "cluster has neither: install ack-alibaba-cloud-metrics-adapter or KEDA, or drop --autoscale-max")
+        elif place.autoscaler == "hpa" and not facts.custom_metrics:
             hint = " (KEDA is there: --autoscaler keda)" if KEDA_CRD in facts.crds else ""
             out.append(f"autoscaling on the queue needs the custom metrics API ({CUSTOM_METRICS}), which the cluster "
                        f"does not serve{hint}: install ack-alibaba-cloud-metrics-adapter or drop --autoscale-max")

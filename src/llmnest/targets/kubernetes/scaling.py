@@ -35,7 +35,7 @@ def autoscaler(spec: DeploymentSpec, place: KubernetesPlacement) -> dict | None:
     if place.autoscale_max is None or place.autoscale_max == place.replicas:
         return None
     metric = QUEUE_METRIC[spec.engine]
-    if place.autoscaler == "hpa":
+    if place.autoscaler != "keda":  # none chosen yet (no cluster read): the HPA
         ref = _target(spec, place)
         return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                 "metadata": meta(spec.name, "engine", place.namespace),

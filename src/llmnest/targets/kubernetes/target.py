@@ -76,6 +76,11 @@ def _unpublished_image(place: KubernetesPlacement) -> str | None:
             "the nodes)")
 
 
+def _autoscaler(facts: preflight.ClusterFacts, place: KubernetesPlacement) -> str | None:
+    """The autoscaler the spec records: the one asked for, else (with --autoscale-max) the one the cluster has."""
+    return preflight.autoscaler_for(facts, place) if place.autoscale_max else place.autoscaler
+
+
 def _secrets(place: KubernetesPlacement) -> list[str]:
     return [s for s in (place.gateway_db_secret, place.gateway_redis_secret, place.oss_secret) if s]
 
@@ -117,7 +122,8 @@ class KubernetesTarget(Target):
         problems = preflight.refusals(facts, place, gpus)
         spare = preflight.pods_fitting_now(facts, place, gpus) - place.replicas * place.nodes
         surge = bool(gpus) and spare >= place.nodes
-        return _with_place(spec, gpu_headroom=surge), problems, preflight.rollout_line(surge, place, gpus)
+        return (_with_place(spec, gpu_headroom=surge, autoscaler=_autoscaler(facts, place)), problems,
+                preflight.rollout_line(surge, place, gpus))
 
     def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
         """The cluster's GPU pools for the model (a "table"); without a cluster, the card of --gpu-type alone."""
@@ -377,7 +383,8 @@ class KubernetesTarget(Target):
         if problems:
             raise Conflict(problems[0])
         surge = preflight.headroom(facts, place, gpus)
-        return _with_place(spec, gpu_headroom=surge), preflight.rollout_line(surge, place, gpus)
+        return (_with_place(spec, gpu_headroom=surge, autoscaler=_autoscaler(facts, place)),
+                preflight.rollout_line(surge, place, gpus))
 
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
         """Roll `new` out; when its pods do not come up, apply the last good spec (the stored one) again.
