@@ -57,6 +57,7 @@ NAME = "kdemo"
 NS = "llm"
 NETWORK = "llmnest-k8s-e2e"
 GATEWAY_IMAGE = "llmnest/llmnest:e2e"
+METRICS_TOKEN = "sk-metrics-" + secrets.token_urlsafe(12)
 VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -219,7 +220,7 @@ def pods(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterato
                                                  sets={"image": LOCAL_CPU_IMAGE})).spec
     place = KubernetesPlacement(namespace=NS, weights="pvc:demo-weights", gateway_image=GATEWAY_IMAGE,
                                 load_timeout_s=900, expose="intranet")
-    objs = manifests.render(spec, place, "sk-internal-" + secrets.token_urlsafe(18))
+    objs = manifests.render(spec, place, "sk-internal-" + secrets.token_urlsafe(18), METRICS_TOKEN)
     weights = _demo_weights(home)
     for name in (f"{NAME}-engine", f"{NAME}-gateway"):
         docker("rm", "--force", name, check=False)
@@ -318,5 +319,10 @@ def test_the_pod_specs_serve_the_demo_behind_the_gateway_with_a_key(pods: dict) 
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"].strip(), reply.text
     rows = {r["name"]: r for r in json.loads(run_cli(pods["env"], "keys", "ls", "--db", pods["db"], "--json").stdout)}
     assert rows[NAME]["models"] == [body["model"]] and rows[NAME]["requests"] == 2  # the check, then the chat
+    # /metrics from outside the pod (as Prometheus scrapes it): only with the token of the rendered Secret
+    metrics = f"http://{gw_ip}:8080/metrics"
+    assert httpx.get(metrics, timeout=30, trust_env=False).status_code == 403
+    scraped = httpx.get(metrics, timeout=30, trust_env=False, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200 and "llmnest_requests_total" in scraped.text, scraped.text[:300]
     text = manifests.to_yaml(pods["objs"])
     assert user_key not in text and user_key not in " ".join(gateway["args"] + engine["args"])

@@ -25,18 +25,21 @@ def engine_pod(objs: list[dict]) -> dict:
     workload = next(o for o in objs if o["kind"] in {"Deployment", "LeaderWorkerSet"} and o["metadata"]["name"].endswith("-engine"))
     spec = workload["spec"]
     return spec["template"]["spec"] if "template" in spec else spec["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+METRICS_TOKEN = "sk-metrics-0123456789abcdef"
 
 
 @pytest.mark.parametrize("kind", PLACEMENTS)
 @pytest.mark.parametrize(("model", "nodes", "eng"), seed_cases())
 def test_own_checks_pass_and_the_key_is_only_in_secrets(model: str, nodes: int, eng: str, kind: str):
     spec = gpu_spec(model, nodes, eng).model_copy(update={"env": {"HF_HUB_OFFLINE": "1"}})
-    objs = manifests.render(spec, placement(kind, nodes), ENGINE_KEY)
+    objs = manifests.render(spec, placement(kind, nodes), ENGINE_KEY, METRICS_TOKEN)
     assert checks.problems(objs) == []
     text = manifests.to_yaml(objs)
     assert USER_KEY not in text and "&id" not in text
     for obj in objs:
-        assert (ENGINE_KEY in manifests.to_yaml([obj])) == (obj["kind"] == "Secret"), obj["metadata"]["name"]
+        metrics = obj["metadata"]["name"].endswith("-gateway-metrics")
+        assert (ENGINE_KEY in manifests.to_yaml([obj])) == (obj["kind"] == "Secret" and not metrics), obj["metadata"]
+        assert (METRICS_TOKEN in manifests.to_yaml([obj])) == (obj["kind"] == "Secret" and metrics), obj["metadata"]
 
 
 def test_the_checks_catch_what_schemas_let_through():
@@ -158,7 +161,10 @@ def test_gateway_exposure_and_its_secrets():
     assert gw["command"] + gw["args"] == ["llmnest", "gateway", "serve", "--host", "0.0.0.0", "--port", "8080",
                                           "--upstreams", "/etc/llmnest/upstreams.json"]
     assert gw["env"] == [{"name": "LLMNEST_GATEWAY_DB", "valueFrom": {"secretKeyRef": {"name": "llmnest-gateway-db",
-                                                                                          "key": "url"}}}]
+                                                                                          "key": "url"}}},
+                         {"name": "LLMNEST_GATEWAY_ADMIN_KEY",  # /metrics beyond loopback (Prometheus) with this token
+                          "valueFrom": {"secretKeyRef": {"name": "qwq-32b-gateway-metrics", "key": "token"}}}]
+    assert by(objs, "Secret", "gateway-metrics")["stringData"] == {"token": manifests.METRICS_PLACEHOLDER}
     upstream = by(objs, "Secret", "gateway-upstreams")["stringData"]["upstreams.json"]
     assert "http://qwq-32b-engine.llm.svc.cluster.local:8000/v1" in upstream
     cluster = manifests.render(spec, placement("claim-single", 1), ENGINE_KEY)

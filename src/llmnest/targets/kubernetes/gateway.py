@@ -19,6 +19,7 @@ from .placement import KubernetesPlacement
 UPSTREAMS_DIR = "/etc/llmnest"
 UPSTREAMS_FILE = "upstreams.json"
 URL_KEY = "url"
+METRICS_SECRET_KEY = "token"
 SLB = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-"
 
 
@@ -44,9 +45,19 @@ def command() -> list[str]:
             "--upstreams", f"{UPSTREAMS_DIR}/{UPSTREAMS_FILE}"]
 
 
-def env(place: KubernetesPlacement) -> list[dict]:
+def metrics_secret(spec: DeploymentSpec, place: KubernetesPlacement, metrics_key: str) -> dict:
+    """The bearer token that reads the gateway's /metrics from outside its pod (Prometheus), as
+    $LLMNEST_GATEWAY_ADMIN_KEY: beyond loopback the gateway answers /metrics only with it."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": meta(spec.name, "gateway", place.namespace, suffix="gateway-metrics"),
+            "stringData": {METRICS_SECRET_KEY: metrics_key}}
+
+
+def env(spec: DeploymentSpec, place: KubernetesPlacement) -> list[dict]:
     out = [{"name": "LLMNEST_GATEWAY_DB",
-            "valueFrom": {"secretKeyRef": {"name": place.gateway_db_secret, "key": URL_KEY}}}]
+            "valueFrom": {"secretKeyRef": {"name": place.gateway_db_secret, "key": URL_KEY}}},
+           {"name": "LLMNEST_GATEWAY_ADMIN_KEY",
+            "valueFrom": {"secretKeyRef": {"name": name_of(spec.name, "gateway-metrics"), "key": METRICS_SECRET_KEY}}}]
     if place.gateway_redis_secret:
         out.append({"name": "LLMNEST_GATEWAY_REDIS",
                     "valueFrom": {"secretKeyRef": {"name": place.gateway_redis_secret, "key": URL_KEY}}})
@@ -57,7 +68,7 @@ def deployment(spec: DeploymentSpec, place: KubernetesPlacement) -> dict:
     http = {"path": "/health", "port": "http"}
     container = {
         "name": "gateway", "image": place.gateway_image, "command": command()[:1], "args": command()[1:],
-        "env": env(place),
+        "env": env(spec, place),
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": http, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
         "livenessProbe": {"httpGet": http, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},

@@ -14,10 +14,13 @@ from .names import labels, max_name_length
 from .placement import KubernetesPlacement
 
 KEY_PLACEHOLDER = "REPLACE-WITH-AN-INTERNAL-KEY"  # what `show --as k8s` puts where the engine key goes
+METRICS_PLACEHOLDER = "REPLACE-WITH-A-METRICS-TOKEN"  # and where the token that reads the gateway's /metrics goes
 
 
-def render(spec: DeploymentSpec, place: KubernetesPlacement, engine_key: str | None) -> list[dict]:
-    """Every object of the deployment. `engine_key` is the internal key (None only without a key)."""
+def render(spec: DeploymentSpec, place: KubernetesPlacement, engine_key: str | None,
+           metrics_key: str = METRICS_PLACEHOLDER) -> list[dict]:
+    """Every object of the deployment. `engine_key` is the internal key (None only without a key);
+    `metrics_key` the bearer token for the gateway's /metrics."""
     if len(spec.name) > max_name_length():
         raise ValueError(f"deployment name {spec.name!r} is longer than {max_name_length()} characters, "
                          "too long for its Kubernetes object names; pick a shorter --name")
@@ -32,7 +35,7 @@ def render(spec: DeploymentSpec, place: KubernetesPlacement, engine_key: str | N
                     "metadata": {"name": place.namespace, "labels": labels(spec.name, "namespace")}})
     if spec.api_key_enabled:
         out.append(engine.key_secret(spec, place, key))
-    out.append(gateway.upstreams_secret(spec, place, key))
+    out += [gateway.upstreams_secret(spec, place, key), gateway.metrics_secret(spec, place, metrics_key)]
     out += weights.objects(spec, place, place.gateway_image)
     workload, scaler = engine.workload(spec, place), scaling.autoscaler(spec, place)
     if scaler:  # the autoscaler owns the replica count: a re-apply must not reset it (minReplicas is the floor)

@@ -63,6 +63,19 @@ def _engine_key(name: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _metrics_path(name: str) -> Path:
+    """The token that reads the gateway's /metrics (0600), which its Secret carries into the cluster."""
+    return deployment_dir(name) / "metrics_token"
+
+
+def _metrics_key(name: str) -> str:
+    """The deployment's /metrics token; made on first use (deployments from before it existed get one)."""
+    path = _metrics_path(name)
+    if not path.exists():
+        write_secret(path, new_api_key())
+    return path.read_text()
+
+
 def _kind(place: KubernetesPlacement) -> str:
     return "Deployment" if place.nodes == 1 else "LeaderWorkerSet"
 
@@ -186,7 +199,7 @@ class KubernetesTarget(Target):
         server = cluster.client._client.config.cluster.server  # noqa: SLF001 - where, for `ls`/`status`
         state.update(spec.name, target_state={"context": place.context, "cluster": server, "workload": _kind(place),
                                       "gpus_per_pod": gpus_per_pod(spec, place), "rollout": rollout})
-        objects = manifests.render(spec, place, engine_key)
+        objects = manifests.render(spec, place, engine_key, _metrics_key(spec.name))
         channel = PodExecChannel(state.get(spec.name), cluster)
         key: user_key.UserKey | None = None
         try:
@@ -206,6 +219,7 @@ class KubernetesTarget(Target):
             finally:
                 state.delete(spec.name)
                 _key_path(spec.name).unlink(missing_ok=True)
+                _metrics_path(spec.name).unlink(missing_ok=True)
             raise
         write_secret(state.key_path(spec.name), key.secret)
         state.update(spec.name, status="ready", ready_at=time.time(),
@@ -353,14 +367,15 @@ class KubernetesTarget(Target):
         if fmt == "k8s":
             objects = manifests.render(dep.spec, placement_of(dep.spec), manifests.KEY_PLACEHOLDER)
             return (f"# {dep.name}: `kubectl apply --server-side --field-manager=llmnest -f -`; replace "
-                    f"{manifests.KEY_PLACEHOLDER} (twice) with a random internal key first\n"
+                    f"{manifests.KEY_PLACEHOLDER} (twice) with a random internal key and "
+                    f"{manifests.METRICS_PLACEHOLDER} with a random token first\n"
                     + manifests.to_yaml(objects).rstrip())
         return shlex.join(engine_argv(dep.spec)[0])
 
     # ---- changing -------------------------------------------------------------------------------
     def _apply(self, cluster: Cluster, spec: DeploymentSpec, ctx: Context, restarted: str | None = None) -> None:
         key = _engine_key(spec.name)
-        objects = manifests.render(spec, placement_of(spec), key)
+        objects = manifests.render(spec, placement_of(spec), key, _metrics_key(spec.name))
         if restarted:
             for obj in (o for o in objects if o["metadata"]["name"] == name_of(spec.name, "engine")):
                 for template in _templates(obj):
@@ -444,6 +459,7 @@ class KubernetesTarget(Target):
         gone = cluster.delete(dep.name, objects, ctx.timeout, ctx.say, keep_weights=keep_weights, poll=POLL_S)
         state.delete(dep.name)
         _key_path(dep.name).unlink(missing_ok=True)
+        _metrics_path(dep.name).unlink(missing_ok=True)
         kept = (f"; the weights volume {name_of(dep.name, 'weights')} stays for the next up of {dep.name} "
                 f"(`down --delete-weights` removes it too)" if keep_weights and place.weights_kind != "claim" else "")
         key = f"; its key {dep.name} is revoked" if revoked else ""
