@@ -9,10 +9,7 @@ that runs; and, behind the gateway, the gateway's answer and its drain (the gate
 from __future__ import annotations
 
 import dataclasses
-import os
-import threading
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 
 import pytest
 
@@ -22,9 +19,9 @@ from llmnest.errors import LlmnestError
 from llmnest.probe import ProbeResult
 from llmnest.spec import DeploymentSpec, apply_sets
 from llmnest.targets.base import Context
-from llmnest.targets.local import gateway as local_gateway, supervised, supervisor, surge as local_surge, units_store
+from llmnest.targets.local import gateway as local_gateway, supervisor, surge as local_surge, units_store
 from llmnest.targets.local.runners import replica_launch
-from llmnest.targets.local.supervisor import Supervisor
+from tests.unit.threaded_supervisors import ThreadedSupervisors
 
 BAD_FLAG = "no-such-engine-flag"
 Rejects = Callable[[DeploymentSpec, units_store.Unit], bool]
@@ -60,35 +57,20 @@ class FakeEngine:
         return [] if self.running else [f"vllm: error: unrecognized arguments: --{BAD_FLAG} 1"]
 
 
-class Engines:
+class Engines(ThreadedSupervisors):
     """Each unit's supervisor started in a thread (not a detached process) and stopped by asking it to."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(monkeypatch)
         self.rejects: Rejects = lambda spec, unit: BAD_FLAG in spec.engine_args
         self.started: list[tuple[str, dict]] = []
-        self.supervisors: dict[str, tuple[Supervisor, threading.Thread]] = {}
-        monkeypatch.setattr(supervised, "start_supervisor", self.start_supervisor)
-        monkeypatch.setattr(supervised, "stop", self.stop)
-        # signal handlers are the main thread's; a supervisor here stops when asked to (`stop` below)
-        monkeypatch.setattr(supervisor, "signal", SimpleNamespace(signal=lambda *a: None, SIGTERM=15, SIGINT=2))
         monkeypatch.setattr(supervisor, "healthy", lambda url, timeout: self.answers(url))
         monkeypatch.setattr(supervisor, "chat_once", lambda url, model, key, timeout: self.probe(url))
         monkeypatch.setattr(local_gateway, "chat_once", lambda url, model, key, timeout: ProbeResult(True, "ready"))
         monkeypatch.setattr(local_surge, "drain", lambda spec, unit, on_wait: None)
 
-    def start_supervisor(self, unit_id: str, log: object) -> int:
-        runner = FakeEngine(unit_id, self)
-        sup = Supervisor(unit_id, runner)
-        thread = threading.Thread(target=sup.run, daemon=True)
-        self.supervisors[unit_id] = (sup, thread)
-        thread.start()
-        return os.getpid()
-
-    def stop(self, unit: units_store.Unit, grace: float = 30, child_process: bool = True) -> None:
-        sup, thread = self.supervisors.pop(unit.id)
-        sup.stopping = True
-        thread.join(10)
-        assert not thread.is_alive()
+    def runner(self, unit_id: str) -> FakeEngine:
+        return FakeEngine(unit_id, self)
 
     def answers(self, url: str) -> bool:
         return any(s.runner.running and units_store.get(s.id).base_url == url

@@ -13,14 +13,11 @@ free memory and cores are given to the room check, so that it does not depend on
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -31,10 +28,9 @@ from llmnest.runtimes.process import pid_alive
 from llmnest.catalog import demo_model
 from llmnest.spec_builder import UpRequest
 from llmnest.targets.base import Capability, Context
-from llmnest.targets.local import supervised, supervisor
 from llmnest.targets.local import surge as local_surge, units as local_units, units_store
 from llmnest.targets.local.runners import CPU_BIND, ChildRunner, GatewayRunner, replica_launch
-from llmnest.targets.local.supervisor import Supervisor
+from tests.unit.threaded_supervisors import ThreadedSupervisors
 from tests.conftest import cli_env, free_port, run_cli
 
 GIB = 2**30
@@ -60,32 +56,17 @@ class StandInRunner(ChildRunner):
                 "--api-key", str(key), "--replica", unit.id], {}
 
 
-class Engines:
+class Engines(ThreadedSupervisors):
     """Each unit's supervisor in a thread (not a detached process), stopped by asking it to."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(monkeypatch)
         self.rejects: Callable[[units_store.Unit], bool] = lambda unit: False
         self.launched: list[tuple[str, str | None]] = []
-        self.supervisors: dict[str, tuple[Supervisor, threading.Thread]] = {}
-        monkeypatch.setattr(supervised, "start_supervisor", self.start_supervisor)
-        monkeypatch.setattr(supervised, "stop", self.stop)
-        # signal handlers are the main thread's; a supervisor here stops when asked to (`stop` below)
-        monkeypatch.setattr(supervisor, "signal", SimpleNamespace(signal=lambda *a: None, SIGTERM=15, SIGINT=2))
 
-    def start_supervisor(self, unit_id: str, log: object) -> int:
+    def runner(self, unit_id: str) -> ChildRunner:
         unit = units_store.get(unit_id)
-        runner = GatewayRunner(unit) if unit.kind == "gateway" else StandInRunner(unit, self)
-        sup = Supervisor(unit_id, runner)
-        thread = threading.Thread(target=sup.run, daemon=True)
-        self.supervisors[unit_id] = (sup, thread)
-        thread.start()
-        return os.getpid()
-
-    def stop(self, unit: units_store.Unit, grace: float = 30, child_process: bool = True) -> None:
-        sup, thread = self.supervisors.pop(unit.id)
-        sup.stopping = True
-        thread.join(30)
-        assert not thread.is_alive()
+        return GatewayRunner(unit) if unit.kind == "gateway" else StandInRunner(unit, self)
 
     def stop_all(self) -> None:
         for unit_id in list(self.supervisors):
