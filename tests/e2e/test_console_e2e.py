@@ -111,6 +111,14 @@ def test_console_end_to_end(stack, page) -> None:
 
     # deploy the demo model from the page: the plan first, then the job with its phases, the key once
     page.goto(base + "/deploy")
+    host, kube = page.locator('input[name="host"]'), page.locator('fieldset[data-target="kubernetes"]')
+    page.select_option('select[name="target"]', "kubernetes")  # a cluster: this machine's fields go, its own come
+    expect(host).to_be_hidden()
+    expect(kube).to_be_visible()
+    assert host.is_disabled() and page.locator('input[name="force"]').is_disabled()
+    page.select_option('select[name="target"]', "local")
+    expect(host).to_be_visible()
+    expect(kube).to_be_hidden()
     page.fill('input[name="name"]', NAME)
     page.fill('input[name="port"]', str(free_port()))
     page.fill('input[name="max_model_len"]', "2048")

@@ -120,6 +120,7 @@ def _catalog() -> list[dict[str, Any]]:
 
 def _page(request: Request, status: int = 200, **context: Any) -> Response:
     base = {"models": _catalog(), "targets": registry.names(), "default_target": registry.DEFAULT,
+            "elsewhere": [d.name for d in registry.declarations() if d.serves_on],  # Runtime, Host: this machine's
             "target_forms": _target_forms(), "form": {}, "errors": {}, "plan": None}
     return render(request, "deploy.html", status, **{**base, **context})
 

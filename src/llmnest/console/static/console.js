@@ -151,6 +151,12 @@ function deployForm() {
     $("#model-facts").textContent = model.selectedOptions[0]?.dataset.facts || "";
     // another target's fields are hidden and disabled (not sent: two targets may share a field's name)
     $$("fieldset[data-target]", form).forEach((f) => { f.hidden = f.disabled = f.dataset.target !== target.value; });
+    // this machine's fields (runtime, host, the memory plan's override) hidden and not sent for a target elsewhere
+    const elsewhere = "elsewhere" in (target.selectedOptions[0]?.dataset || {});
+    $$("[data-here]", form).forEach((el) => {
+      el.hidden = elsewhere;
+      $$("input, select", el).forEach((i) => { i.disabled = elsewhere; });
+    });
   };
   model.addEventListener("change", sync); target.addEventListener("change", sync); sync();
   $("#plan-button").addEventListener("click", async () => {
