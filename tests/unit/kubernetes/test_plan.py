@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from llmnest.spec_builder import UpRequest
 from llmnest.targets.kubernetes import cluster_plan
 from llmnest.targets.kubernetes.preflight import KEDA_CRD, LWS_CRD, OSS_DRIVER, ClusterFacts, Node
-from llmnest.targets.kubernetes.sizing import sized
+from llmnest.targets.kubernetes.sizing import sized, with_place
 from llmnest.targets.kubernetes.target import KubernetesTarget
 from tests.conftest import cli_env, run_cli
 from tests.unit.kubernetes.api_standin import ApiStandIn
@@ -55,7 +55,7 @@ def test_each_pool_is_sized_as_up_sizes_it_and_up_picks_the_most_free():
                         gpu_node("h20-0", "NVIDIA-H20", 8, used=8), gpu_node("t-0", None, 8)))
     a10, h20 = pool(result, "NVIDIA-A10"), pool(result, "NVIDIA-H20")
     r = resolved()
-    up_a10 = sized(cluster_plan.with_card(r.spec, "NVIDIA-A10"), r.model)
+    up_a10 = sized(with_place(r.spec, gpu_type="NVIDIA-A10"), r.model)
     assert (a10["gpus_per_pod"], a10["tensor_parallel_size"]) == (up_a10.gpu_count, up_a10.tensor_parallel_size) == (4, 4)
     assert (a10["nodes"], a10["allocatable"], a10["free"], a10["replicas_now"]) == (2, 8, 6, 1)
     assert a10["kv_cache_tokens"] > 0 and a10["max_concurrent_requests"] >= 1 and a10["ok"] and a10["verdict"] == "fits"

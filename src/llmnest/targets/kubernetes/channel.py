@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ... import state
 from ...errors import BadInput, LlmnestError
 from ...gateway.remote_admin import ChannelResult
-from .names import name_of
+from .names import api_url, name_of
 from .placement import placement_of
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def exec_command(argv: list[str]) -> list[str]:
 
 def service_url(deployment: str, namespace: str, port: int) -> str:
     """The gateway's Service as pods in the cluster reach it (cluster DNS, the Service's port)."""
-    return f"http://{name_of(deployment, 'gateway')}.{namespace}.svc.cluster.local{'' if port == 80 else f':{port}'}/v1"
+    return api_url(f"{name_of(deployment, 'gateway')}.{namespace}.svc.cluster.local", port)
 
 
 def chat_command(deployment: str, namespace: str, port: int, model: str) -> list[str]:

@@ -15,11 +15,11 @@ from typing import Any
 from ...catalog import CatalogModel
 from ...errors import BadInput
 from ...plan import plan_gpus
-from ...spec import DeploymentSpec, validated
+from ...spec import DeploymentSpec
 from . import preflight
 from .engine import gpus_per_pod
 from .placement import KubernetesPlacement, placement_of
-from .sizing import GPU_COUNTS, card_of, placement_from, sized
+from .sizing import GPU_COUNTS, card_of, sized, with_place
 
 COLUMNS = ["pool", "nodes x GPUs", "free", "taints", "GPUs/pod", "TP x PP", "KV tokens", "concurrent", "replicas now",
            "verdict"]
@@ -49,11 +49,6 @@ class PoolPlan:
     picked: bool = False
 
 
-def with_card(spec: DeploymentSpec, card: str) -> DeploymentSpec:
-    place = placement_from({**placement_of(spec).model_dump(), "gpu_type": card})
-    return validated({**spec.model_dump(), "placement": place})
-
-
 def _taint(t: dict[str, Any]) -> str:
     return f"{t.get('key', '')}:{t.get('effect', '')}"
 
@@ -69,7 +64,7 @@ def _sized_on(spec: DeploymentSpec, model: CatalogModel, card: str) -> tuple[Dep
     if card == UNLABELLED:
         return None, f"no {label} label", f"these GPU nodes have no {label} label: up cannot select them"
     try:
-        return sized(with_card(spec, card), model), "", ""
+        return sized(with_place(spec, gpu_type=card), model), "", ""
     except BadInput as exc:
         nodes = placement_of(spec).nodes
         short = ("a card the planner does not know" if card_of(card) is None else
@@ -192,9 +187,13 @@ def _choice(rows: list[PoolPlan], facts: preflight.ClusterFacts, place: Kubernet
     return fitting[0].card if fitting else preflight.pick_card(facts, place.gpu_label)
 
 
-def card_for(facts: preflight.ClusterFacts, spec: DeploymentSpec, model: CatalogModel) -> str:
-    """The card `up` uses when --gpu-type is left out ("" when no node is labelled): the same as `plan` picks."""
-    return _choice(_pool_plans(facts, spec, model)[0], facts, placement_of(spec))
+def card_for(facts: preflight.ClusterFacts, spec: DeploymentSpec,
+             model: CatalogModel) -> tuple[str, DeploymentSpec | None]:
+    """The card `up` uses when --gpu-type is left out ("" when no node is labelled), the same as `plan` picks,
+    and the spec sized for it (None when the model does not fit it)."""
+    rows, sized_for = _pool_plans(facts, spec, model)
+    card = _choice(rows, facts, placement_of(spec))
+    return card, sized_for.get(card)
 
 
 def _refusals(facts: preflight.ClusterFacts, place: KubernetesPlacement, chosen: DeploymentSpec | None,
@@ -202,9 +201,7 @@ def _refusals(facts: preflight.ClusterFacts, place: KubernetesPlacement, chosen:
     """What `up` would refuse: no labelled pool, the model not sized for the picked card, or preflight's lines."""
     picked = next((r for r in rows if r.picked), None)
     if picked is None:
-        listed = "; ".join(p.line() for p in preflight.pools(facts, place.gpu_label)) or "none"
-        return [f"no node carries the GPU label {place.gpu_label} (GPU pools: {listed}); pass --gpu-type with the "
-                "label value, or set the label's name in the placement"]
+        return [preflight.unlabelled_line(facts, place.gpu_label)]
     if chosen is None:
         return [picked.reason]
     return preflight.refusals(facts, placement_of(chosen), gpus_per_pod(chosen, placement_of(chosen)))

@@ -49,3 +49,8 @@ def meta(deployment: str, component: str, namespace: str | None, suffix: str | N
     if annotations:
         out["annotations"] = annotations
     return out
+
+
+def api_url(host: str, port: int) -> str:
+    """The OpenAI API base URL on `host`:`port` (the port left out when it is HTTP's own, 80)."""
+    return f"http://{host}{'' if port == 80 else f':{port}'}/v1"

@@ -93,6 +93,13 @@ def autoscaler_for(facts: ClusterFacts, place: KubernetesPlacement) -> str | Non
     return "hpa" if facts.custom_metrics else "keda" if KEDA_CRD in facts.crds else None
 
 
+def unlabelled_line(facts: ClusterFacts, label: str) -> str:
+    """Why no card can be picked: no node carries the GPU label."""
+    listed = "; ".join(p.line() for p in pools(facts, label)) or "none"
+    return (f"no node carries the GPU label {label} (GPU pools: {listed}); pass --gpu-type with the label value, "
+            "or set the label's name in the placement")
+
+
 def pick_card(facts: ClusterFacts, label: str) -> str:
     """The card to use when --gpu-type is left out: the only labelled pool, else the one with most free GPUs."""
     found = [p for p in pools(facts, label) if p.card != "(unlabelled)"]

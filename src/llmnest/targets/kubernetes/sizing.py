@@ -59,6 +59,12 @@ def placement_from(data: dict[str, Any]) -> KubernetesPlacement:
         raise BadInput(f"{where}{first['msg'].removeprefix('Value error, ')}") from None
 
 
+def with_place(spec: DeploymentSpec, **changes: Any) -> DeploymentSpec:
+    """The spec with placement fields changed (validated); its replicas follow the placement's."""
+    place = placement_from({**placement_of(spec).model_dump(), **changes})
+    return validated({**spec.model_dump(), "placement": place, "replicas": place.replicas})
+
+
 def catalog_model(name: str | None) -> CatalogModel:
     model = get_model(name) if name else demo_model()
     return model

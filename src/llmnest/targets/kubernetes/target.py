@@ -29,9 +29,9 @@ from ..base import Capability, Context, Created, Resolved, Target
 from . import DECLARATION, cluster_plan, manifests, preflight, user_key
 from .channel import PodExecChannel, chat_command, service_url
 from .engine import engine_argv, gpus_per_pod
-from .names import ROLE_LABEL, name_of
+from .names import ROLE_LABEL, api_url, name_of
 from .placement import KubernetesPlacement, placement_of
-from .sizing import hub_model, parse_placement, placement_from, request_spec, sized
+from .sizing import hub_model, parse_placement, request_spec, sized, with_place
 from .state import KubernetesState
 
 if TYPE_CHECKING:
@@ -41,16 +41,9 @@ LB_WAIT_S = 300.0  # a cloud LoadBalancer usually gets its address within a minu
 CHAT_WAIT_S = 120.0  # the gateway and the engine answer /health already: a chat follows within seconds
 POLL_S = 2.0
 RESTARTED_AT = "llmnest.io/restarted-at"
-KEY_UNUSED = manifests.KEY_PLACEHOLDER  # renders whose objects are only named, never applied
 # Placement fields a rolling update cannot change: they name another cluster, namespace, workload kind or volume.
 LOCKED_PLACEMENT = ("context", "namespace", "create_namespace", "nodes", "weights", "oss_endpoint", "oss_secret",
                     "storage_class", "weights_gib")
-
-
-def _with_place(spec: DeploymentSpec, **changes: Any) -> DeploymentSpec:
-    """The spec with placement fields changed (validated); its replicas follow the placement's."""
-    place = placement_from({**placement_of(spec).model_dump(), **changes})
-    return validated({**spec.model_dump(), "placement": place, "replicas": place.replicas})
 
 
 def _key_path(name: str) -> Path:
@@ -124,18 +117,17 @@ class KubernetesTarget(Target):
         place = placement_of(spec)
         facts = cluster.facts(_secrets(place))
         if place.gpu_type is None:
-            card = cluster_plan.card_for(facts, spec, hub_model(spec))
+            model = hub_model(spec)
+            card, fitted = cluster_plan.card_for(facts, spec, model)
             if not card:
-                listed = "; ".join(p.line() for p in preflight.pools(facts, place.gpu_label)) or "none"
-                raise Conflict(f"no node carries the GPU label {place.gpu_label} (GPU pools: {listed}); pass "
-                               "--gpu-type with the label value, or set the label's name in the placement")
-            spec = sized(_with_place(spec, gpu_type=card), hub_model(spec))
+                raise Conflict(preflight.unlabelled_line(facts, place.gpu_label))
+            spec = fitted or sized(with_place(spec, gpu_type=card), model)  # sized again only to say why not
             place = placement_of(spec)
         gpus = gpus_per_pod(spec, place)
         problems = preflight.refusals(facts, place, gpus)
         spare = preflight.pods_fitting_now(facts, place, gpus) - place.replicas * place.nodes
         surge = bool(gpus) and spare >= place.nodes
-        return (_with_place(spec, gpu_headroom=surge, autoscaler=_autoscaler(facts, place)), problems,
+        return (with_place(spec, gpu_headroom=surge, autoscaler=_autoscaler(facts, place)), problems,
                 preflight.rollout_line(surge, place, gpus))
 
     def plan(self, resolved: Resolved, ctx: Context) -> dict[str, Any]:
@@ -327,11 +319,10 @@ class KubernetesTarget(Target):
 
     def endpoints(self, dep: state.Deployment, api_key: str | None) -> list[Endpoint]:
         place, info = placement_of(dep.spec), self._info(dep)
-        port = "" if dep.spec.port == 80 else f":{dep.spec.port}"
         out = [Endpoint(service_url(dep.name, place.namespace, dep.spec.port), api_key, dep.spec.served_model_name,
                         "in the cluster")]
         if info.address:
-            out.insert(0, Endpoint(f"http://{info.address}{port}/v1", api_key, dep.spec.served_model_name,
+            out.insert(0, Endpoint(api_url(info.address, dep.spec.port), api_key, dep.spec.served_model_name,
                                    f"{place.expose} LoadBalancer"))
         return out
 
@@ -398,7 +389,7 @@ class KubernetesTarget(Target):
         if problems:
             raise Conflict(problems[0])
         surge = preflight.headroom(facts, place, gpus)
-        return (_with_place(spec, gpu_headroom=surge, autoscaler=_autoscaler(facts, place)),
+        return (with_place(spec, gpu_headroom=surge, autoscaler=_autoscaler(facts, place)),
                 preflight.rollout_line(surge, place, gpus))
 
     def redeploy(self, dep: state.Deployment, new: DeploymentSpec, ctx: Context) -> str:
@@ -429,7 +420,7 @@ class KubernetesTarget(Target):
         if place.autoscale_max and place.autoscale_max > place.replicas:
             raise BadInput(f"{dep.name} autoscales between {place.replicas} and {place.autoscale_max} replicas: "
                            "change those with `llmnest redeploy`")
-        scaled = _with_place(dep.spec, replicas=replicas)  # refused before the cluster is touched
+        scaled = with_place(dep.spec, replicas=replicas)  # refused before the cluster is touched
         cluster = self.cluster(dep.spec)
         workload = cluster.workload(info.workload, dep.name)
         if workload is None:
@@ -490,9 +481,9 @@ def _redeployable(old: DeploymentSpec, new: DeploymentSpec) -> DeploymentSpec:
         raise BadInput(f"redeploy changes {old.name} in place, so {', '.join(changed)} cannot change (they name "
                        f"other objects): `llmnest down {old.name}` and `llmnest up` again")
     if new.replicas != old.replicas:
-        new = _with_place(new, replicas=new.replicas)
+        new = with_place(new, replicas=new.replicas)
     elif after.replicas != before.replicas:
-        new = _with_place(new, replicas=after.replicas)
+        new = with_place(new, replicas=after.replicas)
     if after.gpu_type != before.gpu_type:
         kept = (new.tensor_parallel_size, new.pipeline_parallel_size) == (old.tensor_parallel_size,
                                                                           old.pipeline_parallel_size)
@@ -504,8 +495,8 @@ def _redeployable(old: DeploymentSpec, new: DeploymentSpec) -> DeploymentSpec:
 
 def _prune(cluster: Cluster, was: DeploymentSpec, now: DeploymentSpec) -> None:
     """Delete the objects `was` rendered that `now` does not (the weights excepted: they are locked)."""
-    keep = {(o["kind"], o["metadata"]["name"]) for o in manifests.render(now, placement_of(now), KEY_UNUSED)}
-    gone = [o for o in manifests.render(was, placement_of(was), KEY_UNUSED)
+    keep = {(o["kind"], o["metadata"]["name"]) for o in manifests.render(now, placement_of(now), manifests.KEY_PLACEHOLDER)}
+    gone = [o for o in manifests.render(was, placement_of(was), manifests.KEY_PLACEHOLDER)
             if (o["kind"], o["metadata"]["name"]) not in keep and o["kind"] != "Namespace"]
     if gone:
         cluster.remove(gone)
